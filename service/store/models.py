@@ -1,0 +1,119 @@
+"""SQLAlchemy 2 table models. Alembic (migrations/) owns the schema; a test keeps them equal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from service.store.records import new_id, utcnow
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[dict[str, Any]]: JSON}
+
+
+class TripleStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    TRAINED = "trained"
+
+
+class AdapterStatus(StrEnum):
+    CANDIDATE = "candidate"
+    ACTIVE = "active"
+    RETIRED = "retired"
+    FAILED = "failed"
+
+
+def _timestamp(**kwargs: Any) -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), **kwargs)
+
+
+class Check(Base):
+    """One checked completion choice. Never holds an API key, only its id."""
+
+    __tablename__ = "checks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = _timestamp(default=utcnow, index=True)
+    endpoint: Mapped[str] = mapped_column(String(16))
+    framework: Mapped[str] = mapped_column(String(64), index=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    verdict: Mapped[str] = mapped_column(String(16), index=True)
+    score: Mapped[float | None] = mapped_column(Float)
+    repaired: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    choice_index: Mapped[int] = mapped_column(Integer, default=0)
+    policy_model: Mapped[str] = mapped_column(String(256))
+    judge_model: Mapped[str] = mapped_column(String(256))
+    upstream_ms: Mapped[float] = mapped_column(Float)
+    judge_ms: Mapped[float] = mapped_column(Float)
+    repair_ms: Mapped[float] = mapped_column(Float)
+    api_key_id: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Triple(Base):
+    """A flagged answer with its accepted repair: one DPO preference pair."""
+
+    __tablename__ = "triples"
+    __table_args__ = (Index("ix_triples_status_created", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    check_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = _timestamp(default=utcnow)
+    framework: Mapped[str] = mapped_column(String(64), index=True)
+    prompt: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    rejected: Mapped[str] = mapped_column(Text)
+    chosen: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    policy_model: Mapped[str] = mapped_column(String(256))
+    judge_model: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16), default=TripleStatus.PENDING.value)
+    reviewed_at: Mapped[datetime | None] = _timestamp(nullable=True)
+    trained_in_version: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("adapter_versions.id"), nullable=True
+    )
+
+
+class ApiKey(Base):
+    """A client key, stored only as its SHA-256; `prefix` lets an operator recognise it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    framework: Mapped[str | None] = mapped_column(String(64))
+    mode: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = _timestamp(default=utcnow)
+    revoked_at: Mapped[datetime | None] = _timestamp(nullable=True)
+
+
+class AdapterVersion(Base):
+    """A trained LoRA adapter. Immutable once written; activation is a status change."""
+
+    __tablename__ = "adapter_versions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)  # e.g. conscience-v7
+    base_model: Mapped[str] = mapped_column(String(256))
+    path: Mapped[str] = mapped_column(Text)
+    parent_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("adapter_versions.id"), nullable=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default=AdapterStatus.CANDIDATE.value, index=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    triple_count: Mapped[int] = mapped_column(Integer, default=0)
+    dataset_hash: Mapped[str | None] = mapped_column(String(64))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _timestamp(default=utcnow)
+    activated_at: Mapped[datetime | None] = _timestamp(nullable=True)

@@ -1,0 +1,91 @@
+"""What the request path hands to the store: plain dataclasses, no SQLAlchemy.
+
+The pipeline builds these; the background writer persists them (or spools them while the
+database is down). Ids are generated on the request path so that a replayed spool entry can be
+inserted idempotently.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class CheckRecord:
+    """One checked completion choice."""
+
+    request_id: str
+    endpoint: Literal["chat", "completions"]
+    framework: str
+    mode: str
+    verdict: str  # ethical | neutral | unethical | unchecked
+    score: float | None
+    repaired: bool
+    attempts: int
+    policy_model: str
+    judge_model: str
+    upstream_ms: float
+    judge_ms: float
+    repair_ms: float
+    choice_index: int = 0
+    api_key_id: str | None = None
+    error: str | None = None
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=utcnow)
+
+    kind: Literal["check"] = "check"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        return data
+
+
+@dataclass(slots=True)
+class TripleRecord:
+    """A flagged answer and its repair: one DPO preference pair (status starts `pending`)."""
+
+    request_id: str
+    check_id: str
+    framework: str
+    prompt: list[dict[str, Any]]  # the conversation as OpenAI messages
+    rejected: str
+    chosen: str
+    details: dict[str, Any]  # verdicts and scores of the original and the accepted repair
+    policy_model: str
+    judge_model: str
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=utcnow)
+
+    kind: Literal["triple"] = "triple"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        return data
+
+
+Record = CheckRecord | TripleRecord
+
+
+def record_from_json(data: dict[str, Any]) -> Record:
+    """Inverse of `to_json`, for spool replay."""
+    data = dict(data)
+    kind = data.pop("kind")
+    data["created_at"] = datetime.fromisoformat(data["created_at"])
+    if kind == "check":
+        return CheckRecord(**data)
+    if kind == "triple":
+        return TripleRecord(**data)
+    raise ValueError(f"unknown record kind {kind!r}")
