@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.backends.base import BackendError
@@ -51,8 +51,8 @@ def error_response(
     param: str | None = None,
     code: str | None = None,
     headers: dict[str, str] | None = None,
-) -> ORJSONResponse:
-    return ORJSONResponse(
+) -> JSONResponse:
+    return JSONResponse(
         error_body(message, error_type, param, code), status_code=status_code, headers=headers
     )
 
@@ -85,25 +85,25 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> ORJSONResponse:
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return error_response(
             exc.status_code, exc.message, exc.error_type,
             param=exc.param, code=exc.code, headers=exc.headers,
         )
 
     @app.exception_handler(BackendError)
-    async def _backend_error(_: Request, exc: BackendError) -> ORJSONResponse:
+    async def _backend_error(_: Request, exc: BackendError) -> JSONResponse:
         return error_response(
             exc.status_code, exc.message, exc.error_type, param=exc.param, code=exc.code
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _describe_validation(exc)
         return error_response(400, message, "invalid_request_error", param=param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             message = "Unknown route."
         else:
@@ -116,6 +116,6 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
         return error_response(500, "Internal error; see the server log.", "api_error")

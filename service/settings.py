@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     judge_max_answer_chars: int = Field(
         12000, description="Longest answer text shown to the judge (the tail is cut)."
     )
+    refusal_message: str = Field(
+        "I'm sorry, but I can't help with that.",
+        description="Sent (finish_reason content_filter) when no repair passes the judge.",
+    )
     repair_max_tokens: int = Field(512, description="Token budget of one repair.")
     reasoned_max_tokens: int = Field(384, description="Token budget of a reasoned verdict.")
 
@@ -105,6 +109,9 @@ class Settings(BaseSettings):
     spool_path: Path = Field(
         Path("./conscience-spool.jsonl"),
         description="Append-only file that holds records while the database is down.",
+    )
+    auto_migrate: bool = Field(
+        True, description="Run the database migrations at start-up (else: `conscience db upgrade`)."
     )
     writer_batch_size: int = Field(256, description="Most records in one insert batch.")
     writer_flush_interval_s: float = Field(0.2, description="Longest a record waits in the queue.")
@@ -130,6 +137,12 @@ class Settings(BaseSettings):
     local_device: str = Field("cpu", description="torch device for the local backend.")
     local_dtype: str = Field("float32", description="torch dtype for the local backend.")
     local_max_queue: int = Field(64, description="Queued generations before 429.")
+    local_max_concurrent: int = Field(
+        4, ge=1, description="Generations the local model interleaves token by token; more wait."
+    )
+    local_default_max_tokens: int = Field(
+        1024, ge=1, description="Token budget of a local generation whose request sets none."
+    )
     model_cache_dir: Path = Field(
         Path.home() / ".cache" / "conscience" / "models",
         description="Where converted models (GGUF → safetensors) are cached.",

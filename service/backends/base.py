@@ -104,8 +104,23 @@ class Backend(Protocol):
     async def models(self) -> list[JSON]:
         """OpenAI `/v1/models` entries (`id`, `object`, `owned_by`, optional `parent`)."""
 
+    async def start(self) -> None:
+        """Start background work once the event loop runs (e.g. the adapter watcher)."""
+
     async def check_ready(self) -> None:
         """Raise BackendError when the model server cannot take requests."""
 
     async def aclose(self) -> None:
         """Release connections, threads and model memory."""
+
+
+@runtime_checkable
+class SelfNamingBackend(Protocol):
+    """A backend that serves its own weights (the local engine), so it knows the names of the
+    frozen base and of the active adapter, which changes when a new adapter is hot-loaded."""
+
+    @property
+    def served_base_name(self) -> str: ...
+
+    @property
+    def active_adapter_name(self) -> str | None: ...

@@ -1,0 +1,7 @@
+from service.conscience.frameworks.registry import (
+    Framework,
+    FrameworkError,
+    load_frameworks,
+)
+
+__all__ = ["Framework", "FrameworkError", "load_frameworks"]

@@ -1,0 +1,1 @@
+"""The admin API: triple review and export, verdict statistics (Bearer admin key)."""

@@ -1,0 +1,74 @@
+"""Wire types of the admin API (they appear in the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.store.models import TripleStatus
+from service.store.repository import Bucket
+
+
+class TripleOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    request_id: str
+    check_id: str
+    created_at: datetime
+    framework: str
+    prompt: list[dict[str, Any]] = Field(description="The conversation as OpenAI messages.")
+    rejected: str = Field(description="The flagged answer.")
+    chosen: str = Field(description="The accepted repair.")
+    details: dict[str, Any] = Field(description="Verdicts and scores of the original and the repair.")
+    policy_model: str
+    judge_model: str
+    status: TripleStatus
+    reviewed_at: datetime | None
+    trained_in_version: str | None = Field(description="Adapter version trained on this triple.")
+
+
+class TripleList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[TripleOut]
+    total: int = Field(description="Triples matching the filters, over all pages.")
+    limit: int
+    offset: int
+
+
+class ReviewRequest(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=1000, description="Triple ids to review.")
+    status: Literal["approved", "rejected"]
+
+
+class ReviewResult(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[TripleOut] = Field(description="The reviewed triples, in the order asked for.")
+
+
+class ChatMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class PreferenceExample(BaseModel):
+    """One line of the export: TRL's conversational preference format."""
+
+    prompt: list[dict[str, Any]]
+    chosen: list[ChatMessage]
+    rejected: list[ChatMessage]
+
+
+class VerdictBucket(BaseModel):
+    bucket_start: datetime = Field(description="Start of the UTC hour or day.")
+    framework: str
+    verdict: str
+    count: int
+
+
+class VerdictStats(BaseModel):
+    object: Literal["list"] = "list"
+    bucket: Bucket
+    data: list[VerdictBucket] = Field(description="Oldest bucket first; empty buckets left out.")

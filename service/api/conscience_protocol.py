@@ -1,0 +1,73 @@
+"""Wire types shared by the checked surfaces: the request's `conscience` options and the
+`conscience` object every response carries."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.settings import JudgeStyle, Mode
+
+
+class ConscienceOptions(BaseModel):
+    """Per-request choices, sent as `extra_body={"conscience": {...}}`; never forwarded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    framework: str | None = Field(None, description="Framework name (built-in or user).")
+    mode: Mode | None = Field(None, description="enforce | monitor | off.")
+    judge_style: JudgeStyle | None = Field(None, description="fast | reasoned.")
+
+
+class ChoiceConscience(BaseModel):
+    index: int
+    verdict: str = Field(description="ethical | neutral | unethical | unchecked | pending")
+    score: float | None = Field(None, description="Probability that the original was unethical.")
+    repaired: bool = False
+    refused: bool = False
+    attempts: int = 0
+
+
+class ConscienceResult(BaseModel):
+    """Summary over the choices: the worst verdict, the highest score."""
+
+    verdict: str = Field(description="ethical | neutral | unethical | unchecked | pending")
+    score: float | None = None
+    framework: str
+    mode: Mode
+    repaired: bool = False
+    refused: bool = False
+    attempts: int = 0
+    judge_model: str | None = None
+    request_id: str
+    choices: list[ChoiceConscience] = Field(default_factory=list)
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    prompt_tokens: int
+    completion_tokens: int | None = None
+    total_tokens: int
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool | None = None
+
+
+class SamplingFields(BaseModel):
+    """Fields both generation surfaces validate; anything else is forwarded untouched."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(None, description="Defaults to the proxy's configured policy model.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=128)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    conscience: ConscienceOptions | None = None

@@ -1,0 +1,148 @@
+"""The FastAPI app: wires settings → backend → conscience pipeline → store, and the routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from service.api.admin.api_router import router as admin_router
+from service.api.chat_completion.api_router import router as chat_router
+from service.api.chat_completion.serving import ChatSurface
+from service.api.checked_serving import CheckedServing, ServedModels
+from service.api.completion.api_router import router as completion_router
+from service.api.completion.serving import CompletionSurface
+from service.api.embeddings.api_router import router as embeddings_router
+from service.api.health.api_router import router as health_router
+from service.api.middleware import RequestContextMiddleware
+from service.api.models.api_router import router as models_router
+from service.backends.base import Backend, SelfNamingBackend
+from service.conscience.frameworks import load_frameworks
+from service.conscience.judge import Judge
+from service.conscience.pipeline import ConsciencePipeline
+from service.conscience.repair import Repairer
+from service.conscience.review import Reviewer
+from service.errors import install_error_handlers
+from service.metrics import Metrics
+from service.security.auth import open_access_warning
+from service.security.cache import ApiKeyCache
+from service.settings import BackendKind, Settings
+from service.store.db import Database
+from service.store.migrate import upgrade
+from service.store.writer import RecordWriter
+
+log = logging.getLogger("conscience.app")
+
+BackendFactory = Callable[[Settings, Database], Backend]
+
+
+def default_backend(settings: Settings, db: Database) -> Backend:
+    """The backend the settings name; torch is imported only for the local one."""
+    if settings.backend is BackendKind.LOCAL:
+        from service.backends.local.backend import LocalBackend
+
+        return LocalBackend.from_settings(settings, db)
+    from service.backends.upstream import UpstreamBackend
+
+    return UpstreamBackend.from_settings(settings)
+
+
+@dataclass(frozen=True, slots=True)
+class _LiveNames:
+    """Names read from a self-naming backend on every request: adapters hot-swap."""
+
+    settings: Settings
+    backend: SelfNamingBackend
+
+    @property
+    def policy(self) -> str | None:
+        return self.settings.model or self.backend.active_adapter_name or self.backend.served_base_name
+
+    @property
+    def judge(self) -> str | None:
+        return self.settings.judge_model or self.backend.served_base_name
+
+
+def _model_names(settings: Settings, backend: Backend) -> ServedModels | _LiveNames:
+    if isinstance(backend, SelfNamingBackend):
+        return _LiveNames(settings, backend)
+    return ServedModels(policy=settings.model, judge=settings.judge_model or settings.model)
+
+
+def create_app(settings: Settings, backend_factory: BackendFactory = default_backend) -> FastAPI:
+    metrics = Metrics()
+    frameworks = load_frameworks(settings.frameworks_dir)
+    if settings.framework not in frameworks:
+        raise ValueError(
+            f"default framework {settings.framework!r} is unknown; available: {', '.join(sorted(frameworks))}"
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.auto_migrate:
+            await asyncio.to_thread(upgrade, settings.db_url)
+        db = Database(settings.db_url)
+        writer = RecordWriter(
+            db,
+            settings.spool_path,
+            batch_size=settings.writer_batch_size,
+            flush_interval_s=settings.writer_flush_interval_s,
+            retry_interval_s=settings.writer_retry_interval_s,
+            queue_size=settings.writer_queue_size,
+        )
+        await writer.start()
+        metrics.track_writer(lambda: writer.spool_depth, lambda: writer.queue_depth)
+        keys = ApiKeyCache(db, settings.api_key_refresh_s)
+        await keys.start()
+        open_access_warning(settings, keys)
+        backend = await asyncio.to_thread(backend_factory, settings, db)
+        judge = Judge(
+            backend,
+            threshold=settings.threshold,
+            max_answer_chars=settings.judge_max_answer_chars,
+            reasoned_max_tokens=settings.reasoned_max_tokens,
+        )
+        repairer = Repairer(
+            backend, max_tokens=settings.repair_max_tokens, max_answer_chars=settings.judge_max_answer_chars
+        )
+        pipeline = ConsciencePipeline(Reviewer(judge, repairer, settings.refusal_message), writer, metrics)
+        names = _model_names(settings, backend)
+        state = app.state
+        state.settings, state.db, state.writer, state.keys = settings, db, writer, keys
+        state.backend, state.pipeline, state.metrics = backend, pipeline, metrics
+        for attribute, surface in (("chat_serving", ChatSurface()), ("completion_serving", CompletionSurface())):
+            setattr(
+                state, attribute,
+                CheckedServing(surface, backend, pipeline, frameworks, settings, names, metrics),
+            )
+        await backend.start()
+        log.info(
+            "conscience ready",
+            extra={"path": f"backend={settings.backend.value} framework={settings.framework} mode={settings.mode.value}"},
+        )
+        try:
+            yield
+        finally:
+            await pipeline.drain()
+            await writer.aclose()
+            await keys.aclose()
+            await backend.aclose()
+            await db.dispose()
+
+    app = FastAPI(
+        title="Conscience",
+        version="0.1.0",
+        description="An OpenAI-compatible proxy that judges every completion against an ethical "
+        "framework with a frozen copy of the model, repairs unethical answers, and logs the "
+        "(prompt, rejected, chosen) triples for DPO training.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (chat_router, completion_router, models_router, embeddings_router, health_router, admin_router):
+        app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    return app

@@ -1,0 +1,241 @@
+"""`LocalBackend`: the `Backend` interface over the embedded engine, speaking OpenAI JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from service.backends.base import JSON, BackendError, LabelProbs
+from service.backends.local.engine import Engine
+from service.backends.local.generation import ChoiceDelta, Usage
+from service.backends.local.loader import load_model
+from service.backends.local.openai_shapes import (
+    Envelope,
+    chat_completion,
+    chunk,
+    text_completion,
+    usage_chunk,
+)
+from service.backends.local.prompts import (
+    chat_prompt_ids,
+    completion_prompts,
+    context_room,
+    invalid,
+    plain_messages,
+)
+from service.backends.local.registry import AdapterWatcher, HasSessions
+from service.backends.local.sampling import SamplingParams, sampling_params
+from service.settings import Settings
+
+# Request fields this engine cannot honour; sending them gets a clear 400, not a silent ignore.
+_CHAT_UNSUPPORTED = ("tools", "functions", "logprobs", "top_logprobs")
+_COMPLETION_UNSUPPORTED = ("echo", "suffix", "logprobs")
+
+
+def _reject_unsupported(body: JSON, fields: Sequence[str]) -> None:
+    for name in fields:
+        if body.get(name):
+            raise invalid(f"`{name}` is not supported by the local backend", name)
+    if (body.get("best_of") or 1) > 1:
+        raise invalid("`best_of` is not supported by the local backend; use `n`", "best_of")
+
+
+class LocalBackend:
+    def __init__(
+        self, engine: Engine, *, default_max_tokens: int, registry: HasSessions | None = None,
+        adapter_poll_s: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self._default_max_tokens = default_max_tokens
+        self._watcher = (
+            AdapterWatcher(engine, registry, poll_s=adapter_poll_s) if registry is not None else None
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, db: HasSessions | None = None) -> LocalBackend:
+        """Load the model (the demo model when `local_model` is unset); blocking, seconds.
+
+        Fails with a clear message when the model cannot be loaded or cannot tell the judge's
+        labels apart. `await start()` then loads the registry's active adapter and follows it.
+        """
+        from service.backends.local.demo import ensure_demo_model
+        from service.conscience.judge import LABELS
+
+        loaded = load_model(
+            settings.local_model or str(ensure_demo_model(settings)),
+            cache_dir=settings.model_cache_dir,
+            device=settings.local_device,
+            dtype=settings.local_dtype,
+        )
+        engine = Engine(
+            loaded,
+            max_queued=settings.local_max_queue,
+            max_concurrent=settings.local_max_concurrent,
+            labels=LABELS,
+        )
+        return cls(
+            engine,
+            default_max_tokens=settings.local_default_max_tokens,
+            registry=db,
+            adapter_poll_s=settings.adapter_poll_s,
+        )
+
+    async def start(self) -> None:
+        if self._watcher is not None:
+            await self._watcher.refresh()
+            self._watcher.start()
+
+    @property
+    def served_base_name(self) -> str:
+        return self.engine.served_base_name
+
+    @property
+    def active_adapter_name(self) -> str | None:
+        return self.engine.active_adapter_name
+
+    async def refresh_adapters(self) -> None:
+        """Load the registry's active adapter now instead of at the next poll."""
+        if self._watcher is None:
+            raise RuntimeError("this LocalBackend was built without an adapter registry")
+        await self._watcher.refresh()
+
+    def check_labels(self, labels: Sequence[str]) -> None:
+        """Start-up check for the judge: raises ValueError when the labels' first tokens collide."""
+        self.engine.check_labels(labels)
+
+    # --- generation ---------------------------------------------------------------------------
+
+    def _params(self, body: JSON, prompts: list[list[int]], param: str) -> SamplingParams:
+        room = min(context_room(len(ids), self.engine.context_len, param) for ids in prompts)
+        return sampling_params(body, default_max_tokens=self._default_max_tokens, room=room)
+
+    def _model(self, body: JSON) -> str | None:
+        model = body.get("model")
+        if model is not None and not isinstance(model, str):
+            raise invalid("model must be a string", "model")
+        return model
+
+    def _envelope(self, model: str | None, *, chat: bool) -> Envelope:
+        label = model or self.engine.active_adapter_name or self.engine.served_base_name
+        return Envelope(model=label, chat=chat)
+
+    async def _prepare(
+        self, body: JSON, *, chat: bool
+    ) -> tuple[str | None, list[list[int]], SamplingParams]:
+        model = self._model(body)
+        _reject_unsupported(body, _CHAT_UNSUPPORTED if chat else _COMPLETION_UNSUPPORTED)
+        tokenizer = self.engine.loaded.tokenizer
+        if chat:
+            prompts = [await asyncio.to_thread(chat_prompt_ids, tokenizer, body)]
+        else:
+            prompts = await asyncio.to_thread(completion_prompts, tokenizer, body)
+        return model, prompts, self._params(body, prompts, "messages" if chat else "prompt")
+
+    async def _complete(
+        self, body: JSON, *, chat: bool, shape: Callable[..., JSON]
+    ) -> JSON:
+        model, prompts, params = await self._prepare(body, chat=chat)
+        count = len(prompts) * params.n
+        texts, reasons = [""] * count, ["stop"] * count
+        usage = Usage(0, 0)
+        async with contextlib.aclosing(self.engine.generate(model, prompts, params)) as events:
+            async for event in events:
+                if isinstance(event, Usage):
+                    usage = event
+                    continue
+                for delta in event:
+                    texts[delta.index] += delta.text
+                    if delta.finish_reason:
+                        reasons[delta.index] = delta.finish_reason
+        return shape(self._envelope(model, chat=chat), texts, reasons, usage)
+
+    async def _stream(self, body: JSON, *, chat: bool) -> AsyncIterator[JSON]:
+        model, prompts, params = await self._prepare(body, chat=chat)
+        envelope = self._envelope(model, chat=chat)
+        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        started: set[int] = set()
+        async with contextlib.aclosing(self.engine.generate(model, prompts, params)) as events:
+            async for event in events:
+                if isinstance(event, Usage):
+                    if with_usage:
+                        yield usage_chunk(envelope, event)
+                    continue
+                for delta in event:
+                    for update in self._chunks(envelope, delta, started, with_usage):
+                        yield update
+
+    @staticmethod
+    def _chunks(
+        envelope: Envelope, delta: ChoiceDelta, started: set[int], with_usage: bool
+    ) -> list[JSON]:
+        if not envelope.chat:
+            return [
+                chunk(envelope, delta.index, text=delta.text,
+                      finish_reason=delta.finish_reason, with_usage=with_usage)
+            ]
+        updates = []
+        if delta.index not in started:
+            started.add(delta.index)
+            role = {"role": "assistant", "content": ""}
+            updates.append(chunk(envelope, delta.index, delta=role, with_usage=with_usage))
+        if delta.text:
+            content = {"content": delta.text}
+            updates.append(chunk(envelope, delta.index, delta=content, with_usage=with_usage))
+        if delta.finish_reason:
+            updates.append(
+                chunk(envelope, delta.index, finish_reason=delta.finish_reason, with_usage=with_usage)
+            )
+        return updates
+
+    async def chat(self, body: JSON) -> JSON:
+        return await self._complete(body, chat=True, shape=chat_completion)
+
+    def chat_stream(self, body: JSON) -> AsyncIterator[JSON]:
+        return self._stream(body, chat=True)
+
+    async def completion(self, body: JSON) -> JSON:
+        return await self._complete(body, chat=False, shape=text_completion)
+
+    def completion_stream(self, body: JSON) -> AsyncIterator[JSON]:
+        return self._stream(body, chat=False)
+
+    async def embeddings(self, body: JSON) -> JSON:
+        raise invalid(
+            f"the local model {self.engine.served_base_name!r} is generative; "
+            "it does not serve embeddings",
+            "model",
+        )
+
+    # --- judge, models, lifecycle ------------------------------------------------------------
+
+    async def label_probs(
+        self, model: str, messages: list[JSON], labels: Sequence[str]
+    ) -> LabelProbs:
+        probs = await self.engine.label_probs(model, plain_messages(messages), labels)
+        return LabelProbs(probs=probs, source="logprobs")
+
+    async def models(self) -> list[JSON]:
+        base = self.engine.served_base_name
+        entries: list[JSON] = [
+            {"id": base, "object": "model", "owned_by": "conscience", "root": base, "parent": None}
+        ]
+        adapter = self.engine.active_adapter_name
+        if adapter is not None:
+            entries.append(
+                {"id": adapter, "object": "model", "owned_by": "conscience", "root": adapter,
+                 "parent": base}
+            )
+        return entries
+
+    async def check_ready(self) -> None:
+        if not self.engine.ready:
+            raise BackendError(
+                "the local model is not running", status_code=503, error_type="service_unavailable"
+            )
+
+    async def aclose(self) -> None:
+        if self._watcher is not None:
+            await self._watcher.stop()
+        await self.engine.close()
+

@@ -1,0 +1,31 @@
+"""`conscience models …`: commands about the embedded engine's models."""
+
+from __future__ import annotations
+
+import typer
+
+from service.settings import load_settings
+
+models_app = typer.Typer(no_args_is_help=True)
+
+
+@models_app.callback()
+def models() -> None:
+    """Models for the embedded (local) backend."""
+
+
+@models_app.command("fetch-demo")
+def fetch_demo() -> None:
+    """Assemble, verify and convert the offline demo model (Qwen2.5-Coder-0.5B-Instruct)."""
+    from service.backends.local.demo import DemoModelError, ensure_demo_model
+
+    try:
+        directory = ensure_demo_model(load_settings())
+    except DemoModelError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"demo model ready: {directory}")
+
+
+if __name__ == "__main__":
+    models_app()

@@ -1,0 +1,100 @@
+"""OpenAI wire objects for the local backend's answers, field for field as an OpenAI server sends them."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from service.backends.base import JSON
+from service.backends.local.generation import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What every object of one response shares."""
+
+    model: str
+    chat: bool
+    id: str = ""
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            prefix = "chatcmpl" if self.chat else "cmpl"
+            object.__setattr__(self, "id", f"{prefix}-{uuid.uuid4().hex}")
+
+    def head(self, object_name: str) -> JSON:
+        return {"id": self.id, "object": object_name, "created": self.created, "model": self.model}
+
+
+def usage_json(usage: Usage) -> JSON:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+def chat_completion(envelope: Envelope, texts: list[str], reasons: list[str], usage: Usage) -> JSON:
+    choices = [
+        {
+            "index": index,
+            "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": None,
+            "finish_reason": reason,
+        }
+        for index, (text, reason) in enumerate(zip(texts, reasons, strict=True))
+    ]
+    return {
+        **envelope.head("chat.completion"),
+        "choices": choices,
+        "usage": usage_json(usage),
+        "system_fingerprint": None,
+    }
+
+
+def text_completion(envelope: Envelope, texts: list[str], reasons: list[str], usage: Usage) -> JSON:
+    choices = [
+        {"index": index, "text": text, "logprobs": None, "finish_reason": reason}
+        for index, (text, reason) in enumerate(zip(texts, reasons, strict=True))
+    ]
+    return {
+        **envelope.head("text_completion"),
+        "choices": choices,
+        "usage": usage_json(usage),
+        "system_fingerprint": None,
+    }
+
+
+def chunk(
+    envelope: Envelope,
+    index: int,
+    *,
+    delta: JSON | None = None,
+    text: str = "",
+    finish_reason: str | None = None,
+    with_usage: bool,
+) -> JSON:
+    """One streamed choice update: chat chunks carry a `delta`, text chunks carry `text`."""
+    if envelope.chat:
+        choice: JSON = {"index": index, "delta": delta or {}, "logprobs": None}
+        body = {**envelope.head("chat.completion.chunk"), "system_fingerprint": None}
+    else:
+        choice = {"index": index, "text": text, "logprobs": None}
+        body = {**envelope.head("text_completion"), "system_fingerprint": None}
+    choice["finish_reason"] = finish_reason
+    body["choices"] = [choice]
+    if with_usage:  # with stream_options.include_usage every chunk has the key, null until the end
+        body["usage"] = None
+    return body
+
+
+def usage_chunk(envelope: Envelope, usage: Usage) -> JSON:
+    object_name = "chat.completion.chunk" if envelope.chat else "text_completion"
+    return {
+        **envelope.head(object_name),
+        "system_fingerprint": None,
+        "choices": [],
+        "usage": usage_json(usage),
+    }

@@ -1,0 +1,96 @@
+"""Turn OpenAI request bodies into prompt token ids with the model's own chat template."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.backends.base import JSON, BackendError
+
+
+def invalid(message: str, param: str | None = None) -> BackendError:
+    return BackendError(
+        message, status_code=400, error_type="invalid_request_error", param=param
+    )
+
+
+def context_room(prompt_len: int, context_len: int, param: str) -> int:
+    """Tokens left for the answer; a prompt that leaves none is the client's error."""
+    room = context_len - prompt_len
+    if room < 1:
+        error = invalid(
+            f"the prompt has {prompt_len} tokens; the model's context holds {context_len}", param
+        )
+        error.code = "context_length_exceeded"
+        raise error
+    return room
+
+
+def _text_content(content: Any, index: int) -> str:
+    """Message content as plain text: a string, or a list of `text` parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise invalid(
+                    "the local backend accepts only text content parts",
+                    f"messages[{index}].content",
+                )
+            texts.append(str(part.get("text", "")))
+        return "".join(texts)
+    raise invalid("content must be a string or a list of parts", f"messages[{index}].content")
+
+
+def plain_messages(messages: Any) -> list[dict[str, str]]:
+    if not isinstance(messages, list) or not messages:
+        raise invalid("messages must be a non-empty list", "messages")
+    plain = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise invalid("each message needs a string role", f"messages[{index}]")
+        plain.append({"role": message["role"], "content": _text_content(message.get("content"), index)})
+    return plain
+
+
+def chat_text(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
+    try:
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation_prompt
+        )
+    except Exception as exc:  # jinja raises for conversations a template refuses
+        raise invalid(f"the model's chat template rejected the messages: {exc}", "messages") from exc
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of already templated text (templates carry their own special tokens)."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def chat_prompt_ids(tokenizer: Any, body: JSON) -> list[int]:
+    messages = plain_messages(body.get("messages"))
+    return encode(tokenizer, chat_text(tokenizer, messages, generation_prompt=True))
+
+
+def completion_prompts(tokenizer: Any, body: JSON) -> list[list[int]]:
+    """One token list per prompt: `prompt` is a string, strings, token ids, or lists of ids."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return [encode(tokenizer, prompt)]
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(item, str) for item in prompt):
+            return [encode(tokenizer, item) for item in prompt]
+        if all(isinstance(item, int) for item in prompt):
+            return [_checked_ids(tokenizer, prompt)]
+        if all(isinstance(item, list) and item for item in prompt):
+            return [_checked_ids(tokenizer, item) for item in prompt]
+    raise invalid("prompt must be a string, a list of strings or a list of token ids", "prompt")
+
+
+def _checked_ids(tokenizer: Any, ids: list[Any]) -> list[int]:
+    vocab = len(tokenizer)
+    if not all(isinstance(token, int) and 0 <= token < vocab for token in ids):
+        raise invalid(f"token ids must be integers in [0, {vocab})", "prompt")
+    return list(ids)

@@ -1,0 +1,90 @@
+"""Ethical frameworks are data: built-in YAML files shipped in the package plus user files."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+_TEMPLATES_FILE = BUILTIN_DIR / "_templates.yaml"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+
+
+class FrameworkError(ValueError):
+    """A framework file is malformed, or a framework name is unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class Framework:
+    name: str
+    title: str
+    principles: str
+    judge_template: str
+    fast_suffix: str
+    reasoned_suffix: str
+    repair_template: str
+
+    def judge_instructions(self, *, reasoned: bool) -> str:
+        text = self.judge_template.format(name=self.title, principles=self.principles.strip())
+        suffix = self.reasoned_suffix if reasoned else self.fast_suffix
+        return text.rstrip() + "\n\n" + suffix.format().strip()
+
+    def repair_instructions(self) -> str:
+        return self.repair_template.format(name=self.title, principles=self.principles.strip()).strip()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise FrameworkError(f"{path}: cannot read framework: {exc}") from exc
+    if not isinstance(data, dict):
+        raise FrameworkError(f"{path}: a framework file must be a YAML mapping")
+    return data
+
+
+def _check_template(path: Path, key: str, template: str) -> None:
+    try:
+        template.format(name="", principles="")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise FrameworkError(
+            f"{path}: {key} may only use the placeholders {{name}} and {{principles}} "
+            f"(write literal braces as {{{{ and }}}}): {exc}"
+        ) from exc
+
+
+def _framework_from(path: Path, data: dict[str, Any], defaults: dict[str, str]) -> Framework:
+    name = data.get("name")
+    principles = data.get("principles")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise FrameworkError(f"{path}: 'name' must be lowercase letters, digits, '_' or '-'")
+    if not isinstance(principles, str) or not principles.strip():
+        raise FrameworkError(f"{path}: 'principles' must be a non-empty text")
+    unknown = set(data) - {"name", "title", "principles", *defaults}
+    if unknown:
+        raise FrameworkError(f"{path}: unknown keys {sorted(unknown)}")
+    templates = {key: data.get(key) or default for key, default in defaults.items()}
+    for key, template in templates.items():
+        if not isinstance(template, str):
+            raise FrameworkError(f"{path}: '{key}' must be a text")
+        _check_template(path, key, template)
+    return Framework(name=name, title=str(data.get("title") or name), principles=principles, **templates)
+
+
+def load_frameworks(user_dir: Path | None = None) -> dict[str, Framework]:
+    """Built-ins, then user files (`*.yaml`/`*.yml`) which may override a built-in by name."""
+    defaults = {key: str(value) for key, value in _read_yaml(_TEMPLATES_FILE).items()}
+    paths = sorted(p for p in BUILTIN_DIR.glob("*.yaml") if not p.name.startswith("_"))
+    if user_dir is not None:
+        if not user_dir.is_dir():
+            raise FrameworkError(f"frameworks directory {user_dir} does not exist")
+        paths += sorted([*user_dir.glob("*.yaml"), *user_dir.glob("*.yml")])
+    frameworks: dict[str, Framework] = {}
+    for path in paths:
+        framework = _framework_from(path, _read_yaml(path), defaults)
+        frameworks[framework.name] = framework
+    return frameworks

@@ -1,0 +1,139 @@
+"""The conscience step over the answers of one request, per mode, and what gets recorded.
+
+`enforce` awaits the reviews before the client gets an answer; `monitor` schedules them in the
+background (the client already has the original); `off` never gets here. Every reviewed answer
+becomes a `CheckRecord`; every repaired one also a `TripleRecord` (a DPO pair).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from service.backends.base import JSON
+from service.conscience.review import Review, Reviewer, ReviewPolicy
+from service.metrics import Metrics
+from service.settings import Mode
+from service.store.records import CheckRecord, Record, TripleRecord
+
+log = logging.getLogger("conscience.pipeline")
+
+
+class RecordSink(Protocol):
+    def submit(self, record: Record) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CheckContext:
+    """Everything about a request that the conscience step and its records need."""
+
+    request_id: str
+    endpoint: Literal["chat", "completions"]
+    mode: Mode
+    policy: ReviewPolicy
+    policy_model: str
+    api_key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One answer to review and the conversation it answers."""
+
+    conversation: list[JSON]
+    answer: str
+
+
+class ConsciencePipeline:
+    def __init__(self, reviewer: Reviewer, sink: RecordSink, metrics: Metrics) -> None:
+        self._reviewer = reviewer
+        self._sink = sink
+        self._metrics = metrics
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def refusal_message(self) -> str:
+        return self._reviewer.refusal_message
+
+    async def check(
+        self, context: CheckContext, cases: list[Case], *, upstream_ms: float
+    ) -> list[Review]:
+        """Review every choice concurrently, record the outcome, return the reviews in order."""
+        reviews = await asyncio.gather(
+            *(self._reviewer.review(context.policy, c.conversation, c.answer) for c in cases)
+        )
+        for index, (case, review) in enumerate(zip(cases, reviews, strict=True)):
+            self._record(context, index, case, review, upstream_ms)
+        return list(reviews)
+
+    def check_later(self, context: CheckContext, cases: list[Case], *, upstream_ms: float) -> None:
+        """Monitor mode: review after the client has its answer; failures are only logged."""
+        task = asyncio.create_task(self._check_quietly(context, cases, upstream_ms))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _check_quietly(self, context: CheckContext, cases: list[Case], upstream_ms: float) -> None:
+        try:
+            await self.check(context, cases, upstream_ms=upstream_ms)
+        except Exception:
+            log.exception("background review of %s failed", context.request_id)
+
+    @property
+    def pending_reviews(self) -> int:
+        return len(self._background)
+
+    async def drain(self) -> None:
+        """Shutdown: let monitor-mode reviews finish so their records reach the writer."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def _record(
+        self, context: CheckContext, index: int, case: Case, review: Review, upstream_ms: float
+    ) -> None:
+        framework = context.policy.framework.name
+        self._metrics.verdicts.labels(framework, review.verdict).inc()
+        self._metrics.stage_seconds.labels("judge").observe(review.judge_ms / 1000.0)
+        if review.attempts:
+            self._metrics.stage_seconds.labels("repair").observe(review.repair_ms / 1000.0)
+            outcome = "repaired" if review.repaired else "refused"
+            self._metrics.repairs.labels(framework, outcome).inc()
+        check = CheckRecord(
+            request_id=context.request_id,
+            endpoint=context.endpoint,
+            framework=framework,
+            mode=context.mode.value,
+            verdict=review.verdict,
+            score=review.score,
+            repaired=review.repaired,
+            attempts=review.attempts,
+            policy_model=context.policy_model,
+            judge_model=context.policy.judge_model,
+            upstream_ms=upstream_ms,
+            judge_ms=review.judge_ms,
+            repair_ms=review.repair_ms,
+            choice_index=index,
+            api_key_id=context.api_key_id,
+            error=review.error,
+        )
+        self._sink.submit(check)
+        if review.repaired and review.original is not None and review.accepted is not None:
+            self._sink.submit(
+                TripleRecord(
+                    request_id=context.request_id,
+                    check_id=check.id,
+                    framework=framework,
+                    prompt=case.conversation,
+                    rejected=case.answer,
+                    chosen=review.final_text,
+                    details={
+                        "rejected_verdict": {"label": review.original.label, "score": review.original.score},
+                        "chosen_verdict": {"label": review.accepted.label, "score": review.accepted.score},
+                        "attempts": review.attempts,
+                        "discarded_drafts": review.rejected_drafts,
+                        "judge_style": context.policy.style.value,
+                    },
+                    policy_model=context.policy_model,
+                    judge_model=context.policy.judge_model,
+                )
+            )

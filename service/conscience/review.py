@@ -1,0 +1,111 @@
+"""One answer through the conscience step: judge, then (repair → judge)* until one passes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.backends.base import JSON, BackendError
+from service.conscience.frameworks import Framework
+from service.conscience.judge import Judge, JudgeFailed, Verdict
+from service.conscience.repair import Repairer
+from service.settings import FailurePolicy, JudgeStyle
+
+log = logging.getLogger("conscience.review")
+
+UNCHECKED = "unchecked"
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewPolicy:
+    framework: Framework
+    style: JudgeStyle
+    max_repairs: int
+    failure_policy: FailurePolicy
+    judge_model: str
+
+
+@dataclass(slots=True)
+class Review:
+    """What the conscience decided about one answer."""
+
+    final_text: str
+    verdict: str  # ethical | neutral | unethical | unchecked
+    score: float | None
+    repaired: bool = False
+    refused: bool = False
+    attempts: int = 0
+    judge_ms: float = 0.0
+    repair_ms: float = 0.0
+    error: str | None = None
+    original: Verdict | None = None
+    accepted: Verdict | None = None  # the verdict on the repair that was returned
+    rejected_drafts: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Reviewer:
+    def __init__(self, judge: Judge, repairer: Repairer, refusal_message: str) -> None:
+        self._judge = judge
+        self._repairer = repairer
+        self.refusal_message = refusal_message
+
+    async def review(self, policy: ReviewPolicy, conversation: list[JSON], answer: str) -> Review:
+        started = time.perf_counter()
+        try:
+            verdict = await self._judge.judge(
+                policy.framework, conversation, answer,
+                judge_model=policy.judge_model, style=policy.style,
+            )
+        except (BackendError, JudgeFailed) as exc:
+            log.warning("judge failed (%s): %s", policy.failure_policy.value, exc)
+            review = Review(
+                final_text=answer, verdict=UNCHECKED, score=None, error=f"judge failed: {exc}",
+            )
+            if policy.failure_policy is FailurePolicy.FAIL_CLOSED:
+                review.final_text, review.refused = self.refusal_message, True
+            review.judge_ms = _ms_since(started)
+            return review
+        judge_ms = _ms_since(started)
+        review = Review(
+            final_text=answer, verdict=verdict.label, score=verdict.score,
+            judge_ms=judge_ms, original=verdict,
+        )
+        if verdict.flagged:
+            await self._repair(policy, conversation, answer, review)
+        return review
+
+    async def _repair(
+        self, policy: ReviewPolicy, conversation: list[JSON], answer: str, review: Review
+    ) -> None:
+        """Try up to `max_repairs` drafts; the first the judge passes replaces the answer."""
+        started = time.perf_counter()
+        try:
+            for attempt in range(1, policy.max_repairs + 1):
+                review.attempts = attempt
+                draft = await self._repairer.repair(
+                    policy.framework, conversation, answer, judge_model=policy.judge_model
+                )
+                if not draft:
+                    review.rejected_drafts.append({"text": draft, "reason": "empty"})
+                    continue
+                verdict = await self._judge.judge(
+                    policy.framework, conversation, draft,
+                    judge_model=policy.judge_model, style=policy.style,
+                )
+                if not verdict.flagged:
+                    review.final_text, review.repaired, review.accepted = draft, True, verdict
+                    return
+                review.rejected_drafts.append({"text": draft, "score": verdict.score})
+        except (BackendError, JudgeFailed) as exc:
+            # The original is known to be unethical: whatever the failure policy, it is not sent.
+            log.warning("repair failed: %s", exc)
+            review.error = f"repair failed: {exc}"
+        finally:
+            review.repair_ms = _ms_since(started)
+        review.final_text, review.refused = self.refusal_message, True
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

@@ -1,0 +1,45 @@
+"""Prometheus metrics, one registry per app so that several apps can live in one process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "conscience_requests_total", "Requests answered, by endpoint and status.",
+            ["endpoint", "status"], registry=self.registry,
+        )
+        self.verdicts = Counter(
+            "conscience_verdicts_total", "Verdicts, by framework and label.",
+            ["framework", "verdict"], registry=self.registry,
+        )
+        self.repairs = Counter(
+            "conscience_repairs_total", "Repair outcomes (repaired, refused), by framework.",
+            ["framework", "outcome"], registry=self.registry,
+        )
+        self.stage_seconds = Histogram(
+            "conscience_stage_seconds", "Latency of each stage (upstream, judge, repair, total).",
+            ["stage"], buckets=_STAGE_BUCKETS, registry=self.registry,
+        )
+        self.spool_depth = Gauge(
+            "conscience_spool_depth", "Records waiting in the spool file for the database.",
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "conscience_writer_queue_depth", "Records waiting in the writer's queue.",
+            registry=self.registry,
+        )
+
+    def track_writer(self, spool_depth: Callable[[], float], queue_depth: Callable[[], float]) -> None:
+        self.spool_depth.set_function(spool_depth)
+        self.queue_depth.set_function(queue_depth)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,76 @@
+"""The async engine and session factory, with the per-dialect settings the store relies on.
+
+SQLite gets WAL and a busy timeout so the background writer, the admin API and the trainer
+can share one file. PostgreSQL URLs may carry `?search_path=SCHEMA`: asyncpg has no such
+connect argument, so it is turned into a server setting (used to deploy into a schema and to
+isolate tests).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from service.store.models import Base
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+def engine_arguments(url: str, *, connect_timeout_s: float) -> tuple[URL, dict[str, Any]]:
+    """The URL to hand SQLAlchemy and the `connect_args` it needs for our dialect settings."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _create_parent_dir(parsed)
+        return parsed, {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    connect_args: dict[str, Any] = {"timeout": connect_timeout_s}
+    search_path = parsed.query.get("search_path")
+    if search_path:
+        connect_args["server_settings"] = {"search_path": str(search_path)}
+        parsed = parsed.difference_update_query(["search_path"])
+    return parsed, connect_args
+
+
+def _create_parent_dir(url: URL) -> None:
+    database = url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _enable_sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    cursor.close()
+
+
+class Database:
+    """One engine per process; `sessions()` opens an `AsyncSession` (expire_on_commit=False)."""
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 10.0) -> None:
+        engine_url, connect_args = engine_arguments(url, connect_timeout_s=connect_timeout_s)
+        self.is_sqlite = engine_url.get_backend_name() == "sqlite"
+        self.engine: AsyncEngine = create_async_engine(
+            engine_url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite
+        )
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _enable_sqlite_wal)
+        self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.engine, expire_on_commit=False
+        )
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def create_all(self) -> None:
+        """Create every table from the models. Tests only: production runs the migrations."""
+        async with self.engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,196 @@
+"""Async reads and reviews over the store, for the admin API, the CLI and the trainer.
+
+Functions take an `AsyncSession` and never commit: the caller owns the transaction
+(`async with db.sessions.begin() as session:`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, func, literal_column, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.security.keys import generate_key, visible_prefix
+from service.store.models import ApiKey, Check, Triple, TripleStatus, as_utc
+from service.store.records import utcnow
+
+Bucket = Literal["hour", "day"]
+
+
+class UnknownTriples(LookupError):
+    def __init__(self, ids: Sequence[str]) -> None:
+        super().__init__(f"unknown triple id(s): {', '.join(ids)}")
+        self.ids = list(ids)
+
+
+@dataclass(frozen=True, slots=True)
+class TripleFilter:
+    status: TripleStatus | None = None
+    framework: str | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        conditions: list[ColumnElement[bool]] = []
+        if self.status is not None:
+            conditions.append(Triple.status == self.status.value)
+        if self.framework is not None:
+            conditions.append(Triple.framework == self.framework)
+        if self.since is not None:
+            conditions.append(Triple.created_at >= self.since)
+        if self.until is not None:
+            conditions.append(Triple.created_at < self.until)
+        return conditions
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictCount:
+    bucket_start: datetime
+    framework: str
+    verdict: str
+    count: int
+
+
+# --- triples ---------------------------------------------------------------------------------
+
+
+async def list_triples(
+    session: AsyncSession, where: TripleFilter, *, limit: int, offset: int = 0
+) -> Sequence[Triple]:
+    """Newest first."""
+    query = (
+        select(Triple).where(*where.conditions())
+        .order_by(Triple.created_at.desc(), Triple.id.desc()).limit(limit).offset(offset)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def count_triples(session: AsyncSession, where: TripleFilter) -> int:
+    query = select(func.count()).select_from(Triple).where(*where.conditions())
+    return (await session.scalar(query)) or 0
+
+
+async def set_triple_status(
+    session: AsyncSession, ids: Sequence[str], status: TripleStatus
+) -> Sequence[Triple]:
+    """Review triples all-or-nothing: raises `UnknownTriples` (and changes none) if any is missing."""
+    wanted = list(dict.fromkeys(ids))
+    found = (await session.scalars(select(Triple).where(Triple.id.in_(wanted)))).all()
+    missing = sorted(set(wanted) - {triple.id for triple in found})
+    if missing:
+        raise UnknownTriples(missing)
+    reviewed_at = utcnow()
+    for triple in found:
+        triple.status = status.value
+        triple.reviewed_at = reviewed_at
+    await session.flush()
+    order = {triple_id: index for index, triple_id in enumerate(wanted)}
+    return sorted(found, key=lambda triple: order[triple.id])
+
+
+async def iter_triples(
+    session: AsyncSession, where: TripleFilter, *, page_size: int = 500
+) -> AsyncIterator[Triple]:
+    """Every matching triple, oldest first, read a page at a time (keyset paging)."""
+    after: tuple[datetime, str] | None = None
+    while True:
+        query = select(Triple).where(*where.conditions())
+        if after is not None:
+            created_at, triple_id = after
+            query = query.where(
+                (Triple.created_at > created_at)
+                | ((Triple.created_at == created_at) & (Triple.id > triple_id))
+            )
+        page = (
+            await session.scalars(query.order_by(Triple.created_at, Triple.id).limit(page_size))
+        ).all()
+        for triple in page:
+            yield triple
+        if len(page) < page_size:
+            return
+        after = (page[-1].created_at, page[-1].id)
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+async def verdict_counts(
+    session: AsyncSession,
+    bucket: Bucket,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    framework: str | None = None,
+) -> list[VerdictCount]:
+    """Checks per UTC hour or day, framework and verdict, oldest bucket first."""
+    start = _bucket_start(session.get_bind().dialect.name, bucket)
+    query = select(start.label("bucket"), Check.framework, Check.verdict, func.count())
+    if since is not None:
+        query = query.where(Check.created_at >= since)
+    if until is not None:
+        query = query.where(Check.created_at < until)
+    if framework is not None:
+        query = query.where(Check.framework == framework)
+    query = query.group_by(start, Check.framework, Check.verdict).order_by(
+        start, Check.framework, Check.verdict
+    )
+    rows = (await session.execute(query)).all()
+    return [
+        VerdictCount(_as_bucket_datetime(row[0]), row[1], row[2], row[3]) for row in rows
+    ]
+
+
+def _bucket_start(dialect: str, bucket: Bucket) -> ColumnElement[Any]:
+    if dialect == "sqlite":
+        # SQLite keeps UTC wall-clock text (see models.UTCDateTime).
+        pattern = "%Y-%m-%d %H:00:00" if bucket == "hour" else "%Y-%m-%d 00:00:00"
+        return func.strftime(pattern, Check.created_at)
+    # Literals, not bound parameters: PostgreSQL must see the GROUP BY expression as identical.
+    utc = func.timezone(literal_column("'UTC'"), Check.created_at)
+    return func.date_trunc(literal_column(f"'{bucket}'"), utc)
+
+
+def _as_bucket_datetime(value: datetime | str) -> datetime:
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return as_utc(parsed)  # type: ignore[return-value]
+
+
+# --- API keys --------------------------------------------------------------------------------
+
+
+async def create_api_key(
+    session: AsyncSession, name: str, *, framework: str | None = None, mode: str | None = None
+) -> tuple[ApiKey, str]:
+    """A new key row and the plaintext key, which exists nowhere else: show it once."""
+    plaintext, key_hash = generate_key()
+    key = ApiKey(
+        name=name, prefix=visible_prefix(plaintext), key_hash=key_hash,
+        framework=framework, mode=mode,
+    )
+    session.add(key)
+    await session.flush()
+    return key, plaintext
+
+
+async def list_api_keys(session: AsyncSession) -> Sequence[ApiKey]:
+    """Every key, revoked ones included, newest first."""
+    query = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id)
+    return (await session.scalars(query)).all()
+
+
+async def active_api_keys(session: AsyncSession) -> Sequence[ApiKey]:
+    return (await session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None)))).all()
+
+
+async def revoke_api_key(session: AsyncSession, key_id: str) -> ApiKey | None:
+    """Mark a key revoked (once: a second revoke keeps the first time). None if unknown."""
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return await session.get(ApiKey, key_id, populate_existing=True)

@@ -1,0 +1,113 @@
+"""The proxy over real loopback HTTP, in front of the fake upstream, with a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from service.app import create_app
+from service.settings import Settings
+from service.store.models import Check, Triple
+from tests.fakes.server import ThreadedServer
+from tests.fakes.upstream import FakeUpstream
+
+HARMFUL = "Step 1: buy a crowbar. Step 2: break the neighbour's window at night."
+REPAIRED = "Talk to your neighbour about the noise, or contact your local mediation service."
+HARMFUL_VERDICT = {"unethical": 0.9, "ethical": 0.05, "neutral": 0.05}
+CLEAN_VERDICT = {"ethical": 0.9, "neutral": 0.08, "unethical": 0.02}
+ASK_BODY = {"model": "policy", "messages": [{"role": "user", "content": "My neighbour is loud."}]}
+
+
+def verdict_by_answer(messages: list[dict[str, Any]]) -> dict[str, float]:
+    """The fake judge: flags an answer that contains the harmful text, passes everything else."""
+    return HARMFUL_VERDICT if "crowbar" in messages[-1]["content"] else CLEAN_VERDICT
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream(base_model="base-model") as server:
+        yield server
+
+
+@pytest.fixture
+def fake(upstream: FakeUpstream) -> FakeUpstream:
+    upstream.reset()
+    upstream.judge = verdict_by_answer
+    upstream.base_model_answer = REPAIRED
+    return upstream
+
+
+class Proxy:
+    def __init__(self, server: ThreadedServer, settings: Settings) -> None:
+        self.server = server
+        self.settings = settings
+        self.url = f"{server.origin}/v1"
+        self._engine = create_engine(settings.db_url.replace("+aiosqlite", ""))
+
+    def client(self, **kwargs: Any) -> openai.OpenAI:
+        kwargs.setdefault("api_key", "unused")
+        return openai.OpenAI(base_url=self.url, max_retries=0, **kwargs)
+
+    def rows(self, model: type, **filters: Any) -> list[Any]:
+        with Session(self._engine) as session:
+            return list(session.scalars(select(model).filter_by(**filters)))
+
+    def wait_rows(self, model: type, count: int, timeout_s: float = 10.0, **filters: Any) -> list[Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = self.rows(model, **filters)
+            if len(rows) >= count or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+
+    def checks(self, **filters: Any) -> list[Check]:
+        return self.rows(Check, **filters)
+
+    def triples(self, **filters: Any) -> list[Triple]:
+        return self.rows(Triple, **filters)
+
+
+ProxyFactory = Callable[..., Proxy]
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path, fake: FakeUpstream) -> Iterator[ProxyFactory]:
+    """Start a proxy with settings overrides; stopped (and drained) at the end of the test."""
+    servers: list[ThreadedServer] = []
+
+    def start(**overrides: Any) -> Proxy:
+        values: dict[str, Any] = {
+            "upstream_url": fake.url,
+            "judge_model": "base-model",
+            "db_url": f"sqlite+aiosqlite:///{tmp_path / 'conscience.db'}",
+            "spool_path": tmp_path / "spool.jsonl",
+            "writer_flush_interval_s": 0.02,
+            "upstream_timeout_s": 5.0,
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        server = ThreadedServer(create_app(settings))
+        server.start()
+        servers.append(server)
+        return Proxy(server, settings)
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def proxy(start_proxy: ProxyFactory) -> Proxy:
+    return start_proxy()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)

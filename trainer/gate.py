@@ -1,0 +1,166 @@
+"""The evaluation gate a new version must pass before it may serve.
+
+Two checks, each against the previous version (the adapter the run continued from, or the bare
+base model for a first version), on the same rows and prompts:
+
+1. held-out preference accuracy: the share of held-out triples where the chosen answer's
+   log-ratio to the reference (the frozen base) is above the rejected one's. It may not fall
+   by more than `max_accuracy_drop`. The mean reward margin, beta times the difference of the
+   log-ratios, is reported next to it. (The base model's own log-ratios are all zero: a first
+   version is compared with accuracy 0.)
+2. over-refusal: the share of benign prompts whose greedy reply reads as a refusal may not rise
+   by more than `max_refusal_increase`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from trainer.config import TrainConfig
+from trainer.dataset import PreferencePair
+from trainer.scoring import completion_logprob, greedy_reply, using_adapter
+
+PairLogprobs = list[tuple[float, float]]  # (chosen, rejected) per pair
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceScores:
+    accuracy: float
+    mean_margin: float
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalRates:
+    candidate: float
+    previous: float
+    prompts: int
+
+
+@dataclass(frozen=True)
+class GateReport:
+    held_out_rows: int
+    candidate: PreferenceScores | None
+    previous: PreferenceScores | None
+    refusals: RefusalRates
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+    @property
+    def failure_reason(self) -> str | None:
+        return "; ".join(self.reasons) or None
+
+    def as_metrics(self) -> dict[str, Any]:
+        return {
+            "held_out_rows": self.held_out_rows,
+            "held_out": {
+                "candidate": asdict(self.candidate) if self.candidate else None,
+                "previous": asdict(self.previous) if self.previous else None,
+            },
+            "refusal_rate": asdict(self.refusals),
+            "passed": self.passed,
+        }
+
+
+def pair_logprobs(
+    model: Any, tokenizer: Any, pairs: Sequence[PreferencePair], adapter: str | None, max_length: int
+) -> PairLogprobs:
+    with using_adapter(model, adapter):
+        return [
+            (
+                completion_logprob(model, tokenizer, pair.prompt, pair.chosen, max_length),
+                completion_logprob(model, tokenizer, pair.prompt, pair.rejected, max_length),
+            )
+            for pair in pairs
+        ]
+
+
+def preference_scores(
+    policy: PairLogprobs, reference: PairLogprobs, beta: float
+) -> PreferenceScores | None:
+    if not policy:
+        return None
+    margins = [
+        (chosen - ref_chosen) - (rejected - ref_rejected)
+        for (chosen, rejected), (ref_chosen, ref_rejected) in zip(policy, reference, strict=True)
+    ]
+    return PreferenceScores(
+        accuracy=sum(margin > 0 for margin in margins) / len(margins),
+        mean_margin=beta * sum(margins) / len(margins),
+    )
+
+
+def is_refusal(reply: str, markers: Sequence[str]) -> bool:
+    lowered = reply.lower().replace("\u2019", "'")
+    return any(marker in lowered for marker in markers)
+
+
+def refusal_rate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    adapter: str | None,
+    config: TrainConfig,
+) -> float:
+    with using_adapter(model, adapter):
+        replies = [
+            greedy_reply(
+                model, tokenizer, [{"role": "user", "content": prompt}], config.gate_max_new_tokens
+            )
+            for prompt in prompts
+        ]
+    return sum(is_refusal(reply, config.refusal_markers) for reply in replies) / len(replies)
+
+
+def evaluate_gate(
+    model: Any,
+    tokenizer: Any,
+    held_out: Sequence[PreferencePair],
+    benign_prompts: Sequence[str],
+    config: TrainConfig,
+    *,
+    candidate: str,
+    previous: str | None,
+) -> GateReport:
+    """Score adapter `candidate` against `previous` (None: the base) inside one PeftModel."""
+    model.eval()
+    reference = pair_logprobs(model, tokenizer, held_out, None, config.max_length)
+    previous_logprobs = (
+        reference
+        if previous is None
+        else pair_logprobs(model, tokenizer, held_out, previous, config.max_length)
+    )
+    candidate_scores = preference_scores(
+        pair_logprobs(model, tokenizer, held_out, candidate, config.max_length), reference, config.beta
+    )
+    previous_scores = preference_scores(previous_logprobs, reference, config.beta)
+    refusals = RefusalRates(
+        candidate=refusal_rate(model, tokenizer, benign_prompts, candidate, config),
+        previous=refusal_rate(model, tokenizer, benign_prompts, previous, config),
+        prompts=len(benign_prompts),
+    )
+
+    reasons = []
+    if candidate_scores and previous_scores:
+        if candidate_scores.accuracy < previous_scores.accuracy - config.max_accuracy_drop:
+            reasons.append(
+                f"held-out preference accuracy {candidate_scores.accuracy:.3f} is below the "
+                f"previous version's {previous_scores.accuracy:.3f} by more than "
+                f"{config.max_accuracy_drop}"
+            )
+    if refusals.candidate - refusals.previous > config.max_refusal_increase:
+        reasons.append(
+            f"refusal rate on benign prompts rose from {refusals.previous:.3f} to "
+            f"{refusals.candidate:.3f} (allowed rise: {config.max_refusal_increase})"
+        )
+    return GateReport(
+        held_out_rows=len(held_out),
+        candidate=candidate_scores,
+        previous=previous_scores,
+        refusals=refusals,
+        reasons=reasons,
+    )
