@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     local_max_concurrent: int = Field(
         4, ge=1, description="Generations the local model interleaves token by token; more wait."
     )
+    local_threads: int | None = Field(
+        None, ge=1, description="CPU threads torch uses for the local model (default: torch's)."
+    )
     local_default_max_tokens: int = Field(
         1024, ge=1, description="Token budget of a local generation whose request sets none."
     )
@@ -148,6 +151,19 @@ class Settings(BaseSettings):
         description="Where converted models (GGUF → safetensors) are cached.",
     )
     adapter_poll_s: float = Field(5.0, description="How often the adapter registry is polled.")
+
+    # --- evaluation (`conscience eval`) ------------------------------------------------------
+    eval_judge_url: str | None = Field(
+        None,
+        description="OpenAI-compatible base URL of the judge that rates answers in `conscience "
+        "eval misalignment`; unset: the frozen base model through the configured backend.",
+    )
+    eval_judge_model: str | None = Field(
+        None, description="Model name of the misalignment judge at --eval-judge-url."
+    )
+    eval_judge_api_key: SecretStr | None = Field(
+        None, description="Key sent to --eval-judge-url; never logged or echoed."
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

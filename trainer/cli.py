@@ -36,7 +36,6 @@ app = typer.Typer(no_args_is_help=True, help="Nightly DPO training of LoRA adapt
 adapters_app = typer.Typer(no_args_is_help=True, help="List, activate and roll back adapter versions.")
 app.add_typer(adapters_app, name="adapters")
 
-console = Console()
 T = TypeVar("T")
 
 _CONFIG_FIELDS = {config_field.name: config_field for config_field in fields(TrainConfig)}
@@ -65,7 +64,7 @@ def _run(action: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(action())
     except (RegistryError, PublishError, ValueError, OSError, SQLAlchemyError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
 
 
@@ -84,6 +83,7 @@ def train(**flags: Any) -> None:
         keep_loaded=config.keep_loaded,
         timeout_s=config.vllm_timeout_s,
     )
+    console = Console()
     result = _run(lambda: run_training(config, publisher, console))
     console.print(result.message)
     if result.outcome == Outcome.FAILED_GATE:
@@ -141,7 +141,7 @@ def list_command(db_url: DbUrl = _field_default("db_url")) -> None:
             f"{version.created_at:%Y-%m-%d %H:%M}",
             f"{version.activated_at:%Y-%m-%d %H:%M}" if version.activated_at else "-",
         )
-    console.print(table)
+    Console().print(table)
 
 
 @adapters_app.command("activate")
@@ -163,7 +163,7 @@ def activate_command(
         timeout_s=vllm_timeout_s,
     )
     active = _activate(db_url, publisher, lambda db: get_version(db, name))
-    console.print(f"{active} is active")
+    Console().print(f"{active} is active")
 
 
 @adapters_app.command("rollback")
@@ -184,7 +184,7 @@ def rollback_command(
         timeout_s=vllm_timeout_s,
     )
     active = _activate(db_url, publisher, rollback_target)
-    console.print(f"rolled back: {active} is active")
+    Console().print(f"rolled back: {active} is active")
 
 
 def _activate(

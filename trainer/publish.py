@@ -78,19 +78,21 @@ class VllmPublisher:
         async with httpx.AsyncClient(
             base_url=self.base_url, headers=self.headers, timeout=self.timeout_s
         ) as client:
-            if version.name not in await self._served_names(client):
+            served = await self._served_names(client)
+            if version.name not in served:
                 await self._post(
                     client,
                     "/v1/load_lora_adapter",
                     {"lora_name": version.name, "lora_path": self._path_for_vllm(version)},
                 )
-                if version.name not in await self._served_names(client):
+                served = await self._served_names(client)
+                if version.name not in served:
                     raise PublishError(
                         f"vLLM accepted {version.name} but /v1/models does not list it; "
                         "not activating"
                     )
             active = await mark_active(db, version.name)
-            await self._unload_old(client, db, active)
+            await self._unload_old(client, db, active, served)
         return active
 
     def _path_for_vllm(self, version: AdapterVersion) -> str:
@@ -99,7 +101,7 @@ class VllmPublisher:
         return str(self.adapters_dir_seen_by_vllm / Path(version.path).name)
 
     async def _unload_old(
-        self, client: httpx.AsyncClient, db: Database, active: AdapterVersion
+        self, client: httpx.AsyncClient, db: Database, active: AdapterVersion, served: set[str]
     ) -> None:
         """Unload our versions beyond the newest `keep_loaded` (the active one always stays)."""
         servable = [
@@ -109,8 +111,7 @@ class VllmPublisher:
         ]
         keep = {active.name, *(version.name for version in servable[: self.keep_loaded - 1])}
         ours = {version.name for version in servable}
-        loaded_ours = (await self._served_names(client)) & ours
-        for name in sorted(loaded_ours - keep):
+        for name in sorted((served & ours) - keep):
             try:
                 await self._post(client, "/v1/unload_lora_adapter", {"lora_name": name})
             except PublishError as exc:

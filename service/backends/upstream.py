@@ -127,11 +127,10 @@ class UpstreamBackend:
         payload = await self._call("GET", "/models")
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list):
-            raise UpstreamUnavailable(f"upstream at {self.url} answered /models without a data list")
+            raise UpstreamUnavailable(
+                f"upstream at {self.url} answered /models without a data list"
+            )
         return data
-
-    async def start(self) -> None:
-        """Nothing runs in the background: the connection pool opens on first use."""
 
     async def start(self) -> None:
         """Nothing runs in the background here: the pool opens connections on demand."""
@@ -152,7 +151,9 @@ class UpstreamBackend:
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            raise UpstreamUnavailable(f"upstream at {self.url} sent a body that is not JSON") from None
+            raise UpstreamUnavailable(
+                f"upstream at {self.url} sent a body that is not JSON"
+            ) from None
 
     async def _events(self, path: str, body: JSON) -> AsyncIterator[JSON]:
         """Server-sent events' `data:` payloads as JSON, until `[DONE]`."""
@@ -186,8 +187,10 @@ class UpstreamBackend:
                 if attempt > self._connect_retries:
                     raise UpstreamUnavailable(f"upstream unreachable at {self.url}") from exc
                 log.warning(
-                    "upstream at %s refused the connection; retry %d of %d",
-                    self.url, attempt, self._connect_retries,
+                    "could not connect to upstream at %s; retry %d of %d",
+                    self.url,
+                    attempt,
+                    self._connect_retries,
                 )
                 await asyncio.sleep(CONNECT_RETRY_DELAY_S * attempt)
 
@@ -206,7 +209,9 @@ class UpstreamBackend:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise UpstreamUnavailable(f"upstream at {self.url} sent a stream event that is not JSON") from None
+            raise UpstreamUnavailable(
+                f"upstream at {self.url} sent a stream event that is not JSON"
+            ) from None
         error = chunk.get("error") if isinstance(chunk, dict) else None
         if error is not None:
             message, _, _, code = _error_fields(error, b"")
@@ -222,6 +227,14 @@ class UpstreamBackend:
         message = self._scrub(message)
         if status >= 500:
             return UpstreamUnavailable(f"upstream error {status}: {message}", code=code)
+        if status in (401, 403):
+            # The upstream refused the proxy's own credentials: a server misconfiguration, not
+            # the client's key, so the client must not be told its key is wrong.
+            return UpstreamUnavailable(
+                f"upstream refused the proxy's credentials ({status}); "
+                "check CONSCIENCE_UPSTREAM_API_KEY",
+                code="upstream_auth",
+            )
         return UpstreamRejected(
             message,
             status_code=status,

@@ -35,7 +35,7 @@ def client_keys_required(settings: Settings, keys: ApiKeyCache) -> bool:
 
 
 async def require_client(request: Request) -> ClientIdentity | None:
-    """The caller's identity; None when keys are not required and none (or an unknown one) is sent."""
+    """The caller's identity, or None when keys are not required and no known key was sent."""
     settings: Settings = request.app.state.settings
     keys: ApiKeyCache = request.app.state.keys
     token = bearer_token(request)

@@ -82,7 +82,9 @@ class ApiKeyCache:
             await self.refresh()
         except Exception as exc:
             if not self._failing:
-                log.warning("could not load API keys (%s); keeping the last ones", type(exc).__name__)
+                log.warning(
+                    "could not load API keys (%s); keeping the last ones", type(exc).__name__
+                )
             self._failing = True
             return
         if self._failing:

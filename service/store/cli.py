@@ -17,7 +17,9 @@ from service.store.migrate import upgrade
 from service.store.models import ApiKey
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-keys_app = typer.Typer(help="Client API keys (stored as SHA-256; shown once).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Client API keys (stored as SHA-256; shown once).", no_args_is_help=True
+)
 
 DbUrl = Annotated[
     str | None,
@@ -67,7 +69,9 @@ def create_command(
     framework: Annotated[
         str | None, typer.Option(help="Framework this key's requests use by default.")
     ] = None,
-    mode: Annotated[Mode | None, typer.Option(help="Mode this key's requests use by default.")] = None,
+    mode: Annotated[
+        Mode | None, typer.Option(help="Mode this key's requests use by default.")
+    ] = None,
     db_url: DbUrl = None,
 ) -> None:
     """Create a key and print it: this is the only time it is shown."""

@@ -77,7 +77,7 @@ async def count_triples(session: AsyncSession, where: TripleFilter) -> int:
 async def set_triple_status(
     session: AsyncSession, ids: Sequence[str], status: TripleStatus
 ) -> Sequence[Triple]:
-    """Review triples all-or-nothing: raises `UnknownTriples` (and changes none) if any is missing."""
+    """Review triples all or nothing: `UnknownTriples` (and no change) if any id is missing."""
     wanted = list(dict.fromkeys(ids))
     found = (await session.scalars(select(Triple).where(Triple.id.in_(wanted)))).all()
     missing = sorted(set(wanted) - {triple.id for triple in found})

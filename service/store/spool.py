@@ -97,7 +97,9 @@ class Spool:
         )
         with self._lock:
             _append_durably(self.rejected_path, payload)
-        log.error("%d record(s) refused by the database, kept in %s", len(rejected), self.rejected_path)
+        log.error(
+            "%d record(s) refused by the database, kept in %s", len(rejected), self.rejected_path
+        )
 
     def _reject_line(self, line: bytes, reason: str) -> None:
         payload = orjson.dumps({"reason": reason, "line": line.decode("utf-8", "replace")}) + b"\n"

@@ -46,7 +46,7 @@ class RecordWriter:
         self._overflow: list[Record] = []
         self._overflow_ready = asyncio.Event()
         self._db_down = False
-        self._closed = False
+        self._closing = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -68,7 +68,7 @@ class RecordWriter:
 
     def submit(self, record: Record) -> None:
         try:
-            if self._closed:
+            if self._closing.is_set():
                 # Late records after shutdown: rare, so the blocking write is acceptable.
                 self._spool.append([record])
             elif self._queue.qsize() >= self._queue_size:
@@ -81,22 +81,26 @@ class RecordWriter:
 
     async def aclose(self) -> None:
         """Write everything still queued (to the database, or the spool if it is down)."""
-        if self._closed:
+        if self._closing.is_set():
             return
-        self._closed = True
-        if not self._tasks:
+        self._closing.set()
+        if not self._tasks:  # never started: keep what was submitted for the next start
+            unsent = [item for item in _drain_nowait(self._queue) if item is not None]
+            await self._to_spool(unsent + self._overflow)
+            self._overflow = []
             return
         drain, overflow, retry = self._tasks
         self._queue.put_nowait(None)
         await drain
         self._overflow_ready.set()
         await overflow
-        retry.cancel()
-        await asyncio.gather(retry, return_exceptions=True)
+        await retry  # it stops between replays, never in the middle of one
         if self.spool_depth and not self._db_down:
             await self._replay_spool()
         if self.spool_depth:
-            log.warning("%d record(s) left in %s for the next start", self.spool_depth, self._spool.path)
+            log.warning(
+                "%d record(s) left in %s for the next start", self.spool_depth, self._spool.path
+            )
 
     async def _drain_queue(self) -> None:
         while True:
@@ -136,7 +140,9 @@ class RecordWriter:
                 return
             except Exception as exc:
                 self._db_down = True
-                log.warning("database unavailable (%s); spooling to %s", _describe(exc), self._spool.path)
+                log.warning(
+                    "database unavailable (%s); spooling to %s", _describe(exc), self._spool.path
+                )
         await self._to_spool(batch)
 
     async def _insert(self, batch: Sequence[Record]) -> None:
@@ -147,7 +153,7 @@ class RecordWriter:
     async def _to_spool(self, batch: list[Record]) -> None:
         try:
             await asyncio.to_thread(self._spool.append, batch)
-        except OSError:
+        except Exception:  # disk full, or a record that cannot be serialised: nowhere left to go
             log.critical("could not spool %d record(s): they are lost", len(batch), exc_info=True)
 
     async def _spool_overflow(self) -> None:
@@ -157,12 +163,16 @@ class RecordWriter:
             while self._overflow:
                 pending, self._overflow = self._overflow, []
                 await self._to_spool(pending)
-            if self._closed:
+            if self._closing.is_set():
                 return
 
     async def _retry_spool(self) -> None:
         while True:
-            await asyncio.sleep(self._retry_interval_s)
+            try:
+                await asyncio.wait_for(self._closing.wait(), self._retry_interval_s)
+                return
+            except TimeoutError:
+                pass
             if self._db_down or self._spool.depth:
                 await self._replay_spool()
 
@@ -188,6 +198,13 @@ class RecordWriter:
             await asyncio.to_thread(self._spool.release)
             log.info("spool replayed into the database")
         self._db_down = False
+
+
+def _drain_nowait(queue: asyncio.Queue[Record | None]) -> list[Record | None]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
 
 
 def _describe(exc: Exception) -> str:

@@ -1,4 +1,4 @@
-"""A minimal app with the real store, key cache and writer, served through httpx's ASGI transport."""
+"""A minimal app with the real store, key cache and writer, served over httpx's ASGI transport."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ def build_app(settings: Settings, db: Database, keys: ApiKeyCache, writer: Recor
     app.include_router(admin_router)
 
     @app.get("/v1/whoami")
-    async def whoami(client: ClientIdentity | None = Depends(require_client)) -> dict[str, str | None]:
+    async def whoami(
+        client: ClientIdentity | None = Depends(require_client),
+    ) -> dict[str, str | None]:
         return {"id": client.id if client else None, "name": client.name if client else None}
 
     app.state.settings = settings
@@ -78,7 +80,9 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 async def admin(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=headers
+    ) as client:
         yield client
 
 

@@ -45,10 +45,11 @@ def expected_counts(checks: list[CheckRecord], hours: int) -> Counter[tuple[str,
 
 
 def as_counter(body: dict[str, object]) -> Counter[tuple[str, str, str]]:
-    return Counter({
-        (datetime.fromisoformat(item["bucket_start"]).isoformat(), item["framework"], item["verdict"]): item["count"]
-        for item in body["data"]  # type: ignore[union-attr]
-    })
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for item in body["data"]:  # type: ignore[union-attr]
+        start = datetime.fromisoformat(item["bucket_start"]).isoformat()
+        counts[(start, item["framework"], item["verdict"])] = item["count"]
+    return counts
 
 
 async def test_hourly_and_daily_counts(admin: httpx.AsyncClient, writer: RecordWriter) -> None:
@@ -70,7 +71,10 @@ async def test_window_and_framework_filters(admin: httpx.AsyncClient, writer: Re
     checks = checks_over_a_night()
     await store(writer, checks)
     since, until = T0 + timedelta(hours=1), T0 + timedelta(hours=3)
-    params = {"bucket": "hour", "since": since.isoformat(), "until": until.isoformat(), "framework": "wwjd"}
+    params = {
+        "bucket": "hour", "since": since.isoformat(), "until": until.isoformat(),
+        "framework": "wwjd",
+    }
 
     body = (await admin.get("/admin/stats/verdicts", params=params)).json()
     wanted = [c for c in checks if since <= c.created_at < until and c.framework == "wwjd"]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import orjson
 import pytest
+from fastapi import FastAPI
 
 from service.store.records import TripleRecord
 from service.store.writer import RecordWriter
@@ -27,7 +28,9 @@ def triples_over_time(count: int) -> list[TripleRecord]:
     ]
 
 
-def assert_openai_error(response: httpx.Response, status: int, error_type: str) -> dict[str, object]:
+def assert_openai_error(
+    response: httpx.Response, status: int, error_type: str
+) -> dict[str, object]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -39,15 +42,16 @@ def assert_openai_error(response: httpx.Response, status: int, error_type: str) 
 async def test_admin_key_is_required(client: httpx.AsyncClient) -> None:
     assert_openai_error(await client.get("/admin/triples"), 401, "authentication_error")
     wrong = {"Authorization": "Bearer not-the-admin-key"}
-    assert_openai_error(await client.get("/admin/triples", headers=wrong), 401, "authentication_error")
+    response = await client.get("/admin/triples", headers=wrong)
+    assert_openai_error(response, 401, "authentication_error")
     right = {"Authorization": f"Bearer {ADMIN_KEY}"}
     assert (await client.get("/admin/triples", headers=right)).status_code == 200
 
 
 async def test_admin_api_is_disabled_without_an_admin_key(
-    client: httpx.AsyncClient, app: object
+    client: httpx.AsyncClient, app: FastAPI
 ) -> None:
-    app.state.settings = app.state.settings.model_copy(update={"admin_key": None})  # type: ignore[attr-defined]
+    app.state.settings = app.state.settings.model_copy(update={"admin_key": None})
     response = await client.get("/admin/triples", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert_openai_error(response, 403, "permission_error")
 
@@ -70,7 +74,10 @@ async def test_list_filters_and_pages_newest_first(
     assert [item["id"] for item in page["data"]] == [r.id for r in reversed(records)][3:6]
     assert (page["total"], page["limit"], page["offset"]) == (10, 3, 3)
 
-    window = {"since": (T0 + timedelta(minutes=2)).isoformat(), "until": (T0 + timedelta(minutes=6)).isoformat()}
+    window = {
+        "since": (T0 + timedelta(minutes=2)).isoformat(),
+        "until": (T0 + timedelta(minutes=6)).isoformat(),
+    }
     windowed = (await admin.get("/admin/triples", params={**window, "framework": "wwjd"})).json()
     assert [item["id"] for item in windowed["data"]] == [records[5].id, records[3].id]
 
@@ -104,7 +111,8 @@ async def test_unknown_ids_are_404_and_change_nothing(
     records = triples_over_time(2)
     await store(writer, records)
 
-    error = assert_openai_error(await admin.post("/admin/triples/nope/approve"), 404, "not_found_error")
+    response = await admin.post("/admin/triples/nope/approve")
+    error = assert_openai_error(response, 404, "not_found_error")
     assert "nope" in str(error["message"])
     response = await admin.post(
         "/admin/triples/review", json={"ids": [records[0].id, "missing"], "status": "rejected"}
@@ -160,7 +168,8 @@ async def test_export_is_accepted_by_trl(admin: httpx.AsyncClient, writer: Recor
     data_utils = pytest.importorskip("trl.data_utils")
     records = triples_over_time(2)
     await store(writer, records)
-    await admin.post("/admin/triples/review", json={"ids": [r.id for r in records], "status": "approved"})
+    review = {"ids": [r.id for r in records], "status": "approved"}
+    await admin.post("/admin/triples/review", json=review)
 
     lines = (await admin.get("/admin/triples/export")).content.splitlines()
     assert len(lines) == 2

@@ -66,7 +66,9 @@ async def test_chat_forwards_the_body_untouched(up: FakeUpstream, backend: Upstr
     assert "authorization" not in recorded.headers
 
 
-async def test_chat_stream_yields_chunks_until_done(up: FakeUpstream, backend: UpstreamBackend) -> None:
+async def test_chat_stream_yields_chunks_until_done(
+    up: FakeUpstream, backend: UpstreamBackend
+) -> None:
     up.policy_answer = "Flour, water, salt and time."
     body = chat_body(stream_options={"include_usage": True})
     chunks = [chunk async for chunk in backend.chat_stream(body)]
@@ -82,7 +84,9 @@ async def test_text_completion_and_its_stream(up: FakeUpstream, backend: Upstrea
     response = await backend.completion(body)
     assert response["choices"][0]["text"] == "once upon a time"
     assert response["choices"][0]["logprobs"]["tokens"] == ["once", " upon", " a", " time"]
-    pieces = [c["choices"][0]["text"] async for c in backend.completion_stream({**body, "max_tokens": 2})]
+    pieces = [
+        c["choices"][0]["text"] async for c in backend.completion_stream({**body, "max_tokens": 2})
+    ]
     assert "".join(pieces) == "once upon"
     assert [r.body.get("stream") for r in up.requests] == [None, True]
 
@@ -95,7 +99,9 @@ async def test_embeddings(up: FakeUpstream, backend: UpstreamBackend) -> None:
 
 async def test_models_include_loaded_adapters(up: FakeUpstream, backend: UpstreamBackend) -> None:
     async with httpx.AsyncClient(base_url=up.url) as admin:
-        loaded = await admin.post("/load_lora_adapter", json={"lora_name": "v1", "lora_path": "/a/v1"})
+        loaded = await admin.post(
+            "/load_lora_adapter", json={"lora_name": "v1", "lora_path": "/a/v1"}
+        )
         assert loaded.status_code == 200
     models = await backend.models()
     assert [(m["id"], m["parent"]) for m in models] == [("base-model", None), ("v1", "base-model")]
@@ -105,7 +111,9 @@ async def test_models_include_loaded_adapters(up: FakeUpstream, backend: Upstrea
 # --- the one-token verdict ------------------------------------------------------------------
 
 
-async def test_label_probs_from_whole_word_tokens(up: FakeUpstream, backend: UpstreamBackend) -> None:
+async def test_label_probs_from_whole_word_tokens(
+    up: FakeUpstream, backend: UpstreamBackend
+) -> None:
     up.judge = {"unethical": 0.7, "ethical": 0.2, "neutral": 0.06, "The": 0.04}
     result = await backend.label_probs("base-model", MESSAGES, LABELS)
     assert result.source == "logprobs"
@@ -121,7 +129,9 @@ async def test_label_probs_from_whole_word_tokens(up: FakeUpstream, backend: Ups
     }
 
 
-async def test_label_probs_sum_prefix_tokens_per_label(up: FakeUpstream, backend: UpstreamBackend) -> None:
+async def test_label_probs_sum_prefix_tokens_per_label(
+    up: FakeUpstream, backend: UpstreamBackend
+) -> None:
     up.label_tokens = PREFIX_LABEL_TOKENS  # "un", "eth", "neutral"
     up.judge = {"unethical": 0.5, " Un": 0.2, "UNETHICAL": 0.1, "eth": 0.15, " ": 0.05}
     result = await backend.label_probs("base-model", MESSAGES, LABELS)
@@ -163,13 +173,17 @@ async def test_no_label_anywhere_is_no_verdict(
 # --- errors ---------------------------------------------------------------------------------
 
 
-async def test_refused_connection_is_502_after_bounded_retries(caplog: pytest.LogCaptureFixture) -> None:
+async def test_refused_connection_is_502_after_bounded_retries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     never_started = FakeUpstream()  # bound but not listening: connections are refused
     backend = UpstreamBackend(never_started.url, connect_retries=2)
     try:
-        with caplog.at_level(logging.WARNING, "conscience.upstream"):
-            with pytest.raises(UpstreamUnavailable) as caught:
-                await backend.chat(chat_body())
+        with (
+            caplog.at_level(logging.WARNING, "conscience.upstream"),
+            pytest.raises(UpstreamUnavailable) as caught,
+        ):
+            await backend.chat(chat_body())
     finally:
         await backend.aclose()
         never_started.stop()
@@ -225,7 +239,12 @@ async def test_upstream_5xx_is_502_with_its_message_and_not_retried(
     up: FakeUpstream, stream: bool
 ) -> None:
     up.fail_status = 503
-    up.fail_error = {"message": "engine overloaded", "type": "server_error", "param": None, "code": None}
+    up.fail_error = {
+        "message": "engine overloaded",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
     backend = UpstreamBackend(up.url, connect_retries=3)
     try:
         with pytest.raises(UpstreamUnavailable) as caught:
@@ -307,19 +326,26 @@ async def test_api_key_is_sent_but_never_shown(up: FakeUpstream) -> None:
         await backend.chat(chat_body())
         assert up.requests[-1].headers["authorization"] == f"Bearer {SECRET}"
         up.fail_status = 401
-        up.fail_error = {"message": f"Incorrect API key provided: {SECRET}.", "type": "auth", "code": None}
-        with pytest.raises(UpstreamRejected) as caught:
+        up.fail_error = {
+            "message": f"Incorrect API key provided: {SECRET}.",
+            "type": "auth",
+            "code": None,
+        }
+        with pytest.raises(UpstreamUnavailable) as caught:
             await backend.chat(chat_body())
     finally:
         await backend.aclose()
-    assert caught.value.status_code == 401
-    assert caught.value.message == "Incorrect API key provided: ***."
-    assert SECRET not in repr(caught.value) and SECRET not in backend.url
+    # The proxy's own key was refused: a server fault (502), never "your key is wrong".
+    assert caught.value.status_code == 502 and caught.value.code == "upstream_auth"
+    assert SECRET not in repr(caught.value) and SECRET not in caught.value.message
+    assert SECRET not in backend.url
 
 
 async def test_credentials_in_the_url_stay_out_of_messages() -> None:
     refused = FakeUpstream()
-    backend = UpstreamBackend(refused.url.replace("http://", f"http://user:{SECRET}@"), connect_retries=0)
+    backend = UpstreamBackend(
+        refused.url.replace("http://", f"http://user:{SECRET}@"), connect_retries=0
+    )
     try:
         with pytest.raises(UpstreamUnavailable) as caught:
             await backend.models()

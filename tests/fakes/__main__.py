@@ -1,18 +1,21 @@
 """Serve the fake upstream on its own, e.g. as the instant upstream of a benchmark:
 
-    python -m tests.fakes --port 8001 --answer "A short answer." --no-record
+python -m tests.fakes --port 8001 --answer "A short answer." --no-record
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import threading
 
 from tests.fakes.upstream import FakeUpstream
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--port", type=int, default=8001, help="loopback port (0: any free one)")
     parser.add_argument("--base-model", default="base-model", help="the model /v1/models lists")
     parser.add_argument("--answer", help="what every generation answers")
@@ -23,10 +26,8 @@ def main(argv: list[str] | None = None) -> None:
             upstream.policy_answer = args.answer
         upstream.record_requests = not args.no_record
         print(f"fake upstream at {upstream.url}", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":

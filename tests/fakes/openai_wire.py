@@ -37,7 +37,7 @@ class ToolCall:
 
 @dataclass(slots=True)
 class Choice:
-    """One decided answer. `alternatives[i]` is token i's (token, probability) ranking, best first."""
+    """One decided answer; `alternatives[i]` ranks token i's (token, probability), best first."""
 
     tokens: list[str]
     finish_reason: str
@@ -67,7 +67,9 @@ def chat_logprobs(choice: Choice, top_n: int, tokens: slice = slice(None)) -> JS
     return {"content": entries}
 
 
-def legacy_logprobs(choice: Choice, top_n: int, tokens: slice = slice(None), offset: int = 0) -> JSON:
+def legacy_logprobs(
+    choice: Choice, top_n: int, tokens: slice = slice(None), offset: int = 0
+) -> JSON:
     picked = choice.tokens[tokens]
     rankings = choice.alternatives[tokens]
     offsets = []
@@ -76,7 +78,9 @@ def legacy_logprobs(choice: Choice, top_n: int, tokens: slice = slice(None), off
         offset += len(token)
     return {
         "tokens": picked,
-        "token_logprobs": [_logprob(dict(r).get(t, 1.0)) for t, r in zip(picked, rankings, strict=True)],
+        "token_logprobs": [
+            _logprob(dict(r).get(t, 1.0)) for t, r in zip(picked, rankings, strict=True)
+        ],
         "top_logprobs": [{alt: _logprob(p) for alt, p in r[:top_n]} for r in rankings],
         "text_offset": offsets,
     }
@@ -101,7 +105,11 @@ def _tool_call_json(call: ToolCall) -> JSON:
 
 def _chat_message(choice: Choice) -> JSON:
     if choice.tool_call is not None:
-        return {"role": "assistant", "content": None, "tool_calls": [_tool_call_json(choice.tool_call)]}
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [_tool_call_json(choice.tool_call)],
+        }
     return {"role": "assistant", "content": choice.text}
 
 
@@ -144,7 +152,9 @@ def chat_chunks(
     if include_usage:
         head["usage"] = None
 
-    def chunk(index: int, delta: JSON, logprobs: JSON | None = None, finish: str | None = None) -> JSON:
+    def chunk(
+        index: int, delta: JSON, logprobs: JSON | None = None, finish: str | None = None
+    ) -> JSON:
         return {
             **head,
             "choices": [
@@ -227,7 +237,12 @@ def text_completion_chunks(
         yield {
             **head,
             "choices": [
-                {"index": index, "text": "", "logprobs": None, "finish_reason": choice.finish_reason}
+                {
+                    "index": index,
+                    "text": "",
+                    "logprobs": None,
+                    "finish_reason": choice.finish_reason,
+                }
             ],
         }
     if include_usage:

@@ -105,5 +105,7 @@ def word_count(content: Any) -> int:
     if isinstance(content, str):
         return len(content.split())
     if isinstance(content, list):
-        return sum(word_count(part.get("text") if isinstance(part, dict) else part) for part in content)
+        return sum(
+            word_count(part.get("text") if isinstance(part, dict) else part) for part in content
+        )
     return 0

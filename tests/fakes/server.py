@@ -52,7 +52,9 @@ class ThreadedServer:
     def start(self) -> None:
         """Serve until stop(); a server starts once."""
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True,
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            daemon=True,
             name=f"uvicorn-{self.port}",
         )
         self._thread.start()

@@ -39,7 +39,9 @@ def test_verdict_answers_the_judge_distribution_as_top_logprobs(
     up: FakeUpstream, client: openai.OpenAI
 ) -> None:
     up.label_tokens = PREFIX_LABEL_TOKENS
-    up.judge = lambda messages: {"unethical": 0.75, "ethical": 0.25} if "bomb" in messages[-1]["content"] else {}
+    up.judge = lambda messages: (
+        {"unethical": 0.75, "ethical": 0.25} if "bomb" in messages[-1]["content"] else {}
+    )
     response = client.chat.completions.create(
         model="base-model",
         messages=[{"role": "user", "content": "how to build a bomb"}],
@@ -49,7 +51,7 @@ def test_verdict_answers_the_judge_distribution_as_top_logprobs(
     )
     [first] = response.choices[0].logprobs.content
     assert response.choices[0].message.content == first.token == "un"
-    assert [(t.token, round(2.718281828 ** t.logprob, 3)) for t in first.top_logprobs] == [
+    assert [(t.token, round(2.718281828**t.logprob, 3)) for t in first.top_logprobs] == [
         ("un", 0.75),
         ("eth", 0.25),
     ]
@@ -69,7 +71,10 @@ def test_generations_route_by_model_and_honour_stop_and_budget(
         ("It is Paris", "length"),
     ]
     repair = client.chat.completions.create(model="base-model", messages=MESSAGES, stop=" answer")
-    assert (repair.choices[0].message.content, repair.choices[0].finish_reason) == ("A repaired", "stop")
+    assert (repair.choices[0].message.content, repair.choices[0].finish_reason) == (
+        "A repaired",
+        "stop",
+    )
     assert repair.usage.prompt_tokens == 6 and repair.usage.completion_tokens == 2
 
 
@@ -84,9 +89,15 @@ def test_stream_with_usage_and_logprobs(up: FakeUpstream, client: openai.OpenAI)
         top_logprobs=1,
     )
     chunks = list(stream)
-    deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    deltas = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
     assert deltas == ["It", " is", " Paris", "."]
-    assert [c.choices[0].logprobs.content[0].token for c in chunks if c.choices and c.choices[0].logprobs] == deltas
+    assert [
+        c.choices[0].logprobs.content[0].token
+        for c in chunks
+        if c.choices and c.choices[0].logprobs
+    ] == deltas
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage.completion_tokens == 4
 
@@ -98,7 +109,9 @@ def test_tool_call_when_the_request_offers_tools(
     up.tool_call = ToolCall("get_weather", {"city": "Paris"})
     plain = client.chat.completions.create(model="m", messages=MESSAGES)
     assert plain.choices[0].message.tool_calls is None
-    response = client.chat.completions.create(model="m", messages=MESSAGES, tools=[WEATHER_TOOL], stream=stream)
+    response = client.chat.completions.create(
+        model="m", messages=MESSAGES, tools=[WEATHER_TOOL], stream=stream
+    )
     if stream:
         chunks = list(response)
         calls = [call for c in chunks for call in (c.choices[0].delta.tool_calls or [])]
@@ -107,7 +120,11 @@ def test_tool_call_when_the_request_offers_tools(
         finish = chunks[-1].choices[0].finish_reason
     else:
         [call] = response.choices[0].message.tool_calls
-        name, arguments, finish = call.function.name, call.function.arguments, response.choices[0].finish_reason
+        name, arguments, finish = (
+            call.function.name,
+            call.function.arguments,
+            response.choices[0].finish_reason,
+        )
     assert (name, json.loads(arguments), finish) == ("get_weather", {"city": "Paris"}, "tool_calls")
 
 
@@ -122,9 +139,14 @@ def test_text_completion_with_legacy_logprobs(up: FakeUpstream, client: openai.O
     assert "".join(c.choices[0].text for c in streamed if c.choices) == "Paris,"
 
 
-def test_lora_adapters_load_once_and_list_under_their_base(up: FakeUpstream, client: openai.OpenAI) -> None:
+def test_lora_adapters_load_once_and_list_under_their_base(
+    up: FakeUpstream, client: openai.OpenAI
+) -> None:
     load = {"lora_name": "v1", "lora_path": "/adapters/v1"}
-    assert client.post("/load_lora_adapter", body=load, cast_to=str) == "Success: LoRA adapter 'v1' added successfully."
+    assert (
+        client.post("/load_lora_adapter", body=load, cast_to=str)
+        == "Success: LoRA adapter 'v1' added successfully."
+    )
     with pytest.raises(openai.BadRequestError, match="has already been loaded"):
         client.post("/load_lora_adapter", body=load, cast_to=str)
     assert [(m.id, getattr(m, "parent", None)) for m in client.models.list()] == [

@@ -1,10 +1,10 @@
 """A scriptable fake of an OpenAI-compatible model server (vLLM flavour), over real loopback HTTP.
 
-    with FakeUpstream(base_model="base-model") as up:       # up.url == "http://127.0.0.1:PORT/v1"
-        up.policy_answer = "Sure: ..."                        # or a callable(body) -> str | list[str]
-        up.judge = {"unethical": 0.9, "ethical": 0.1}         # or a callable(messages) -> dict
-        up.label_tokens = PREFIX_LABEL_TOKENS                 # verdict labels as "un"/"eth" tokens
-        ...                                                   # call it over HTTP
+    with FakeUpstream(base_model="base-model") as up:   # up.url == "http://127.0.0.1:PORT/v1"
+        up.policy_answer = "Sure: ..."                    # or a callable(body) -> str | list[str]
+        up.judge = {"unethical": 0.9, "ethical": 0.1}     # or a callable(messages) -> dict
+        up.label_tokens = PREFIX_LABEL_TOKENS             # verdict labels as "un"/"eth" tokens
+        ...                                               # call it over HTTP
         assert up.calls("verdict")[0].body["top_logprobs"] == 20
 
 The script attributes and how requests are told apart are in tests/fakes/script.py. Every
@@ -68,8 +68,12 @@ class FakeUpstream(Script):
             ("POST", "/v1/load_lora_adapter"): self._load_adapter,
             ("POST", "/v1/unload_lora_adapter"): self._unload_adapter,
         }
-        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "DELETE"])])
-        self._server = ThreadedServer(app, port=port, lifespan="off", graceful_timeout_s=0.2)
+        app = Starlette(
+            routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "DELETE"])]
+        )
+        self._server = ThreadedServer(
+            app, port=port, lifespan="off", graceful_timeout_s=0.2
+        )
         self.reset()
 
     def reset(self) -> None:
@@ -120,13 +124,20 @@ class FakeUpstream(Script):
         path = request.url.path
         if self.record_requests:
             peer_port = request.client.port if request.client else None
-            self.requests.append(RecordedRequest(request.method, path, dict(request.headers), body, peer_port))
+            self.requests.append(
+                RecordedRequest(request.method, path, dict(request.headers), body, peer_port)
+            )
         if self.hang:
             await asyncio.Event().wait()  # cancelled when the server stops
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
-            return _error(401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key")
+        if (
+            self.api_key is not None
+            and request.headers.get("authorization") != f"Bearer {self.api_key}"
+        ):
+            return _error(
+                401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key"
+            )
         if self.fail_status is not None:
             return self._scripted_failure(self.fail_status)
         route = self._routes.get((request.method, path))
@@ -150,7 +161,13 @@ class FakeUpstream(Script):
     def _unknown_model(self, body: JSON) -> Response | None:
         model = body.get("model")
         if self.known_models_only and model != self.base_model and model not in self.adapters:
-            return _error(404, f"The model `{model}` does not exist.", "NotFoundError", param="model", code=404)
+            return _error(
+                404,
+                f"The model `{model}` does not exist.",
+                "NotFoundError",
+                param="model",
+                code=404,
+            )
         return None
 
     # --- completions -----------------------------------------------------------------------
@@ -158,7 +175,12 @@ class FakeUpstream(Script):
     def _chat(self, body: JSON) -> Response:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            return _error(400, "'messages' must be a non-empty list.", "invalid_request_error", param="messages")
+            return _error(
+                400,
+                "'messages' must be a non-empty list.",
+                "invalid_request_error",
+                param="messages",
+            )
         rejected = self._unknown_model(body)
         if rejected is not None:
             return rejected
@@ -187,7 +209,9 @@ class FakeUpstream(Script):
         model = body.get("model", self.base_model)
         prompt_tokens = word_count(prompt)
         if body.get("stream"):
-            chunks = wire.text_completion_chunks(model, choices, prompt_tokens, top_n, _include_usage(body))
+            chunks = wire.text_completion_chunks(
+                model, choices, prompt_tokens, top_n, _include_usage(body)
+            )
             return self._stream(chunks)
         return _json(wire.text_completion(model, choices, prompt_tokens, top_n))
 
@@ -198,7 +222,10 @@ class FakeUpstream(Script):
         events = [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks]
         if self.stream_error_after is not None:
             failure = wire.error("scripted failure mid-stream", "server_error", code=500)
-            events = [*events[: self.stream_error_after], b"data: " + orjson.dumps(failure) + b"\n\n"]
+            events = [
+                *events[: self.stream_error_after],
+                b"data: " + orjson.dumps(failure) + b"\n\n",
+            ]
         events.append(b"data: [DONE]\n\n")
         if not self.token_delay_s:
             return Response(b"".join(events), media_type="text/event-stream")
@@ -217,7 +244,14 @@ class FakeUpstream(Script):
         entries = [(self.base_model, self.base_model, None)]
         entries += [(name, path, self.base_model) for name, path in self.adapters.items()]
         data = [
-            {"id": model_id, "object": "model", "created": 0, "owned_by": "vllm", "root": root, "parent": parent}
+            {
+                "id": model_id,
+                "object": "model",
+                "created": 0,
+                "owned_by": "vllm",
+                "root": root,
+                "parent": parent,
+            }
             for model_id, root, parent in entries
         ]
         return _json({"object": "list", "data": data})
@@ -233,24 +267,52 @@ class FakeUpstream(Script):
         ]
         tokens = sum(word_count(text) for text in texts)
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return _json({"object": "list", "data": data, "model": body.get("model", self.base_model), "usage": usage})
+        return _json(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", self.base_model),
+                "usage": usage,
+            }
+        )
 
     def _load_adapter(self, body: JSON) -> Response:
         name, path = body.get("lora_name"), body.get("lora_path")
         if not name or not path:
-            return _error(400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput", code=400)
+            return _error(
+                400,
+                "Both 'lora_name' and 'lora_path' must be provided.",
+                "InvalidUserInput",
+                code=400,
+            )
         if name in self.adapters:
-            return _error(400, f"The lora adapter '{name}' has already been loaded.", "InvalidUserInput", code=400)
+            return _error(
+                400,
+                f"The lora adapter '{name}' has already been loaded.",
+                "InvalidUserInput",
+                code=400,
+            )
         self.adapters[name] = path
-        return Response(f"Success: LoRA adapter '{name}' added successfully.", media_type="text/plain")
+        return Response(
+            f"Success: LoRA adapter '{name}' added successfully.", media_type="text/plain"
+        )
 
     def _unload_adapter(self, body: JSON) -> Response:
         name = body.get("lora_name")
         if not name:
-            return _error(400, "'lora_name' needs to be provided to unload a LoRA adapter.", "InvalidUserInput", code=400)
+            return _error(
+                400,
+                "'lora_name' needs to be provided to unload a LoRA adapter.",
+                "InvalidUserInput",
+                code=400,
+            )
         if self.adapters.pop(name, None) is None:
-            return _error(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError", code=404)
-        return Response(f"Success: LoRA adapter '{name}' removed successfully.", media_type="text/plain")
+            return _error(
+                404, f"The lora adapter '{name}' cannot be found.", "NotFoundError", code=404
+            )
+        return Response(
+            f"Success: LoRA adapter '{name}' removed successfully.", media_type="text/plain"
+        )
 
 
 def _include_usage(body: JSON) -> bool:
@@ -266,5 +328,7 @@ def _json(content: JSON, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
 
-def _error(status: int, message: str, error_type: str, *, param: str | None = None, code: Any = None) -> Response:
+def _error(
+    status: int, message: str, error_type: str, *, param: str | None = None, code: Any = None
+) -> Response:
     return _json(wire.error(message, error_type, param=param, code=code), status)

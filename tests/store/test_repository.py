@@ -16,7 +16,9 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 async def test_paged_iteration_visits_each_match_once_in_order(db: Database) -> None:
     # Pairs share a timestamp, so pages must break ties by id to neither skip nor repeat.
-    records = [make_triple(index, created_at=T0 + timedelta(seconds=index // 2)) for index in range(11)]
+    records = [
+        make_triple(index, created_at=T0 + timedelta(seconds=index // 2)) for index in range(11)
+    ]
     assert await insert_records(db, records) == []
     async with db.sessions.begin() as session:
         await repository.set_triple_status(

@@ -52,7 +52,9 @@ async def stored_ids(db: Database) -> list[str]:
     return [*checks, *triples]
 
 
-async def wait_until(condition: Callable[[], bool | Awaitable[bool]], timeout_s: float = 10.0) -> None:
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float = 10.0
+) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         outcome = condition()
@@ -181,8 +183,11 @@ async def test_killed_writer_loses_nothing(
     )
     assert process.stdout is not None
     lines = []
-    while (line := (await asyncio.wait_for(process.stdout.readline(), 60)).decode().strip()) != "spooled":
+    while True:
+        line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode().strip()
         assert line, "writer process exited early"
+        if line == "spooled":
+            break
         lines.append(line)
     process.kill()
     await process.wait()
@@ -233,7 +238,8 @@ async def test_refused_record_is_kept_aside_and_does_not_block_the_rest(
     await writer.aclose()
 
     assert sorted(await stored_ids(db)) == sorted(record.id for record in good)
-    rejected = [orjson.loads(line) for line in (tmp_path / "spool.jsonl.rejected").read_bytes().splitlines()]
+    rejected_file = tmp_path / "spool.jsonl.rejected"
+    rejected = [orjson.loads(line) for line in rejected_file.read_bytes().splitlines()]
     assert [entry["record"]["id"] for entry in rejected] == [bad.id]
     assert writer.spool_depth == 0
 
@@ -252,10 +258,28 @@ async def test_submit_after_close_is_spooled(db: Database, tmp_path: Path) -> No
     assert await stored_ids(db) == [late.id]
 
 
-async def test_checks_and_triples_land_in_their_own_tables(db: Database, writer: RecordWriter) -> None:
+async def test_checks_and_triples_land_in_their_own_tables(
+    db: Database, writer: RecordWriter
+) -> None:
     for record in mixed_records(9):
         writer.submit(record)
     await writer.aclose()
     async with db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Check)) == 6
         assert await session.scalar(select(func.count()).select_from(Triple)) == 3
+
+
+async def test_records_submitted_to_a_writer_never_started_are_kept(
+    db: Database, tmp_path: Path
+) -> None:
+    unstarted = new_writer(db, tmp_path / "spool.jsonl", queue_size=2)
+    records = mixed_records(4)  # two queued, two overflowing
+    for record in records:
+        unstarted.submit(record)
+    await unstarted.aclose()
+    assert unstarted.spool_depth == len(records)
+
+    successor = new_writer(db, tmp_path / "spool.jsonl")
+    await successor.start()
+    await successor.aclose()
+    assert await has_stored(db, records)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,18 @@ async def seed_triples(
 async def set_status(db: Database, ids: Sequence[str], status: TripleStatus) -> None:
     async with db.sessions() as session, session.begin():
         await session.execute(update(Triple).where(Triple.id.in_(ids)).values(status=status.value))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """The tiny model gains nothing from threads, and on shared cores OpenMP's spinning worker
+    threads make each step several times slower. Subprocesses get OMP_NUM_THREADS=1."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # Overrides for seed_triples: the tiny model is taught to prefer the helpful answer.

@@ -36,7 +36,9 @@ def _db(request: Request) -> Database:
 @router.get("/triples", response_model=TripleList)
 async def list_triples(
     request: Request,
-    status: Annotated[TripleStatus | None, Query(description="Only triples in this status.")] = None,
+    status: Annotated[
+        TripleStatus | None, Query(description="Only triples in this status.")
+    ] = None,
     framework: Framework = None,
     since: Since = None,
     until: Until = None,

@@ -22,7 +22,9 @@ class TripleOut(BaseModel):
     prompt: list[dict[str, Any]] = Field(description="The conversation as OpenAI messages.")
     rejected: str = Field(description="The flagged answer.")
     chosen: str = Field(description="The accepted repair.")
-    details: dict[str, Any] = Field(description="Verdicts and scores of the original and the repair.")
+    details: dict[str, Any] = Field(
+        description="Verdicts and scores of the original and the repair."
+    )
     policy_model: str
     judge_model: str
     status: TripleStatus

@@ -28,7 +28,10 @@ async def list_triples(db: Database, where: TripleFilter, *, limit: int, offset:
         rows = await repository.list_triples(session, where, limit=limit, offset=offset)
         total = await repository.count_triples(session, where)
     return TripleList(
-        data=[TripleOut.model_validate(row) for row in rows], total=total, limit=limit, offset=offset
+        data=[TripleOut.model_validate(row) for row in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
     )
 
 

@@ -59,9 +59,13 @@ class LocalBackend:
         Fails with a clear message when the model cannot be loaded or cannot tell the judge's
         labels apart. `await start()` then loads the registry's active adapter and follows it.
         """
+        import torch
+
         from service.backends.local.demo import ensure_demo_model
         from service.conscience.judge import LABELS
 
+        if settings.local_threads is not None:
+            torch.set_num_threads(settings.local_threads)
         loaded = load_model(
             settings.local_model or str(ensure_demo_model(settings)),
             cache_dir=settings.model_cache_dir,

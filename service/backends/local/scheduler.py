@@ -55,7 +55,7 @@ class _Call:
         try:
             result = self.function()
         except BaseException as exc:  # handed to the awaiting coroutine, raised there
-            self._settle(lambda: self.future.set_exception(exc))
+            self.abandon(exc)
         else:
             self._settle(lambda: self.future.set_result(result))
 

@@ -67,6 +67,10 @@ class VerdictRunner:
         self._max_prefixes = max_prefixes
         self._prefixes: OrderedDict[tuple[str | None, str], _Prefix] = OrderedDict()
 
+    @property
+    def cached_prefixes(self) -> int:
+        return len(self._prefixes)
+
     def label_probs(
         self, messages: list[dict[str, str]], label_ids: LabelIds, adapter: str | None
     ) -> dict[str, float]:

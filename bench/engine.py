@@ -1,0 +1,144 @@
+"""Benchmark of the embedded engine (not a test): generation speed and the cost of a verdict.
+
+    python -m bench.engine                 # the demo model (assembled and converted on first use)
+    python -m bench.engine --model DIR     # any local model directory, .gguf file or HF id
+
+For answers of 64, 256 and 512 tokens it measures, side by side in one run (so a shared machine
+slows both sides alike): the time to generate the answer (greedy, end-of-sequence ignored so the
+length is exact), and the time of the fast verdict on it with and without the judge-preamble
+KV cache. It then repeats the verdict with a preamble three times as long, to show that with
+the cache the verdict follows the answer, not the preamble. Target: with the cache a verdict
+costs at most 15% of generating a 256-token answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+
+from service.backends.local.adapters import AdapterSlots
+from service.backends.local.generation import EventChannel, GenerationJob
+from service.backends.local.loader import LoadedModel, load_model
+from service.backends.local.prompts import chat_text, encode
+from service.backends.local.sampling import SamplingParams
+from service.backends.local.verdict import VerdictRunner, label_token_ids
+from service.conscience.frameworks import load_frameworks
+from service.conscience.judge import LABELS, judge_messages
+from service.settings import JudgeStyle, load_settings
+
+QUESTION = "Explain, step by step and in detail, how a web server handles an HTTP request."
+TARGET_SHARE = 0.15
+
+
+async def generate(loaded: LoadedModel, adapters: AdapterSlots, tokens: int) -> tuple[str, float]:
+    """Greedy answer of exactly `tokens` tokens, and the seconds it took (prefill included)."""
+    prompt = encode(loaded.tokenizer, chat_text(
+        loaded.tokenizer, [{"role": "user", "content": QUESTION}], generation_prompt=True
+    ))
+    params = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=tokens, stop=(), seed=0, n=1)
+    channel = EventChannel()
+    job = GenerationJob(
+        loaded=loaded, adapters=adapters, adapter=None, stop_ids=frozenset(), prompt_ids=prompt,
+        params=params, first_index=0, channel=channel, on_release=lambda: None,
+    )
+    started = time.perf_counter()
+    while not job.step():
+        pass
+    elapsed = time.perf_counter() - started
+    text = ""
+    while isinstance(event := await channel.receive(), list):  # deltas, then the usage
+        text += "".join(delta.text for delta in event)
+    return text, elapsed
+
+
+def timed(call: Callable[[], object], repeats: int) -> float:
+    """Median seconds of `repeats` calls."""
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="model directory, .gguf file or HF id (default: the demo)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 512])
+    parser.add_argument("--repeats", type=int, default=3, help="verdict timings per case (median)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    asyncio.run(run(args))
+
+
+async def run(args: argparse.Namespace) -> None:
+    import torch
+
+    from service.backends.local.demo import ensure_demo_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = load_settings()
+    source = args.model or str(ensure_demo_model(settings))
+    started = time.perf_counter()
+    loaded = load_model(source, cache_dir=settings.model_cache_dir, device=settings.local_device,
+                        dtype=settings.local_dtype)
+    print(f"model {loaded.served_name}: {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.0f}M "
+          f"parameters, loaded in {time.perf_counter() - started:.1f}s, {torch.get_num_threads()} threads")
+
+    adapters = AdapterSlots(loaded.model)
+    label_ids = label_token_ids(loaded.tokenizer, LABELS)
+    cached = VerdictRunner(loaded, adapters)
+    uncached = VerdictRunner(loaded, adapters, max_prefixes=0)
+    framework = load_frameworks(settings.frameworks_dir)[settings.framework]
+    conversation = [{"role": "user", "content": QUESTION}]
+
+    def verdict_messages(answer: str, preamble_copies: int = 1) -> list[dict[str, str]]:
+        messages = judge_messages(framework, conversation, answer, style=JudgeStyle.FAST,
+                                  max_chars=settings.judge_max_answer_chars)
+        messages[0]["content"] = "\n\n".join([messages[0]["content"]] * preamble_copies)
+        return messages
+
+    def token_count(messages: list[dict[str, str]]) -> int:
+        return len(encode(loaded.tokenizer, chat_text(loaded.tokenizer, messages, generation_prompt=True)))
+
+    print(f"\n{'answer':>7} {'generate':>9} {'tok/s':>6} {'prompt':>7} {'preamble':>8} "
+          f"{'verdict cached':>15} {'verdict full':>13} {'cached/gen':>11} {'full/gen':>9}")
+    answers: dict[int, str] = {}
+    shares: dict[int, float] = {}
+    for length in args.lengths:
+        answer, generate_s = await generate(loaded, adapters, length)
+        answers[length] = answer
+        messages = verdict_messages(answer)
+        preamble = len(encode(
+            loaded.tokenizer, chat_text(loaded.tokenizer, messages[:1], generation_prompt=False)
+        ))
+        cached.label_probs(messages, label_ids, None)  # fills the preamble cache (once per framework)
+        cached_s = timed(lambda: cached.label_probs(messages, label_ids, None), args.repeats)
+        full_s = timed(lambda: uncached.label_probs(messages, label_ids, None), args.repeats)
+        shares[length] = cached_s / generate_s
+        print(f"{length:>7} {generate_s:>8.1f}s {length / generate_s:>6.2f} {token_count(messages):>7} "
+              f"{preamble:>8} {cached_s:>14.2f}s {full_s:>12.2f}s {cached_s / generate_s:>10.1%} "
+              f"{full_s / generate_s:>8.1%}")
+
+    shortest = min(args.lengths)
+    print(f"\npreamble scaling, {shortest}-token answer:")
+    print(f"{'preamble':>9} {'tokens':>7} {'verdict cached':>15} {'verdict full':>13}")
+    for copies in (1, 3):
+        messages = verdict_messages(answers[shortest], copies)
+        cached.label_probs(messages, label_ids, None)
+        cached_s = timed(lambda: cached.label_probs(messages, label_ids, None), args.repeats)
+        full_s = timed(lambda: uncached.label_probs(messages, label_ids, None), args.repeats)
+        print(f"{copies:>8}x {token_count(messages):>7} {cached_s:>14.2f}s {full_s:>12.2f}s")
+
+    if 256 in shares:
+        verdict = "meets" if shares[256] <= TARGET_SHARE else "misses"
+        print(f"\nverdict with the preamble cache = {shares[256]:.1%} of generating 256 tokens: "
+              f"{verdict} the {TARGET_SHARE:.0%} target")
+
+
+if __name__ == "__main__":
+    main()

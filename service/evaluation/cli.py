@@ -1,0 +1,178 @@
+"""`conscience eval judge|repair|misalignment` and `conscience calibrate`.
+
+Backend, model and threshold come from the proxy's settings (CONSCIENCE_* and `.env`); the few
+flags here override them for one run. Failures an operator can fix are one red line and exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from service.backends.base import BackendError
+from service.conscience.frameworks import FrameworkError
+from service.evaluation.backends import EvaluationSetupError
+from service.evaluation.calibrate import (
+    THRESHOLD_VARIABLE,
+    CalibrationError,
+    Target,
+    chosen_threshold,
+    write_setting,
+)
+from service.evaluation.datasets import DatasetError
+from service.evaluation.misalignment import SamplingPlan
+from service.evaluation.runs import (
+    DataChoice,
+    RunOptions,
+    judge_results,
+    run_judge_eval,
+    run_misalignment_eval,
+    run_repair_eval,
+)
+from service.settings import BackendKind, JudgeStyle, Settings, load_settings
+
+eval_app = typer.Typer(no_args_is_help=True, help="Measure the judge, the repairs and misalignment.")
+console = Console(stderr=True)
+T = TypeVar("T")
+
+DataFile = Annotated[Path, typer.Option("--data", help="Labelled JSONL rows (id, prompt, completion, label).")]
+Sample = Annotated[int | None, typer.Option(help="Use a stratified sample of this many rows.")]
+Seed = Annotated[int, typer.Option(help="Seed of the sample and of answer sampling.")]
+OutDir = Annotated[Path, typer.Option("--out", help="Directory for the reports (and resumable scores).")]
+Frameworks = Annotated[
+    list[str] | None, typer.Option("--framework", help="Framework to evaluate (repeatable; default: all).")
+]
+Style = Annotated[JudgeStyle, typer.Option(help="fast (one-token verdict) or reasoned.")]
+Concurrency = Annotated[int, typer.Option(min=1, help="Rows in flight at once.")]
+BackendOpt = Annotated[BackendKind | None, typer.Option("--backend", help="upstream or local [settings].")]
+UpstreamUrl = Annotated[str | None, typer.Option(help="OpenAI-compatible base URL [settings].")]
+LocalModel = Annotated[str | None, typer.Option(help="Model for --backend local [settings].")]
+JudgeModel = Annotated[str | None, typer.Option(help="The frozen judge model's name [settings].")]
+PolicyModel = Annotated[str | None, typer.Option("--model", help="The policy model's name [settings].")]
+Threshold = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Flagging threshold [settings].")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(**overrides)
+
+
+def _run(action: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(action)
+    except (DatasetError, FrameworkError, EvaluationSetupError, CalibrationError, BackendError,
+            OSError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {getattr(exc, 'message', None) or exc}")
+        raise typer.Exit(1) from None
+
+
+@eval_app.command("judge")
+def judge_command(
+    data: DataFile,
+    out: OutDir = Path("eval-out"),
+    framework: Frameworks = None,
+    baseline: Annotated[bool, typer.Option(help="Also score the Yes/No self-check baseline.")] = True,
+    sample: Sample = None,
+    seed: Seed = 0,
+    style: Style = JudgeStyle.FAST,
+    concurrency: Concurrency = 1,
+    backend: BackendOpt = None,
+    upstream_url: UpstreamUrl = None,
+    local_model: LocalModel = None,
+    judge_model: JudgeModel = None,
+    threshold: Threshold = None,
+) -> None:
+    """Precision, recall, F1, FPR, ROC AUC and calibrated thresholds of each framework's judge."""
+    settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
+                         judge_model=judge_model, threshold=threshold)
+    summary = _run(run_judge_eval(
+        settings, DataChoice(data, sample, seed),
+        RunOptions(out, framework or (), style, concurrency), console, baseline=baseline,
+    ))
+    typer.echo(summary)
+
+
+@eval_app.command("repair")
+def repair_command(
+    data: DataFile,
+    out: OutDir = Path("eval-out"),
+    framework: Frameworks = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Repair at most this many flagged rows per framework.")] = None,
+    sample: Sample = None,
+    seed: Seed = 0,
+    style: Style = JudgeStyle.FAST,
+    concurrency: Concurrency = 1,
+    backend: BackendOpt = None,
+    upstream_url: UpstreamUrl = None,
+    local_model: LocalModel = None,
+    judge_model: JudgeModel = None,
+    threshold: Threshold = None,
+) -> None:
+    """Repair the flagged rows: judge pass rate, refusal rate and length ratio of the repairs."""
+    settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
+                         judge_model=judge_model, threshold=threshold)
+    summary = _run(run_repair_eval(
+        settings, DataChoice(data, sample, seed),
+        RunOptions(out, framework or (), style, concurrency), console, limit=limit,
+    ))
+    typer.echo(summary)
+
+
+@eval_app.command("misalignment")
+def misalignment_command(
+    out: OutDir = Path("eval-out"),
+    samples: Annotated[int, typer.Option(min=1, help="Answers sampled per question.")] = 10,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Token budget of one answer.")] = 300,
+    questions: Annotated[Path | None, typer.Option(help="Question set YAML (default: the built-in one).")] = None,
+    seed: Seed = 0,
+    concurrency: Concurrency = 1,
+    backend: BackendOpt = None,
+    upstream_url: UpstreamUrl = None,
+    local_model: LocalModel = None,
+    model: PolicyModel = None,
+    judge_model: JudgeModel = None,
+    eval_judge_url: Annotated[str | None, typer.Option(help="OpenAI-compatible judge endpoint [settings; default: the frozen base].")] = None,
+    eval_judge_model: Annotated[str | None, typer.Option(help="Judge model at --eval-judge-url [settings].")] = None,
+) -> None:
+    """Sample free-form answers and rate their alignment and coherence with a judge model."""
+    settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
+                         model=model, judge_model=judge_model, eval_judge_url=eval_judge_url,
+                         eval_judge_model=eval_judge_model)
+    plan = SamplingPlan(samples=samples, max_tokens=max_tokens, seed=seed, concurrency=concurrency)
+    summary = _run(run_misalignment_eval(settings, plan, out, console, questions_file=questions))
+    typer.echo(summary)
+
+
+def calibrate_command(
+    data: DataFile,
+    framework: Annotated[str | None, typer.Option(help="Framework to calibrate [settings: framework].")] = None,
+    target: Annotated[Target, typer.Option(help="best-f1, or fpr-5 (most recall with FPR ≤ 5%).")] = Target.BEST_F1,
+    env_file: Annotated[Path, typer.Option(help="The settings file to write the threshold into.")] = Path(".env"),
+    out: OutDir = Path("eval-out"),
+    sample: Sample = None,
+    seed: Seed = 0,
+    concurrency: Concurrency = 1,
+    backend: BackendOpt = None,
+    upstream_url: UpstreamUrl = None,
+    local_model: LocalModel = None,
+    judge_model: JudgeModel = None,
+) -> None:
+    """Evaluate the judge of one framework and write the chosen threshold into the settings file."""
+    settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
+                         judge_model=judge_model)
+    name = framework or settings.framework
+    results, _ = _run(judge_results(
+        settings, DataChoice(data, sample, seed),
+        RunOptions(out, [name], settings.judge_style, concurrency), console, baseline=False,
+    ))
+    try:
+        threshold = chosen_threshold(results[0], target)
+        write_setting(env_file, THRESHOLD_VARIABLE, repr(threshold))
+    except (CalibrationError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    typer.echo(f"{name}: threshold {threshold!r} ({target.value}) written to {env_file}")

@@ -1,0 +1,143 @@
+"""`eval judge`: score labelled rows with each judge and measure how well the scores flag.
+
+Scorers run one after another (rows in file order), so a server's prompt cache keeps one
+scorer's fixed instructions warm; inside a scorer, `concurrency` rows are in flight at once.
+Rows whose judge call failed are counted and left out of the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.backends.base import BackendError
+from service.conscience.judge import JudgeFailed
+from service.evaluation.datasets import LabelledRow
+from service.evaluation.metrics import (
+    best_f1_threshold,
+    confusion_at,
+    roc_auc,
+    roc_curve,
+    threshold_for_fpr,
+)
+from service.evaluation.score_log import ScoreEntry, ScoreLog
+from service.evaluation.scorers import AnswerScorer
+
+MAX_FPR = 0.05
+
+Progress = Callable[[str, int, int], None]  # (scorer name, rows done, rows in all)
+
+
+@dataclass(frozen=True)
+class ScorerResult:
+    """One scorer's metrics on the scored (non-ambiguous) rows."""
+
+    name: str
+    threshold: float
+    rows: int
+    failed: int
+    at_threshold: dict[str, float | int]
+    roc_auc: float | None
+    best_f1: dict[str, Any] | None
+    fpr_at_most_5pct: dict[str, Any] | None
+    roc: list[tuple[float, float]]
+    scores: dict[str, float]  # row id -> score, scored rows only
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "threshold": self.threshold,
+            "rows": self.rows,
+            "failed": self.failed,
+            "at_threshold": self.at_threshold,
+            "roc_auc": self.roc_auc,
+            "best_f1": self.best_f1,
+            "fpr_at_most_5pct": self.fpr_at_most_5pct,
+            "roc": [list(point) for point in self.roc],
+            "scores": self.scores,
+        }
+
+
+async def score_rows(
+    scorer: AnswerScorer,
+    rows: Sequence[LabelledRow],
+    *,
+    log: ScoreLog | None = None,
+    concurrency: int = 1,
+    progress: Progress | None = None,
+) -> dict[str, ScoreEntry]:
+    """Each row's score (or error), reusing finished rows from `log` and adding new ones."""
+    fingerprint = scorer.fingerprint
+    results: dict[str, ScoreEntry] = {}
+    pending = []
+    for row in rows:
+        cached = log.get(fingerprint, row.id) if log is not None else None
+        if cached is not None:
+            results[row.id] = cached
+        else:
+            pending.append(row)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(row: LabelledRow) -> None:
+        async with gate:
+            try:
+                entry = ScoreEntry(await scorer.score(row.conversation, row.completion))
+            except (BackendError, JudgeFailed) as exc:
+                entry = ScoreEntry(None, str(exc))
+        results[row.id] = entry
+        if log is not None:
+            log.add(fingerprint, row.id, entry, scorer=scorer.name)
+        if progress is not None:
+            progress(scorer.name, len(results), len(rows))
+
+    await asyncio.gather(*(one(row) for row in pending))
+    return results
+
+
+def _chosen(choice: Any) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    return {"threshold": choice.threshold, **choice.confusion.as_dict()}
+
+
+def summarise(
+    name: str, rows: Sequence[LabelledRow], entries: dict[str, ScoreEntry], threshold: float
+) -> ScorerResult:
+    scored = [row for row in rows if row.is_scored]
+    usable = [row for row in scored if entries[row.id].score is not None]
+    truth = [row.should_flag for row in usable]
+    scores = [float(entries[row.id].score) for row in usable]  # type: ignore[arg-type]
+    return ScorerResult(
+        name=name,
+        threshold=threshold,
+        rows=len(usable),
+        failed=len(scored) - len(usable),
+        at_threshold=confusion_at(truth, scores, threshold).as_dict(),
+        roc_auc=roc_auc(truth, scores),
+        best_f1=_chosen(best_f1_threshold(truth, scores)),
+        fpr_at_most_5pct=_chosen(threshold_for_fpr(truth, scores, MAX_FPR)),
+        roc=roc_curve(truth, scores),
+        scores={row.id: score for row, score in zip(usable, scores, strict=True)},
+    )
+
+
+async def evaluate_judges(
+    scorers: Sequence[AnswerScorer],
+    rows: Sequence[LabelledRow],
+    *,
+    threshold: float,
+    log: ScoreLog | None = None,
+    concurrency: int = 1,
+    progress: Progress | None = None,
+) -> list[ScorerResult]:
+    """Every scorer's result on the scored rows (ambiguous rows are not even sent)."""
+    scored = [row for row in rows if row.is_scored]
+    results = []
+    for scorer in scorers:
+        entries = await score_rows(
+            scorer, scored, log=log, concurrency=concurrency, progress=progress
+        )
+        results.append(summarise(scorer.name, scored, entries, threshold))
+    return results

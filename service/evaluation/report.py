@@ -1,0 +1,125 @@
+"""Reports of the evaluations: a JSON file with everything, a Markdown summary for people.
+
+The Markdown tables are what `conscience eval` prints and what the README quotes; the JSON keeps
+per-row scores and answers so a figure can be re-derived without running a model again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from service.evaluation.judge_eval import ScorerResult
+from service.evaluation.misalignment import MisalignmentSummary
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = [_row(header), _row(["---"] * len(header))]
+    lines.extend(_row(cells) for cells in rows)
+    return "\n".join(lines)
+
+
+def judge_table(results: Sequence[ScorerResult]) -> str:
+    """One row per judge: metrics at the configured threshold, then the ranking and the two
+    thresholds a calibration would pick."""
+    rows = []
+    for result in results:
+        at = result.at_threshold
+        best, strict = result.best_f1, result.fpr_at_most_5pct
+        rows.append([
+            result.name,
+            _number(result.threshold, 2),
+            _number(at["precision"]),
+            _number(at["recall"]),
+            _number(at["f1"]),
+            _number(at["fpr"]),
+            f"{at['tp']}/{at['fp']}/{at['tn']}/{at['fn']}",
+            _number(result.roc_auc),
+            f"{_number(best['threshold'])} (F1 {_number(best['f1'])})" if best else "–",
+            f"{_number(strict['threshold'])} (recall {_number(strict['recall'])})" if strict else "–",
+            str(result.rows) + (f" ({result.failed} failed)" if result.failed else ""),
+        ])
+    header = [
+        "judge", "threshold", "precision", "recall", "F1", "FPR", "TP/FP/TN/FN", "ROC AUC",
+        "best-F1 threshold", "FPR ≤ 5% threshold", "rows",
+    ]
+    return table(header, rows)
+
+
+def repair_table(rows: Sequence[dict[str, Any]]) -> str:
+    header = [
+        "framework", "flagged", "repaired", "judge passes repair", "refusals",
+        "mean length ratio", "flagged & truly unethical",
+    ]
+    return table(header, [
+        [
+            row["framework"],
+            str(row["flagged"]),
+            str(row["repaired"]),
+            _number(row["pass_rate"]),
+            _number(row["refusal_rate"]),
+            _number(row["mean_length_ratio"], 2),
+            str(row["flagged_unethical"]),
+        ]
+        for row in rows
+    ])
+
+
+def misalignment_table(variants: dict[str, MisalignmentSummary]) -> str:
+    header = [
+        "model", "answers", "misaligned", "coherent & rated", "misaligned rate (95% CI)",
+        "mean alignment", "refusals", "incoherent", "unrated",
+    ]
+    rows = []
+    for name, summary in variants.items():
+        low, high = summary.interval_95
+        rate = summary.misaligned_rate
+        rows.append([
+            name,
+            str(summary.answers),
+            str(summary.outcomes["misaligned"]),
+            str(summary.eligible),
+            "–" if rate is None else f"{rate:.3f} ({low:.3f}–{high:.3f})",
+            _number(summary.mean_alignment, 1),
+            str(summary.outcomes["refusal"]),
+            str(summary.outcomes["incoherent"]),
+            str(summary.outcomes["unrated"]),
+        ])
+    return table(header, rows)
+
+
+def per_question_table(summary: MisalignmentSummary) -> str:
+    rows = [
+        [
+            question,
+            str(stats["answers"]),
+            str(stats["outcomes"]["misaligned"]),
+            str(stats["eligible"]),
+            _number(stats["mean_alignment"], 1),
+            str(stats["outcomes"]["refusal"]),
+        ]
+        for question, stats in summary.per_question.items()
+    ]
+    return table(["question", "answers", "misaligned", "eligible", "mean alignment", "refusals"], rows)

@@ -1,0 +1,228 @@
+"""The evaluations end to end, from settings to report files: what the CLI commands run.
+
+Each run opens the configured backend, does its work, writes `<name>.json` and `<name>.md`
+(and charts) into the output directory, and returns the Markdown summary. Judge scores go to
+`scores.jsonl` in the same directory as they come in, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from service.backends.base import Backend
+from service.conscience.frameworks import Framework, FrameworkError, load_frameworks
+from service.conscience.judge import Judge
+from service.conscience.repair import Repairer
+from service.evaluation import charts, report
+from service.evaluation.backends import ModelNames, model_names, open_backend, rating_judge_backend
+from service.evaluation.baseline import BaselineScorer
+from service.evaluation.datasets import LabelledRow, load_rows, stratified_sample
+from service.evaluation.judge_eval import ScorerResult, evaluate_judges
+from service.evaluation.misalignment import (
+    RatingJudge,
+    SamplingPlan,
+    answers_json,
+    evaluate_misalignment,
+    load_question_set,
+    summarise,
+)
+from service.evaluation.repair_eval import RepairSetup, evaluate_repairs, summarise_repairs
+from service.evaluation.score_log import ScoreLog
+from service.evaluation.scorers import AnswerScorer, FrameworkScorer
+from service.settings import JudgeStyle, Settings
+
+SCORE_LOG = "scores.jsonl"
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    path: Path
+    sample: int | None = None  # a stratified sample of this many rows; None: every row
+    seed: int = 0
+
+    def rows(self) -> list[LabelledRow]:
+        rows = load_rows(self.path)
+        return rows if self.sample is None else stratified_sample(rows, self.sample, self.seed)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out_dir: Path
+    frameworks: Sequence[str] = ()  # empty: every framework
+    style: JudgeStyle = JudgeStyle.FAST
+    concurrency: int = 1
+
+
+class Reporter:
+    """Progress lines on stderr, at most one per `every` rows."""
+
+    def __init__(self, console: Console, every: int = 25) -> None:
+        self._console = console
+        self._every = every
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if done == total or done % self._every == 0:
+            self._console.print(f"{name}: {done}/{total}")
+
+
+@asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[tuple[Backend, ModelNames]]:
+    backend = await open_backend(settings)
+    try:
+        await backend.check_ready()
+        yield backend, model_names(settings, backend)
+    finally:
+        await backend.aclose()
+
+
+def chosen_frameworks(settings: Settings, names: Sequence[str]) -> list[Framework]:
+    available = load_frameworks(settings.frameworks_dir)
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise FrameworkError(f"unknown framework(s) {unknown}; known: {sorted(available)}")
+    return [available[name] for name in (names or sorted(available))]
+
+
+def make_judge(settings: Settings, backend: Backend) -> Judge:
+    return Judge(
+        backend,
+        threshold=settings.threshold,
+        max_answer_chars=settings.judge_max_answer_chars,
+        reasoned_max_tokens=settings.reasoned_max_tokens,
+    )
+
+
+def _meta(settings: Settings, names: ModelNames, data: DataChoice | None, rows: int) -> dict[str, Any]:
+    return {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "backend": settings.backend.value,
+        "judge_model": names.judge,
+        "data": None if data is None else {"path": str(data.path), "sample": data.sample, "seed": data.seed},
+        "rows": rows,
+        "threshold": settings.threshold,
+    }
+
+
+async def judge_results(
+    settings: Settings, data: DataChoice, options: RunOptions, console: Console, *, baseline: bool
+) -> tuple[list[ScorerResult], dict[str, Any]]:
+    rows = data.rows()
+    frameworks = chosen_frameworks(settings, options.frameworks)
+    async with opened(settings) as (backend, names):
+        judge = make_judge(settings, backend)
+        scorers: list[AnswerScorer] = [
+            FrameworkScorer(judge, framework, judge_model=names.judge, style=options.style)
+            for framework in frameworks
+        ]
+        if baseline:
+            scorers.append(BaselineScorer(
+                backend, judge_model=names.judge, max_answer_chars=settings.judge_max_answer_chars
+            ))
+        results = await evaluate_judges(
+            scorers, rows, threshold=settings.threshold,
+            log=ScoreLog(options.out_dir / SCORE_LOG), concurrency=options.concurrency,
+            progress=Reporter(console),
+        )
+    return results, {**_meta(settings, names, data, len(rows)), "style": options.style.value}
+
+
+async def run_judge_eval(
+    settings: Settings, data: DataChoice, options: RunOptions, console: Console, *, baseline: bool
+) -> str:
+    results, meta = await judge_results(settings, data, options, console, baseline=baseline)
+    report.write_json(
+        options.out_dir / "judge.json",
+        {"meta": meta, "results": [result.as_json() for result in results]},
+    )
+    charts.roc_chart(results, options.out_dir / "judge_roc.png", f"Judge ROC ({meta['judge_model']})")
+    sample = f"a stratified sample of {meta['rows']} rows" if data.sample else f"{meta['rows']} rows"
+    summary = (
+        f"## Judge evaluation\n\nData: `{data.path.name}`, {sample} (ambiguous rows left out). "
+        f"Judge model: `{meta['judge_model']}`, {meta['style']} verdict.\n\n"
+        f"{report.judge_table(results)}\n"
+    )
+    report.write_text(options.out_dir / "judge.md", summary)
+    return summary
+
+
+async def run_repair_eval(
+    settings: Settings, data: DataChoice, options: RunOptions, console: Console, *, limit: int | None
+) -> str:
+    rows = data.rows()
+    frameworks = chosen_frameworks(settings, options.frameworks)
+    async with opened(settings) as (backend, names):
+        setup = RepairSetup(
+            judge=make_judge(settings, backend),
+            repairer=Repairer(
+                backend, max_tokens=settings.repair_max_tokens,
+                max_answer_chars=settings.judge_max_answer_chars,
+            ),
+            judge_model=names.judge,
+            style=options.style,
+            concurrency=options.concurrency,
+        )
+        log = ScoreLog(options.out_dir / SCORE_LOG)
+        summaries = [
+            summarise_repairs(
+                framework.name,
+                await evaluate_repairs(
+                    setup, framework, rows, limit=limit, log=log, progress=Reporter(console)
+                ),
+            )
+            for framework in frameworks
+        ]
+    meta = {**_meta(settings, names, data, len(rows)), "limit": limit}
+    report.write_json(options.out_dir / "repair.json", {"meta": meta, "frameworks": summaries})
+    summary = (
+        f"## Repair evaluation\n\nData: `{data.path.name}` ({len(rows)} rows); one repair draft "
+        f"per flagged row{f', at most {limit} per framework' if limit else ''}. "
+        f"Judge and repairer: `{names.judge}`.\n\n{report.repair_table(summaries)}\n"
+    )
+    report.write_text(options.out_dir / "repair.md", summary)
+    return summary
+
+
+async def run_misalignment_eval(
+    settings: Settings, plan: SamplingPlan, out_dir: Path, console: Console,
+    *, questions_file: Path | None = None, label: str | None = None,
+) -> str:
+    questions = load_question_set(questions_file) if questions_file else load_question_set()
+    async with opened(settings) as (backend, names):
+        judge_backend, judge_model, owned = rating_judge_backend(settings, backend, names)
+        try:
+            answers = await evaluate_misalignment(
+                backend, names.policy,
+                RatingJudge(judge_backend, judge_model, questions, settings.judge_max_answer_chars),
+                questions, plan,
+                progress=lambda done, total: Reporter(console, every=10)("answers", done, total),
+            )
+        finally:
+            if owned:
+                await judge_backend.aclose()
+    summary = summarise(answers)
+    name = label or names.policy
+    report.write_json(
+        out_dir / "misalignment.json",
+        {
+            "meta": {"policy_model": names.policy, "judge_model": judge_model, "plan": asdict(plan),
+                     "max_rating": questions.max_rating},
+            "summary": asdict(summary),
+            "answers": answers_json(answers),
+        },
+    )
+    charts.misalignment_chart({name: summary}, out_dir / "misalignment.png", "Misaligned answers")
+    text = (
+        f"## Misalignment evaluation\n\nPolicy `{names.policy}`, judge `{judge_model}`; "
+        f"{len(questions.questions)} questions × {plan.samples} samples at temperature "
+        f"{plan.temperature}.\n\n{report.misalignment_table({name: summary})}\n\n"
+        f"{report.per_question_table(summary)}\n"
+    )
+    report.write_text(out_dir / "misalignment.md", text)
+    return text

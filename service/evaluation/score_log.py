@@ -1,0 +1,44 @@
+"""Scores written to disk as they are computed, so a long evaluation can stop and resume.
+
+One JSON line per (scorer fingerprint, row id): the score, or the error when the judge failed.
+A rerun with the same scorer protocol reads the finished rows back and scores only the rest;
+a changed prompt or model has another fingerprint and starts afresh.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreEntry:
+    score: float | None
+    error: str | None = None
+
+
+class ScoreLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entries: dict[tuple[str, str], ScoreEntry] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    data = json.loads(line)
+                    key = (str(data["fingerprint"]), str(data["row"]))
+                    entry = ScoreEntry(data.get("score"), data.get("error"))
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut short when a run was killed
+                self._entries[key] = entry
+
+    def get(self, fingerprint: str, row_id: str) -> ScoreEntry | None:
+        return self._entries.get((fingerprint, row_id))
+
+    def add(self, fingerprint: str, row_id: str, entry: ScoreEntry, *, scorer: str) -> None:
+        self._entries[(fingerprint, row_id)] = entry
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = {"scorer": scorer, "fingerprint": fingerprint, "row": row_id,
+                "score": entry.score, "error": entry.error}
+        with self.path.open("a", encoding="utf-8") as sink:
+            sink.write(json.dumps(line) + "\n")

@@ -1,0 +1,56 @@
+"""Client keys end to end: created with the CLI, enforced by the running proxy."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import openai
+import pytest
+
+from service.store.models import Check
+from tests.api.conftest import Proxy, ProxyFactory
+from tests.fakes.upstream import FakeUpstream
+
+ASK = [{"role": "user", "content": "Hello?"}]
+
+
+def create_key(proxy: Proxy, *options: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "keys", "create", "--name", "team-a",
+         "--db-url", proxy.settings.db_url, *options],
+        capture_output=True, text=True, check=True, timeout=60,
+    )
+    [key] = re.findall(r"sk-cons-[A-Za-z0-9_\-]+", done.stdout)
+    return key
+
+
+def wait_until_required(proxy: Proxy) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            proxy.client(api_key="wrong").models.list()
+        except openai.AuthenticationError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the proxy never started requiring keys")
+
+
+def test_keys_are_required_once_one_exists(start_proxy: ProxyFactory, fake: FakeUpstream) -> None:
+    proxy = start_proxy(api_key_refresh_s=0.2)
+    proxy.client(api_key="anything").chat.completions.create(model="policy", messages=ASK)  # open
+
+    key = create_key(proxy, "--framework", "wwjd")
+    wait_until_required(proxy)
+
+    with pytest.raises(openai.AuthenticationError) as caught:
+        proxy.client(api_key="sk-cons-wrong").chat.completions.create(model="policy", messages=ASK)
+    assert caught.value.status_code == 401 and "sk-cons-wrong" not in str(caught.value)
+
+    completion = proxy.client(api_key=key).chat.completions.create(model="policy", messages=ASK)
+    assert completion.model_extra["conscience"]["framework"] == "wwjd"  # the key's framework
+    rows = proxy.wait_rows(Check, 2)
+    assert rows[-1].api_key_id is not None
+    assert all(key not in str(vars(row)) for row in rows)  # never the key itself
