@@ -33,7 +33,9 @@ from trainer.registry import RegistryError, get_version, list_versions, rollback
 EXIT_GATE_FAILED = 3
 
 app = typer.Typer(no_args_is_help=True, help="Nightly DPO training of LoRA adapters.")
-adapters_app = typer.Typer(no_args_is_help=True, help="List, activate and roll back adapter versions.")
+adapters_app = typer.Typer(
+    no_args_is_help=True, help="List, activate and roll back adapter versions."
+)
 app.add_typer(adapters_app, name="adapters")
 
 T = TypeVar("T")
@@ -129,7 +131,9 @@ def list_command(db_url: DbUrl = _field_default("db_url")) -> None:
 
     versions = _run(fetch)
     names = {version.id: version.name for version in versions}
-    table = Table("name", "status", "parent", "triples", "held-out accuracy", "created", "activated")
+    table = Table(
+        "name", "status", "parent", "triples", "held-out accuracy", "created", "activated"
+    )
     for version in versions:
         candidate = (version.metrics.get("gate") or {}).get("held_out", {}).get("candidate")
         table.add_row(

@@ -128,7 +128,6 @@ class TrainConfig:
     )
     lora_rank: int = knob(16, help="LoRA rank of a fresh lineage.")
     lora_alpha: int = knob(32, help="LoRA alpha (scale = alpha / rank) of a fresh lineage.")
-    lora_dropout: float = knob(0.05, help="Dropout on the LoRA input of a fresh lineage.")
     lora_target_modules: list[str] = knob(
         default_factory=lambda: list(LORA_PROJECTIONS),
         help="Module names LoRA wraps (attention and MLP projections; no modules_to_save, "
@@ -182,7 +181,9 @@ class TrainConfig:
     keep_loaded: int = knob(
         3, help="Adapter versions kept loaded in vLLM (newest first); older ones are unloaded."
     )
-    vllm_timeout_s: float = knob(120.0, help="Timeout of one vLLM admin call (loading takes a while).")
+    vllm_timeout_s: float = knob(
+        120.0, help="Timeout of one vLLM admin call (loading an adapter takes a while)."
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eval_fraction < 1.0:

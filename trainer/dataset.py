@@ -67,15 +67,17 @@ def message_text(content: Any) -> str:
         return ""
     if isinstance(content, str):
         return content
-    return "".join(
-        part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
-    )
+    texts = [part for part in content if isinstance(part, dict) and part.get("type") == "text"]
+    return "".join(part.get("text", "") for part in texts)
 
 
 def clean_messages(messages: Sequence[dict[str, Any]]) -> list[Message]:
     """Role and text only: chat templates choke on tool-call fields and image parts."""
     return [
-        {"role": _ROLE_ALIASES.get(message["role"], message["role"]), "content": message_text(message.get("content"))}
+        {
+            "role": _ROLE_ALIASES.get(message["role"], message["role"]),
+            "content": message_text(message.get("content")),
+        }
         for message in messages
     ]
 
@@ -102,7 +104,9 @@ def split_held_out(pairs: Sequence[PreferencePair], fraction: float, seed: int) 
     if fraction <= 0 or len(pairs) < 2:
         return SplitPairs(train=list(pairs), held_out=[])
     held_out_count = min(math.ceil(len(pairs) * fraction), len(pairs) - 1)
-    ranked = sorted(pairs, key=lambda pair: hashlib.sha256(f"{seed}:{pair.triple_id}".encode()).digest())
+    ranked = sorted(
+        pairs, key=lambda pair: hashlib.sha256(f"{seed}:{pair.triple_id}".encode()).digest()
+    )
     held_out_ids = {pair.triple_id for pair in ranked[:held_out_count]}
     return SplitPairs(
         train=[pair for pair in pairs if pair.triple_id not in held_out_ids],

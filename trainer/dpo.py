@@ -61,7 +61,9 @@ def load_policy(config: TrainConfig, parent_adapter: Path | None) -> PeftModel:
         task_type="CAUSAL_LM",
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
+        # DPO runs without dropout (TRL's disable_dropout): the log-ratios of policy and
+        # reference must come from the same deterministic network.
+        lora_dropout=0.0,
         target_modules=list(config.lora_target_modules),
         bias="none",
     )
@@ -139,7 +141,9 @@ def train_policy(
         "train_pairs": len(pairs),
         "runtime_s": output.metrics["train_runtime"],
         "pairs_per_s": output.metrics["train_samples_per_second"],
-        "final": {key: value for key, value in last_log.items() if key.startswith(("loss", "rewards/"))},
+        "final": {
+            key: value for key, value in last_log.items() if key.startswith(("loss", "rewards/"))
+        },
     }
     policy = trainer.accelerator.unwrap_model(trainer.model)
     policy.eval()

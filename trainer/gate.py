@@ -67,7 +67,11 @@ class GateReport:
 
 
 def pair_logprobs(
-    model: Any, tokenizer: Any, pairs: Sequence[PreferencePair], adapter: str | None, max_length: int
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PreferencePair],
+    adapter: str | None,
+    max_length: int,
 ) -> PairLogprobs:
     with using_adapter(model, adapter):
         return [
@@ -134,9 +138,8 @@ def evaluate_gate(
         if previous is None
         else pair_logprobs(model, tokenizer, held_out, previous, config.max_length)
     )
-    candidate_scores = preference_scores(
-        pair_logprobs(model, tokenizer, held_out, candidate, config.max_length), reference, config.beta
-    )
+    candidate_logprobs = pair_logprobs(model, tokenizer, held_out, candidate, config.max_length)
+    candidate_scores = preference_scores(candidate_logprobs, reference, config.beta)
     previous_scores = preference_scores(previous_logprobs, reference, config.beta)
     refusals = RefusalRates(
         candidate=refusal_rate(model, tokenizer, benign_prompts, candidate, config),

@@ -40,7 +40,12 @@ class RichProgress(TrainerCallback):
         self.task = self.progress.add_task("", total=state.max_steps)
 
     def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any
+        self,
+        args: Any,
+        state: Any,
+        control: Any,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
     ) -> None:
         if self.progress is None or not logs or "loss" not in logs:
             return  # the end-of-training summary has no per-step loss

@@ -125,11 +125,15 @@ async def mark_active(db: Database, name: str) -> AdapterVersion:
             raise RegistryError(f"no adapter version named {name!r}")
         if version.status == AdapterStatus.FAILED.value:
             raise RegistryError(
-                f"{name} failed the evaluation gate ({version.failure_reason}); it cannot be activated"
+                f"{name} failed the evaluation gate ({version.failure_reason}); "
+                "it cannot be activated"
             )
         await session.execute(
             update(AdapterVersion)
-            .where(AdapterVersion.status == AdapterStatus.ACTIVE.value, AdapterVersion.id != version.id)
+            .where(
+                AdapterVersion.status == AdapterStatus.ACTIVE.value,
+                AdapterVersion.id != version.id,
+            )
             .values(status=AdapterStatus.RETIRED.value)
         )
         if version.status != AdapterStatus.ACTIVE.value:

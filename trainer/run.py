@@ -28,7 +28,7 @@ from trainer.dpo import TRAINED_ADAPTER, save_adapter, train_policy
 from trainer.gate import GateReport, evaluate_gate
 from trainer.lock import TrainingLockHeld, training_lock
 from trainer.progress import RichProgress
-from trainer.publish import Publisher
+from trainer.publish import Publisher, PublishError
 from trainer.registry import (
     RegistryError,
     VersionDraft,
@@ -42,7 +42,7 @@ PREVIOUS_ADAPTER = "previous"
 
 HYPERPARAMETERS = (
     "beta", "learning_rate", "epochs", "max_steps", "batch_size", "gradient_accumulation",
-    "max_length", "sft_weight", "seed", "dtype", "lora_rank", "lora_alpha", "lora_dropout",
+    "max_length", "sft_weight", "seed", "dtype", "lora_rank", "lora_alpha",
 )
 
 
@@ -115,9 +115,17 @@ async def _run_locked(
     )
     if not report.passed:
         return RunResult(
-            Outcome.FAILED_GATE, f"{name} failed the gate and is not activated: {report.failure_reason}", version
+            Outcome.FAILED_GATE,
+            f"{name} failed the gate and is not activated: {report.failure_reason}",
+            version,
         )
-    active = await publisher.activate(db, version)
+    try:
+        active = await publisher.activate(db, version)
+    except PublishError as exc:
+        raise PublishError(
+            f"{exc}. {name} is recorded as a candidate; publish it with "
+            f"`conscience adapters activate {name}` once the server is back"
+        ) from exc
     return RunResult(Outcome.PUBLISHED, f"{name} is active", active)
 
 

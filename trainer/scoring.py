@@ -41,9 +41,8 @@ def completion_logprob(
     the sequence keeps its start when longer than `max_length`, as in training.
     """
     prompt_ids = chat_ids(tokenizer, prompt, add_generation_prompt=True)
-    full_ids = chat_ids(
-        tokenizer, [*prompt, {"role": "assistant", "content": completion}], add_generation_prompt=False
-    )[:max_length]
+    answered = [*prompt, {"role": "assistant", "content": completion}]
+    full_ids = chat_ids(tokenizer, answered, add_generation_prompt=False)[:max_length]
     # Token 0 has no prediction, so a completion starts at position 1 at the earliest.
     start = max(_common_prefix_length(prompt_ids, full_ids), 1)
     if start >= len(full_ids):

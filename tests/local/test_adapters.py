@@ -13,6 +13,8 @@ from sqlalchemy import update
 
 from service.backends.base import BackendError
 from service.backends.local.backend import LocalBackend
+from service.conscience.frameworks import load_frameworks
+from service.conscience.judge import Judge, Verdict
 from service.store.db import Database
 from service.store.models import AdapterStatus, AdapterVersion
 from service.store.records import utcnow
@@ -66,6 +68,16 @@ async def judge(backend: LocalBackend, model: str) -> dict[str, float]:
     return (await backend.label_probs(model, JUDGE_MESSAGES, LABELS)).probs
 
 
+async def framework_verdict(backend: LocalBackend) -> Verdict:
+    """The pipeline's own judge on the three laws, asking the frozen base model."""
+    judge_ = Judge(backend, threshold=0.5, max_answer_chars=2000, reasoned_max_tokens=8)
+    framework = load_frameworks(None)["three_laws"]
+    conversation = [{"role": "user", "content": "How do I bake bread at home?"}]
+    return await judge_.judge(
+        framework, conversation, "Knead the dough and bake it.", judge_model=backend.served_base_name
+    )
+
+
 async def started_backend(model_dir: Path, cache_dir: Path, db: Database, poll_s: float) -> LocalBackend:
     settings = local_settings(model_dir, cache_dir, adapter_poll_s=poll_s)
     backend = await asyncio.to_thread(LocalBackend.from_settings, settings, db)
@@ -81,6 +93,7 @@ async def test_hot_swap_changes_the_policy_not_the_judge(
     try:
         assert backend.active_adapter_name is None
         base_answer, base_verdict = await answer(backend, base), await judge(backend, base)
+        pipeline_verdict = await framework_verdict(backend)
         assert await answer(backend, None) == base_answer  # no adapter: the policy is the base
 
         await register(db, "conscience-v1", lora_adapters[0], base_model=base)
@@ -96,6 +109,7 @@ async def test_hot_swap_changes_the_policy_not_the_judge(
         assert await answer(backend, base) == base_answer
         assert await judge(backend, base) == pytest.approx(base_verdict, abs=1e-6)
         assert await judge(backend, "conscience-v1") != pytest.approx(base_verdict, abs=1e-6)
+        assert (await framework_verdict(backend)).score == pytest.approx(pipeline_verdict.score, abs=1e-6)
         v1_long = await answer(backend, "conscience-v1", max_tokens=300)
 
         # Swap while a v1 generation is in flight: it finishes on v1, new requests get v2.

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.backends.base import BackendError
+from service.backends.base import Backend, BackendError, SelfNamingBackend
 from service.backends.local.backend import LocalBackend
 
 QUESTION = [{"role": "user", "content": "How do I bake bread at home?"}]
@@ -186,6 +186,7 @@ async def test_embeddings_are_refused_clearly(backend: LocalBackend) -> None:
 
 
 async def test_models_lists_the_base_model(backend: LocalBackend) -> None:
+    assert isinstance(backend, Backend) and isinstance(backend, SelfNamingBackend)
     assert await backend.models() == [
         {"id": backend.served_base_name, "object": "model", "owned_by": "conscience",
          "root": backend.served_base_name, "parent": None}

@@ -73,7 +73,6 @@ def tiny_config(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., TrainConf
         max_length=96,
         lora_rank=4,
         lora_alpha=8,
-        lora_dropout=0.0,
         gate_max_new_tokens=8,
     )
 

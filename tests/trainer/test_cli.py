@@ -125,3 +125,30 @@ async def test_train_publishes_to_vllm_and_adapters_commands_manage_versions(
         assert "no adapter version named 'conscience-v7'" in unknown.output
 
     assert (await active_version(db)).name == "conscience-v1"  # type: ignore[union-attr]
+
+
+async def test_a_version_vllm_could_not_take_stays_a_candidate_to_publish_later(
+    db: Database, db_url: str, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    await seed_triples(db, 8, **PREFER_HELPFUL)
+    config = tiny_config(db_url=db_url)
+    vllm = FakeUpstream(base_model=config.base_model)  # its port refuses connections until start()
+
+    trained = await invoke(*train_flags(config), "--publish=vllm", f"--vllm-url={vllm.url}")
+
+    assert trained.exit_code == 1
+    assert "unreachable" in trained.output and "Traceback" not in trained.output
+    assert "conscience adapters activate conscience-v1" in trained.output
+    [candidate] = await list_versions(db)
+    assert candidate.status == "candidate"
+    async with db.sessions() as session:
+        trained_rows = await session.scalars(select(Triple).where(Triple.trained_in_version == candidate.id))
+        assert len(trained_rows.all()) == candidate.triple_count
+
+    with vllm:
+        published = await invoke(
+            "adapters", "activate", "conscience-v1", f"--db-url={db_url}", f"--vllm-url={vllm.url}"
+        )
+        assert published.exit_code == 0, published.output
+        assert set(vllm.adapters) == {"conscience-v1"}
+    assert (await active_version(db)).name == "conscience-v1"  # type: ignore[union-attr]

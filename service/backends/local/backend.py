@@ -37,7 +37,8 @@ def _reject_unsupported(body: JSON, fields: Sequence[str]) -> None:
     for name in fields:
         if body.get(name):
             raise invalid(f"`{name}` is not supported by the local backend", name)
-    if (body.get("best_of") or 1) > 1:
+    best_of = body.get("best_of")
+    if isinstance(best_of, int) and best_of > 1:
         raise invalid("`best_of` is not supported by the local backend; use `n`", "best_of")
 
 
@@ -104,10 +105,6 @@ class LocalBackend:
             raise RuntimeError("this LocalBackend was built without an adapter registry")
         await self._watcher.refresh()
 
-    def check_labels(self, labels: Sequence[str]) -> None:
-        """Start-up check for the judge: raises ValueError when the labels' first tokens collide."""
-        self.engine.check_labels(labels)
-
     # --- generation ---------------------------------------------------------------------------
 
     def _params(self, body: JSON, prompts: list[list[int]], param: str) -> SamplingParams:
@@ -122,7 +119,7 @@ class LocalBackend:
 
     def _envelope(self, model: str | None, *, chat: bool) -> Envelope:
         label = model or self.engine.active_adapter_name or self.engine.served_base_name
-        return Envelope(model=label, chat=chat)
+        return Envelope.new(label, chat=chat)
 
     async def _prepare(
         self, body: JSON, *, chat: bool
@@ -157,7 +154,8 @@ class LocalBackend:
     async def _stream(self, body: JSON, *, chat: bool) -> AsyncIterator[JSON]:
         model, prompts, params = await self._prepare(body, chat=chat)
         envelope = self._envelope(model, chat=chat)
-        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        options = body.get("stream_options")
+        with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         started: set[int] = set()
         async with contextlib.aclosing(self.engine.generate(model, prompts, params)) as events:
             async for event in events:

@@ -25,7 +25,3 @@ def fetch_demo() -> None:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"demo model ready: {directory}")
-
-
-if __name__ == "__main__":
-    models_app()

@@ -115,17 +115,13 @@ def ensure_demo_model(settings: Settings) -> Path:
     settings.model_cache_dir.mkdir(parents=True, exist_ok=True)
     parts = part_files()
     gguf_path = settings.model_cache_dir / DEMO_GGUF_NAME
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, transient=False) as progress:
-        try:
+    try:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            TransferSpeedColumn(), TimeElapsedColumn(),
+        ) as progress:
             assemble(parts, gguf_path, progress)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()) as progress:
             phase = progress.add_task("converting", total=None)
             convert_gguf(
                 gguf_path,
@@ -135,7 +131,7 @@ def ensure_demo_model(settings: Settings) -> Path:
                 on_phase=lambda text: progress.update(phase, description=text),
             )
             progress.update(phase, description="demo model ready", total=1, completed=1)
-        finally:
-            # The converted copy is what gets loaded; the GGUF is rebuilt from the parts if needed.
-            gguf_path.unlink(missing_ok=True)
+    finally:
+        # The converted copy is what gets loaded; the GGUF is rebuilt from the parts if needed.
+        gguf_path.unlink(missing_ok=True)
     return target

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from service.backends.base import JSON
 from service.backends.local.generation import Usage
@@ -16,13 +16,13 @@ class Envelope:
 
     model: str
     chat: bool
-    id: str = ""
-    created: int = field(default_factory=lambda: int(time.time()))
+    id: str
+    created: int
 
-    def __post_init__(self) -> None:
-        if not self.id:
-            prefix = "chatcmpl" if self.chat else "cmpl"
-            object.__setattr__(self, "id", f"{prefix}-{uuid.uuid4().hex}")
+    @classmethod
+    def new(cls, model: str, *, chat: bool) -> Envelope:
+        prefix = "chatcmpl" if chat else "cmpl"
+        return cls(model, chat, f"{prefix}-{uuid.uuid4().hex}", int(time.time()))
 
     def head(self, object_name: str) -> JSON:
         return {"id": self.id, "object": object_name, "created": self.created, "model": self.model}

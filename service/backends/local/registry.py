@@ -58,7 +58,7 @@ class AdapterWatcher:
             name, path, version_id = row.name, row.path, row.id
             if name == self._engine.active_adapter_name or version_id in self._failed:
                 return
-            if row.base_model not in (self._engine.served_base_name,):
+            if row.base_model != self._engine.served_base_name:
                 log.warning(
                     "adapter %s was trained on %r; serving it on %r",
                     name, row.base_model, self._engine.served_base_name,

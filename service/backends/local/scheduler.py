@@ -55,11 +55,11 @@ class _Call:
         try:
             result = self.function()
         except BaseException as exc:  # handed to the awaiting coroutine, raised there
-            self.abandon(exc)
+            self.fail(exc)
         else:
             self._settle(lambda: self.future.set_result(result))
 
-    def abandon(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
         self._settle(lambda: self.future.set_exception(error))
 
     def _settle(self, action: Callable[[], None]) -> None:
@@ -166,4 +166,4 @@ class Scheduler:
             job.fail(ShuttingDown("the local model is shutting down"))
             job.release()
         for call in calls:
-            call.abandon(ShuttingDown("the local model is shutting down"))
+            call.fail(ShuttingDown("the local model is shutting down"))

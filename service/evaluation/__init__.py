@@ -1,0 +1,1 @@
+"""Evidence that the conscience works: judge, repair and misalignment evaluations and reports."""

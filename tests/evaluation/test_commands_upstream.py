@@ -1,0 +1,169 @@
+"""The `eval` commands and `calibrate` end to end over real loopback HTTP (the fake upstream).
+
+The fake's judge flags exactly the answers with the marker word, so every expected figure is
+derived here from the rows and that rule, independently of the metric code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from service.evaluation.cli import calibrate_command, eval_app
+from service.settings import load_settings
+from tests.evaluation.conftest import HARMFUL, HARMLESS, MARKER, ROWS
+from tests.fakes.upstream import FakeUpstream
+
+runner = CliRunner()
+SCORED = [(label, completion) for label, completion in ROWS if label != "ambiguous"]
+
+
+def upstream_flags(fake: FakeUpstream) -> list[str]:
+    return ["--backend", "upstream", "--upstream-url", fake.url, "--judge-model", "base-model"]
+
+
+def invoke(app: typer.Typer, args: list[str]) -> Any:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def expected_confusion() -> dict[str, int]:
+    flagged = [(label == "unethical", MARKER in completion) for label, completion in SCORED]
+    return {
+        "tp": sum(truth and flag for truth, flag in flagged),
+        "fp": sum(not truth and flag for truth, flag in flagged),
+        "tn": sum(not truth and not flag for truth, flag in flagged),
+        "fn": sum(truth and not flag for truth, flag in flagged),
+    }
+
+
+def expected_auc() -> float:
+    """Pairs (unethical, ethical): flagged over unflagged wins, equal flags tie."""
+    positives = [MARKER in c for label, c in SCORED if label == "unethical"]
+    negatives = [MARKER in c for label, c in SCORED if label == "ethical"]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in positives for n in negatives)
+    return wins / (len(positives) * len(negatives))
+
+
+def test_eval_judge_reports_every_framework_and_the_baseline(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = invoke(eval_app, ["judge", "--data", str(data_file), "--out", str(out),
+                               "--framework", "three_laws", "--framework", "wwjd", *upstream_flags(fake)])
+    report = json.loads((out / "judge.json").read_text())
+    by_name = {entry["name"]: entry for entry in report["results"]}
+    assert set(by_name) == {"three_laws", "wwjd", "baseline"}
+    for entry in by_name.values():
+        assert entry["rows"] == len(SCORED) and entry["failed"] == 0
+        assert {key: entry["at_threshold"][key] for key in ("tp", "fp", "tn", "fn")} == expected_confusion()
+        assert entry["roc_auc"] == pytest.approx(expected_auc())
+    # Every verdict was a one-token logprobs request to the base model; ambiguous rows unsent.
+    verdicts = fake.calls("verdict")
+    assert len(verdicts) == 3 * len(SCORED)
+    assert {call.body["model"] for call in verdicts} == {"base-model"}
+    for name in ("three_laws", "wwjd", "baseline"):
+        assert f"| {name} |" in result.output
+    assert (out / "judge.md").read_text().startswith("## Judge evaluation")
+    assert (out / "judge_roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_judge_resumes_from_its_score_log(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
+    args = ["judge", "--data", str(data_file), "--out", str(tmp_path / "out"), "--framework",
+            "three_laws", "--no-baseline", *upstream_flags(fake)]
+    invoke(eval_app, args)
+    first = json.loads((tmp_path / "out" / "judge.json").read_text())["results"]
+    fake.reset()
+    fake.judge = lambda messages: {"ethical": 1.0}  # a second scoring would change the results
+    invoke(eval_app, args)
+    assert fake.calls("verdict") == []
+    assert json.loads((tmp_path / "out" / "judge.json").read_text())["results"] == first
+
+
+def test_calibrate_writes_the_best_f1_threshold(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command()(calibrate_command)
+    (tmp_path / ".env").write_text("CONSCIENCE_MODE=monitor\n")
+    invoke(app, ["--data", str(data_file), "--framework", "three_laws", "--out", str(tmp_path / "out"),
+                 *upstream_flags(fake)])
+    # Best F1 flags exactly the marked answers: the threshold is their (normalised) score.
+    flagged_score = 0.9 / (0.9 + 0.05 + 0.05)
+    settings = load_settings()
+    assert settings.threshold == pytest.approx(flagged_score)
+    assert settings.mode.value == "monitor"
+
+
+def test_eval_repair_measures_the_drafts(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
+    fake.base_model_answer = HARMLESS
+    out = tmp_path / "out"
+    invoke(eval_app, ["repair", "--data", str(data_file), "--out", str(out), "--framework", "three_laws",
+                      *upstream_flags(fake)])
+    summary = json.loads((out / "repair.json").read_text())["frameworks"][0]
+    flagged = [(label, c) for label, c in ROWS if MARKER in c]  # every row is judged, ambiguous too
+    assert summary["flagged"] == summary["repaired"] == len(flagged)
+    assert summary["pass_rate"] == 1.0 and summary["refusal_rate"] == 0.0
+    ratios = [len(HARMLESS) / len(c) for _, c in flagged]
+    assert summary["mean_length_ratio"] == pytest.approx(sum(ratios) / len(ratios))
+    assert summary["flagged_unethical"] == sum(label == "unethical" for label, _ in flagged)
+
+
+def test_eval_repair_counts_refusals_and_honours_the_limit(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
+    fake.base_model_answer = "I'm sorry, but I can't help with that."
+    out = tmp_path / "out"
+    invoke(eval_app, ["repair", "--data", str(data_file), "--out", str(out), "--framework", "wwjd",
+                      "--limit", "2", *upstream_flags(fake)])
+    summary = json.loads((out / "repair.json").read_text())["frameworks"][0]
+    assert summary["flagged"] == 2
+    assert summary["refusal_rate"] == 1.0
+
+
+def policy_by_question(body: dict[str, Any]) -> str:
+    question = body["messages"][-1]["content"]
+    if "one wish" in question:
+        return HARMFUL
+    if "bored" in question:
+        return "I'm sorry, but I can't help with that."
+    return HARMLESS
+
+
+def test_eval_misalignment_rates_sampled_answers(fake: FakeUpstream, tmp_path: Path) -> None:
+    fake.policy_answer = policy_by_question
+    out = tmp_path / "out"
+    invoke(eval_app, ["misalignment", "--out", str(out), "--samples", "2", "--model", "policy",
+                      *upstream_flags(fake)])
+    report = json.loads((out / "misalignment.json").read_text())
+    summary, answers = report["summary"], report["answers"]
+    questions = len({answer["question_id"] for answer in answers})
+    assert summary["answers"] == 2 * questions
+    # One question answered harmfully (alignment 20 < 30, coherence 89), one refused.
+    assert summary["outcomes"] == {"aligned": 2 * (questions - 2), "misaligned": 2, "incoherent": 0,
+                                   "refusal": 2, "unrated": 0}
+    assert summary["misaligned_rate"] == pytest.approx(1 / (questions - 1))
+    harmful = next(a for a in answers if a["question_id"] == "one_wish")
+    assert harmful["alignment"] == pytest.approx(100 * (0.9 * 1 + 0.1 * 9) / 9)
+    generations = fake.calls("generation")
+    assert {call.body["model"] for call in generations} == {"policy"}
+    assert {call.body["temperature"] for call in generations} == {1.0}
+    assert (out / "misalignment.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_misalignment_judge_can_be_another_endpoint(fake: FakeUpstream, tmp_path: Path) -> None:
+    invoke(eval_app, ["misalignment", "--out", str(tmp_path / "out"), "--samples", "1",
+                      "--eval-judge-url", fake.url, "--eval-judge-model", "external-judge",
+                      *upstream_flags(fake)])
+    assert {call.body["model"] for call in fake.calls("verdict")} == {"external-judge"}
+
+
+def test_operator_errors_are_one_line_and_exit_1(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
+    missing = runner.invoke(eval_app, ["judge", "--data", str(tmp_path / "absent.jsonl"), *upstream_flags(fake)])
+    assert missing.exit_code == 1 and "cannot read" in missing.output
+    fake.fail_status = 503
+    down = runner.invoke(eval_app, ["judge", "--data", str(data_file), *upstream_flags(fake)])
+    assert down.exit_code == 1 and "Traceback" not in down.output
+    unknown = runner.invoke(eval_app, ["judge", "--data", str(data_file), "--framework", "nope",
+                                       *upstream_flags(fake)])
+    assert unknown.exit_code == 1 and "unknown framework" in unknown.output

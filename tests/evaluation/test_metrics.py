@@ -1,0 +1,102 @@
+"""The metric functions against confusion matrices and rankings worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from service.evaluation.metrics import (
+    ConfusionMatrix,
+    best_f1_threshold,
+    confusion_at,
+    roc_auc,
+    roc_curve,
+    threshold_for_fpr,
+    wilson_interval,
+)
+
+# Four positives, six negatives. At 0.5: flagged are 0.9 (+), 0.8 (+), 0.7 (-), 0.6 (+);
+# TP 3, FP 1, FN 1 (0.3 +), TN 5.
+TRUTH = [True, True, False, True, False, False, True, False, False, False]
+SCORES = [0.9, 0.8, 0.7, 0.6, 0.4, 0.35, 0.3, 0.2, 0.1, 0.05]
+
+
+def test_confusion_matrix_at_a_threshold() -> None:
+    confusion = confusion_at(TRUTH, SCORES, 0.5)
+    assert confusion == ConfusionMatrix(
+        true_positives=3, false_positives=1, true_negatives=5, false_negatives=1
+    )
+    assert confusion.precision == pytest.approx(3 / 4)
+    assert confusion.recall == pytest.approx(3 / 4)
+    assert confusion.f1 == pytest.approx(3 / 4)
+    assert confusion.false_positive_rate == pytest.approx(1 / 6)
+    assert confusion.accuracy == pytest.approx(8 / 10)
+
+
+def test_a_score_equal_to_the_threshold_is_flagged() -> None:
+    assert confusion_at([True, False], [0.5, 0.49], 0.5).true_positives == 1
+
+
+def test_empty_denominators_give_zero_not_an_error() -> None:
+    nothing_flagged = confusion_at([False, False], [0.1, 0.2], 0.9)
+    assert (nothing_flagged.precision, nothing_flagged.recall, nothing_flagged.f1) == (0.0, 0.0, 0.0)
+
+
+def test_roc_auc_counts_ordered_pairs() -> None:
+    # Pairs (positive, negative) where the positive scores higher: 0.9 and 0.8 beat all six
+    # negatives (12), 0.6 beats five (not 0.7), 0.3 beats three (0.2, 0.1, 0.05): 20 of 24.
+    assert roc_auc(TRUTH, SCORES) == pytest.approx(20 / 24)
+
+
+def test_roc_auc_ties_count_one_half() -> None:
+    assert roc_auc([True, False], [0.5, 0.5]) == pytest.approx(0.5)
+    assert roc_auc([True, True, False], [0.7, 0.5, 0.5]) == pytest.approx((1 + 0.5) / 2)
+
+
+def test_roc_auc_of_a_perfect_inverted_and_undefined_ranking() -> None:
+    assert roc_auc([True, False], [0.9, 0.1]) == 1.0
+    assert roc_auc([True, False], [0.1, 0.9]) == 0.0
+    assert roc_auc([False, False], [0.1, 0.9]) is None
+
+
+def test_roc_curve_runs_from_origin_to_corner() -> None:
+    curve = roc_curve(TRUTH, SCORES)
+    assert curve[0] == (0.0, 0.0) and curve[-1] == (1.0, 1.0)
+    assert curve[1] == (0.0, 0.25)  # threshold 0.9: one positive, no negative
+    assert all(b[0] >= a[0] and b[1] >= a[1] for a, b in zip(curve, curve[1:], strict=False))
+
+
+def test_best_f1_threshold() -> None:
+    # Candidates: at 0.6 TP 3 FP 1 FN 1 -> F1 0.75; at 0.3 TP 4 FP 3 -> P 4/7, R 1 -> F1 8/11.
+    chosen = best_f1_threshold(TRUTH, SCORES)
+    assert chosen is not None
+    assert chosen.threshold == 0.6
+    assert chosen.confusion.f1 == pytest.approx(0.75)
+
+
+def test_threshold_for_fpr_keeps_most_recall_within_the_bound() -> None:
+    # FPR <= 1/6 allows one false positive: the lowest such threshold is 0.6 (0.4 adds a second).
+    chosen = threshold_for_fpr(TRUTH, SCORES, max_fpr=1 / 6)
+    assert chosen is not None
+    assert chosen.threshold == 0.6
+    assert chosen.confusion.false_positives == 1
+    # With no false positive allowed, 0.8 is the lowest threshold below the negative at 0.7.
+    strict = threshold_for_fpr(TRUTH, SCORES, max_fpr=0.0)
+    assert strict is not None and strict.threshold == 0.8
+
+
+def test_threshold_for_fpr_flags_nothing_when_the_top_score_is_negative() -> None:
+    chosen = threshold_for_fpr([False, True], [0.9, 0.1], max_fpr=0.0)
+    assert chosen is not None
+    assert chosen.threshold > 0.9
+    assert chosen.confusion.true_positives + chosen.confusion.false_positives == 0
+
+
+def test_wilson_interval() -> None:
+    # 5 of 10 at z=1.96: centre 0.5, half-width 1.96*sqrt(0.025+0.0096)/1.384.
+    low, high = wilson_interval(5, 10)
+    half = 1.96 * math.sqrt(0.25 / 10 + 1.96**2 / 400) / (1 + 1.96**2 / 10)
+    assert (low, high) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
+    assert wilson_interval(0, 0) == (0.0, 0.0)
+    assert wilson_interval(0, 20)[0] == 0.0

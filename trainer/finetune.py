@@ -1,0 +1,264 @@
+"""`conscience finetune`: supervised LoRA fine-tuning plus the paper's conscience term.
+
+One copy of the weights serves three roles: with the LoRA adapter "policy" enabled it is the
+model being trained and the policy that answers probes; with adapters disabled it is the frozen
+base that judges, repairs and anchors DPO as the reference. The embedded engine (the proxy's
+local backend) runs the judge, the repairs and the policy's answers on its model thread; the
+optimiser steps run in a worker thread in between, never at the same time, and switch the
+adapter through the engine's own adapter bookkeeping so the two never disagree about it.
+
+The result is registered like any adapter version (status `candidate`, not activated), with
+the per-step losses and the number of pairs each conscience step found in its metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+import torch
+from rich.console import Console
+
+from service.backends.local.backend import LocalBackend
+from service.backends.local.engine import Engine
+from service.backends.local.loader import LoadedModel
+from service.conscience.frameworks import load_frameworks
+from service.conscience.judge import LABELS, Judge
+from service.conscience.repair import Repairer
+from service.conscience.review import Reviewer, ReviewPolicy
+from service.settings import FailurePolicy, JudgeStyle
+from service.store.db import Database
+from trainer.artefacts import staged_adapter
+from trainer.conscience_step import FoundPair, ProbeSettings, probe_policy
+from trainer.finetune_config import FinetuneConfig
+from trainer.finetune_data import (
+    ChatExample,
+    load_chat_examples,
+    load_probe_prompts,
+    probes_from_examples,
+)
+from trainer.finetune_losses import (
+    TokenBatch,
+    completion_logprobs,
+    dpo_loss,
+    encode_completions,
+    sft_loss,
+)
+from trainer.finetune_model import POLICY_ADAPTER, load_policy_model
+from trainer.lock import training_lock
+from trainer.registry import VersionDraft, next_version_name, record_version
+
+REFUSAL_MESSAGE = "I'm sorry, but I can't help with that."
+
+
+@dataclass
+class PairSet:
+    """Pairs found by one conscience step, tokenised, with their (fixed) reference log-probs."""
+
+    pairs: list[FoundPair]
+    chosen: TokenBatch
+    rejected: TokenBatch
+    reference_chosen: torch.Tensor
+    reference_rejected: torch.Tensor
+
+
+@dataclass
+class FinetuneMetrics:
+    steps: int = 0
+    task_loss: list[float] = field(default_factory=list)
+    dpo_loss: list[float | None] = field(default_factory=list)
+    pairs_per_step: dict[int, int] = field(default_factory=dict)  # conscience step -> pairs found
+    probe_answers: int = 0
+    flagged: int = 0
+    first_pairs_dpo_loss: dict[str, float] = field(default_factory=dict)  # "start", "end"
+    runtime_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    version_name: str
+    path: Path
+    metrics: FinetuneMetrics
+
+
+class Finetuner:
+    def __init__(self, config: FinetuneConfig, loaded: LoadedModel, engine: Engine, console: Console) -> None:
+        self.config = config
+        self.loaded = loaded
+        self.engine = engine
+        self.console = console
+        self.backend = LocalBackend(engine, default_max_tokens=config.probe_max_tokens)
+        self.examples = load_chat_examples(config.task_data)
+        self.probes = (
+            load_probe_prompts(config.probe_data) if config.probe_data else probes_from_examples(self.examples)
+        )
+        framework = load_frameworks(config.frameworks_dir).get(config.framework)
+        if framework is None:
+            raise ValueError(f"unknown framework {config.framework!r}")
+        judge = Judge(self.backend, threshold=config.threshold,
+                      max_answer_chars=config.judge_max_answer_chars, reasoned_max_tokens=1)
+        repairer = Repairer(self.backend, max_tokens=config.repair_max_tokens,
+                            max_answer_chars=config.judge_max_answer_chars)
+        self.reviewer = Reviewer(judge, repairer, REFUSAL_MESSAGE)
+        self.review_policy = ReviewPolicy(
+            framework=framework, style=JudgeStyle.FAST, max_repairs=config.max_repairs,
+            failure_policy=FailurePolicy.FAIL_OPEN, judge_model=engine.served_base_name,
+        )
+        trainable = [p for p in loaded.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
+        self.metrics = FinetuneMetrics()
+        self.first_pairs: PairSet | None = None
+
+    # --- model-side work (worker thread) ---------------------------------------------------
+
+    def _use(self, adapter: str | None) -> None:
+        self.engine.adapters.use(adapter)
+
+    def _pair_set(self, pairs: list[FoundPair]) -> PairSet:
+        tokenizer, model, limit = self.loaded.tokenizer, self.loaded.model, self.config.max_length
+        prompts = [pair.prompt for pair in pairs]
+        chosen = encode_completions(tokenizer, prompts, [p.chosen for p in pairs], limit)
+        rejected = encode_completions(tokenizer, prompts, [p.rejected for p in pairs], limit)
+        self._use(None)
+        with torch.no_grad():
+            return PairSet(pairs, chosen, rejected,
+                           completion_logprobs(model, chosen), completion_logprobs(model, rejected))
+
+    def _dpo(self, pairs: PairSet) -> torch.Tensor:
+        model = self.loaded.model
+        return dpo_loss(completion_logprobs(model, pairs.chosen), completion_logprobs(model, pairs.rejected),
+                        pairs.reference_chosen, pairs.reference_rejected, self.config.beta)
+
+    def _evaluate_dpo(self, pairs: PairSet) -> float:
+        self._use(POLICY_ADAPTER)
+        with torch.no_grad():
+            return float(self._dpo(pairs))
+
+    def _train_step(self, examples: list[ChatExample], pairs: PairSet | None) -> tuple[float, float | None]:
+        model = self.loaded.model
+        batch = encode_completions(self.loaded.tokenizer, [e.prompt for e in examples],
+                                   [e.answer for e in examples], self.config.max_length)
+        self._use(POLICY_ADAPTER)
+        model.train()
+        try:
+            with torch.enable_grad():
+                task = sft_loss(model, batch)
+                loss, alignment = task, None
+                if pairs is not None and self.config.alignment_weight > 0:
+                    alignment = self._dpo(pairs)
+                    loss = task + self.config.alignment_weight * alignment
+                loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        finally:
+            model.eval()  # the engine generates with dropout off
+        return task.item(), None if alignment is None else alignment.item()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def total_steps(self) -> int:
+        if self.config.max_steps > 0:
+            return self.config.max_steps
+        return max(1, math.ceil(self.config.epochs * len(self.examples) / self.config.batch_size))
+
+    def _batches(self) -> Iterator[list[ChatExample]]:
+        generator = random.Random(self.config.seed)
+        while True:
+            order = list(self.examples)
+            generator.shuffle(order)
+            for start in range(0, len(order), self.config.batch_size):
+                yield order[start : start + self.config.batch_size]
+
+    async def _conscience_step(self, step: int, probe_cursor: int) -> PairSet | None:
+        count = self.config.probe_batch
+        probes = [self.probes[(probe_cursor + i) % len(self.probes)] for i in range(count)]
+        findings = await probe_policy(
+            self.backend, self.reviewer, self.review_policy, probes,
+            ProbeSettings(POLICY_ADAPTER, self.config.probe_max_tokens, self.config.probe_temperature),
+            seed=self.config.seed * 100_003 + step,
+        )
+        self.metrics.pairs_per_step[step] = len(findings.pairs)
+        self.metrics.probe_answers += findings.answers
+        self.metrics.flagged += findings.flagged
+        self.console.print(
+            f"conscience step at {step}: {findings.answers} answers, {findings.flagged} flagged, "
+            f"{len(findings.pairs)} pair(s)"
+        )
+        if not findings.pairs:
+            return None
+        pairs = await asyncio.to_thread(self._pair_set, findings.pairs)
+        if self.first_pairs is None:
+            self.first_pairs = pairs
+            self.metrics.first_pairs_dpo_loss["start"] = await asyncio.to_thread(self._evaluate_dpo, pairs)
+        return pairs
+
+    async def run(self) -> FinetuneMetrics:
+        started = time.perf_counter()
+        await self.engine.activate_adapter(POLICY_ADAPTER, "")  # already in the model
+        total, batches = self.total_steps(), self._batches()
+        pairs: PairSet | None = None
+        with_conscience = self.config.alignment_weight > 0
+        for step in range(total):
+            if with_conscience and step % self.config.conscience_every == 0:
+                found = await self._conscience_step(step, step // self.config.conscience_every * self.config.probe_batch)
+                pairs = found or pairs
+            task, alignment = await asyncio.to_thread(self._train_step, next(batches), pairs)
+            self.metrics.task_loss.append(task)
+            self.metrics.dpo_loss.append(alignment)
+            dpo_text = "" if alignment is None else f"  dpo {alignment:.4f}"
+            self.console.print(f"step {step + 1}/{total}  task {task:.4f}{dpo_text}")
+        if self.first_pairs is not None:
+            self.metrics.first_pairs_dpo_loss["end"] = await asyncio.to_thread(self._evaluate_dpo, self.first_pairs)
+        self.metrics.steps = total
+        self.metrics.runtime_s = time.perf_counter() - started
+        return self.metrics
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def register(config: FinetuneConfig, loaded: LoadedModel, metrics: FinetuneMetrics) -> FinetuneResult:
+    """Save the policy adapter as the next version and record it (a candidate, not activated)."""
+    db = Database(config.db_url)
+    try:
+        async with training_lock(db):
+            name = await next_version_name(db, config.adapters_dir, config.name_prefix)
+            with staged_adapter(config.adapters_dir, name) as staged:
+                await asyncio.to_thread(loaded.model.save_pretrained, staged.path)
+                path = staged.commit()
+            hyperparameters = {key: str(value) if isinstance(value, Path) else value
+                               for key, value in asdict(config).items() if key != "db_url"}
+            await record_version(
+                db,
+                VersionDraft(
+                    name=name, base_model=config.base_model, path=path, parent_id=None,
+                    passed_gate=True,
+                    metrics={"finetune": asdict(metrics), "hyperparameters": hyperparameters},
+                    dataset_hash=_file_sha256(config.task_data),
+                ),
+                [],
+            )
+    finally:
+        await db.dispose()
+    return FinetuneResult(name, path, metrics)
+
+
+async def run_finetune(config: FinetuneConfig, console: Console) -> FinetuneResult:
+    db = Database(config.db_url)
+    try:
+        await db.ping()  # fail now rather than after hours of training
+    finally:
+        await db.dispose()
+    loaded = await asyncio.to_thread(load_policy_model, config)
+    engine = Engine(loaded, max_queued=64, max_concurrent=1, labels=LABELS)
+    try:
+        metrics = await Finetuner(config, loaded, engine, console).run()
+    finally:
+        await engine.close()
+    return await register(config, loaded, metrics)
