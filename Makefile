@@ -18,7 +18,7 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/pip
 	touch $@
 
 $(DEMO_STAMP): pyproject.toml | $(BIN)/pip
-	$(BIN)/pip install --quiet -e '.[local]'
+	$(BIN)/pip install --quiet -e '.[demo]'
 	touch $@
 
 run: $(DEMO_STAMP)

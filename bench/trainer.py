@@ -52,7 +52,7 @@ def high_water_mark_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def measure(model_dir: str, reference: str, steps: int, batch_size: int) -> dict[str, Any]:
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Child process: one short DPO run; returns its speed and memory."""
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import DPOTrainer
@@ -64,24 +64,25 @@ def measure(model_dir: str, reference: str, steps: int, batch_size: int) -> dict
 
     after_imports = peak_rss_mib()
     config = TrainConfig(
-        base_model=model_dir,
-        max_steps=steps,
-        batch_size=batch_size,
+        base_model=args.model,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
         gradient_accumulation=1,
         max_length=256,
         dtype=TorchDtype.FLOAT32,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     pairs = [
         PreferencePair(f"p{index}", [{"role": "user", "content": prompt}], ANSWER, REFUSAL)
         for index, prompt in enumerate(BENIGN_PROMPTS)
     ]
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(args.model)
     policy = load_policy(config, None)
     with tempfile.TemporaryDirectory() as output_dir:
-        if reference == "self":
+        if args.child == "self":
             trainer = build_dpo_trainer(config, policy, tokenizer, pairs, Path(output_dir))
         else:
-            copy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=resolve_dtype(config.dtype))
+            copy = AutoModelForCausalLM.from_pretrained(args.model, dtype=resolve_dtype(config.dtype))
             trainer = DPOTrainer(
                 model=policy,
                 ref_model=copy,
@@ -99,7 +100,7 @@ def measure(model_dir: str, reference: str, steps: int, batch_size: int) -> dict
         reset_high_water_mark()
         trainer.train()
     return {
-        "pairs_per_s": (len(step_ends) - 1) * batch_size / (step_ends[-1] - step_ends[0]),
+        "pairs_per_s": (len(step_ends) - 1) * args.batch_size / (step_ends[-1] - step_ends[0]),
         "peak_rss_mib": peak_rss_mib(),
         "training_peak_mib": high_water_mark_mib(),
         "rss_after_imports_mib": after_imports,
@@ -110,6 +111,7 @@ def run_child(model_dir: str, reference: str, args: argparse.Namespace) -> dict[
     command = [
         sys.executable, "-m", "bench.trainer", "--child", reference, "--model", model_dir,
         "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+        "--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing",
     ]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
@@ -142,15 +144,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2, help="pairs per step")
     parser.add_argument("--model", help="a local model directory to use instead of the demo model")
     parser.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False,
+        help="recompute activations in the backward pass (less activation memory)",
+    )
     parser.add_argument("--child", choices=["self", "separate"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps < 2:
         parser.error("--steps must be at least 2 (the first step is warm-up)")
     if args.child:
-        print(json.dumps(measure(args.model, args.child, args.steps, args.batch_size)))
+        print(json.dumps(measure(args)))
         return
 
-    print(f"DPO, {args.steps} steps of {args.batch_size} pairs, LoRA r=16, float32, one subprocess per row")
+    checkpointing = "on" if args.gradient_checkpointing else "off"
+    print(
+        f"DPO, {args.steps} steps of {args.batch_size} pair(s), LoRA r=16, float32, gradient "
+        f"checkpointing {checkpointing}, one subprocess per row"
+    )
     print(
         f"{'model':<44} {'reference':<10} {'pairs/s':>8} {'peak RSS MiB':>13} "
         f"{'training peak MiB':>18} {'above imports':>14}"

@@ -6,14 +6,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from fastapi import FastAPI
 
 from service.api.admin.api_router import router as admin_router
 from service.api.chat_completion.api_router import router as chat_router
 from service.api.chat_completion.serving import ChatSurface
-from service.api.checked_serving import CheckedServing, ServedModels
+from service.api.checked_serving import CheckedServing
 from service.api.completion.api_router import router as completion_router
 from service.api.completion.serving import CompletionSurface
 from service.api.embeddings.api_router import router as embeddings_router
@@ -30,6 +29,7 @@ from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.security.auth import open_access_warning
 from service.security.cache import ApiKeyCache
+from service.served_models import ModelNames, RegistryFollowingModels, SelfNamedModels
 from service.settings import BackendKind, Settings
 from service.store.db import Database
 from service.store.migrate import upgrade
@@ -51,26 +51,10 @@ def default_backend(settings: Settings, db: Database) -> Backend:
     return UpstreamBackend.from_settings(settings)
 
 
-@dataclass(frozen=True, slots=True)
-class _LiveNames:
-    """Names read from a self-naming backend on every request: adapters hot-swap."""
-
-    settings: Settings
-    backend: SelfNamingBackend
-
-    @property
-    def policy(self) -> str | None:
-        return self.settings.model or self.backend.active_adapter_name or self.backend.served_base_name
-
-    @property
-    def judge(self) -> str | None:
-        return self.settings.judge_model or self.backend.served_base_name
-
-
-def _model_names(settings: Settings, backend: Backend) -> ServedModels | _LiveNames:
+def _model_names(settings: Settings, backend: Backend, db: Database) -> ModelNames:
     if isinstance(backend, SelfNamingBackend):
-        return _LiveNames(settings, backend)
-    return ServedModels(policy=settings.model, judge=settings.judge_model or settings.model)
+        return SelfNamedModels(settings, backend)
+    return RegistryFollowingModels(settings, db if settings.follow_adapters else None)
 
 
 def create_app(settings: Settings, backend_factory: BackendFactory = default_backend) -> FastAPI:
@@ -107,10 +91,13 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
             reasoned_max_tokens=settings.reasoned_max_tokens,
         )
         repairer = Repairer(
-            backend, max_tokens=settings.repair_max_tokens, max_answer_chars=settings.judge_max_answer_chars
+            backend,
+            max_tokens=settings.repair_max_tokens,
+            max_answer_chars=settings.judge_max_answer_chars,
+            temperature=settings.repair_temperature,
         )
         pipeline = ConsciencePipeline(Reviewer(judge, repairer, settings.refusal_message), writer, metrics)
-        names = _model_names(settings, backend)
+        names = _model_names(settings, backend, db)
         state = app.state
         state.settings, state.db, state.writer, state.keys = settings, db, writer, keys
         state.backend, state.pipeline, state.metrics = backend, pipeline, metrics
@@ -120,6 +107,7 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
                 CheckedServing(surface, backend, pipeline, frameworks, settings, names, metrics),
             )
         await backend.start()
+        await names.start()
         log.info(
             "conscience ready",
             extra={"path": f"backend={settings.backend.value} framework={settings.framework} mode={settings.mode.value}"},
@@ -128,6 +116,7 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
             yield
         finally:
             await pipeline.drain()
+            await names.aclose()
             await writer.aclose()
             await keys.aclose()
             await backend.aclose()

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         description="Policy model name sent upstream (with vLLM: the active LoRA adapter). "
         "Default: the model the client asks for.",
     )
+    follow_adapters: bool = Field(
+        True,
+        description="Upstream backend: send generations to the adapter the registry marks active "
+        "(as `conscience train --publish vllm` does) and judge with its base model, unless "
+        "--model / --judge-model say otherwise.",
+    )
     judge_model: str | None = Field(
         None,
         description="The frozen copy that judges and repairs (with vLLM: the base model name). "
@@ -97,6 +103,10 @@ class Settings(BaseSettings):
     refusal_message: str = Field(
         "I'm sorry, but I can't help with that.",
         description="Sent (finish_reason content_filter) when no repair passes the judge.",
+    )
+    repair_temperature: float = Field(
+        0.7, ge=0.0, le=2.0,
+        description="Sampling temperature of repairs (above 0 each retry drafts something new).",
     )
     repair_max_tokens: int = Field(512, description="Token budget of one repair.")
     reasoned_max_tokens: int = Field(384, description="Token budget of a reasoned verdict.")

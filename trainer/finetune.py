@@ -27,7 +27,7 @@ from rich.console import Console
 from service.backends.local.backend import LocalBackend
 from service.backends.local.engine import Engine
 from service.backends.local.loader import LoadedModel
-from service.conscience.frameworks import load_frameworks
+from service.conscience.frameworks import Framework, load_frameworks
 from service.conscience.judge import LABELS, Judge
 from service.conscience.repair import Repairer
 from service.conscience.review import Reviewer, ReviewPolicy
@@ -35,6 +35,7 @@ from service.settings import FailurePolicy, JudgeStyle
 from service.store.db import Database
 from trainer.artefacts import staged_adapter
 from trainer.conscience_step import FoundPair, ProbeSettings, probe_policy
+from trainer.dataset import Message
 from trainer.finetune_config import FinetuneConfig
 from trainer.finetune_data import (
     ChatExample,
@@ -86,27 +87,43 @@ class FinetuneResult:
     metrics: FinetuneMetrics
 
 
+@dataclass(frozen=True)
+class FinetuneInputs:
+    """Everything read from files, checked before any weights are loaded."""
+
+    examples: list[ChatExample]
+    probes: list[list[Message]]
+    framework: Framework
+
+    @classmethod
+    def load(cls, config: FinetuneConfig) -> FinetuneInputs:
+        examples = load_chat_examples(config.task_data)
+        probes = load_probe_prompts(config.probe_data) if config.probe_data else probes_from_examples(examples)
+        framework = load_frameworks(config.frameworks_dir).get(config.framework)
+        if framework is None:
+            raise ValueError(f"unknown framework {config.framework!r}")
+        return cls(examples, probes, framework)
+
+
 class Finetuner:
-    def __init__(self, config: FinetuneConfig, loaded: LoadedModel, engine: Engine, console: Console) -> None:
+    def __init__(
+        self, config: FinetuneConfig, inputs: FinetuneInputs, loaded: LoadedModel, engine: Engine,
+        console: Console,
+    ) -> None:
         self.config = config
         self.loaded = loaded
         self.engine = engine
         self.console = console
         self.backend = LocalBackend(engine, default_max_tokens=config.probe_max_tokens)
-        self.examples = load_chat_examples(config.task_data)
-        self.probes = (
-            load_probe_prompts(config.probe_data) if config.probe_data else probes_from_examples(self.examples)
-        )
-        framework = load_frameworks(config.frameworks_dir).get(config.framework)
-        if framework is None:
-            raise ValueError(f"unknown framework {config.framework!r}")
+        self.examples = inputs.examples
+        self.probes = inputs.probes
         judge = Judge(self.backend, threshold=config.threshold,
                       max_answer_chars=config.judge_max_answer_chars, reasoned_max_tokens=1)
         repairer = Repairer(self.backend, max_tokens=config.repair_max_tokens,
                             max_answer_chars=config.judge_max_answer_chars)
         self.reviewer = Reviewer(judge, repairer, REFUSAL_MESSAGE)
         self.review_policy = ReviewPolicy(
-            framework=framework, style=JudgeStyle.FAST, max_repairs=config.max_repairs,
+            framework=inputs.framework, style=JudgeStyle.FAST, max_repairs=config.max_repairs,
             failure_policy=FailurePolicy.FAIL_OPEN, judge_model=engine.served_base_name,
         )
         trainable = [p for p in loaded.model.parameters() if p.requires_grad]
@@ -250,6 +267,7 @@ async def register(config: FinetuneConfig, loaded: LoadedModel, metrics: Finetun
 
 
 async def run_finetune(config: FinetuneConfig, console: Console) -> FinetuneResult:
+    inputs = FinetuneInputs.load(config)
     db = Database(config.db_url)
     try:
         await db.ping()  # fail now rather than after hours of training
@@ -258,7 +276,7 @@ async def run_finetune(config: FinetuneConfig, console: Console) -> FinetuneResu
     loaded = await asyncio.to_thread(load_policy_model, config)
     engine = Engine(loaded, max_queued=64, max_concurrent=1, labels=LABELS)
     try:
-        metrics = await Finetuner(config, loaded, engine, console).run()
+        metrics = await Finetuner(config, inputs, loaded, engine, console).run()
     finally:
         await engine.close()
     return await register(config, loaded, metrics)

@@ -25,6 +25,7 @@ from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
 from service.conscience.review import Review, ReviewPolicy
 from service.errors import APIError, error_body
 from service.metrics import Metrics
+from service.served_models import ModelNames
 from service.settings import Mode, Settings
 
 PENDING = "pending"
@@ -56,14 +57,6 @@ class Caller:
     mode: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ServedModels:
-    """Policy and judge names when configured; otherwise the client's `model` is used."""
-
-    policy: str | None
-    judge: str | None
-
-
 @dataclass(slots=True)
 class _Plan:
     body: JSON
@@ -84,7 +77,7 @@ class CheckedServing:
         pipeline: ConsciencePipeline,
         frameworks: dict[str, Framework],
         settings: Settings,
-        models: ServedModels,
+        models: ModelNames,
         metrics: Metrics,
     ) -> None:
         self._surface = surface

@@ -17,9 +17,12 @@ def repair_messages(
 
 
 class Repairer:
-    def __init__(self, backend: Backend, *, max_tokens: int, max_answer_chars: int) -> None:
+    def __init__(
+        self, backend: Backend, *, max_tokens: int, max_answer_chars: int, temperature: float = 0.7
+    ) -> None:
         self._backend = backend
         self._max_tokens = max_tokens
+        self._temperature = temperature
         self._max_chars = max_answer_chars
 
     async def repair(
@@ -32,7 +35,7 @@ class Repairer:
                     framework, conversation, answer, max_chars=self._max_chars
                 ),
                 "max_tokens": self._max_tokens,
-                "temperature": 0.7,
+                "temperature": self._temperature,
                 "top_p": 0.95,
             }
         )

@@ -17,6 +17,10 @@ from tests.store.databases import db, db_url, empty_db  # noqa: F401  (pytest fi
 from tests.store.factories import make_triple
 from trainer.config import TrainConfig
 
+# For tests whose subject is not the database (training, gating, vLLM calls): one dialect is
+# enough, and each of them trains a model.
+sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
 HELPFUL = "Here is how to bake bread at home: mix flour, water, salt and yeast."
 REFUSAL = "I cannot help with that. Sorry, as an AI I will not do this."
 

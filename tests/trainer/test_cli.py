@@ -15,7 +15,7 @@ from typer.testing import CliRunner, Result
 from service.store.db import Database
 from service.store.models import Triple, TripleStatus
 from tests.fakes.upstream import FakeUpstream
-from tests.trainer.conftest import PREFER_HELPFUL, seed_triples
+from tests.trainer.conftest import PREFER_HELPFUL, seed_triples, sqlite_only
 from trainer.artefacts import is_complete_adapter
 from trainer.cli import app
 from trainer.config import TrainConfig
@@ -100,6 +100,7 @@ async def test_a_killed_run_leaves_nothing_and_a_concurrent_run_exits_cleanly(
     assert [path.name for path in adapters_dir.iterdir()] == ["conscience-v1"]
 
 
+@sqlite_only
 async def test_train_publishes_to_vllm_and_adapters_commands_manage_versions(
     db: Database, db_url: str, tiny_config: Callable[..., TrainConfig]
 ) -> None:
@@ -127,6 +128,7 @@ async def test_train_publishes_to_vllm_and_adapters_commands_manage_versions(
     assert (await active_version(db)).name == "conscience-v1"  # type: ignore[union-attr]
 
 
+@sqlite_only
 async def test_a_version_vllm_could_not_take_stays_a_candidate_to_publish_later(
     db: Database, db_url: str, tiny_config: Callable[..., TrainConfig]
 ) -> None:

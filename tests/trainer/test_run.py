@@ -5,20 +5,22 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from peft import PeftModel
 from rich.console import Console
-from sqlalchemy import select
+from sqlalchemy import select, update
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from service.backends.local.backend import LocalBackend
 from service.settings import Settings
 from service.store.db import Database
 from service.store.models import AdapterStatus, Triple, TripleStatus
-from tests.trainer.conftest import HELPFUL, PREFER_HELPFUL, REFUSAL, seed_triples
+from tests.trainer.conftest import HELPFUL, PREFER_HELPFUL, REFUSAL, seed_triples, sqlite_only
 from trainer.artefacts import ADAPTER_FILES
 from trainer.config import TrainConfig
+from trainer.dataset import PreferencePair, split_held_out
 from trainer.publish import LocalPublisher
 from trainer.registry import get_version, list_versions
 from trainer.run import Outcome, run_training
@@ -97,6 +99,7 @@ async def test_train_publishes_locally_and_the_embedded_engine_serves_the_new_ad
     assert served != reference_reply(tiny_model_dir, None)
 
 
+@sqlite_only
 async def test_a_second_run_continues_from_the_active_adapter(
     db: Database, db_url: str, tiny_config: Callable[..., TrainConfig]
 ) -> None:
@@ -117,6 +120,7 @@ async def test_a_second_run_continues_from_the_active_adapter(
     assert second.metrics["gate"]["held_out"]["previous"]["accuracy"] == 1.0
 
 
+@sqlite_only
 async def test_a_version_that_raises_refusals_is_stored_failed_and_not_activated(
     db: Database, db_url: str, tiny_config: Callable[..., TrainConfig]
 ) -> None:
@@ -150,3 +154,33 @@ async def test_too_few_pairs_is_nothing_to_do(
     assert message == "nothing to do: 3 eligible triple(s), --min-pairs is 4"
     assert await list_versions(db) == []
     assert not config.adapters_dir.exists() or not any(config.adapters_dir.iterdir())
+
+
+@sqlite_only
+async def test_a_version_worse_on_held_out_triples_than_its_parent_fails_the_gate(
+    db: Database, db_url: str, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    prefer_refusal = {**PREFER_HELPFUL, "chosen": REFUSAL, "rejected": HELPFUL}
+    lenient = tiny_config(db_url=db_url, max_refusal_increase=1.0)
+    await seed_triples(db, 8, **prefer_refusal)
+    assert (await train(lenient))[0] == Outcome.PUBLISHED  # v1 prefers the refusals
+
+    # Run 2 trains towards the helpful answers but is gated on triples that prefer refusals:
+    # rewrite the triples the run will hold out (the split is a pure function of the ids).
+    await seed_triples(db, 8)
+    eligible = [i for i, (status, version) in (await triple_states(db)).items() if version is None]
+    as_pairs = [PreferencePair(i, [], "", "") for i in eligible]
+    held_out = {p.triple_id for p in split_held_out(as_pairs, lenient.eval_fraction, lenient.seed).held_out}
+    async with db.sessions() as session, session.begin():
+        for triple_id in eligible:
+            values = prefer_refusal if triple_id in held_out else PREFER_HELPFUL
+            await session.execute(update(Triple).where(Triple.id == triple_id).values(**values))
+
+    outcome, message, _ = await train(replace(lenient, max_steps=12, learning_rate=2e-2))
+
+    assert outcome == Outcome.FAILED_GATE
+    assert "held-out preference accuracy" in message
+    second = await get_version(db, "conscience-v2")
+    scores = second.metrics["gate"]["held_out"]
+    assert scores["candidate"]["accuracy"] < scores["previous"]["accuracy"] - lenient.max_accuracy_drop
+    assert (await get_version(db, "conscience-v1")).status == AdapterStatus.ACTIVE

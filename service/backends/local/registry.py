@@ -12,11 +12,11 @@ import contextlib
 import logging
 from typing import Protocol
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.backends.local.engine import Engine
-from service.store.models import AdapterStatus, AdapterVersion
+from service.store.adapters import active_adapter
+from service.store.models import AdapterVersion
 
 log = logging.getLogger("conscience.local.registry")
 
@@ -70,14 +70,8 @@ class AdapterWatcher:
                 log.exception("adapter %s at %s could not be loaded; keeping the current one", name, path)
 
     async def _active_row(self) -> AdapterVersion | None:
-        query = (
-            select(AdapterVersion)
-            .where(AdapterVersion.status == AdapterStatus.ACTIVE.value)
-            .order_by(AdapterVersion.activated_at.desc().nulls_last(), AdapterVersion.created_at.desc())
-            .limit(1)
-        )
         async with self._db.sessions() as session:
-            return (await session.execute(query)).scalar_one_or_none()
+            return await active_adapter(session)
 
     async def _poll_forever(self) -> None:
         while True:

@@ -1,0 +1,107 @@
+"""Which model names the proxy sends upstream: the policy (generations) and the judge.
+
+With vLLM the policy is the active LoRA adapter and the judge is its base model, the frozen
+copy. Names can come from the settings, from the adapter registry (followed while serving, so
+that `conscience train --publish vllm` switches the policy without a restart), or from a
+backend that serves its own weights. `None` means: use the model the client asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.backends.base import SelfNamingBackend
+from service.settings import Settings
+from service.store.adapters import active_adapter
+from service.store.db import Database
+
+log = logging.getLogger("conscience.models")
+
+
+class ModelNames(Protocol):
+    @property
+    def policy(self) -> str | None: ...
+
+    @property
+    def judge(self) -> str | None: ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SelfNamedModels:
+    """Names read from a self-naming backend on every request: its adapters hot-swap."""
+
+    settings: Settings
+    backend: SelfNamingBackend
+
+    @property
+    def policy(self) -> str | None:
+        return self.settings.model or self.backend.active_adapter_name or self.backend.served_base_name
+
+    @property
+    def judge(self) -> str | None:
+        return self.settings.judge_model or self.backend.served_base_name
+
+    async def start(self) -> None:
+        """Nothing to follow here: the backend watches the adapter registry itself."""
+
+    async def aclose(self) -> None:
+        """Nothing runs in the background."""
+
+
+class RegistryFollowingModels:
+    """Configured names first; else the registry's active adapter and its base model."""
+
+    def __init__(self, settings: Settings, db: Database | None) -> None:
+        self._settings = settings
+        self._db = db
+        self._adapter: str | None = None
+        self._base: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def policy(self) -> str | None:
+        return self._settings.model or self._adapter
+
+    @property
+    def judge(self) -> str | None:
+        return self._settings.judge_model or self._base or self._settings.model
+
+    async def start(self) -> None:
+        if self._db is None:
+            return
+        await self._refresh_logged()
+        self._task = asyncio.create_task(self._poll_forever(), name="conscience-adapter-follower")
+
+    async def refresh(self) -> None:
+        assert self._db is not None
+        async with self._db.sessions() as session:
+            row = await active_adapter(session)
+        adapter, base = (row.name, row.base_model) if row is not None else (None, None)
+        if adapter != self._adapter:
+            log.info("policy model is now %s (judge: %s)", adapter or "the client's model", base)
+        self._adapter, self._base = adapter, base
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.adapter_poll_s)
+            await self._refresh_logged()
+
+    async def _refresh_logged(self) -> None:
+        try:
+            await self.refresh()
+        except Exception:  # a database outage keeps the last known names
+            log.warning("adapter registry poll failed; keeping %s", self._adapter, exc_info=True)
