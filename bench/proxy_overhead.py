@@ -76,11 +76,18 @@ def start_proxy(mode: str, upstream: str, workdir: Path) -> tuple[subprocess.Pop
     return process, f"{origin}/v1"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process: unlike latency, barely moved by machine noise."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Result:
     name: str
     latencies_ms: list[float]
     seconds: float
+    cpu_s: float | None = None  # the proxy process's CPU time during the run
 
     def pct(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -129,11 +136,17 @@ def main() -> None:
         try:
             for mode in args.modes.split(","):
                 proxies[mode] = start_proxy(mode, upstream, Path(tmp))
-            targets = {"direct": upstream} | {f"proxy {m}": url for m, (_, url) in proxies.items()}
+            targets = {"direct": (upstream, None)} | {
+                f"proxy {mode}": (url, process.pid) for mode, (process, url) in proxies.items()
+            }
             results: dict[str, list[Result]] = {name: [] for name in targets}
             for _ in range(args.rounds):  # interleave so machine noise hits every target alike
-                for name, url in targets.items():
-                    results[name].append(asyncio.run(load(name, url, args.concurrency, args.requests)))
+                for name, (url, pid) in targets.items():
+                    before = cpu_seconds(pid) if pid else 0.0
+                    result = asyncio.run(load(name, url, args.concurrency, args.requests))
+                    if pid:
+                        result.cpu_s = cpu_seconds(pid) - before
+                    results[name].append(result)
         finally:
             for process, _ in proxies.values():
                 process.terminate()
@@ -144,20 +157,28 @@ def main() -> None:
 
 def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
     merged = {
-        name: Result(name, [x for r in runs for x in r.latencies_ms], sum(r.seconds for r in runs))
+        name: Result(
+            name,
+            [x for r in runs for x in r.latencies_ms],
+            sum(r.seconds for r in runs),
+            sum(r.cpu_s for r in runs) if runs[0].cpu_s is not None else None,
+        )
         for name, runs in results.items()
     }
     direct = merged["direct"]
     off = merged.get("proxy off")
     print(f"\nproxy overhead: {args.concurrency} concurrent clients, {args.requests} requests x "
           f"{args.rounds} rounds per target, instant loopback upstream, {os.cpu_count()} cores\n")
-    print(f"{'target':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'+p50 ms':>10}{'+p99 ms':>10}{'rps vs off':>12}")
+    print(f"{'target':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'+p50 ms':>10}{'+p99 ms':>10}"
+          f"{'rps vs off':>12}{'proxy CPU ms/req':>18}")
     for name, result in merged.items():
         added50 = result.pct(0.5) - direct.pct(0.5)
         added99 = result.pct(0.99) - direct.pct(0.99)
         versus_off = f"{result.throughput / off.throughput:.2f}" if off and name != "direct" else "-"
+        cpu = f"{1000 * result.cpu_s / len(result.latencies_ms):.3f}" if result.cpu_s is not None else "-"
         print(f"{name:<16}{result.pct(0.5):>9.2f}{result.pct(0.99):>9.2f}{result.throughput:>9.0f}"
-              f"{added50 if name != 'direct' else 0:>10.2f}{added99 if name != 'direct' else 0:>10.2f}{versus_off:>12}")
+              f"{added50 if name != 'direct' else 0:>10.2f}{added99 if name != 'direct' else 0:>10.2f}"
+              f"{versus_off:>12}{cpu:>18}")
     spread = statistics.pstdev([r.throughput for r in results["direct"]])
     print(f"\ndirect throughput spread across rounds: ±{spread:.0f} req/s (machine noise)")
 
