@@ -7,10 +7,11 @@
 Two reference setups per model, each in a fresh subprocess so that its memory is its own:
 `self` is what `conscience train` does (one copy of the weights; the reference is the base with
 the LoRA adapter disabled), `separate` hands TRL a second copy of the base model as
-`ref_model`. Two peaks are reported: the whole process (`ru_maxrss`, which includes the
-transient of reading safetensors while loading) and the training phase alone (the kernel's
-high-water mark, reset through /proc/self/clear_refs once the models are loaded). pairs/s
-counts the steps after the first (warm-up). Target: self-reference peak memory <= 60% of the
+`ref_model`. Two peaks are reported: the whole process (`ru_maxrss`) and the training phase
+alone (the kernel's high-water mark, reset through /proc/self/clear_refs once the models are
+loaded). transformers maps float32 safetensors lazily, so weight pages enter RSS as training
+touches them, once per model copy; "above imports" subtracts the interpreter, torch and TRL.
+pairs/s counts the steps after the first (warm-up). Target: self-reference peak memory <= 60% of the
 two-model setup. The demo model is used only when it has already been converted (`conscience models
 fetch-demo` or a first `conscience serve --backend local`); otherwise it is skipped.
 """
@@ -54,13 +55,19 @@ def high_water_mark_mib() -> float:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Child process: one short DPO run; returns its speed and memory."""
-    from transformers import AutoModelForCausalLM, TrainerCallback
+    from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
     from trl import DPOTrainer
 
     from trainer.benign_prompts import BENIGN_PROMPTS
     from trainer.config import TorchDtype, TrainConfig
     from trainer.dataset import PreferencePair, to_hf_dataset
-    from trainer.dpo import build_dpo_trainer, dpo_arguments, load_policy, load_tokenizer, resolve_dtype
+    from trainer.dpo import (
+        build_dpo_trainer,
+        dpo_arguments,
+        load_policy,
+        load_tokenizer,
+        resolve_dtype,
+    )
 
     after_imports = peak_rss_mib()
     config = TrainConfig(
@@ -82,7 +89,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if args.child == "self":
             trainer = build_dpo_trainer(config, policy, tokenizer, pairs, Path(output_dir))
         else:
-            copy = AutoModelForCausalLM.from_pretrained(args.model, dtype=resolve_dtype(config.dtype))
+            copy = AutoModelForCausalLM.from_pretrained(
+                args.model, dtype=resolve_dtype(config.dtype)
+            )
             trainer = DPOTrainer(
                 model=policy,
                 ref_model=copy,
@@ -90,17 +99,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 train_dataset=to_hf_dataset(pairs),
                 processing_class=tokenizer,
             )
+            trainer.remove_callback(PrinterCallback)
         step_ends: list[float] = []
 
         class StepClock(TrainerCallback):
-            def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            def on_step_end(self, *_: Any, **__: Any) -> None:
                 step_ends.append(time.perf_counter())
 
         trainer.add_callback(StepClock())
         reset_high_water_mark()
         trainer.train()
     return {
-        "pairs_per_s": (len(step_ends) - 1) * args.batch_size / (step_ends[-1] - step_ends[0]),
+        "pairs_per_s": (len(step_ends) - 1)
+        * args.batch_size
+        / (step_ends[-1] - step_ends[0]),
         "peak_rss_mib": peak_rss_mib(),
         "training_peak_mib": high_water_mark_mib(),
         "rss_after_imports_mib": after_imports,
@@ -111,7 +123,7 @@ def run_child(model_dir: str, reference: str, args: argparse.Namespace) -> dict[
     command = [
         sys.executable, "-m", "bench.trainer", "--child", reference, "--model", model_dir,
         "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-        "--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing",
+        f"--{'' if args.gradient_checkpointing else 'no-'}gradient-checkpointing",
     ]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
@@ -134,12 +146,14 @@ def models_to_run(args: argparse.Namespace, workdir: Path) -> list[tuple[str, st
         if is_converted(demo):
             models.append((f"demo ({DEMO_SERVED_NAME}, float32)", str(demo)))
         else:
-            print(f"skipping the demo model: not converted at {demo} (run `conscience models fetch-demo`)")
+            print(f"skipping the demo model: not converted at {demo} (`conscience models fetch-demo`)")
     return models
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=4, help="DPO optimiser steps per run (>= 2)")
     parser.add_argument("--batch-size", type=int, default=2, help="pairs per step")
     parser.add_argument("--model", help="a local model directory to use instead of the demo model")
@@ -167,17 +181,21 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as workdir:
         for label, model_dir in models_to_run(args, Path(workdir)):
-            results = {reference: run_child(model_dir, reference, args) for reference in ("self", "separate")}
+            results = {ref: run_child(model_dir, ref, args) for ref in ("self", "separate")}
             for reference, result in results.items():
                 above = result["training_peak_mib"] - result["rss_after_imports_mib"]
                 print(
                     f"{label:<44} {reference:<10} {result['pairs_per_s']:>8.2f} "
-                    f"{result['peak_rss_mib']:>13.0f} {result['training_peak_mib']:>18.0f} {above:>14.0f}"
+                    f"{result['peak_rss_mib']:>13.0f} {result['training_peak_mib']:>18.0f} "
+                    f"{above:>14.0f}"
                 )
             for key, title in (("peak_rss_mib", "peak RSS"), ("training_peak_mib", "training peak")):
                 ratio = results["self"][key] / results["separate"][key]
                 verdict = "meets" if ratio <= TARGET_RATIO else "misses"
-                print(f"{'':<44} self/separate {title} = {ratio:.0%} ({verdict} the {TARGET_RATIO:.0%} target)")
+                print(
+                    f"{'':<44} self/separate {title} = {ratio:.0%} "
+                    f"({verdict} the {TARGET_RATIO:.0%} target)"
+                )
 
 
 if __name__ == "__main__":

@@ -31,18 +31,12 @@ def verdict_by_answer(messages: list[dict[str, Any]]) -> dict[str, float]:
     return HARMFUL_VERDICT if "crowbar" in messages[-1]["content"] else CLEAN_VERDICT
 
 
-@pytest.fixture(scope="session")
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(base_model="base-model") as server:
-        yield server
-
-
 @pytest.fixture
-def fake(upstream: FakeUpstream) -> FakeUpstream:
-    upstream.reset()
-    upstream.judge = verdict_by_answer
-    upstream.base_model_answer = REPAIRED
-    return upstream
+def fake(up: FakeUpstream) -> FakeUpstream:
+    """The shared fake upstream scripted as a judge that flags the harmful answer."""
+    up.judge = verdict_by_answer
+    up.base_model_answer = REPAIRED
+    return up
 
 
 class Proxy:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -23,18 +23,6 @@ from tests.fakes import PREFIX_LABEL_TOKENS, FakeUpstream
 LABELS = ("ethical", "neutral", "unethical")
 MESSAGES = [{"role": "user", "content": "How do I bake bread?"}]
 SECRET = "sk-test-never-shown-0123456789"
-
-
-@pytest.fixture(scope="module")
-def shared_upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(base_model="base-model") as upstream:
-        yield upstream
-
-
-@pytest.fixture
-def up(shared_upstream: FakeUpstream) -> FakeUpstream:
-    shared_upstream.reset()
-    return shared_upstream
 
 
 @pytest.fixture

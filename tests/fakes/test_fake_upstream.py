@@ -17,18 +17,6 @@ WEATHER_TOOL = {
 }
 
 
-@pytest.fixture(scope="module")
-def shared_upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(base_model="base-model") as upstream:
-        yield upstream
-
-
-@pytest.fixture
-def up(shared_upstream: FakeUpstream) -> FakeUpstream:
-    shared_upstream.reset()
-    return shared_upstream
-
-
 @pytest.fixture
 def client(up: FakeUpstream) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=up.url, api_key="unused", max_retries=0) as client:
