@@ -18,7 +18,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
-            "request_id": request_id_var.get(),
+            # Set at creation by the access log; other lines are formatted in their request's context.
+            "request_id": getattr(record, "request_id", None) or request_id_var.get(),
         }
         for key in ("method", "path", "status", "duration_ms"):
             if hasattr(record, key):
@@ -37,5 +38,7 @@ def configure_logging(level: str) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # The access log is ours (with request id and no query strings); silence uvicorn's.
+    # The access log is ours (with request id and no query strings); silence uvicorn's, and
+    # httpx's line per upstream call, which would double the log volume for nothing.
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)

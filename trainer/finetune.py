@@ -14,7 +14,6 @@ the per-step losses and the number of pairs each conscience step found in its me
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import random
 import time
@@ -33,7 +32,6 @@ from service.conscience.repair import Repairer
 from service.conscience.review import Reviewer, ReviewPolicy
 from service.settings import FailurePolicy, JudgeStyle
 from service.store.db import Database
-from trainer.artefacts import staged_adapter
 from trainer.conscience_step import FoundPair, ProbeSettings, probe_policy
 from trainer.dataset import Message
 from trainer.finetune_config import FinetuneConfig
@@ -51,8 +49,7 @@ from trainer.finetune_losses import (
     sft_loss,
 )
 from trainer.finetune_model import POLICY_ADAPTER, load_policy_model
-from trainer.lock import training_lock
-from trainer.registry import VersionDraft, next_version_name, record_version
+from trainer.finetune_registry import register_adapter
 
 REFUSAL_MESSAGE = "I'm sorry, but I can't help with that."
 
@@ -236,36 +233,6 @@ class Finetuner:
         return self.metrics
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-async def register(config: FinetuneConfig, loaded: LoadedModel, metrics: FinetuneMetrics) -> FinetuneResult:
-    """Save the policy adapter as the next version and record it (a candidate, not activated)."""
-    db = Database(config.db_url)
-    try:
-        async with training_lock(db):
-            name = await next_version_name(db, config.adapters_dir, config.name_prefix)
-            with staged_adapter(config.adapters_dir, name) as staged:
-                await asyncio.to_thread(loaded.model.save_pretrained, staged.path)
-                path = staged.commit()
-            hyperparameters = {key: str(value) if isinstance(value, Path) else value
-                               for key, value in asdict(config).items() if key != "db_url"}
-            await record_version(
-                db,
-                VersionDraft(
-                    name=name, base_model=config.base_model, path=path, parent_id=None,
-                    passed_gate=True,
-                    metrics={"finetune": asdict(metrics), "hyperparameters": hyperparameters},
-                    dataset_hash=_file_sha256(config.task_data),
-                ),
-                [],
-            )
-    finally:
-        await db.dispose()
-    return FinetuneResult(name, path, metrics)
-
-
 async def run_finetune(config: FinetuneConfig, console: Console) -> FinetuneResult:
     inputs = FinetuneInputs.load(config)
     db = Database(config.db_url)
@@ -279,4 +246,5 @@ async def run_finetune(config: FinetuneConfig, console: Console) -> FinetuneResu
         metrics = await Finetuner(config, inputs, loaded, engine, console).run()
     finally:
         await engine.close()
-    return await register(config, loaded, metrics)
+    path = await register_adapter(config, loaded, asdict(metrics))
+    return FinetuneResult(path.name, path, metrics)

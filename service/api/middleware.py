@@ -98,7 +98,7 @@ class RequestContextMiddleware:
             log.info(
                 "request",
                 extra={"method": scope.get("method"), "path": path, "status": status_holder[0],
-                       "duration_ms": round(duration, 2)},
+                       "duration_ms": round(duration, 2), "request_id": request_id},
             )
             request_id_var.reset(token)
 

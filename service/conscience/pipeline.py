@@ -92,6 +92,11 @@ class ConsciencePipeline:
         self, context: CheckContext, index: int, case: Case, review: Review, upstream_ms: float
     ) -> None:
         framework = context.policy.framework.name
+        if log.isEnabledFor(logging.DEBUG):  # prompts and answers never at INFO (invariant 5)
+            log.debug(
+                "choice %d: verdict %s (score %s) for answer %r; returned %r",
+                index, review.verdict, review.score, case.answer, review.final_text,
+            )
         self._metrics.verdicts.labels(framework, review.verdict).inc()
         self._metrics.stage_seconds.labels("judge").observe(review.judge_ms / 1000.0)
         if review.attempts:
