@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.api.adapters.api_router import router as adapters_router
+from service.api.adapters.serving import AdapterActivation
 from service.api.admin.api_router import router as admin_router
 from service.api.chat_completion.api_router import router as chat_router
 from service.api.chat_completion.serving import ChatSurface
@@ -99,6 +101,7 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         pipeline = ConsciencePipeline(Reviewer(judge, repairer, settings.refusal_message), writer, metrics)
         names = _model_names(settings, backend, db)
         state = app.state
+        state.adapter_activation = AdapterActivation(settings, db, names)
         state.settings, state.db, state.writer, state.keys = settings, db, writer, keys
         state.backend, state.pipeline, state.metrics = backend, pipeline, metrics
         for attribute, surface in (("chat_serving", ChatSurface()), ("completion_serving", CompletionSurface())):
@@ -131,7 +134,9 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (chat_router, completion_router, models_router, embeddings_router, health_router, admin_router):
+    routers = (chat_router, completion_router, models_router, embeddings_router, health_router,
+               admin_router, adapters_router)
+    for router in routers:
         app.include_router(router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     return app

@@ -109,10 +109,12 @@ def openapi(output: Path = typer.Option(None, help="Write here instead of stdout
 def _mount_subcommands() -> None:
     from service.backends.local.commands import models_app
     from service.store.cli import db_app, keys_app
+    from trainer.cli import app as trainer_app
 
     app.add_typer(db_app, name="db")
     app.add_typer(keys_app, name="keys")
     app.add_typer(models_app, name="models")
+    app.add_typer(trainer_app)  # unnamed: merges `train` and `adapters` into the root
 
 
 def main() -> None:

@@ -31,6 +31,9 @@ class ModelNames(Protocol):
 
     async def start(self) -> None: ...
 
+    async def refresh(self) -> None:
+        """Re-read the adapter registry now (after an activation)."""
+
     async def aclose(self) -> None: ...
 
 
@@ -51,6 +54,9 @@ class SelfNamedModels:
 
     async def start(self) -> None:
         """Nothing to follow here: the backend watches the adapter registry itself."""
+
+    async def refresh(self) -> None:
+        await self.backend.refresh_adapters()
 
     async def aclose(self) -> None:
         """Nothing runs in the background."""
@@ -81,7 +87,8 @@ class RegistryFollowingModels:
         self._task = asyncio.create_task(self._poll_forever(), name="conscience-adapter-follower")
 
     async def refresh(self) -> None:
-        assert self._db is not None
+        if self._db is None:
+            return
         async with self._db.sessions() as session:
             row = await active_adapter(session)
         adapter, base = (row.name, row.base_model) if row is not None else (None, None)

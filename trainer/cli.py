@@ -17,7 +17,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -65,9 +65,17 @@ def _run(action: Callable[[], Awaitable[T]]) -> T:
     """Run an async action; operator-facing failures become one red line and exit 1."""
     try:
         return asyncio.run(action())
-    except (RegistryError, PublishError, ValueError, OSError, SQLAlchemyError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        # The driver's own first line ("no such table: triples"), not the SQL statement.
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        _fail(f"database error: {reason}")
+    except (RegistryError, PublishError, ValueError, OSError) as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
 
 
 def train(**flags: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select, text, update
 
+from service.store.adapters import active_adapter
 from service.store.db import Database
 from service.store.models import AdapterStatus, AdapterVersion, Triple, TripleStatus
 from service.store.records import utcnow
@@ -25,6 +26,10 @@ _MARK_SLICE = 1000
 
 class RegistryError(Exception):
     """An operator's request the registry cannot honour (unknown name, failed version, …)."""
+
+
+class UnknownVersion(RegistryError):
+    """No version has the name asked for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +75,14 @@ async def list_versions(db: Database) -> list[AdapterVersion]:
 
 async def active_version(db: Database) -> AdapterVersion | None:
     async with db.sessions() as session:
-        query = select(AdapterVersion).where(AdapterVersion.status == AdapterStatus.ACTIVE.value)
-        return (await session.scalars(query)).first()
+        return await active_adapter(session)
 
 
 async def get_version(db: Database, name: str) -> AdapterVersion:
     async with db.sessions() as session:
         version = await session.scalar(select(AdapterVersion).where(AdapterVersion.name == name))
     if version is None:
-        raise RegistryError(f"no adapter version named {name!r}")
+        raise UnknownVersion(f"no adapter version named {name!r}")
     return version
 
 
@@ -122,7 +126,7 @@ async def mark_active(db: Database, name: str) -> AdapterVersion:
             await session.execute(text("LOCK TABLE adapter_versions IN EXCLUSIVE MODE"))
         version = await session.scalar(select(AdapterVersion).where(AdapterVersion.name == name))
         if version is None:
-            raise RegistryError(f"no adapter version named {name!r}")
+            raise UnknownVersion(f"no adapter version named {name!r}")
         if version.status == AdapterStatus.FAILED.value:
             raise RegistryError(
                 f"{name} failed the evaluation gate ({version.failure_reason}); "

@@ -124,3 +124,6 @@ class SelfNamingBackend(Protocol):
 
     @property
     def active_adapter_name(self) -> str | None: ...
+
+    async def refresh_adapters(self) -> None:
+        """Load whatever the adapter registry marks active now, without waiting for a poll."""
