@@ -4,14 +4,16 @@ An instant loopback upstream (the tests' fake OpenAI server, in its own process)
 directly and through the proxy (its own process) in modes off, monitor and enforce, each by
 the same closed-loop load of `--concurrency` clients. Usage:
 
-    .venv/bin/python bench/proxy_overhead.py --concurrency 32 --requests 3000
+    .venv/bin/python bench/proxy_overhead.py --concurrency 32 --seconds 10   # needs wrk (apt-get install wrk)
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -85,47 +87,52 @@ def cpu_seconds(pid: int) -> float:
 @dataclass
 class Result:
     name: str
-    latencies_ms: list[float]
+    p50_ms: float
+    p99_ms: float
+    requests: int
     seconds: float
     cpu_s: float | None = None  # the proxy process's CPU time during the run
 
-    def pct(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
     @property
     def throughput(self) -> float:
-        return len(self.latencies_ms) / self.seconds
+        return self.requests / self.seconds
 
 
-async def load(name: str, base_url: str, concurrency: int, requests: int) -> Result:
-    latencies: list[float] = []
-    remaining = requests
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                started = time.perf_counter()
-                response = await client.post("/chat/completions", json=BODY)
-                response.raise_for_status()
-                latencies.append((time.perf_counter() - started) * 1000.0)
+WRK_SCRIPT = f"""
+wrk.method = "POST"
+wrk.body = [[{json.dumps(BODY)}]]
+wrk.headers["Content-Type"] = "application/json"
+"""
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
-        for _ in range(concurrency * 4):  # warm the connections and both processes
-            await client.post("/chat/completions", json=BODY)
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return Result(name, latencies, time.perf_counter() - started)
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * _UNITS_MS[unit]
+
+
+def load(name: str, base_url: str, concurrency: int, seconds: int, script: Path) -> Result:
+    """wrk as the load generator: written in C, it leaves the cores to the servers measured."""
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "--latency", "-s", str(script),
+               f"{base_url}/chat/completions"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"{name}: failed requests under load:\n{out}")
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return Result(name, p50, p99, requests, float(seconds))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--seconds", type=int, default=10, help="Duration of each wrk run.")
     parser.add_argument("--modes", default="off,monitor,enforce")
     parser.add_argument("--rounds", type=int, default=2, help="Interleaved rounds per target.")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/proxy_overhead.py needs wrk as its load generator: apt-get install wrk")
 
     upstream_port = free_port()
     upstream_process = start_upstream(upstream_port)
@@ -133,6 +140,8 @@ def main() -> None:
     wait_ready(f"{upstream}/models")
     proxies: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(WRK_SCRIPT)
         try:
             for mode in args.modes.split(","):
                 proxies[mode] = start_proxy(mode, upstream, Path(tmp))
@@ -143,7 +152,7 @@ def main() -> None:
             for _ in range(args.rounds):  # interleave so machine noise hits every target alike
                 for name, (url, pid) in targets.items():
                     before = cpu_seconds(pid) if pid else 0.0
-                    result = asyncio.run(load(name, url, args.concurrency, args.requests))
+                    result = load(name, url, args.concurrency, args.seconds, script)
                     if pid:
                         result.cpu_s = cpu_seconds(pid) - before
                     results[name].append(result)
@@ -156,31 +165,35 @@ def main() -> None:
 
 
 def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
-    merged = {
-        name: Result(
-            name,
-            [x for r in runs for x in r.latencies_ms],
-            sum(r.seconds for r in runs),
-            sum(r.cpu_s for r in runs) if runs[0].cpu_s is not None else None,
-        )
-        for name, runs in results.items()
-    }
+    merged = {name: _merge(runs) for name, runs in results.items()}
     direct = merged["direct"]
     off = merged.get("proxy off")
-    print(f"\nproxy overhead: {args.concurrency} concurrent clients, {args.requests} requests x "
-          f"{args.rounds} rounds per target, instant loopback upstream, {os.cpu_count()} cores\n")
+    print(f"\nproxy overhead: wrk, {args.concurrency} connections, {args.rounds} rounds x "
+          f"{args.seconds} s per target (interleaved), instant loopback upstream, {os.cpu_count()} cores\n")
     print(f"{'target':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'+p50 ms':>10}{'+p99 ms':>10}"
           f"{'rps vs off':>12}{'proxy CPU ms/req':>18}")
     for name, result in merged.items():
-        added50 = result.pct(0.5) - direct.pct(0.5)
-        added99 = result.pct(0.99) - direct.pct(0.99)
-        versus_off = f"{result.throughput / off.throughput:.2f}" if off and name != "direct" else "-"
-        cpu = f"{1000 * result.cpu_s / len(result.latencies_ms):.3f}" if result.cpu_s is not None else "-"
-        print(f"{name:<16}{result.pct(0.5):>9.2f}{result.pct(0.99):>9.2f}{result.throughput:>9.0f}"
-              f"{added50 if name != 'direct' else 0:>10.2f}{added99 if name != 'direct' else 0:>10.2f}"
-              f"{versus_off:>12}{cpu:>18}")
+        proxied = name != "direct"
+        added50 = result.p50_ms - direct.p50_ms if proxied else 0.0
+        added99 = result.p99_ms - direct.p99_ms if proxied else 0.0
+        versus_off = f"{result.throughput / off.throughput:.2f}" if off and proxied else "-"
+        cpu = f"{1000 * result.cpu_s / result.requests:.3f}" if result.cpu_s is not None else "-"
+        print(f"{name:<16}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}{result.throughput:>9.0f}"
+              f"{added50:>10.2f}{added99:>10.2f}{versus_off:>12}{cpu:>18}")
     spread = statistics.pstdev([r.throughput for r in results["direct"]])
     print(f"\ndirect throughput spread across rounds: ±{spread:.0f} req/s (machine noise)")
+
+
+def _merge(runs: list[Result]) -> Result:
+    """Latency percentiles as the median over rounds; counts and CPU time summed."""
+    return Result(
+        runs[0].name,
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        sum(r.requests for r in runs),
+        sum(r.seconds for r in runs),
+        sum(r.cpu_s for r in runs) if runs[0].cpu_s is not None else None,
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from service.backends.base import JSON
 from service.conscience.frameworks import Framework
-from service.conscience.judge import Judge, judge_messages
+from service.conscience.judge import LABELS, Judge, judge_messages
 from service.settings import JudgeStyle
 
 
@@ -51,7 +51,7 @@ class FrameworkScorer:
     @property
     def fingerprint(self) -> str:
         system = judge_messages(self._framework, [], "", style=self._style, max_chars=1)[0]
-        return fingerprint_of(system["content"], self._judge_model, self._style.value)
+        return fingerprint_of(system["content"], self._judge_model, self._style.value, *LABELS)
 
     async def score(self, conversation: list[JSON], answer: str) -> float:
         verdict = await self._judge.judge(
