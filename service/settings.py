@@ -81,6 +81,11 @@ class Settings(BaseSettings):
 
     # --- conscience --------------------------------------------------------------------------
     mode: Mode = Field(Mode.ENFORCE, description="enforce | monitor | off.")
+    allow_weaker_mode: bool = Field(
+        False,
+        description="Let a request choose a weaker mode (enforce > monitor > off) than its key's "
+        "or the server's default; stricter is always allowed.",
+    )
     framework: str = Field(
         "three_laws",
         description="Default framework: three_laws, four_laws, wwjd, introspective, or a user one.",

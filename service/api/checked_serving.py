@@ -31,6 +31,7 @@ from service.settings import Mode, Settings
 PENDING = "pending"
 _SEVERITY = {"ethical": 0, "neutral": 1, PENDING: 2, "unchecked": 3, "unethical": 4}
 _SSE_DONE = b"data: [DONE]\n\n"
+_STRICTNESS = {Mode.OFF: 0, Mode.MONITOR: 1, Mode.ENFORCE: 2}
 
 
 class Surface(Protocol):
@@ -99,7 +100,7 @@ class CheckedServing:
                 f"Unknown conscience framework {name!r}; available: {', '.join(sorted(self._frameworks))}.",
                 param="conscience.framework",
             )
-        mode = (options and options.mode) or (Mode(caller.mode) if caller.mode else self._settings.mode)
+        mode = self._mode(options.mode if options else None, caller)
         policy_model = self._models.policy or request.model
         if not policy_model:
             raise APIError(400, "you must provide a model parameter", param="model")
@@ -124,6 +125,23 @@ class CheckedServing:
             api_key_id=caller.api_key_id,
         )
         return _Plan(body=body, mode=mode, framework=framework, context=context)
+
+    def _mode(self, requested: Mode | None, caller: Caller) -> Mode:
+        """The request's mode; asking for less checking than the key's or the server's default
+        is allowed only where the operator said so."""
+        default = Mode(caller.mode) if caller.mode else self._settings.mode
+        if requested is None or requested is default:
+            return default
+        if _STRICTNESS[requested] < _STRICTNESS[default] and not self._settings.allow_weaker_mode:
+            raise APIError(
+                403,
+                f"conscience mode {requested.value!r} is weaker than this key's {default.value!r}; "
+                "the operator has not allowed lowering it (CONSCIENCE_ALLOW_WEAKER_MODE).",
+                error_type="permission_error",
+                param="conscience.mode",
+                code="mode_not_allowed",
+            )
+        return requested
 
     def _summary(self, plan: _Plan, verdicts: list[dict[str, Any]]) -> JSON:
         worst = max(verdicts, key=lambda v: _SEVERITY.get(v["verdict"], 0), default=None)

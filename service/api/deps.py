@@ -36,6 +36,7 @@ def _error(description: str) -> dict[str, Any]:
 OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
     400: _error("Invalid request body."),
     401: _error("Missing or incorrect API key."),
+    403: _error("The request asks for a conscience mode its key may not use."),
     413: _error("Request body too large."),
     429: _error("The backend's queue is full."),
     502: _error("Upstream unreachable or failing."),

@@ -7,6 +7,7 @@ import threading
 import time
 
 import httpx
+import openai
 import pytest
 
 from service.store.models import Check, Triple
@@ -214,14 +215,30 @@ def test_reasoned_mode_parses_the_json_verdict(start_proxy: ProxyFactory, fake: 
     assert fake.calls("verdict") == []
 
 
-def test_off_mode_is_a_pass_through(proxy: Proxy, fake: FakeUpstream) -> None:
+def test_off_mode_is_a_pass_through(start_proxy: ProxyFactory, fake: FakeUpstream) -> None:
+    proxy = start_proxy(mode="off")
     fake.policy_answer = HARMFUL
-    completion = proxy.client().chat.completions.create(
-        model="policy", messages=ASK, extra_body={"conscience": {"mode": "off"}}
-    )
+    completion = proxy.client().chat.completions.create(model="policy", messages=ASK)
     assert completion.choices[0].message.content == HARMFUL
     assert completion.model_extra["conscience"]["verdict"] == "unchecked"
     assert fake.calls("verdict") == []
+
+
+def test_a_request_may_not_lower_the_mode_unless_allowed(
+    start_proxy: ProxyFactory, fake: FakeUpstream
+) -> None:
+    weaker = {"conscience": {"mode": "off"}}
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        start_proxy().client().chat.completions.create(model="policy", messages=ASK, extra_body=weaker)
+    assert caught.value.body["code"] == "mode_not_allowed"
+
+    lenient = start_proxy(allow_weaker_mode=True, mode="monitor")
+    completion = lenient.client().chat.completions.create(model="policy", messages=ASK, extra_body=weaker)
+    assert completion.model_extra["conscience"]["mode"] == "off"
+    stricter = lenient.client().chat.completions.create(
+        model="policy", messages=ASK, extra_body={"conscience": {"mode": "enforce"}}
+    )
+    assert stricter.model_extra["conscience"]["verdict"] == "ethical"  # judged before answering
 
 
 def test_legacy_completions_are_checked(proxy: Proxy, fake: FakeUpstream) -> None:
