@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import cached_property
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
 from service.app import create_app
@@ -44,7 +46,11 @@ class Proxy:
         self.server = server
         self.settings = settings
         self.url = f"{server.origin}/v1"
-        self._engine = create_engine(settings.db_url.replace("+aiosqlite", ""))
+
+    @cached_property
+    def _engine(self) -> Engine:
+        """A synchronous view of the proxy's SQLite file, for the tests' assertions."""
+        return create_engine(self.settings.db_url.replace("+aiosqlite", ""))
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
         kwargs.setdefault("api_key", "unused")
@@ -61,6 +67,13 @@ class Proxy:
             if len(rows) >= count or time.monotonic() > deadline:
                 return rows
             time.sleep(0.05)
+
+    def metric(self, name: str) -> float:
+        """A sample of the proxy's Prometheus metrics (unlabelled)."""
+        for line in httpx.get(f"{self.server.origin}/metrics", timeout=10).text.splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        raise KeyError(name)
 
     def checks(self, **filters: Any) -> list[Check]:
         return self.rows(Check, **filters)
