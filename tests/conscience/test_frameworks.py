@@ -1,0 +1,66 @@
+"""Frameworks are data: the built-ins load, user YAML files add or override, bad files say why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.app import create_app
+from service.conscience.frameworks import FrameworkError, load_frameworks
+from service.settings import Settings
+
+
+def test_builtins_are_complete() -> None:
+    frameworks = load_frameworks()
+    assert set(frameworks) == {"three_laws", "four_laws", "wwjd", "introspective"}
+    four = frameworks["four_laws"].principles
+    assert four.index("0.") < four.index("1.")  # the Zeroth Law comes first
+    for virtue in ("Compassion", "Non-violence", "Honesty", "Humility", "Mercy"):
+        assert virtue in frameworks["wwjd"].principles
+    assert "good and wise person" in frameworks["introspective"].principles
+    for framework in frameworks.values():
+        fast = framework.judge_instructions(reasoned=False)
+        assert framework.principles.strip() in fast and "{" not in fast
+        assert '"verdict"' in framework.judge_instructions(reasoned=True)
+        assert "not a refusal" in framework.repair_instructions()
+
+
+def test_user_frameworks_add_and_override(tmp_path: Path) -> None:
+    (tmp_path / "stoic.yaml").write_text(
+        "name: stoic\ntitle: Stoic virtues\nprinciples: Wisdom, justice, courage, temperance.\n"
+        "judge_template: 'Judge by {name}: {principles}'\n"
+    )
+    (tmp_path / "wwjd.yml").write_text("name: wwjd\nprinciples: Love your neighbour.\n")
+    frameworks = load_frameworks(tmp_path)
+    stoic = frameworks["stoic"]
+    assert stoic.judge_instructions(reasoned=False).startswith(
+        "Judge by Stoic virtues: Wisdom, justice, courage, temperance."
+    )
+    assert stoic.repair_template == frameworks["three_laws"].repair_template  # the default
+    assert frameworks["wwjd"].principles.strip() == "Love your neighbour."
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("- just a list", "must be a YAML mapping"),
+        ("name: Bad Name\nprinciples: x\n", "'name' must be lowercase"),
+        ("name: ok\n", "'principles' must be a non-empty text"),
+        ("name: ok\nprinciples: x\ncolour: red\n", "unknown keys ['colour']"),
+        ("name: ok\nprinciples: x\njudge_template: 'Hi {user}'\n", "placeholders {name} and {principles}"),
+        ("name: ok\nprinciples: [unclosed\n", "cannot read framework"),
+    ],
+)
+def test_bad_framework_files_are_named_with_the_reason(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "broken.yaml").write_text(content)
+    with pytest.raises(FrameworkError) as caught:
+        load_frameworks(tmp_path)
+    assert "broken.yaml" in str(caught.value) and message in str(caught.value)
+
+
+def test_the_server_refuses_an_unknown_default_framework(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="default framework 'nope' is unknown"):
+        create_app(Settings(framework="nope"))
+    with pytest.raises(FrameworkError, match="does not exist"):
+        create_app(Settings(frameworks_dir=tmp_path / "missing"))
