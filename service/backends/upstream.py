@@ -1,6 +1,6 @@
 """The backend over any OpenAI-compatible HTTP server: vLLM, llama.cpp, OpenAI itself.
 
-One pooled httpx client per backend; bodies go out and come back as orjson bytes. Only a
+One httpx client per backend, on the lean keep-alive transport of transport.py; bodies go out and come back as orjson bytes. Only a
 connection that was never made is retried: once a request may have reached the server, a retry
 could run a generation twice, so every later failure goes straight to the caller as a
 BackendError. The API key lives in the client's default headers and nowhere else: messages name
@@ -10,7 +10,6 @@ the upstream by its URL without credentials, and upstream text that echoes the k
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,13 +27,13 @@ from service.backends.base import (
     UpstreamUnavailable,
 )
 from service.backends.labels import label_from_text, probs_from_top_logprobs
+from service.backends.transport import KeepAliveTransport
 from service.settings import Settings
 
 log = logging.getLogger("conscience.upstream")
 
 # vLLM's default --max-logprobs, and OpenAI's maximum.
 VERDICT_TOP_LOGPROBS = 20
-POOL_SHARDS = 8
 # Connection retries back off linearly from this: an upstream restarting gets a moment.
 CONNECT_RETRY_DELAY_S = 0.05
 
@@ -63,20 +62,12 @@ class UpstreamBackend:
         headers = {"content-type": "application/json"}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
-        # httpcore's pool scans every pooled connection for every waiting request, so its cost
-        # grows with connections x concurrent requests; several small pools served round-robin
-        # cut the proxy's CPU per request by more than half at 32 concurrent clients.
-        per_pool = max(1, -(-max_connections // POOL_SHARDS))
-        self._clients = [
-            httpx.AsyncClient(
-                base_url=base_url,
-                headers=headers,
-                timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-                limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
-            )
-            for _ in range(min(POOL_SHARDS, max_connections))
-        ]
-        self._next_client = itertools.cycle(self._clients)
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            transport=KeepAliveTransport(max_connections=max_connections),
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UpstreamBackend:
@@ -147,7 +138,7 @@ class UpstreamBackend:
         await self.models()
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(client.aclose() for client in self._clients))
+        await self._client.aclose()
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -185,12 +176,11 @@ class UpstreamBackend:
         self, method: str, path: str, body: JSON | None, *, stream: bool
     ) -> httpx.Response:
         content = None if body is None else orjson.dumps(body)
-        client = next(self._next_client)
-        request = client.build_request(method, path, content=content)
+        request = self._client.build_request(method, path, content=content)
         attempt = 0
         while True:
             try:
-                return await client.send(request, stream=stream)
+                return await self._client.send(request, stream=stream)
             except httpx.ConnectError as exc:
                 attempt += 1
                 if attempt > self._connect_retries:
