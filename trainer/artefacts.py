@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from service.store.spool import fsync_path
+
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 STAGING_PREFIX = ".staging-"
 
@@ -36,13 +38,13 @@ class StagedAdapter:
         if missing:
             raise FileNotFoundError(f"adapter in {self.path} is incomplete: missing {missing}")
         for name in ADAPTER_FILES:
-            _fsync(self.path / name)
-        _fsync(self.path)
+            fsync_path(self.path / name)
+        fsync_path(self.path)
         if self.final.exists():
             # os.rename would silently replace an empty directory: versions are immutable.
             raise FileExistsError(f"{self.final} already exists")
         os.rename(self.path, self.final)
-        _fsync(self.final.parent)
+        fsync_path(self.final.parent)
         return self.final
 
 
@@ -68,11 +70,3 @@ def remove_stale_staging(adapters_dir: Path) -> list[Path]:
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return stale
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

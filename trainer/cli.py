@@ -86,12 +86,12 @@ def train(**flags: Any) -> None:
         config = TrainConfig(**flags)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    publisher = make_publisher(
+    publisher = _publisher(
         config.vllm_url if config.publish == PublishTarget.VLLM else None,
-        api_key=config.vllm_api_key,
-        adapters_dir_seen_by_vllm=config.vllm_adapters_dir,
-        keep_loaded=config.keep_loaded,
-        timeout_s=config.vllm_timeout_s,
+        config.vllm_api_key,
+        config.vllm_adapters_dir,
+        config.keep_loaded,
+        config.vllm_timeout_s,
     )
     console = Console()
     result = _run(lambda: run_training(config, publisher, console))
@@ -167,13 +167,7 @@ def activate_command(
     vllm_timeout_s: VllmTimeout = _field_default("vllm_timeout_s"),
 ) -> None:
     """Make a version the active one. Behind vLLM, pass --vllm-url: it is loaded there first."""
-    publisher = make_publisher(
-        vllm_url,
-        api_key=vllm_api_key,
-        adapters_dir_seen_by_vllm=vllm_adapters_dir,
-        keep_loaded=keep_loaded,
-        timeout_s=vllm_timeout_s,
-    )
+    publisher = _publisher(vllm_url, vllm_api_key, vllm_adapters_dir, keep_loaded, vllm_timeout_s)
     active = _activate(db_url, publisher, lambda db: get_version(db, name))
     Console().print(f"{active} is active")
 
@@ -188,15 +182,25 @@ def rollback_command(
     vllm_timeout_s: VllmTimeout = _field_default("vllm_timeout_s"),
 ) -> None:
     """Re-activate the version the active one was trained from (behind vLLM: --vllm-url)."""
-    publisher = make_publisher(
+    publisher = _publisher(vllm_url, vllm_api_key, vllm_adapters_dir, keep_loaded, vllm_timeout_s)
+    active = _activate(db_url, publisher, rollback_target)
+    Console().print(f"rolled back: {active} is active")
+
+
+def _publisher(
+    vllm_url: str | None,
+    vllm_api_key: str | None,
+    vllm_adapters_dir: Path | None,
+    keep_loaded: int,
+    vllm_timeout_s: float,
+) -> Publisher:
+    return make_publisher(
         vllm_url,
         api_key=vllm_api_key,
         adapters_dir_seen_by_vllm=vllm_adapters_dir,
         keep_loaded=keep_loaded,
         timeout_s=vllm_timeout_s,
     )
-    active = _activate(db_url, publisher, rollback_target)
-    Console().print(f"rolled back: {active} is active")
 
 
 def _activate(

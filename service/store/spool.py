@@ -61,7 +61,7 @@ class Spool:
             if self._appended == 0:
                 return False
             os.replace(self.path, self.replaying_path)
-            _fsync_dir(self.path.parent)
+            fsync_path(self.path.parent)
             self._claimed, self._appended = self._appended, 0
             return True
 
@@ -86,7 +86,7 @@ class Spool:
         """Forget the claimed file: every record in it is now in the database (or rejected)."""
         with self._lock:
             self.replaying_path.unlink(missing_ok=True)
-            _fsync_dir(self.path.parent)
+            fsync_path(self.path.parent)
             self._claimed = 0
 
     def reject(self, rejected: Sequence[tuple[Record, str]]) -> None:
@@ -127,8 +127,9 @@ def _append_durably(path: Path, payload: bytes) -> None:
         os.fsync(spool.fileno())
 
 
-def _fsync_dir(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a directory's entries (a rename is durable only once its directory is)."""
+    descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:
