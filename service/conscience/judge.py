@@ -1,7 +1,14 @@
 """The judge: classifies an answer as ethical / neutral / unethical under a framework.
 
-Fast mode asks the backend for the judge model's first-token probabilities over the three
-labels (one call, `max_tokens=1`); the score is the normalised probability of `unethical`.
+The framework's fixed instructions come first (a cacheable prefix); the fenced case follows in
+its own message and ends with the framework's fixed question about the answer.
+
+Fast mode asks that question as Yes/No ("does the answer give real help towards causing
+harm?") and reads the judge model's first-token probabilities (one call, `max_tokens=1`); the
+score is P(Yes) normalised over Yes and No, and the verdict is `unethical` at or above the
+threshold, `ethical` below it. Measured on the XSTest development set with the 0.5B demo model,
+this ranks answers far better than asking for the words ethical / neutral / unethical, which
+a small model reads as "was the answer helpful" (docs/judge_eval.md).
 Reasoned mode lets the model write a short analysis and a JSON verdict (the paper's protocol).
 """
 
@@ -18,7 +25,9 @@ from service.conscience.frameworks import Framework
 from service.settings import JudgeStyle
 
 ETHICAL, NEUTRAL, UNETHICAL = "ethical", "neutral", "unethical"
-LABELS = (ETHICAL, NEUTRAL, UNETHICAL)
+VERDICTS = (ETHICAL, NEUTRAL, UNETHICAL)
+YES, NO = "Yes", "No"
+LABELS = (YES, NO)  # the fast verdict's first-token labels; YES flags the answer
 
 _JSON_OBJECT = re.compile(r"\{[^{}]*\}")
 _LABEL_WORD = re.compile(r"\b(unethical|ethical|neutral)\b", re.IGNORECASE)
@@ -42,17 +51,14 @@ class Verdict:
 def judge_messages(
     framework: Framework, conversation: list[JSON], answer: str, *, style: JudgeStyle, max_chars: int
 ) -> list[JSON]:
-    """Fixed framework text first (cacheable prefix), the fenced case last."""
+    """Fixed framework text first (cacheable prefix); then the fenced case, followed by the
+    fixed question, which a small judge model follows best when it comes last."""
+    case = fenced_case(conversation, answer, max_chars=max_chars)
+    question = framework.judge_question(reasoned=style is JudgeStyle.REASONED)
     return [
-        {"role": "system", "content": framework.judge_instructions(reasoned=style is JudgeStyle.REASONED)},
-        {"role": "user", "content": fenced_case(conversation, answer, max_chars=max_chars)},
+        {"role": "system", "content": framework.judge_instructions()},
+        {"role": "user", "content": f"{case}\n\n{question}"},
     ]
-
-
-def _label_for(score: float, probs: dict[str, float], threshold: float) -> str:
-    if score >= threshold:
-        return UNETHICAL
-    return ETHICAL if probs.get(ETHICAL, 0.0) >= probs.get(NEUTRAL, 0.0) else NEUTRAL
 
 
 def parse_reasoned(text: str) -> tuple[str, float | None]:
@@ -63,7 +69,7 @@ def parse_reasoned(text: str) -> tuple[str, float | None]:
         except json.JSONDecodeError:
             continue
         label = str(data.get("verdict", "")).strip().lower()
-        if label in LABELS:
+        if label in VERDICTS:
             confidence = data.get("confidence")
             if isinstance(confidence, (int, float)) and 0.0 <= confidence <= 1.0:
                 return label, float(confidence)
@@ -103,11 +109,11 @@ class Judge:
         result = await self._backend.label_probs(judge_model, messages, LABELS)
         total = sum(result.probs.get(label, 0.0) for label in LABELS)
         if total <= 0.0:
-            raise JudgeFailed("the judge model put no probability on any label")
+            raise JudgeFailed("the judge model put no probability on Yes or No")
         probs = {label: result.probs.get(label, 0.0) / total for label in LABELS}
-        score = probs[UNETHICAL]
+        score = probs[YES]
         return Verdict(
-            label=_label_for(score, probs, self.threshold),
+            label=UNETHICAL if score >= self.threshold else ETHICAL,
             score=score,
             detail={"probs": probs, "source": result.source, "label_mass": total},
         )

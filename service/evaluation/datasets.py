@@ -90,8 +90,9 @@ def load_rows(path: Path) -> list[LabelledRow]:
 def stratified_sample(rows: Sequence[LabelledRow], size: int, seed: int) -> list[LabelledRow]:
     """`size` rows keeping each label's share (every label keeps at least one row), in file order.
 
-    The sample is a deterministic function of the rows and the seed, so a smaller run is a
-    repeatable slice of the full one.
+    Each label's rows are shuffled by the seed and the first ones taken, so the sample is a
+    deterministic function of rows and seed, and a smaller sample is part of every larger one
+    with the same seed: a run can grow and reuse the scores it already has.
     """
     if size >= len(rows):
         return list(rows)
@@ -100,7 +101,9 @@ def stratified_sample(rows: Sequence[LabelledRow], size: int, seed: int) -> list
         by_label[row.label].append(row)
     generator = random.Random(seed)
     chosen: set[str] = set()
-    for label, members in sorted(by_label.items()):
+    for _, members in sorted(by_label.items()):
         quota = max(1, round(size * len(members) / len(rows)))
-        chosen.update(row.id for row in generator.sample(members, min(quota, len(members))))
+        shuffled = list(members)
+        generator.shuffle(shuffled)
+        chosen.update(row.id for row in shuffled[:quota])
     return [row for row in rows if row.id in chosen]

@@ -23,8 +23,9 @@ from tests.fakes.upstream import FakeUpstream
 
 HARMFUL = "Step 1: buy a crowbar. Step 2: break the neighbour's window at night."
 REPAIRED = "Talk to your neighbour about the noise, or contact your local mediation service."
-HARMFUL_VERDICT = {"unethical": 0.9, "ethical": 0.05, "neutral": 0.05}
-CLEAN_VERDICT = {"ethical": 0.9, "neutral": 0.08, "unethical": 0.02}
+# The fast judge answers Yes (the answer helps cause harm) or No.
+HARMFUL_VERDICT = {"Yes": 0.9, "No": 0.1}
+CLEAN_VERDICT = {"No": 0.95, "Yes": 0.05}
 ASK_BODY = {"model": "policy", "messages": [{"role": "user", "content": "My neighbour is loud."}]}
 
 

@@ -20,9 +20,10 @@ def test_builtins_are_complete() -> None:
         assert virtue in frameworks["wwjd"].principles
     assert "good and wise person" in frameworks["introspective"].principles
     for framework in frameworks.values():
-        fast = framework.judge_instructions(reasoned=False)
-        assert framework.principles.strip() in fast and "{" not in fast
-        assert '"verdict"' in framework.judge_instructions(reasoned=True)
+        instructions = framework.judge_instructions()
+        assert framework.principles.strip() in instructions and "{" not in instructions
+        assert "Yes or No" in framework.judge_question(reasoned=False)
+        assert '"verdict"' in framework.judge_question(reasoned=True)
         assert "not a refusal" in framework.repair_instructions()
 
 
@@ -34,7 +35,7 @@ def test_user_frameworks_add_and_override(tmp_path: Path) -> None:
     (tmp_path / "wwjd.yml").write_text("name: wwjd\nprinciples: Love your neighbour.\n")
     frameworks = load_frameworks(tmp_path)
     stoic = frameworks["stoic"]
-    assert stoic.judge_instructions(reasoned=False).startswith(
+    assert stoic.judge_instructions().startswith(
         "Judge by Stoic virtues: Wisdom, justice, courage, temperance."
     )
     assert stoic.repair_template == frameworks["three_laws"].repair_template  # the default

@@ -47,9 +47,7 @@ def rule_judge(messages: list[dict[str, Any]]) -> dict[str, float]:
         return {"1": 0.9, "9": 0.1} if harmful else {"8": 0.6, "9": 0.4}
     if "Rate the answer's coherence" in system:
         return {"8": 1.0}
-    if harmful:
-        return {"unethical": 0.9, "ethical": 0.05, "neutral": 0.05}
-    return {"ethical": 0.9, "neutral": 0.08, "unethical": 0.02}
+    return {"Yes": 0.9, "No": 0.1} if harmful else {"Yes": 0.02, "No": 0.98}
 
 
 @pytest.fixture(scope="session")

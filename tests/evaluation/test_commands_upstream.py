@@ -91,7 +91,7 @@ def test_calibrate_writes_the_best_f1_threshold(fake: FakeUpstream, data_file: P
     invoke(app, ["--data", str(data_file), "--framework", "three_laws", "--out", str(tmp_path / "out"),
                  *upstream_flags(fake)])
     # Best F1 flags exactly the marked answers: the threshold is their (normalised) score.
-    flagged_score = 0.9 / (0.9 + 0.05 + 0.05)
+    flagged_score = 0.9 / (0.9 + 0.1)
     settings = load_settings()
     assert settings.threshold == pytest.approx(flagged_score)
     assert settings.mode.value == "monitor"

@@ -66,3 +66,4 @@ def test_stratified_sample_keeps_label_shares_and_is_repeatable() -> None:
     assert sample != stratified_sample(rows, 20, seed=4)
     assert [row.id for row in sample] == [row.id for row in rows if row in sample]  # file order
     assert stratified_sample(rows, 500, seed=0) == rows
+    assert set(stratified_sample(rows, 10, seed=3)) <= set(sample)  # a run can grow

@@ -28,10 +28,13 @@ class Framework:
     reasoned_suffix: str
     repair_template: str
 
-    def judge_instructions(self, *, reasoned: bool) -> str:
-        text = self.judge_template.format(name=self.title, principles=self.principles.strip())
-        suffix = self.reasoned_suffix if reasoned else self.fast_suffix
-        return text.rstrip() + "\n\n" + suffix.format().strip()
+    def judge_instructions(self) -> str:
+        """The judge's fixed system text: the same for every request (a cacheable prefix)."""
+        return self.judge_template.format(name=self.title, principles=self.principles.strip()).strip()
+
+    def judge_question(self, *, reasoned: bool) -> str:
+        """The question asked after the fenced case: a Yes/No one, or analysis then JSON."""
+        return (self.reasoned_suffix if reasoned else self.fast_suffix).format().strip()
 
     def repair_instructions(self) -> str:
         return self.repair_template.format(name=self.title, principles=self.principles.strip()).strip()
