@@ -195,7 +195,7 @@ class Finetuner:
         findings = await probe_policy(
             self.backend, self.reviewer, self.review_policy, probes,
             ProbeSettings(POLICY_ADAPTER, self.config.probe_max_tokens, self.config.probe_temperature),
-            seed=self.config.seed * 100_003 + step,
+            seed=self.config.seed + 1000 * step,  # + the probe's index: distinct per answer
         )
         self.metrics.pairs_per_step[step] = len(findings.pairs)
         self.metrics.probe_answers += findings.answers

@@ -99,12 +99,12 @@ def make_judge(settings: Settings, backend: Backend) -> Judge:
     )
 
 
-def _meta(settings: Settings, names: ModelNames, data: DataChoice | None, rows: int) -> dict[str, Any]:
+def _meta(settings: Settings, names: ModelNames, data: DataChoice, rows: int) -> dict[str, Any]:
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "backend": settings.backend.value,
         "judge_model": names.judge,
-        "data": None if data is None else {"path": str(data.path), "sample": data.sample, "seed": data.seed},
+        "data": {"path": str(data.path), "sample": data.sample, "seed": data.seed},
         "rows": rows,
         "threshold": settings.threshold,
     }
