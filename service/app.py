@@ -112,8 +112,8 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         await backend.start()
         await names.start()
         log.info(
-            "conscience ready",
-            extra={"path": f"backend={settings.backend.value} framework={settings.framework} mode={settings.mode.value}"},
+            "conscience ready: backend %s, framework %s, mode %s",
+            settings.backend.value, settings.framework, settings.mode.value,
         )
         try:
             yield
