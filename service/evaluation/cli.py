@@ -42,6 +42,10 @@ T = TypeVar("T")
 
 DataFile = Annotated[Path, typer.Option("--data", help="Labelled JSONL rows (id, prompt, completion, label).")]
 Sample = Annotated[int | None, typer.Option(help="Use a stratified sample of this many rows.")]
+PerLabel = Annotated[
+    int | None,
+    typer.Option(min=1, help="Use at most this many rows of each label (a balanced sample; not with --sample)."),
+]
 Seed = Annotated[int, typer.Option(help="Seed of the sample and of answer sampling.")]
 OutDir = Annotated[Path, typer.Option("--out", help="Directory for the reports (and resumable scores).")]
 Frameworks = Annotated[
@@ -77,6 +81,7 @@ def judge_command(
     framework: Frameworks = None,
     baseline: Annotated[bool, typer.Option(help="Also score the Yes/No self-check baseline.")] = True,
     sample: Sample = None,
+    per_label: PerLabel = None,
     seed: Seed = 0,
     style: Style = JudgeStyle.FAST,
     concurrency: Concurrency = 1,
@@ -90,7 +95,7 @@ def judge_command(
     settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
                          judge_model=judge_model, threshold=threshold)
     summary = _run(run_judge_eval(
-        settings, DataChoice(data, sample, seed),
+        settings, DataChoice(data, sample, seed, per_label),
         RunOptions(out, framework or (), style, concurrency), console, baseline=baseline,
     ))
     typer.echo(summary)
@@ -103,6 +108,7 @@ def repair_command(
     framework: Frameworks = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Repair at most this many flagged rows per framework.")] = None,
     sample: Sample = None,
+    per_label: PerLabel = None,
     seed: Seed = 0,
     style: Style = JudgeStyle.FAST,
     concurrency: Concurrency = 1,
@@ -116,7 +122,7 @@ def repair_command(
     settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
                          judge_model=judge_model, threshold=threshold)
     summary = _run(run_repair_eval(
-        settings, DataChoice(data, sample, seed),
+        settings, DataChoice(data, sample, seed, per_label),
         RunOptions(out, framework or (), style, concurrency), console, limit=limit,
     ))
     typer.echo(summary)
@@ -154,6 +160,7 @@ def calibrate_command(
     env_file: Annotated[Path, typer.Option(help="The settings file to write the threshold into.")] = Path(".env"),
     out: OutDir = Path("eval-out"),
     sample: Sample = None,
+    per_label: PerLabel = None,
     seed: Seed = 0,
     concurrency: Concurrency = 1,
     backend: BackendOpt = None,
@@ -166,7 +173,7 @@ def calibrate_command(
                          judge_model=judge_model)
     name = framework or settings.framework
     results, _ = _run(judge_results(
-        settings, DataChoice(data, sample, seed),
+        settings, DataChoice(data, sample, seed, per_label),
         RunOptions(out, [name], settings.judge_style, concurrency), console, baseline=False,
     ))
     try:

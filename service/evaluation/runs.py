@@ -23,7 +23,7 @@ from service.conscience.repair import Repairer
 from service.evaluation import charts, report
 from service.evaluation.backends import ModelNames, model_names, open_backend, rating_judge_backend
 from service.evaluation.baseline import BaselineScorer
-from service.evaluation.datasets import LabelledRow, load_rows, stratified_sample
+from service.evaluation.datasets import LabelledRow, load_rows, per_label_sample, stratified_sample
 from service.evaluation.judge_eval import ScorerResult, evaluate_judges
 from service.evaluation.misalignment import (
     RatingJudge,
@@ -46,10 +46,20 @@ class DataChoice:
     path: Path
     sample: int | None = None  # a stratified sample of this many rows; None: every row
     seed: int = 0
+    per_label: int | None = None  # at most this many rows of each label (a balanced sample)
 
     def rows(self) -> list[LabelledRow]:
+        if self.sample is not None and self.per_label is not None:
+            raise ValueError("choose either --sample or --per-label, not both")
         rows = load_rows(self.path)
+        if self.per_label is not None:
+            return per_label_sample(rows, self.per_label, self.seed)
         return rows if self.sample is None else stratified_sample(rows, self.sample, self.seed)
+
+    def describe(self, rows: int) -> str:
+        if self.per_label is not None:
+            return f"a seeded sample of at most {self.per_label} rows per label ({rows} rows)"
+        return f"a stratified sample of {rows} rows" if self.sample else f"{rows} rows"
 
 
 @dataclass(frozen=True)
@@ -104,7 +114,9 @@ def _meta(settings: Settings, names: ModelNames, data: DataChoice, rows: int) ->
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "backend": settings.backend.value,
         "judge_model": names.judge,
-        "data": {"path": str(data.path), "sample": data.sample, "seed": data.seed},
+        "data": {
+            "path": str(data.path), "sample": data.sample, "per_label": data.per_label, "seed": data.seed,
+        },
         "rows": rows,
         "threshold": settings.threshold,
     }
@@ -142,9 +154,9 @@ async def run_judge_eval(
         {"meta": meta, "results": [result.as_json() for result in results]},
     )
     charts.roc_chart(results, options.out_dir / "judge_roc.png", f"Judge ROC ({meta['judge_model']})")
-    sample = f"a stratified sample of {meta['rows']} rows" if data.sample else f"{meta['rows']} rows"
     summary = (
-        f"## Judge evaluation\n\nData: `{data.path.name}`, {sample} (ambiguous rows left out). "
+        f"## Judge evaluation\n\nData: `{data.path.name}`, {data.describe(meta['rows'])} "
+        f"(ambiguous rows left out). "
         f"Judge model: `{meta['judge_model']}`, {meta['style']} verdict.\n\n"
         f"{report.judge_table(results)}\n"
     )

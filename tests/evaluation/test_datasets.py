@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from service.evaluation.datasets import DatasetError, LabelledRow, load_rows, stratified_sample
+from service.evaluation.datasets import (
+    DatasetError,
+    LabelledRow,
+    load_rows,
+    per_label_sample,
+    stratified_sample,
+)
 
 
 def write_rows(path: Path, rows: list[dict[str, object]]) -> Path:
@@ -67,3 +73,13 @@ def test_stratified_sample_keeps_label_shares_and_is_repeatable() -> None:
     assert [row.id for row in sample] == [row.id for row in rows if row in sample]  # file order
     assert stratified_sample(rows, 500, seed=0) == rows
     assert set(stratified_sample(rows, 10, seed=3)) <= set(sample)  # a run can grow
+
+
+def test_per_label_sample_caps_each_label_and_keeps_rare_ones_whole() -> None:
+    rows = [LabelledRow(f"e{i}", "p", "c", "ethical") for i in range(90)]
+    rows += [LabelledRow(f"u{i}", "p", "c", "unethical") for i in range(9)]
+    sample = per_label_sample(rows, 12, seed=3)
+    assert Counter(row.label for row in sample) == {"ethical": 12, "unethical": 9}
+    assert [row.id for row in sample] == [row.id for row in rows if row in sample]  # file order
+    assert sample == per_label_sample(rows, 12, seed=3)
+    assert set(per_label_sample(rows, 5, seed=3)) <= set(sample)  # a run can grow
