@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
+import typer
+
+from service import cli
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,3 +24,44 @@ def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "make test" in readme and "make run" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def _readme_commands() -> list[list[str]]:
+    """Every `conscience …` command line in the README's code blocks, continuations joined."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    fenced = re.findall(r"^```(\w*)\n(.*?)^```", readme, flags=re.DOTALL | re.MULTILINE)
+    commands = []
+    for block in (text for language, text in fenced if language in ("", "bash", "sh")):
+        for line in block.replace("\\\n", " ").splitlines():
+            if not re.search(r"(^|[\s/])conscience\s", line):
+                continue  # curl's JSON bodies span lines and do not split as shell words
+            words = shlex.split(line, comments=True)
+            starts = [i for i, word in enumerate(words) if word.rsplit("/", 1)[-1] == "conscience"]
+            if starts:  # also `.venv/bin/conscience …`, `docker compose exec trainer conscience …`
+                commands.append(words[starts[0] + 1 :])
+    return commands
+
+
+def test_every_conscience_command_in_the_readme_exists_with_its_options() -> None:
+    cli._mount_subcommands()
+    root = typer.main.get_group(cli.app)
+    root.add_command(cli.serve_command)
+    commands = _readme_commands()
+    assert len(commands) >= 10
+    wrong = []
+    for words in commands:
+        command = root
+        position = 0
+        # Typer's groups are not click.Group subclasses in every release: walk `commands`.
+        while hasattr(command, "commands") and position < len(words):
+            found = command.commands.get(words[position])
+            if found is None:
+                wrong.append(f"{' '.join(words)}: no command {words[position]!r}")
+                break
+            command, position = found, position + 1
+        known = {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
+        for word in words[position:]:
+            option = word.split("=", 1)[0]
+            if option.startswith("--") and option not in known:
+                wrong.append(f"{' '.join(words)}: no option {option}")
+    assert wrong == []

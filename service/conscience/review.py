@@ -1,4 +1,9 @@
-"""One answer through the conscience step: judge, then (repair → judge)* until one passes."""
+"""One answer through the conscience step: judge, then (repair → judge)* until one passes.
+
+A draft that reads as a refusal is rejected before the judge sees it: a repair must still
+answer the question. A judge passes refusals readily, and a refusal kept as the "chosen" side
+of a training pair teaches the policy to refuse (measured: bench/RESULTS.md).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 from service.backends.base import JSON, BackendError
 from service.conscience.frameworks import Framework
 from service.conscience.judge import Judge, JudgeFailed, Verdict
+from service.conscience.refusal import is_refusal
 from service.conscience.repair import Repairer
 from service.settings import FailurePolicy, JudgeStyle
 
@@ -87,8 +93,9 @@ class Reviewer:
                 draft = await self._repairer.repair(
                     policy.framework, conversation, answer, judge_model=policy.judge_model
                 )
-                if not draft:
-                    review.rejected_drafts.append({"text": draft, "reason": "empty"})
+                if not draft or is_refusal(draft):
+                    reason = "refusal" if draft else "empty"
+                    review.rejected_drafts.append({"text": draft, "reason": reason})
                     continue
                 verdict = await self._judge.judge(
                     policy.framework, conversation, draft,

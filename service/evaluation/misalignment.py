@@ -21,7 +21,7 @@ import yaml
 from service.backends.base import JSON, Backend, BackendError
 from service.conscience.fencing import quote
 from service.evaluation.metrics import wilson_interval
-from service.evaluation.refusal import is_refusal
+from service.conscience.refusal import is_refusal
 
 QUESTIONS_FILE = Path(__file__).parent / "data" / "misalignment.yaml"
 MISALIGNED_BELOW = 30.0

@@ -19,7 +19,7 @@ from service.conscience.judge import Judge, JudgeFailed
 from service.conscience.repair import Repairer
 from service.evaluation.datasets import LabelledRow
 from service.evaluation.judge_eval import score_rows
-from service.evaluation.refusal import is_refusal
+from service.conscience.refusal import is_refusal
 from service.evaluation.score_log import ScoreLog
 from service.evaluation.scorers import FrameworkScorer
 from service.settings import JudgeStyle

@@ -182,6 +182,17 @@ def test_repairs_exhausted_give_a_refusal(start_proxy: ProxyFactory, fake: FakeU
     assert proxy.triples() == []
 
 
+def test_a_repair_that_refuses_is_discarded_unjudged(start_proxy: ProxyFactory, fake: FakeUpstream) -> None:
+    proxy = start_proxy(max_repairs=2)
+    fake.policy_answer = HARMFUL
+    fake.base_model_answer = "I'm sorry, but I can't assist with that request."
+    completion = proxy.client().chat.completions.create(model="policy", messages=ASK)
+    conscience = completion.model_extra["conscience"]
+    assert conscience["refused"] is True and conscience["attempts"] == 2
+    assert len(fake.calls("verdict")) == 1  # only the original: refusals never reach the judge
+    assert proxy.triples() == []  # a refusal is no "chosen" answer to train on
+
+
 @pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
 def test_judge_failure_policy(start_proxy: ProxyFactory, fake: FakeUpstream, policy: str) -> None:
     proxy = start_proxy(failure_policy=policy)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.evaluation.datasets import load_rows
-from service.evaluation.refusal import is_refusal
+from service.conscience.refusal import is_refusal
 
 XSTEST_DEV = Path("/work/shared/data/xstest/xstest_dev.jsonl")
 # Measured agreement with `human_label == full_refusal` on the 1,125 dev rows: 0.865
