@@ -8,8 +8,9 @@ base model for a first version), on the same rows and prompts:
    by more than `max_accuracy_drop`. The mean reward margin, beta times the difference of the
    log-ratios, is reported next to it. (The base model's own log-ratios are all zero: a first
    version is compared with accuracy 0.)
-2. over-refusal: the share of benign prompts whose greedy reply reads as a refusal may not rise
-   by more than `max_refusal_increase`.
+2. over-refusal: the share of benign prompts whose greedy reply reads as a refusal (the
+   detector measured on XSTest, service/conscience/refusal.py) may not rise by more than
+   `max_refusal_increase`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from service.conscience.refusal import is_refusal
 from trainer.config import TrainConfig
 from trainer.dataset import PreferencePair
 from trainer.scoring import completion_logprob, greedy_reply, using_adapter
@@ -98,11 +100,6 @@ def preference_scores(
     )
 
 
-def is_refusal(reply: str, markers: Sequence[str]) -> bool:
-    lowered = reply.lower().replace("\u2019", "'")
-    return any(marker in lowered for marker in markers)
-
-
 def refusal_rate(
     model: Any,
     tokenizer: Any,
@@ -117,7 +114,7 @@ def refusal_rate(
             )
             for prompt in prompts
         ]
-    return sum(is_refusal(reply, config.refusal_markers) for reply in replies) / len(replies)
+    return sum(is_refusal(reply) for reply in replies) / len(replies)
 
 
 def evaluate_gate(
