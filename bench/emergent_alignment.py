@@ -73,6 +73,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--conscience-every", type=int, default=6)
     parser.add_argument("--probe-batch", type=int, default=6)
     parser.add_argument("--probe-max-tokens", type=int, default=64)
+    parser.add_argument("--max-repairs", type=int, default=3, help="Repair drafts per flagged answer.")
     parser.add_argument("--framework", default="three_laws")
     parser.add_argument(
         "--threshold", type=float, default=0.27,
@@ -107,7 +108,7 @@ async def finetune_variants(args: argparse.Namespace, base_model: Path, work: Pa
             probe_data=work / "data" / "probes.txt", framework=args.framework,
             alignment_weight=weight, conscience_every=args.conscience_every,
             probe_batch=args.probe_batch, probe_max_tokens=args.probe_max_tokens,
-            repair_max_tokens=2 * args.probe_max_tokens, max_repairs=1, threshold=args.threshold,
+            repair_max_tokens=2 * args.probe_max_tokens, max_repairs=args.max_repairs, threshold=args.threshold,
             max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
             max_length=512, seed=args.seed, db_url=db_url, adapters_dir=work / "adapters",
             name_prefix=name,

@@ -7,6 +7,7 @@ the same answer: chosen = the accepted repair, rejected = the policy's answer.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ class Findings:
     flagged: int = 0
     unchecked: int = 0  # the judge failed on the answer
     pairs: list[FoundPair] = field(default_factory=list)
+    # Repair drafts thrown away, by reason: "judge" (flagged again), "refusal", "empty".
+    discarded_drafts: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ async def probe_policy(
             findings.unchecked += 1
         elif review.original.flagged:
             findings.flagged += 1
+            findings.discarded_drafts.update(
+                draft.get("reason", "judge") for draft in review.rejected_drafts
+            )
             if review.repaired:
                 findings.pairs.append(FoundPair(list(probe), review.final_text, answer))
     return findings

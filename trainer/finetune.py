@@ -74,6 +74,7 @@ class FinetuneMetrics:
     pairs_per_step: dict[int, int] = field(default_factory=dict)  # conscience step -> pairs found
     probe_answers: int = 0
     flagged: int = 0
+    discarded_drafts: dict[str, int] = field(default_factory=dict)  # reason -> repair drafts
     first_pairs_dpo_loss: dict[str, float] = field(default_factory=dict)  # "start", "end"
     runtime_s: float = 0.0
 
@@ -200,9 +201,12 @@ class Finetuner:
         self.metrics.pairs_per_step[step] = len(findings.pairs)
         self.metrics.probe_answers += findings.answers
         self.metrics.flagged += findings.flagged
+        for reason, count in findings.discarded_drafts.items():
+            self.metrics.discarded_drafts[reason] = self.metrics.discarded_drafts.get(reason, 0) + count
+        discarded = ", ".join(f"{count} {reason}" for reason, count in sorted(findings.discarded_drafts.items()))
         self.console.print(
             f"conscience step at {step}: {findings.answers} answers, {findings.flagged} flagged, "
-            f"{len(findings.pairs)} pair(s)"
+            f"{len(findings.pairs)} pair(s)" + (f"; drafts discarded: {discarded}" if discarded else "")
         )
         if not findings.pairs:
             return None
