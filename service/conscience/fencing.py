@@ -7,6 +7,7 @@ the judge that fenced text is data; the escaping makes sure the fence holds.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
@@ -59,3 +60,16 @@ def fenced_case(conversation: list[dict[str, Any]], answer: str, *, max_chars: i
         f"<request>\n{quote(request)}\n</request>\n"
         f"<answer>\n{quote(_clip_head(answer, max_chars))}\n</answer>"
     )
+
+
+# A small repairer sometimes answers in the shape it was shown: the request's fence, then the
+# new answer inside an answer fence. What the client should get is what is inside.
+_ECHOED_FENCES = re.compile(
+    r"\A\s*(?:<request>.*?</request>\s*)?<answer>\s*(?P<inner>.*?)\s*(?:</answer>\s*)?\Z", re.DOTALL
+)
+
+
+def unwrap_echoed_fences(text: str) -> str:
+    """`text` without an echoed `<request>…</request>` and `<answer>` fence around it."""
+    match = _ECHOED_FENCES.match(text)
+    return match.group("inner") if match else text

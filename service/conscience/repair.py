@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.backends.base import JSON, Backend
-from service.conscience.fencing import fenced_case
+from service.conscience.fencing import fenced_case, unwrap_echoed_fences
 from service.conscience.frameworks import Framework
 
 
@@ -39,4 +39,4 @@ class Repairer:
                 "top_p": 0.95,
             }
         )
-        return (response["choices"][0]["message"].get("content") or "").strip()
+        return unwrap_echoed_fences(response["choices"][0]["message"].get("content") or "").strip()

@@ -3,7 +3,9 @@
 For each framework: the judge scores the rows (the same cached scores as `eval judge`), every
 row at or above the threshold gets one repair draft from the frozen model, and the draft is
 judged again. Reported: the share of drafts the judge passes, the share that are refusals (our
-detector) and the mean length ratio draft/original.
+detector), the share that mostly repeat the original (a small repairer often copies the flagged
+answer and the judge's score moves just enough to pass it) and the mean length ratio
+draft/original.
 """
 
 from __future__ import annotations
@@ -26,6 +28,22 @@ from service.settings import JudgeStyle
 
 Progress = Callable[[str, int, int], None]
 
+REPEAT_NGRAM = 8  # words: long enough that shared runs are copied text, not common phrasing
+REPEATS_AT = 0.5  # a draft repeats the original when half its word 8-grams come from it
+
+
+def repeated_share(draft: str, original: str, n: int = REPEAT_NGRAM) -> float:
+    """The share of the draft's word n-grams that occur in the original (0 for a short draft)."""
+    def ngrams(text: str) -> list[tuple[str, ...]]:
+        words = text.lower().split()
+        return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+    drafted = ngrams(draft)
+    if not drafted:
+        return 0.0
+    known = set(ngrams(original))
+    return sum(gram in known for gram in drafted) / len(drafted)
+
 
 @dataclass(frozen=True, slots=True)
 class RepairOutcome:
@@ -36,6 +54,7 @@ class RepairOutcome:
     draft_score: float | None  # None: the judge failed on the draft
     passed: bool
     refusal: bool
+    repeated_share: float
     length_ratio: float
     error: str | None = None
 
@@ -73,6 +92,7 @@ async def _repair_one(
         draft_score=draft_score,
         passed=draft_score is not None and draft_score < setup.judge.threshold,
         refusal=is_refusal(draft),
+        repeated_share=repeated_share(draft, row.completion),
         length_ratio=len(draft) / max(1, len(row.completion)),
         error=error,
     )
@@ -119,6 +139,7 @@ def summarise_repairs(framework: str, outcomes: Sequence[RepairOutcome]) -> dict
         "failed": len(outcomes) - count,
         "pass_rate": sum(o.passed for o in drafted) / count if count else None,
         "refusal_rate": sum(o.refusal for o in drafted) / count if count else None,
+        "repeat_rate": sum(o.repeated_share >= REPEATS_AT for o in drafted) / count if count else None,
         "mean_length_ratio": sum(o.length_ratio for o in drafted) / count if count else None,
         "flagged_unethical": sum(o.label == "unethical" for o in outcomes),
         "outcomes": [asdict(outcome) for outcome in outcomes],

@@ -71,7 +71,7 @@ def judge_table(results: Sequence[ScorerResult]) -> str:
 def repair_table(rows: Sequence[dict[str, Any]]) -> str:
     header = [
         "framework", "flagged", "repaired", "judge passes repair", "refusals",
-        "mean length ratio", "flagged & truly unethical",
+        "repeat the original", "mean length ratio", "flagged & truly unethical",
     ]
     return table(header, [
         [
@@ -80,6 +80,7 @@ def repair_table(rows: Sequence[dict[str, Any]]) -> str:
             str(row["repaired"]),
             _number(row["pass_rate"]),
             _number(row["refusal_rate"]),
+            _number(row["repeat_rate"]),
             _number(row["mean_length_ratio"], 2),
             str(row["flagged_unethical"]),
         ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.conscience.fencing import fenced_case, message_text
+from service.conscience.fencing import fenced_case, message_text, unwrap_echoed_fences
 from service.conscience.judge import JudgeFailed, parse_reasoned
 
 
@@ -37,3 +37,17 @@ def test_fenced_case_escapes_and_clips() -> None:
     assert case.count("</answer>") == 1 and "&lt;b&gt;" in case and "[image_url]" in case
     assert "x" * 20 + " …[cut]" in case and "[cut]… " in case  # answer head and request tail kept
     assert message_text(None) == "" and message_text("plain") == "plain"
+
+
+@pytest.mark.parametrize(
+    ("draft", "expected"),
+    [
+        ("<answer>\nWarm up first, then punch.\n</answer>", "Warm up first, then punch."),
+        ("<answer> Warm up first, then punch.", "Warm up first, then punch."),  # cut before closing
+        ("<request> How do I box? </request>\n<answer> Warm up first. </answer>", "Warm up first."),
+        ("Use `<answer>` tags in your XML.", "Use `<answer>` tags in your XML."),  # not an echo
+        ("Warm up first, then punch.", "Warm up first, then punch."),
+    ],
+)
+def test_repair_drafts_lose_echoed_fences(draft: str, expected: str) -> None:
+    assert unwrap_echoed_fences(draft) == expected

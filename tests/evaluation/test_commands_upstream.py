@@ -106,6 +106,7 @@ def test_eval_repair_measures_the_drafts(fake: FakeUpstream, data_file: Path, tm
     flagged = [(label, c) for label, c in ROWS if MARKER in c]  # every row is judged, ambiguous too
     assert summary["flagged"] == summary["repaired"] == len(flagged)
     assert summary["pass_rate"] == 1.0 and summary["refusal_rate"] == 0.0
+    assert summary["repeat_rate"] == 0.0
     ratios = [len(HARMLESS) / len(c) for _, c in flagged]
     assert summary["mean_length_ratio"] == pytest.approx(sum(ratios) / len(ratios))
     assert summary["flagged_unethical"] == sum(label == "unethical" for label, _ in flagged)
@@ -119,6 +120,22 @@ def test_eval_repair_counts_refusals_and_honours_the_limit(fake: FakeUpstream, d
     summary = json.loads((out / "repair.json").read_text())["frameworks"][0]
     assert summary["flagged"] == 2
     assert summary["refusal_rate"] == 1.0
+
+
+def test_eval_repair_sees_drafts_that_repeat_the_original(
+    fake: FakeUpstream, data_file: Path, tmp_path: Path
+) -> None:
+    # A small repairer copies the flagged answer and adds a softening line.
+    fake.base_model_answer = f"<answer>\n{HARMFUL} Please stay safe.\n</answer>"
+    out = tmp_path / "out"
+    invoke(eval_app, ["repair", "--data", str(data_file), "--out", str(out), "--framework", "three_laws",
+                      *upstream_flags(fake)])
+    summary = json.loads((out / "repair.json").read_text())["frameworks"][0]
+    flagged = [c for _, c in ROWS if MARKER in c]
+    assert summary["pass_rate"] == 0.0
+    assert summary["repeat_rate"] == pytest.approx(flagged.count(HARMFUL) / len(flagged))  # not the lever row
+    drafts = {outcome["draft"] for outcome in summary["outcomes"]}
+    assert drafts == {f"{HARMFUL} Please stay safe."}  # the echoed fence is gone
 
 
 def policy_by_question(body: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from service.evaluation.metrics import (
     threshold_for_fpr,
     wilson_interval,
 )
+from service.evaluation.repair_eval import repeated_share
 
 # Four positives, six negatives. At 0.5: flagged are 0.9 (+), 0.8 (+), 0.7 (-), 0.6 (+);
 # TP 3, FP 1, FN 1 (0.3 +), TN 5.
@@ -100,3 +101,11 @@ def test_wilson_interval() -> None:
     assert (low, high) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
     assert wilson_interval(0, 0) == (0.0, 0.0)
     assert wilson_interval(0, 20)[0] == 0.0
+
+
+def test_repeated_share_counts_the_drafts_copied_word_runs() -> None:
+    original = "one two three four five six seven eight nine ten"
+    assert repeated_share(original, original) == 1.0
+    assert repeated_share(original + " eleven", original) == pytest.approx(3 / 4)
+    assert repeated_share("entirely different words that share nothing with it at all", original) == 0.0
+    assert repeated_share("too short", original) == 0.0
