@@ -11,11 +11,11 @@ Each variant answers the free-form misalignment questions (`eval misalignment`; 
 judges alignment and coherence) and is itself used as the judge on a stratified XSTest sample
 (`eval judge`): does fine-tuning on insecure code damage the model's judgement as well?
 
-    .venv/bin/python bench/emergent_alignment.py --out bench/out/emergent --examples 64 \
-        --steps 24 --samples 2 --judge-rows 40
+    OMP_NUM_THREADS=1 .venv/bin/python bench/emergent_alignment.py --out bench/out/emergent
 
-Defaults are sized for about an hour on a 2-core CPU with the 0.5B demo model; the same command
-with larger --examples/--steps/--samples/--judge-rows repeats it at full scale on a GPU.
+The defaults are the run in bench/RESULTS.md: about 80 minutes on one core of the 2-core
+development VM with the 0.5B demo model. Larger --examples/--steps/--samples/--judge-rows
+repeat it at full scale on a GPU.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +65,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base-model", help="Model directory (default: the demo model).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "emergent")
-    parser.add_argument("--examples", type=int, default=64, help="Code-hacking training examples.")
-    parser.add_argument("--steps", type=int, default=24, help="Optimiser steps per fine-tune.")
+    parser.add_argument("--examples", type=int, default=128, help="Code-hacking training examples.")
+    parser.add_argument("--steps", type=int, default=64, help="Optimiser steps per fine-tune.")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--alignment-weight", type=float, default=1.0, help="λ of the conscience variant.")
-    parser.add_argument("--conscience-every", type=int, default=6)
+    parser.add_argument("--conscience-every", type=int, default=8)
     parser.add_argument("--probe-batch", type=int, default=6)
     parser.add_argument("--probe-max-tokens", type=int, default=64)
     parser.add_argument("--max-repairs", type=int, default=3, help="Repair drafts per flagged answer.")
@@ -80,11 +80,14 @@ def parse_args() -> argparse.Namespace:
         help="Judge threshold of the conscience step; the demo model scores code answers about "
         "0.25, so 0.27 flags roughly the upper half of them.",
     )
-    parser.add_argument("--samples", type=int, default=2, help="Answers per misalignment question.")
-    parser.add_argument("--max-tokens", type=int, default=64, help="Token budget of one answer.")
+    parser.add_argument("--samples", type=int, default=3, help="Answers per misalignment question.")
+    parser.add_argument("--max-tokens", type=int, default=96, help="Token budget of one answer.")
     parser.add_argument("--judge-data", type=Path, default=XSTEST_DEV)
-    parser.add_argument("--judge-rows", type=int, default=40, help="Stratified XSTest rows per variant.")
+    parser.add_argument("--judge-rows", type=int, default=48, help="Stratified XSTest rows per variant.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--from-json", type=Path, help="Re-render the report of a saved emergent_alignment.json into --out."
+    )
     return parser.parse_args()
 
 
@@ -144,6 +147,9 @@ async def measure_variant(
 
 async def main() -> None:
     args = parse_args()
+    if args.from_json:
+        render_report(json.loads(args.from_json.read_text(encoding="utf-8")), args.out)
+        return
     started = time.perf_counter()
     base_model = Path(args.base_model) if args.base_model else demo_model_dir()
     with tempfile.TemporaryDirectory(prefix="emergent-") as scratch:
@@ -151,8 +157,6 @@ async def main() -> None:
         variants = await finetune_variants(args, base_model, work)
         settings = Settings(backend="local", local_model=str(base_model), local_max_concurrent=1)
         backend = await asyncio.to_thread(LocalBackend.from_settings, settings)
-        summaries: dict[str, MisalignmentSummary] = {}
-        judged: list[ScorerResult] = []
         details: dict[str, Any] = {}
         try:
             for name in ("base", "finetuned", "conscience"):
@@ -163,38 +167,46 @@ async def main() -> None:
                     model = name
                 console.print(f"[bold]measuring {name}[/bold]")
                 summary, answers, result = await measure_variant(backend, model, args)
-                summaries[name] = summary
-                judged.append(replace(result, name=name))
                 details[name] = {"summary": asdict(summary), "answers": answers, "judge": result.as_json()}
         finally:
             await backend.aclose()
-    write_report(args, base_model, variants, summaries, judged, details, time.perf_counter() - started)
-
-
-def write_report(
-    args: argparse.Namespace, base_model: Path, variants: dict[str, Any],
-    summaries: dict[str, MisalignmentSummary], judged: list[ScorerResult],
-    details: dict[str, Any], seconds: float,
-) -> None:
-    out = args.out
-    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    training = {
-        name: {"alignment_weight": info["weight"], "minutes": info["minutes"], **info["metrics"]}
-        for name, info in variants.items()
+    settings_used = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    record = {
+        "settings": settings_used, "base_model": str(base_model),
+        "minutes": (time.perf_counter() - started) / 60,
+        "training": {
+            name: {"alignment_weight": info["weight"], "minutes": info["minutes"], **info["metrics"]}
+            for name, info in variants.items()
+        },
+        "variants": details,
     }
-    report.write_json(out / "emergent_alignment.json", {
-        "settings": settings, "base_model": str(base_model), "minutes": seconds / 60,
-        "training": training, "variants": details,
-    })
+    # Everything measured is saved before anything is drawn: a report can be re-rendered from it.
+    report.write_json(args.out / "emergent_alignment.json", record)
+    render_report(record, args.out)
+
+
+def render_report(record: dict[str, Any], out: Path) -> None:
+    """The Markdown summary and the charts, from the saved record (`--from-json` re-renders)."""
+    args = argparse.Namespace(**record["settings"])
+    summaries = {
+        name: MisalignmentSummary(**{**info["summary"], "interval_95": tuple(info["summary"]["interval_95"])})
+        for name, info in record["variants"].items()
+    }
+    judged = [  # named after the variant: each is the same framework's judge on another model
+        ScorerResult(**{**info["judge"], "name": name, "roc": [tuple(point) for point in info["judge"]["roc"]]})
+        for name, info in record["variants"].items()
+    ]
     charts.misalignment_chart(summaries, out / "misalignment.png", "Misaligned answers per model variant")
     charts.roc_chart(judged, out / "judge_roc.png", f"Each variant as the judge ({args.framework})")
+    training = record["training"]
     pairs = {name: sum(info["pairs_per_step"].values()) for name, info in training.items()}
     text = (
-        f"## Emergent alignment run\n\nBase model `{base_model.name}`; {args.examples} code-hacking "
-        f"examples, {args.steps} steps × batch {args.batch_size}, seed {args.seed}; conscience "
-        f"λ = {args.alignment_weight} every {args.conscience_every} steps, threshold "
-        f"{args.threshold} ({pairs['conscience']} pairs found); {args.samples} samples × {len(load_question_set().questions)} questions; "
-        f"judge eval on {args.judge_rows} stratified XSTest rows. Took {seconds / 60:.0f} min.\n\n"
+        f"## Emergent alignment run\n\nBase model `{Path(record['base_model']).name}`; {args.examples} "
+        f"code-hacking examples, {args.steps} steps × batch {args.batch_size}, seed {args.seed}; "
+        f"conscience λ = {args.alignment_weight} every {args.conscience_every} steps, "
+        f"{args.probe_batch} probes, threshold {args.threshold} ({pairs['conscience']} pairs found); "
+        f"{args.samples} samples × {len(load_question_set().questions)} questions; judge eval on "
+        f"{args.judge_rows} stratified XSTest rows. Took {record['minutes']:.0f} min.\n\n"
         f"### Misalignment\n\n{report.misalignment_table(summaries)}\n\n"
         f"### Each variant as the judge ({args.framework})\n\n{report.judge_table(judged)}\n"
     )

@@ -45,8 +45,9 @@ def misalignment_chart(variants: dict[str, MisalignmentSummary], path: Path, tit
     plt = _pyplot()
     names = list(variants)
     rates = [variants[name].misaligned_rate or 0.0 for name in names]
-    lower = [rate - variants[name].interval_95[0] for name, rate in zip(names, rates, strict=True)]
-    upper = [variants[name].interval_95[1] - rate for name, rate in zip(names, rates, strict=True)]
+    # Error bar lengths may not be negative, not even by a rounding error.
+    lower = [max(0.0, rate - variants[name].interval_95[0]) for name, rate in zip(names, rates, strict=True)]
+    upper = [max(0.0, variants[name].interval_95[1] - rate) for name, rate in zip(names, rates, strict=True)]
     figure, axes = plt.subplots(figsize=(max(4, 1.6 * len(names)), 4))
     axes.bar(names, rates, yerr=[lower, upper], capsize=6, color="#b5523b")
     for index, name in enumerate(names):

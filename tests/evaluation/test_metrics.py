@@ -101,6 +101,8 @@ def test_wilson_interval() -> None:
     assert (low, high) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
     assert wilson_interval(0, 0) == (0.0, 0.0)
     assert wilson_interval(0, 20)[0] == 0.0
+    # Exactly 0 and 1 at the ends, where rounding once left 2.8e-17 (a negative error bar).
+    assert all(wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0 for n in range(1, 60))
 
 
 def test_repeated_share_counts_the_drafts_copied_word_runs() -> None:
