@@ -69,9 +69,7 @@ async def probe_policy(
             findings.unchecked += 1
         elif review.original.flagged:
             findings.flagged += 1
-            findings.discarded_drafts.update(
-                draft.get("reason", "judge") for draft in review.rejected_drafts
-            )
+            findings.discarded_drafts.update(draft["reason"] for draft in review.rejected_drafts)
             if review.repaired:
                 findings.pairs.append(FoundPair(list(probe), review.final_text, answer))
     return findings

@@ -1,10 +1,11 @@
 """The backend over any OpenAI-compatible HTTP server: vLLM, llama.cpp, OpenAI itself.
 
-One httpx client per backend, on the lean keep-alive transport of transport.py; bodies go out and come back as orjson bytes. Only a
-connection that was never made is retried: once a request may have reached the server, a retry
-could run a generation twice, so every later failure goes straight to the caller as a
-BackendError. The API key lives in the client's default headers and nowhere else: messages name
-the upstream by its URL without credentials, and upstream text that echoes the key is scrubbed.
+One httpx client per backend, on the lean keep-alive transport of transport.py; bodies go out
+and come back as orjson bytes. Only a connection that was never made is retried: once a
+request may have reached the server, a retry could run a generation twice, so every later
+failure goes straight to the caller as a BackendError. The API key lives in the client's
+default headers and nowhere else: messages name the upstream by its URL without credentials,
+and upstream text that echoes the key is scrubbed.
 """
 
 from __future__ import annotations

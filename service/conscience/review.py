@@ -104,7 +104,7 @@ class Reviewer:
                 if not verdict.flagged:
                     review.final_text, review.repaired, review.accepted = draft, True, verdict
                     return
-                review.rejected_drafts.append({"text": draft, "score": verdict.score})
+                review.rejected_drafts.append({"text": draft, "reason": "judge", "score": verdict.score})
         except (BackendError, JudgeFailed) as exc:
             # The original is known to be unethical: whatever the failure policy, it is not sent.
             log.warning("repair failed: %s", exc)
