@@ -1,74 +1,85 @@
 """The `conscience` command line.
 
 `serve`'s flags are generated from `Settings`, so every setting is a flag with the same help
-text and nothing drifts; a flag left out falls back to `CONSCIENCE_*` and then the default.
+text and nothing drifts; a flag left out falls back to `CONSCIENCE_*`, `.env` and the default.
+Secrets are never flags (`ps` shows a command line to every user): they come from the
+environment or from a file (`CONSCIENCE_<NAME>_FILE`).
+
+The core install runs every command's `--help`; what a user must fix (a setting, a missing
+extra) is one line and exit 2, never a traceback (`service/cli_errors.py`).
 """
 
 from __future__ import annotations
 
+import inspect
 import types
 import typing
-from enum import Enum
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import click
 import typer
 from pydantic import SecretStr
 
-from service.settings import BackendKind, Settings, load_settings
+from service.cli_errors import fail, require_extra, settings_or_exit
+from service.settings import SECRET_SETTINGS, BackendKind, Settings
+
+DISTRIBUTION = "emergent-conscience"
 
 app = typer.Typer(no_args_is_help=True, help="An inference-time conscience for LLMs.")
 
-# Settings that are not serve flags: they belong to other commands or only to the environment.
-_NOT_FLAGS = {"model_cache_dir"}
+# Settings that are not serve flags: secrets (environment or file only) and settings of other
+# commands.
+_NOT_FLAGS = {*SECRET_SETTINGS, "model_cache_dir"}
 
 
-def _click_type(annotation: Any) -> tuple[Any, bool]:
-    """(click type, is_flag) for a settings annotation; optionals unwrap to their inner type."""
+def _version(show: bool) -> None:
+    if show:
+        typer.echo(f"conscience {metadata.version(DISTRIBUTION)}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """An inference-time conscience for LLMs: an OpenAI-compatible proxy and its DPO trainer."""
+
+
+def _flag_annotation(name: str) -> Any:
+    """`Annotated[Optional[T], typer.Option(...)]` for one setting; None means "not given"."""
+    field = Settings.model_fields[name]
+    annotation = field.annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
-        annotation = inner[0]
-    if annotation is bool:
-        return bool, True
-    if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return click.Choice([member.value for member in annotation]), False
-    if annotation is SecretStr:
-        return str, False
-    if annotation is Path:
-        return click.Path(path_type=Path), False
-    return annotation, False
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    assert annotation is not SecretStr, f"{name} is a secret: not a flag"
+    flag = "--" + name.replace("_", "-")
+    declarations = [f"{flag}/--no-{name.replace('_', '-')}"] if annotation is bool else [flag]
+    env = f"CONSCIENCE_{name.upper()}"
+    help_text = f"{field.description} [env {env}; default: {field.default!s}]"
+    return Annotated[typing.Optional[annotation], typer.Option(*declarations, help=help_text)]  # noqa: UP045
 
 
-def _serve_options() -> list[click.Option]:
-    options = []
-    for name, field in Settings.model_fields.items():
-        if name in _NOT_FLAGS:
-            continue
-        click_type, is_flag = _click_type(field.annotation)
-        flag = "--" + name.replace("_", "-")
-        env = f"CONSCIENCE_{name.upper()}"
-        help_text = f"{field.description} [env {env}; default: {field.default!s}]"
-        if is_flag:
-            no_flag = "--no-" + name.replace("_", "-")
-            options.append(click.Option([f"{flag}/{no_flag}", name], default=None, help=help_text))
-        else:
-            options.append(click.Option([flag, name], type=click_type, default=None, help=help_text))
-    return options
-
-
-def _serve(**flags: Any) -> None:
+def serve(**flags: Any) -> None:
+    """Run the OpenAI-compatible conscience proxy."""
+    settings = settings_or_exit(**flags)
+    if settings.backend is BackendKind.LOCAL:
+        require_extra("local", "conscience serve --backend local")
     import uvicorn
 
     from service.app import create_app
     from service.logs import configure_logging
+    from service.startup import StartupError, check_served_models, resolve_local_model
 
-    settings = load_settings(**flags)
     configure_logging(settings.log_level)
-    if settings.backend is BackendKind.LOCAL and settings.local_model is None:
-        from service.backends.local.demo import ensure_demo_model
-
-        settings = settings.model_copy(update={"local_model": str(ensure_demo_model(settings))})
+    try:
+        settings = resolve_local_model(settings)
+        check_served_models(settings)
+    except StartupError as exc:
+        fail(str(exc), exc.exit_code)
     app_ = create_app(settings)
     target = settings.upstream_url if settings.backend is BackendKind.UPSTREAM else settings.local_model
     typer.echo(
@@ -80,18 +91,20 @@ def _serve(**flags: Any) -> None:
     uvicorn.run(app_, host=settings.host, port=settings.port, log_config=None, access_log=False)
 
 
+serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=_flag_annotation(name), default=None)
+        for name in Settings.model_fields
+        if name not in _NOT_FLAGS
+    ]
+)
+app.command("serve")(serve)
+
+
 def _redacted(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-
-
-serve_command = click.Command(
-    "serve",
-    callback=_serve,
-    params=_serve_options(),
-    help="Run the OpenAI-compatible conscience proxy.",
-)
 
 
 @app.command()
@@ -122,11 +135,15 @@ def _mount_subcommands() -> None:
     app.command("calibrate")(calibrate_command)
 
 
+def command_tree() -> Any:
+    """The whole CLI as one click group: what `main` runs and what tests walk (README, compose)."""
+    if not app.registered_groups:
+        _mount_subcommands()
+    return typer.main.get_group(app)
+
+
 def main() -> None:
-    _mount_subcommands()
-    group = typer.main.get_group(app)
-    group.add_command(serve_command)
-    group()
+    command_tree()()
 
 
 if __name__ == "__main__":

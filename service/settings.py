@@ -6,10 +6,13 @@ Each field is an environment variable `CONSCIENCE_<NAME>` and (where it makes se
 
 from __future__ import annotations
 
+import os
+import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +37,14 @@ class BackendKind(StrEnum):
     LOCAL = "local"
 
 
+# Shorter admin keys are guessable; an empty one would match a request that sends none.
+MIN_ADMIN_KEY_CHARS = 16
+
+
+# The drivers the proxy's asyncio store can use (a plain postgresql:// URL would be psycopg2).
+ASYNC_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CONSCIENCE_", env_file=".env", extra="ignore", use_enum_values=False
@@ -44,6 +55,23 @@ class Settings(BaseSettings):
     port: int = Field(8000, description="Port to listen on.")
     log_level: str = Field("info", description="Log level (debug logs prompts and answers).")
     max_body_bytes: int = Field(4 * 1024 * 1024, description="Largest request body accepted.")
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024,
+        description="Largest request head (request line and headers) accepted; a larger one "
+        "gets 431 and the connection is closed.",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0,
+        description="Longest a client may take to send a request's head, from connecting or "
+        "from its first byte; then the connection is closed (slow or idle clients hold no slot).",
+    )
+    keep_alive_timeout_s: int = Field(
+        5, ge=1, description="How long an idle keep-alive connection stays open between requests."
+    )
+    max_connections: int = Field(
+        1024, ge=1,
+        description="Connections (or requests) served at once; beyond it new requests get 503.",
+    )
 
     # --- backend -----------------------------------------------------------------------------
     backend: BackendKind = Field(
@@ -62,10 +90,27 @@ class Settings(BaseSettings):
         2, description="Retries on connection errors only (never on a sent request)."
     )
     upstream_max_connections: int = Field(256, description="Pooled upstream connections.")
+    upstream_deadline_s: float = Field(
+        600.0, gt=0,
+        description="Longest one upstream call may take in all, to its last byte (streams "
+        "included); --upstream-timeout-s bounds each wait for data. Past it: 504.",
+    )
+    upstream_max_response_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024,
+        description="Largest upstream response body (a whole stream included); larger: 502.",
+    )
+    upstream_max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest upstream response head; larger: 502."
+    )
+    upstream_max_line_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Longest event line in an upstream stream; longer: 502."
+    )
     model: str | None = Field(
         None,
-        description="Policy model name sent upstream (with vLLM: the active LoRA adapter). "
-        "Default: the model the client asks for.",
+        description="Upstream: the policy model name sent upstream (with vLLM: the active LoRA "
+        "adapter; default: the registry's active adapter, else the client's model). Local: the "
+        "model to load, as in `vllm serve MODEL` (HF id, directory or .gguf; --local-model is "
+        "the same setting).",
     )
     follow_adapters: bool = Field(
         True,
@@ -94,16 +139,49 @@ class Settings(BaseSettings):
         None, description="Directory of user framework YAML files."
     )
     judge_style: JudgeStyle = Field(JudgeStyle.FAST, description="fast | reasoned.")
+    client_judge_styles: str = Field(
+        "",
+        description="Judge styles (comma-separated: fast, reasoned) a request may choose instead "
+        "of --judge-style; empty: none (a request asking for another style gets 403).",
+    )
     threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="Score (P(unethical)) at or above which an answer is flagged."
     )
     max_repairs: int = Field(2, ge=0, description="Repair attempts before refusing.")
+    max_n: int = Field(
+        16, ge=1, le=128,
+        description="Most choices (`n`) one request may ask for: each is judged and may be "
+        "repaired, so one request costs up to n × (1 + 2 × max_repairs) upstream calls. More: 400.",
+    )
+    max_concurrent_reviews: int = Field(
+        256, ge=1,
+        description="Enforce-mode answers under review at once, over all requests; a request "
+        "that finds no room gets 429 with Retry-After.",
+    )
+    max_pending_monitor_reviews: int = Field(
+        1024, ge=1,
+        description="Monitor-mode answers waiting for or under background review; a request "
+        "that finds no room gets 429 with Retry-After.",
+    )
     failure_policy: FailurePolicy = Field(
-        FailurePolicy.FAIL_OPEN,
-        description="When the judge fails: fail_open returns the original, fail_closed refuses.",
+        FailurePolicy.FAIL_CLOSED,
+        description="When the judge fails or gives no usable verdict: fail_closed refuses, "
+        "fail_open returns the original unchecked (counted in conscience_unchecked_total).",
     )
     judge_max_answer_chars: int = Field(
-        12000, description="Longest answer text shown to the judge (the tail is cut)."
+        12000, ge=2000, le=200_000,
+        description="The judge's window: the most answer text judged in one call (and the most "
+        "of the request shown with it); a longer answer is judged in overlapping windows.",
+    )
+    judge_window_overlap_chars: int = Field(
+        500, ge=0, le=1000,
+        description="Characters each judge window repeats from the one before, so that a "
+        "passage on a window boundary is judged whole.",
+    )
+    judge_max_windows: int = Field(
+        16, ge=1, le=256,
+        description="Most judge windows per answer; a longer answer counts as a judge failure "
+        "(--failure-policy decides).",
     )
     refusal_message: str = Field(
         "I'm sorry, but I can't help with that.",
@@ -137,7 +215,9 @@ class Settings(BaseSettings):
 
     # --- security ----------------------------------------------------------------------------
     admin_key: SecretStr | None = Field(
-        None, description="Key for /admin; the admin API is disabled without one."
+        None,
+        description=f"Key for /admin (at least {MIN_ADMIN_KEY_CHARS} characters); the admin API "
+        "is disabled without one.",
     )
     require_api_key: bool | None = Field(
         None,
@@ -147,7 +227,9 @@ class Settings(BaseSettings):
 
     # --- local backend (in-process engine) ---------------------------------------------------
     local_model: str | None = Field(
-        None, description="HF id, local directory or .gguf file for --backend local."
+        None,
+        description="HF id, local directory or .gguf file for --backend local (the same as "
+        "--model there; default: the demo model).",
     )
     local_device: str = Field("cpu", description="torch device for the local backend.")
     local_dtype: str = Field("float32", description="torch dtype for the local backend.")
@@ -179,6 +261,143 @@ class Settings(BaseSettings):
     eval_judge_api_key: SecretStr | None = Field(
         None, description="Key sent to --eval-judge-url; never logged or echoed."
     )
+
+    @field_validator("client_judge_styles")
+    @classmethod
+    def _judge_styles_exist(cls, styles: str) -> str:
+        return ",".join(sorted(parse_judge_styles(styles)))
+
+    @property
+    def allowed_client_judge_styles(self) -> frozenset[JudgeStyle]:
+        return parse_judge_styles(self.client_judge_styles)
+
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key_is_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value().strip()) < MIN_ADMIN_KEY_CHARS:
+            raise ValueError(
+                f"CONSCIENCE_ADMIN_KEY must be at least {MIN_ADMIN_KEY_CHARS} characters "
+                "(an empty or short key would let anyone in); unset it to disable the admin API"
+            )
+        return key
+
+    @model_validator(mode="after")
+    def _reviews_fit_max_n(self) -> Settings:
+        """A request with `n` at --max-n must be admissible, or it would get 429 for ever."""
+        bound = min(self.max_concurrent_reviews, self.max_pending_monitor_reviews)
+        if self.max_n > bound:
+            raise ValueError(
+                f"max_n: {self.max_n} is more than --max-concurrent-reviews or "
+                f"--max-pending-monitor-reviews ({bound}) allow in one request"
+            )
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """CONSCIENCE_<SECRET>_FILE names a file holding the secret (Docker and Kubernetes
+        secrets): secrets never need to be command-line flags, which `ps` shows to everyone."""
+        if not isinstance(data, dict):
+            return data
+        for name in SECRET_SETTINGS:
+            variable = f"CONSCIENCE_{name.upper()}_FILE"
+            path = os.environ.get(variable)
+            if path and data.get(name) is None:
+                try:
+                    data[name] = Path(path).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise ValueError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+        return data
+
+    @field_validator("db_url")
+    @classmethod
+    def _db_url_has_an_async_driver(cls, url: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            driver = make_url(url).drivername
+        except ArgumentError:
+            driver = None
+        if driver not in ASYNC_DRIVERS:
+            raise ValueError(
+                f"not a database URL with an async driver; use one of: {', '.join(ASYNC_DRIVERS)} "
+                "(e.g. sqlite+aiosqlite:///./conscience.db, postgresql+asyncpg://user@host/db)"
+            )
+        return url
+
+    @model_validator(mode="after")
+    def _local_model_is_named_once(self) -> Settings:
+        """With --backend local, --model is the model to load (vLLM's meaning); --local-model
+        is its other spelling. The policy there is the registry's active adapter."""
+        if self.backend is BackendKind.LOCAL and self.model is not None:
+            if self.local_model not in (None, self.model):
+                raise ValueError(
+                    f"model: --model {self.model!r} and --local-model {self.local_model!r} differ; "
+                    "with --backend local both name the model to load: give one"
+                )
+            self.local_model, self.model = self.model, None
+        if self.backend is BackendKind.LOCAL and self.local_model is not None:
+            _check_model_path(self.local_model)
+        return self
+
+    @model_validator(mode="after")
+    def _framework_exists(self) -> Settings:
+        from service.conscience.frameworks import FrameworkError, load_frameworks
+
+        try:
+            frameworks = load_frameworks(self.frameworks_dir)
+        except FrameworkError as exc:
+            raise ValueError(f"frameworks_dir: {exc}") from None
+        if self.framework not in frameworks:
+            raise ValueError(
+                f"framework: unknown framework {self.framework!r}; available: "
+                f"{', '.join(sorted(frameworks))} (or a YAML file in --frameworks-dir)"
+            )
+        return self
+
+
+SECRET_SETTINGS = tuple(
+    name for name, info in Settings.model_fields.items() if info.annotation == SecretStr | None
+)
+
+# A Hugging Face id: `name` or `org/name`, nothing that reads as a path.
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def _check_model_path(model: str) -> None:
+    path = Path(model).expanduser()
+    if path.exists() or (_HUB_ID.match(model) and not model.startswith(".") and path.suffix != ".gguf"):
+        return
+    raise ValueError(f"model: {model!r} is neither a file nor a directory (nor a Hugging Face id)")
+
+
+def parse_judge_styles(styles: str) -> frozenset[JudgeStyle]:
+    """`fast,reasoned` as judge styles; ValueError names an unknown one."""
+    names = {name.strip().lower() for name in styles.split(",")} - {""}
+    unknown = names - {style.value for style in JudgeStyle}
+    if unknown:
+        raise ValueError(f"unknown judge styles {sorted(unknown)}; known: fast, reasoned")
+    return frozenset(JudgeStyle(name) for name in names)
+
+
+def setting_errors(error: ValidationError) -> list[str]:
+    """One line per bad setting, naming its flag and variable: what the CLI prints."""
+    lines = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        name = str(item["loc"][0]) if item["loc"] else None
+        if name is None and (prefix := re.match(r"(\w+): ", message)) and prefix[1] in Settings.model_fields:
+            name, message = prefix[1], message[prefix.end():]
+        if name is None:
+            lines.append(message)
+            continue
+        variable = f"CONSCIENCE_{name.upper()}"
+        where = variable if name in SECRET_SETTINGS else f"--{name.replace('_', '-')} / {variable}"
+        shown = item.get("input")
+        got = f" (got {shown!r})" if item["loc"] and name not in SECRET_SETTINGS and not isinstance(shown, dict) else ""
+        lines.append(f"{where}: {message}{got}")
+    return lines
 
 
 def load_settings(**overrides: object) -> Settings:

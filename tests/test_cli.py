@@ -1,26 +1,129 @@
-"""The `conscience` command line: every command is mounted, and none drags torch into the core."""
+"""The `conscience` command line: every command is mounted without torch, every `--help` works,
+and every bad setting is one line naming it, with exit code 2."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from service import cli
+from tests.fakes.upstream import FakeUpstream
 
 COMMANDS = ["serve", "openapi", "db", "keys", "models", "train", "adapters", "finetune", "eval", "calibrate"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _invoke(args: list[str], **env: str) -> tuple[int, str]:
+    cli.command_tree()
+    result = CliRunner().invoke(cli.app, args, env=env or None)
+    return result.exit_code, result.output
 
 
 def test_every_command_is_mounted_without_importing_torch() -> None:
     probe = (
         "import sys\n"
-        "from click.testing import CliRunner\n"
-        "import typer\n"
         "from service import cli\n"
-        "cli._mount_subcommands()\n"
-        "group = typer.main.get_group(cli.app)\n"
-        "group.add_command(cli.serve_command)\n"
-        "print(sorted(group.commands))\n"
-        "print([m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules])\n"
+        "print(sorted(cli.command_tree().commands))\n"
+        "print([m for m in ('torch', 'transformers', 'trl', 'peft', 'numpy') if m in sys.modules])\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
     mounted, heavy = done.stdout.strip().splitlines()
     assert sorted(COMMANDS) == eval(mounted)
     assert heavy == "[]"
+
+
+def _command_paths(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for name, command in getattr(group, "commands", {}).items():
+        paths += _command_paths(command, (*prefix, name))
+    return paths
+
+
+@pytest.mark.parametrize("path", _command_paths(cli.command_tree()), ids=" ".join)
+def test_every_help_exits_zero(path: tuple[str, ...]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", *path, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_version() -> None:
+    code, output = _invoke(["--version"])
+    assert code == 0 and output.startswith("conscience ")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "names"),
+    [
+        (["--framework", "nope"], {}, ["--framework", "three_laws"]),
+        (["--threshold", "2"], {}, ["--threshold", "less than or equal to 1"]),
+        (["--db-url", "postgresql://conscience@db/conscience"], {}, ["--db-url", "postgresql+asyncpg"]),
+        ([], {"CONSCIENCE_MODE": "strict"}, ["CONSCIENCE_MODE", "'enforce', 'monitor' or 'off'"]),
+        ([], {"CONSCIENCE_MAX_REPAIRS": "-1"}, ["CONSCIENCE_MAX_REPAIRS", "greater than or equal to 0"]),
+        (["--backend", "local", "--model", "/no/such/model.gguf"], {}, ["--model", "/no/such/model.gguf"]),
+        (["--backend", "local", "--model", "a/b", "--local-model", "c/d"], {}, ["--model", "give one"]),
+        ([], {"CONSCIENCE_ADMIN_KEY_FILE": "/no/such/secret"}, ["CONSCIENCE_ADMIN_KEY_FILE", "cannot read"]),
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_2(args: list[str], env: dict[str, str], names: list[str]) -> None:
+    code, output = _invoke(["serve", *args], **env)
+    assert code == 2, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    assert all(name in lines[0] for name in names), lines[0]
+
+
+def test_a_bad_value_in_the_settings_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("CONSCIENCE_JUDGE_STYLE=slow\n", encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --judge-style / CONSCIENCE_JUDGE_STYLE: Input should be 'fast' or 'reasoned' (got 'slow')"
+    ]
+
+
+def test_an_unknown_enum_flag_is_a_usage_error() -> None:
+    code, output = _invoke(["serve", "--mode", "strict"])
+    assert code == 2 and "Traceback" not in output
+
+
+def test_secrets_are_not_flags(tmp_path: Path) -> None:
+    code, output = _invoke(["serve", "--admin-key", "x" * 32])
+    assert code == 2 and "No such option" in output
+
+
+def test_a_secret_comes_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "admin_key"
+    secret.write_text("k" * 24 + "\n", encoding="utf-8")
+    os.environ["CONSCIENCE_ADMIN_KEY_FILE"] = str(secret)
+    try:
+        settings = cli.settings_or_exit()
+    finally:
+        del os.environ["CONSCIENCE_ADMIN_KEY_FILE"]
+    assert settings.admin_key is not None and settings.admin_key.get_secret_value() == "k" * 24
+
+
+def test_a_model_the_upstream_does_not_serve_is_refused_at_start_up(tmp_path: Path) -> None:
+    with FakeUpstream(base_model="base-model") as upstream:
+        code, output = _invoke([
+            "serve", "--upstream-url", upstream.url, "--model", "conscience-v9",
+            "--db-url", f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+        ])
+    assert code == 2, output
+    assert output.strip().splitlines()[-1] == (
+        "error: --model 'conscience-v9' is not served by the upstream; it serves: base-model"
+    )
+
+
+def test_local_model_flag_is_the_model_to_load() -> None:
+    settings = cli.settings_or_exit(backend="local", model="org/some-model")
+    assert settings.local_model == "org/some-model" and settings.model is None

@@ -6,10 +6,8 @@ import re
 import shlex
 from pathlib import Path
 
-import typer
-
-from service import cli
 from service.settings import Settings
+from tests.cli_commands import problems
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,25 +41,7 @@ def _readme_commands() -> list[list[str]]:
 
 
 def test_every_conscience_command_in_the_readme_exists_with_its_options() -> None:
-    cli._mount_subcommands()
-    root = typer.main.get_group(cli.app)
-    root.add_command(cli.serve_command)
     commands = _readme_commands()
     assert len(commands) >= 10
-    wrong = []
-    for words in commands:
-        command = root
-        position = 0
-        # Typer's groups are not click.Group subclasses in every release: walk `commands`.
-        while hasattr(command, "commands") and position < len(words):
-            found = command.commands.get(words[position])
-            if found is None:
-                wrong.append(f"{' '.join(words)}: no command {words[position]!r}")
-                break
-            command, position = found, position + 1
-        known = {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
-        for word in words[position:]:
-            option = word.split("=", 1)[0]
-            if option.startswith("--") and option not in known:
-                wrong.append(f"{' '.join(words)}: no option {option}")
+    wrong = [problem for words in commands for problem in problems(words)]
     assert wrong == []

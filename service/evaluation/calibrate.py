@@ -11,8 +11,10 @@ import re
 import tempfile
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from service.evaluation.judge_eval import ScorerResult
+if TYPE_CHECKING:  # judge_eval needs numpy: the [eval] extra, checked before a command runs
+    from service.evaluation.judge_eval import ScorerResult
 
 THRESHOLD_VARIABLE = "CONSCIENCE_THRESHOLD"
 

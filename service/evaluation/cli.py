@@ -9,32 +9,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from service.backends.base import BackendError
-from service.conscience.frameworks import FrameworkError
-from service.evaluation.backends import EvaluationSetupError
-from service.evaluation.calibrate import (
-    THRESHOLD_VARIABLE,
-    CalibrationError,
-    Target,
-    chosen_threshold,
-    write_setting,
-)
-from service.evaluation.datasets import DatasetError
-from service.evaluation.misalignment import SamplingPlan
-from service.evaluation.runs import (
-    DataChoice,
-    RunOptions,
-    judge_results,
-    run_judge_eval,
-    run_misalignment_eval,
-    run_repair_eval,
-)
-from service.settings import BackendKind, JudgeStyle, Settings, load_settings
+from service.evaluation.calibrate import Target
+from service.cli_errors import require_extra, settings_or_exit
+from service.settings import BackendKind, JudgeStyle, Settings
+
+if TYPE_CHECKING:
+    from service.evaluation import runs
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure the judge, the repairs and misalignment.")
 console = Console(stderr=True)
@@ -61,11 +46,27 @@ PolicyModel = Annotated[str | None, typer.Option("--model", help="The policy mod
 Threshold = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Flagging threshold [settings].")]
 
 
+def _evaluation(command: str, settings: Settings) -> runs:
+    """The evaluation code, once the extras it needs are known to be installed."""
+    require_extra("eval", f"conscience {command}")
+    if settings.backend is BackendKind.LOCAL:
+        require_extra("local", f"conscience {command} --backend local")
+    from service.evaluation import runs
+
+    return runs
+
+
 def _settings(**overrides: Any) -> Settings:
-    return load_settings(**overrides)
+    return settings_or_exit(**overrides)
 
 
 def _run(action: Coroutine[Any, Any, T]) -> T:
+    from service.backends.base import BackendError
+    from service.conscience.frameworks import FrameworkError
+    from service.evaluation.backends import EvaluationSetupError
+    from service.evaluation.calibrate import CalibrationError
+    from service.evaluation.datasets import DatasetError
+
     try:
         return asyncio.run(action)
     except (DatasetError, FrameworkError, EvaluationSetupError, CalibrationError, BackendError,
@@ -94,9 +95,10 @@ def judge_command(
     """Precision, recall, F1, FPR, ROC AUC and calibrated thresholds of each framework's judge."""
     settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
                          judge_model=judge_model, threshold=threshold)
-    summary = _run(run_judge_eval(
-        settings, DataChoice(data, sample, seed, per_label),
-        RunOptions(out, framework or (), style, concurrency), console, baseline=baseline,
+    runs = _evaluation("eval judge", settings)
+    summary = _run(runs.run_judge_eval(
+        settings, runs.DataChoice(data, sample, seed, per_label),
+        runs.RunOptions(out, framework or (), style, concurrency), console, baseline=baseline,
     ))
     typer.echo(summary)
 
@@ -121,9 +123,10 @@ def repair_command(
     """Repair the flagged rows: judge pass rate, refusal rate and length ratio of the repairs."""
     settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
                          judge_model=judge_model, threshold=threshold)
-    summary = _run(run_repair_eval(
-        settings, DataChoice(data, sample, seed, per_label),
-        RunOptions(out, framework or (), style, concurrency), console, limit=limit,
+    runs = _evaluation("eval repair", settings)
+    summary = _run(runs.run_repair_eval(
+        settings, runs.DataChoice(data, sample, seed, per_label),
+        runs.RunOptions(out, framework or (), style, concurrency), console, limit=limit,
     ))
     typer.echo(summary)
 
@@ -148,8 +151,11 @@ def misalignment_command(
     settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
                          model=model, judge_model=judge_model, eval_judge_url=eval_judge_url,
                          eval_judge_model=eval_judge_model)
+    runs = _evaluation("eval misalignment", settings)
+    from service.evaluation.misalignment import SamplingPlan
+
     plan = SamplingPlan(samples=samples, max_tokens=max_tokens, seed=seed, concurrency=concurrency)
-    summary = _run(run_misalignment_eval(settings, plan, out, console, questions_file=questions))
+    summary = _run(runs.run_misalignment_eval(settings, plan, out, console, questions_file=questions))
     typer.echo(summary)
 
 
@@ -172,9 +178,12 @@ def calibrate_command(
     settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
                          judge_model=judge_model)
     name = framework or settings.framework
-    results, _ = _run(judge_results(
-        settings, DataChoice(data, sample, seed, per_label),
-        RunOptions(out, [name], settings.judge_style, concurrency), console, baseline=False,
+    runs = _evaluation("calibrate", settings)
+    from service.evaluation.calibrate import THRESHOLD_VARIABLE, CalibrationError, chosen_threshold, write_setting
+
+    results, _ = _run(runs.judge_results(
+        settings, runs.DataChoice(data, sample, seed, per_label),
+        runs.RunOptions(out, [name], settings.judge_style, concurrency), console, baseline=False,
     ))
     try:
         threshold = chosen_threshold(results[0], target)

@@ -1,0 +1,73 @@
+"""Checks `conscience serve` runs before it listens, so that a wrong model name is one clear
+line at start-up rather than a 404 on every request.
+
+- `--backend local` loads the model the user names (`--model`, as `vllm serve MODEL`); without
+  one, the offline demo model, assembled on first use.
+- `--backend upstream` with `--model` / `--judge-model`: each must be among the upstream's
+  `/v1/models`. An upstream that cannot be reached is not an error here (vLLM may still be
+  loading its weights); it is logged and `/readyz` reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from service.backends.base import BackendError
+from service.settings import BackendKind, Settings
+
+log = logging.getLogger("conscience.startup")
+
+
+class StartupError(Exception):
+    """A start-up problem the operator must fix; `exit_code` 2 for a setting, 1 otherwise."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def resolve_local_model(settings: Settings) -> Settings:
+    """Settings whose `local_model` names what will be loaded (the demo model by default)."""
+    if settings.backend is not BackendKind.LOCAL or settings.local_model is not None:
+        return settings
+    from service.backends.local.demo import DemoModelError, ensure_demo_model
+
+    try:
+        directory = ensure_demo_model(settings)
+    except DemoModelError as exc:
+        raise StartupError(f"the demo model could not be prepared: {exc}", exit_code=1) from None
+    return settings.model_copy(update={"local_model": str(directory)})
+
+
+def check_served_models(settings: Settings) -> None:
+    """Refuse model names the upstream does not serve (see the module docstring)."""
+    wanted = {
+        flag: name
+        for flag, name in (("--model", settings.model), ("--judge-model", settings.judge_model))
+        if name is not None
+    }
+    if settings.backend is not BackendKind.UPSTREAM or not wanted:
+        return
+    served = asyncio.run(_upstream_model_ids(settings))
+    if served is None:
+        return
+    for flag, name in wanted.items():
+        if name not in served:
+            raise StartupError(
+                f"{flag} {name!r} is not served by the upstream; it serves: "
+                f"{', '.join(sorted(served)) or 'no models'}"
+            )
+
+
+async def _upstream_model_ids(settings: Settings) -> set[str] | None:
+    from service.backends.upstream import UpstreamBackend
+
+    backend = UpstreamBackend.from_settings(settings)
+    try:
+        return {str(model.get("id")) for model in await backend.models()}
+    except BackendError as exc:
+        log.warning("model names not checked: the upstream's model list is unavailable (%s)", exc.message)
+        return None
+    finally:
+        await backend.aclose()
