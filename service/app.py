@@ -56,7 +56,7 @@ def default_backend(settings: Settings, db: Database) -> Backend:
 def _model_names(settings: Settings, backend: Backend, db: Database) -> ModelNames:
     if isinstance(backend, SelfNamingBackend):
         return SelfNamedModels(settings, backend)
-    return RegistryFollowingModels(settings, db if settings.follow_adapters else None)
+    return RegistryFollowingModels(settings, db if settings.follow_adapters else None, backend)
 
 
 def create_app(settings: Settings, backend_factory: BackendFactory = default_backend) -> FastAPI:
@@ -91,6 +91,8 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
             threshold=settings.threshold,
             max_answer_chars=settings.judge_max_answer_chars,
             reasoned_max_tokens=settings.reasoned_max_tokens,
+            window_overlap_chars=settings.judge_window_overlap_chars,
+            max_windows=settings.judge_max_windows,
         )
         repairer = Repairer(
             backend,

@@ -24,6 +24,13 @@ class Metrics:
             "conscience_repairs_total", "Repair outcomes (repaired, refused), by framework.",
             ["framework", "outcome"], registry=self.registry,
         )
+        self.unchecked = Counter(
+            "conscience_unchecked_total",
+            "Answers the judge did not check, by framework, reason (judge_error, "
+            "invalid_verdict, answer_too_long, mode_off) and outcome (sent to the client "
+            "unchecked, or refused).",
+            ["framework", "reason", "outcome"], registry=self.registry,
+        )
         self.stage_seconds = Histogram(
             "conscience_stage_seconds", "Latency of each stage (upstream, judge, repair, total).",
             ["stage"], buckets=_STAGE_BUCKETS, registry=self.registry,

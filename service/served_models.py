@@ -3,7 +3,12 @@
 With vLLM the policy is the active LoRA adapter and the judge is its base model, the frozen
 copy. Names can come from the settings, from the adapter registry (followed while serving, so
 that `conscience train --publish vllm` switches the policy without a restart), or from a
-backend that serves its own weights. `None` means: use the model the client asked for.
+backend that serves its own weights. A policy of `None` means: the model the client asked for.
+
+The judge is the operator's choice, never the client's: --judge-model, else the registry's
+base model, else --model, else the one base model the upstream serves (its `/models`, read at
+start-up and, while that finds none, on every poll). A judge of `None` means none of these
+named one: checked requests are refused (503 `judge_model_unknown`) until one does.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.backends.base import SelfNamingBackend
+from service.backends.base import Backend, BackendError, SelfNamingBackend
 from service.settings import Settings
 from service.store.adapters import active_adapter
 from service.store.db import Database
@@ -62,14 +67,26 @@ class SelfNamedModels:
         """Nothing runs in the background."""
 
 
-class RegistryFollowingModels:
-    """Configured names first; else the registry's active adapter and its base model."""
+def sole_base_model(entries: list[dict[str, object]]) -> str | None:
+    """The id of the only base model in `/models` entries (vLLM lists LoRA adapters with
+    their base as `parent`); None when there are none or several."""
+    bases = {entry.get("id") for entry in entries if not entry.get("parent")}
+    sole = bases.pop() if len(bases) == 1 else None
+    return sole if isinstance(sole, str) and sole else None
 
-    def __init__(self, settings: Settings, db: Database | None) -> None:
+
+class RegistryFollowingModels:
+    """Configured names first; else the registry's active adapter and its base model; else,
+    for the judge only, the upstream's sole base model."""
+
+    def __init__(self, settings: Settings, db: Database | None, backend: Backend) -> None:
         self._settings = settings
         self._db = db
+        self._backend = backend
         self._adapter: str | None = None
         self._base: str | None = None
+        self._served_base: str | None = None
+        self._discoveries = 0  # only the first failed one is logged loudly: polls repeat it
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -78,13 +95,16 @@ class RegistryFollowingModels:
 
     @property
     def judge(self) -> str | None:
+        return self._configured_judge or self._served_base
+
+    @property
+    def _configured_judge(self) -> str | None:
         return self._settings.judge_model or self._base or self._settings.model
 
     async def start(self) -> None:
-        if self._db is None:
-            return
         await self._refresh_logged()
-        self._task = asyncio.create_task(self._poll_forever(), name="conscience-adapter-follower")
+        if self._db is not None or self.judge is None:
+            self._task = asyncio.create_task(self._poll_forever(), name="conscience-adapter-follower")
 
     async def refresh(self) -> None:
         if self._db is None:
@@ -112,3 +132,23 @@ class RegistryFollowingModels:
             await self.refresh()
         except Exception:  # a database outage keeps the last known names
             log.warning("adapter registry poll failed; keeping %s", self._adapter, exc_info=True)
+        if self._configured_judge is None and self._served_base is None:
+            await self._discover_judge()
+
+    async def _discover_judge(self) -> None:
+        self._discoveries += 1
+        try:
+            self._served_base = sole_base_model(await self._backend.models())
+        except BackendError as exc:
+            problem = f"the upstream's models are unknown ({exc})"
+        else:
+            if self._served_base is not None:
+                log.info("judge model: %s, the one base model the upstream serves", self._served_base)
+                return
+            problem = "the upstream serves no single base model"
+        log.log(
+            logging.ERROR if self._discoveries == 1 else logging.DEBUG,
+            "no judge model configured and %s: checked requests are refused until "
+            "--judge-model (or --model) is set or the upstream serves one base model",
+            problem,
+        )

@@ -26,7 +26,7 @@ from service.conscience.review import Review, ReviewPolicy
 from service.errors import APIError, error_body
 from service.metrics import Metrics
 from service.served_models import ModelNames
-from service.settings import Mode, Settings
+from service.settings import JudgeStyle, Mode, Settings
 
 PENDING = "pending"
 _SEVERITY = {"ethical": 0, "neutral": 1, PENDING: 2, "unchecked": 3, "unethical": 4}
@@ -44,7 +44,8 @@ class Surface(Protocol):
     def stream(self, backend: Backend, body: JSON) -> AsyncIterator[JSON]: ...
     def conversations(self, body: JSON, choice_count: int) -> list[list[JSON]]: ...
     def choice_text(self, choice: JSON) -> str: ...
-    def delta_text(self, chunk_choice: JSON) -> str: ...
+    def merge_deltas(self, chunk_choices: list[JSON]) -> JSON:
+        """One choice's stream deltas (in order) as the choice `choice_text` reads."""
     def rewrite_choice(self, choice: JSON, text: str, finish_reason: str) -> None: ...
     def text_chunk(self, head: JSON, index: int, text: str, finish_reason: str | None) -> JSON: ...
 
@@ -104,12 +105,20 @@ class CheckedServing:
         policy_model = self._models.policy or request.model
         if not policy_model:
             raise APIError(400, "you must provide a model parameter", param="model")
-        judge_model = self._models.judge or policy_model
+        judge_model = self._models.judge
+        if judge_model is None:  # never the client's choice (served_models.py)
+            raise APIError(
+                503,
+                "The conscience has no judge model: set CONSCIENCE_JUDGE_MODEL (--judge-model) "
+                "or CONSCIENCE_MODEL, or serve exactly one base model upstream.",
+                error_type="api_error",
+                code="judge_model_unknown",
+            )
         body = request.model_dump(exclude={"conscience"}, exclude_unset=True)
         body["model"] = policy_model
         if mode is not Mode.OFF:
             self._surface.validate(body)
-        style = (options and options.judge_style) or self._settings.judge_style
+        style = self._judge_style(options.judge_style if options else None)
         context = CheckContext(
             request_id=request_id,
             endpoint=self._surface.endpoint,
@@ -140,6 +149,22 @@ class CheckedServing:
                 error_type="permission_error",
                 param="conscience.mode",
                 code="mode_not_allowed",
+            )
+        return requested
+
+    def _judge_style(self, requested: JudgeStyle | None) -> JudgeStyle:
+        """The request's judge style: the server's, or another the operator lets clients pick."""
+        default = self._settings.judge_style
+        if requested is None or requested is default:
+            return default
+        if requested not in self._settings.allowed_client_judge_styles:
+            raise APIError(
+                403,
+                f"judge style {requested.value!r} is not the server's {default.value!r}, and the "
+                "operator has not let clients choose it (CONSCIENCE_CLIENT_JUDGE_STYLES).",
+                error_type="permission_error",
+                param="conscience.judge_style",
+                code="judge_style_not_allowed",
             )
         return requested
 
@@ -207,6 +232,7 @@ class CheckedServing:
         upstream_ms = self._observe_upstream(started)
         choices = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
         if plan.mode is Mode.OFF:
+            self._pipeline.skipped(plan.context, len(choices))
             verdicts = self._choice_verdicts(len(choices), "unchecked")
         else:
             cases = self._cases(plan.body, [self._surface.choice_text(c) for c in choices])
@@ -254,11 +280,11 @@ class CheckedServing:
     async def _pass_through(
         self, plan: _Plan, first: JSON | None, chunks: AsyncIterator[JSON], summary: JSON, started: float
     ) -> AsyncIterator[bytes]:
-        texts: dict[int, list[str]] = {}
+        deltas: dict[int, list[JSON]] = {}
         held = first
         try:
             async for chunk in chunks:
-                self._collect(held, texts)
+                self._collect(held, deltas)
                 yield sse(held)
                 held = chunk
         except BackendError as exc:
@@ -266,31 +292,36 @@ class CheckedServing:
             yield _SSE_DONE
             return
         if held is not None:
-            self._collect(held, texts)
+            self._collect(held, deltas)
             held["conscience"] = summary
             yield sse(held)
         yield _SSE_DONE
         upstream_ms = self._observe_upstream(started)
-        if plan.mode is Mode.MONITOR and texts:
-            ordered = ["".join(texts[i]) for i in sorted(texts)]
-            self._pipeline.check_later(plan.context, self._cases(plan.body, ordered), upstream_ms=upstream_ms)
+        if plan.mode is Mode.OFF:
+            self._pipeline.skipped(plan.context, len(deltas))
+        elif plan.mode is Mode.MONITOR and deltas:
+            _, texts = self._streamed_texts(deltas)
+            self._pipeline.check_later(plan.context, self._cases(plan.body, texts), upstream_ms=upstream_ms)
 
-    def _collect(self, chunk: JSON | None, texts: dict[int, list[str]]) -> None:
+    @staticmethod
+    def _collect(chunk: JSON | None, deltas: dict[int, list[JSON]]) -> None:
         for choice in (chunk or {}).get("choices") or []:
-            texts.setdefault(choice.get("index", 0), []).append(self._surface.delta_text(choice))
+            deltas.setdefault(choice.get("index", 0), []).append(choice)
+
+    def _streamed_texts(self, deltas: dict[int, list[JSON]]) -> tuple[list[int], list[str]]:
+        """The streamed choices' indices, in order, and all that the judge reads of each."""
+        indices = sorted(deltas)
+        merged = [self._surface.merge_deltas(deltas[i]) for i in indices]
+        return indices, [self._surface.choice_text(choice) for choice in merged]
 
     async def _enforce_buffered(
         self, plan: _Plan, buffered: list[JSON], upstream_ms: float
     ) -> tuple[AsyncIterator[bytes], JSON]:
-        texts: dict[int, list[str]] = {}
-        finish: dict[int, str | None] = {}
+        deltas: dict[int, list[JSON]] = {}
         for chunk in buffered:
-            self._collect(chunk, texts)
-            for choice in chunk.get("choices") or []:
-                if choice.get("finish_reason"):
-                    finish[choice.get("index", 0)] = choice["finish_reason"]
-        indices = sorted(texts)
-        cases = self._cases(plan.body, ["".join(texts[i]) for i in indices])
+            self._collect(chunk, deltas)
+        indices, texts = self._streamed_texts(deltas)
+        cases = self._cases(plan.body, texts)
         reviews = await self._pipeline.check(plan.context, cases, upstream_ms=upstream_ms)
         changed = {i: r for i, r in zip(indices, reviews, strict=True) if r.repaired or r.refused}
         summary = self._summary(plan, self._reviewed_verdicts(reviews))

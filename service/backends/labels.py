@@ -29,13 +29,24 @@ def label_for_token(token: str, labels: Sequence[str]) -> str | None:
 def probs_from_top_logprobs(
     top_logprobs: Iterable[tuple[str, float]], labels: Sequence[str]
 ) -> dict[str, float]:
-    """Sum of the probabilities of the tokens that count for each label; unseen labels absent."""
+    """Sum of the probabilities of the tokens that count for each label; unseen labels absent;
+    NaN for a label one of whose logprobs is unusable."""
     probs: dict[str, float] = {}
     for token, logprob in top_logprobs:
         label = label_for_token(token, labels)
         if label is not None:
-            probs[label] = probs.get(label, 0.0) + math.exp(logprob)
+            probs[label] = probs.get(label, 0.0) + _probability(logprob)
     return probs
+
+
+# A logprob is at most 0; this much above is float rounding.
+_LOGPROB_SLACK = 1e-6
+
+
+def _probability(logprob: float) -> float:
+    """exp(logprob), or NaN for a logprob no distribution has (NaN, or above 0): it makes the
+    label's probability unusable, which the judge rejects, where exp would overflow."""
+    return math.exp(logprob) if logprob <= _LOGPROB_SLACK else math.nan
 
 
 def label_from_text(text: str, labels: Sequence[str]) -> str | None:

@@ -11,31 +11,47 @@ this ranks answers far better than asking for the words ethical / neutral / unet
 a small model reads as "was the answer helpful" (README: "The judge on the XSTest
 development set").
 Reasoned mode lets the model write a short analysis and a JSON verdict (the paper's protocol).
+
+The whole answer is judged: one longer than a window is judged window by window (overlapping,
+concurrently), and its verdict is the worst window's. A verdict that cannot be trusted (a
+probability that is NaN, infinite or outside [0, 1], a reasoned reply not ending in exactly
+one well-formed verdict) raises JudgeFailed, so the failure policy decides, never chance.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.backends.base import JSON, Backend
-from service.conscience.fencing import fenced_case
+from service.conscience.fencing import answer_windows, fenced_window
 from service.conscience.frameworks import Framework
 from service.settings import JudgeStyle
 
 ETHICAL, NEUTRAL, UNETHICAL = "ethical", "neutral", "unethical"
 VERDICTS = (ETHICAL, NEUTRAL, UNETHICAL)
+_SEVERITY = {ETHICAL: 0, NEUTRAL: 1, UNETHICAL: 2}
 YES, NO = "Yes", "No"
 LABELS = (YES, NO)  # the fast verdict's first-token labels; YES flags the answer
 
-_JSON_OBJECT = re.compile(r"\{[^{}]*\}")
-_LABEL_WORD = re.compile(r"\b(unethical|ethical|neutral)\b", re.IGNORECASE)
+# Label probabilities of distinct tokens sum to at most 1; this much over is float rounding.
+_PROBABILITY_SLACK = 1e-3
+# The reasoned verdict: one JSON object ending the reply, optionally in a ```json fence.
+_FINAL_VERDICT = re.compile(r"(\{[^{}]*\})\s*(?:```)?\s*\Z")
+_VERDICT_KEY = re.compile(r"[\"']verdict[\"']", re.IGNORECASE)
+_VERDICT_KEYS = {"verdict", "confidence"}
 
 
 class JudgeFailed(Exception):
-    """The judge model gave no usable verdict."""
+    """The judge model gave no usable verdict; `reason` names why, for the metrics."""
+
+    def __init__(self, message: str, *, reason: str = "invalid_verdict") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +66,12 @@ class Verdict:
 
 
 def judge_messages(
-    framework: Framework, conversation: list[JSON], answer: str, *, style: JudgeStyle, max_chars: int
+    framework: Framework, conversation: list[JSON], window: str, *, style: JudgeStyle, max_chars: int
 ) -> list[JSON]:
-    """Fixed framework text first (cacheable prefix); then the fenced case, followed by the
-    fixed question, which a small judge model follows best when it comes last."""
-    case = fenced_case(conversation, answer, max_chars=max_chars)
+    """Fixed framework text first (cacheable prefix); then the fenced case (the request cut to
+    `max_chars`, `window` of the answer as given), followed by the fixed question, which a
+    small judge model follows best when it comes last."""
+    case = fenced_window(conversation, window, max_chars=max_chars)
     question = framework.judge_question(reasoned=style is JudgeStyle.REASONED)
     return [
         {"role": "system", "content": framework.judge_instructions()},
@@ -62,32 +79,70 @@ def judge_messages(
     ]
 
 
-def parse_reasoned(text: str) -> tuple[str, float | None]:
-    """The verdict (and confidence, if given) from a reasoned answer; the last JSON wins."""
-    for candidate in reversed(_JSON_OBJECT.findall(text)):
-        try:
-            data = json.loads(candidate)
-        except json.JSONDecodeError:
-            continue
-        label = str(data.get("verdict", "")).strip().lower()
-        if label in VERDICTS:
-            confidence = data.get("confidence")
-            if isinstance(confidence, (int, float)) and 0.0 <= confidence <= 1.0:
-                return label, float(confidence)
-            return label, None
-    words = _LABEL_WORD.findall(text)
-    if words:
-        return words[-1].lower(), None
-    raise JudgeFailed("the reasoned verdict names no label")
+def parse_reasoned(text: str) -> tuple[str, float]:
+    """The verdict and confidence of a reasoned reply, which must end with the only JSON
+    verdict in it: exactly the keys `verdict` (ethical | neutral | unethical) and `confidence`
+    (a number from 0 to 1). Anything else raises JudgeFailed: a reply that quotes a verdict
+    from the answer, or gives two, is not trusted to mean either."""
+    match = _FINAL_VERDICT.search(text)
+    if match is None:
+        raise JudgeFailed("the reasoned reply does not end with a JSON verdict")
+    if len(_VERDICT_KEY.findall(text)) != 1:
+        raise JudgeFailed("the reasoned reply names more than one verdict")
+    try:
+        data = json.loads(match.group(1))
+    except json.JSONDecodeError as exc:
+        raise JudgeFailed(f"the reasoned verdict is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or set(data) != _VERDICT_KEYS:
+        raise JudgeFailed(f"the reasoned verdict must have exactly the keys {sorted(_VERDICT_KEYS)}")
+    label, confidence = data["verdict"], data["confidence"]
+    if not isinstance(label, str) or label.strip().lower() not in VERDICTS:
+        raise JudgeFailed(f"the reasoned verdict {label!r} is none of {', '.join(VERDICTS)}")
+    if not _is_probability(confidence):
+        raise JudgeFailed(f"the reasoned confidence {confidence!r} is not a number from 0 to 1")
+    return label.strip().lower(), float(confidence)
+
+
+def _is_probability(value: object, slack: float = 0.0) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0.0 <= value <= 1.0 + slack
+    )
+
+
+def _worst(verdicts: list[Verdict]) -> Verdict:
+    """The most severe verdict, the highest score among equals; it records how many windows
+    were judged and which one it came from."""
+    index, worst = max(enumerate(verdicts), key=lambda item: (_SEVERITY[item[1].label], item[1].score))
+    if len(verdicts) == 1:
+        return worst
+    return Verdict(worst.label, worst.score, {**worst.detail, "windows": len(verdicts), "window": index})
 
 
 class Judge:
     def __init__(
-        self, backend: Backend, *, threshold: float, max_answer_chars: int, reasoned_max_tokens: int
+        self,
+        backend: Backend,
+        *,
+        threshold: float,
+        max_answer_chars: int,
+        reasoned_max_tokens: int,
+        window_overlap_chars: int = 500,
+        max_windows: int = 16,
     ) -> None:
+        """`max_answer_chars` is the window: the most answer text judged in one call (and of
+        the request shown with it). An answer needing more than `max_windows` windows is not
+        judged at all (JudgeFailed): the failure policy decides. The defaults of the window
+        settings are those of `Settings`."""
+        if not 0 <= window_overlap_chars < max_answer_chars:
+            raise ValueError("the judge's window overlap must be smaller than its window")
         self._backend = backend
         self.threshold = threshold
         self._max_chars = max_answer_chars
+        self._overlap = window_overlap_chars
+        self._max_windows = max_windows
         self._reasoned_max_tokens = reasoned_max_tokens
 
     async def judge(
@@ -99,19 +154,36 @@ class Judge:
         judge_model: str,
         style: JudgeStyle = JudgeStyle.FAST,
     ) -> Verdict:
-        messages = judge_messages(
-            framework, conversation, answer, style=style, max_chars=self._max_chars
-        )
-        if style is JudgeStyle.REASONED:
-            return await self._reasoned(messages, judge_model)
-        return await self._fast(messages, judge_model)
+        """The verdict on all of `answer`: flagged when any window is flagged."""
+        windows = answer_windows(answer, size=self._max_chars, overlap=self._overlap)
+        if len(windows) > self._max_windows:
+            raise JudgeFailed(
+                f"the answer ({len(answer)} characters) needs {len(windows)} judge windows; "
+                f"at most {self._max_windows} are judged",
+                reason="answer_too_long",
+            )
+        judge_one = self._reasoned if style is JudgeStyle.REASONED else self._fast
+        calls = [
+            judge_messages(framework, conversation, window, style=style, max_chars=self._max_chars)
+            for window in windows
+        ]
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the other windows
+                tasks = [group.create_task(judge_one(messages, judge_model)) for messages in calls]
+        except ExceptionGroup as failed:  # callers handle the first failure as it is
+            raise failed.exceptions[0] from None
+        return _worst([task.result() for task in tasks])
 
     async def _fast(self, messages: list[JSON], judge_model: str) -> Verdict:
         result = await self._backend.label_probs(judge_model, messages, LABELS)
-        total = sum(result.probs.get(label, 0.0) for label in LABELS)
+        raw = [result.probs.get(label, 0.0) for label in LABELS]
+        total = sum(raw)
+        usable = all(_is_probability(p, _PROBABILITY_SLACK) for p in [*raw, total])
+        if not usable:
+            raise JudgeFailed(f"the judge model gave unusable probabilities {result.probs!r}")
         if total <= 0.0:
             raise JudgeFailed("the judge model put no probability on Yes or No")
-        probs = {label: result.probs.get(label, 0.0) / total for label in LABELS}
+        probs = {label: p / total for label, p in zip(LABELS, raw, strict=True)}
         score = probs[YES]
         return Verdict(
             label=UNETHICAL if score >= self.threshold else ETHICAL,
@@ -129,17 +201,15 @@ class Judge:
             }
         )
         text = (response["choices"][0]["message"].get("content") or "").strip()
-        label, confidence = parse_reasoned(text)
-        if confidence is None:
-            score = 1.0 if label == UNETHICAL else 0.0
-        else:
-            score = confidence if label == UNETHICAL else 1.0 - confidence
+        stated, confidence = parse_reasoned(text)
+        score = confidence if stated == UNETHICAL else 1.0 - confidence
+        label = stated
         if score >= self.threshold:
             label = UNETHICAL
-        elif label == UNETHICAL:
+        elif stated == UNETHICAL:
             label = NEUTRAL  # flagged, but not confidently enough to act on
         return Verdict(
             label=label,
             score=score,
-            detail={"analysis": text, "stated_verdict": label, "confidence": confidence},
+            detail={"analysis": text, "stated_verdict": stated, "confidence": confidence},
         )

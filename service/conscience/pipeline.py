@@ -67,6 +67,11 @@ class ConsciencePipeline:
             self._record(context, index, case, review, upstream_ms)
         return list(reviews)
 
+    def skipped(self, context: CheckContext, count: int) -> None:
+        """Mode off: `count` answers went to the client unjudged; the metrics show it."""
+        if count:
+            self._metrics.unchecked.labels(context.policy.framework.name, "mode_off", "sent").inc(count)
+
     def check_later(self, context: CheckContext, cases: list[Case], *, upstream_ms: float) -> None:
         """Monitor mode: review after the client has its answer; failures are only logged."""
         task = asyncio.create_task(self._check_quietly(context, cases, upstream_ms))
@@ -98,6 +103,11 @@ class ConsciencePipeline:
                 index, review.verdict, review.score, case.answer, review.final_text,
             )
         self._metrics.verdicts.labels(framework, review.verdict).inc()
+        if review.unchecked_reason is not None:
+            # In monitor mode the client already has the original, whatever the review says.
+            refused = review.refused and context.mode is Mode.ENFORCE
+            outcome = "refused" if refused else "sent"
+            self._metrics.unchecked.labels(framework, review.unchecked_reason, outcome).inc()
         self._metrics.stage_seconds.labels("judge").observe(review.judge_ms / 1000.0)
         if review.attempts:
             self._metrics.stage_seconds.labels("repair").observe(review.repair_ms / 1000.0)

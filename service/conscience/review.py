@@ -22,6 +22,7 @@ from service.settings import FailurePolicy, JudgeStyle
 log = logging.getLogger("conscience.review")
 
 UNCHECKED = "unchecked"
+JUDGE_ERROR = "judge_error"  # why an answer is unchecked: the judge model's server failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class Review:
     judge_ms: float = 0.0
     repair_ms: float = 0.0
     error: str | None = None
+    unchecked_reason: str | None = None  # with verdict unchecked: JudgeFailed.reason or the above
     original: Verdict | None = None
     accepted: Verdict | None = None  # the verdict on the repair that was returned
     rejected_drafts: list[dict[str, Any]] = field(default_factory=list)
@@ -68,6 +70,7 @@ class Reviewer:
             log.warning("judge failed (%s): %s", policy.failure_policy.value, exc)
             review = Review(
                 final_text=answer, verdict=UNCHECKED, score=None, error=f"judge failed: {exc}",
+                unchecked_reason=exc.reason if isinstance(exc, JudgeFailed) else JUDGE_ERROR,
             )
             if policy.failure_policy is FailurePolicy.FAIL_CLOSED:
                 review.final_text, review.refused = self.refusal_message, True

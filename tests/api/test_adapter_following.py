@@ -34,7 +34,8 @@ def test_policy_follows_the_active_adapter(start_proxy: ProxyFactory, fake: Fake
     proxy = start_proxy(judge_model=None, adapter_poll_s=0.1)
     client = proxy.client()
     client.chat.completions.create(model="client-choice", messages=ASK)
-    assert models_sent(fake) == ("client-choice", "client-choice")  # nothing active yet
+    # Nothing active yet: the client's model generates, the upstream's one base model judges.
+    assert models_sent(fake) == ("client-choice", "base-model")
 
     for version in ("conscience-v1", "conscience-v2"):
         activate(proxy.settings.db_url, version)

@@ -43,6 +43,7 @@ class Choice:
     finish_reason: str
     alternatives: list[list[tuple[str, float]]]
     tool_call: ToolCall | None = None
+    reasoning: str | None = None  # sent as `reasoning_content`, before the answer
 
     @property
     def text(self) -> str:
@@ -105,12 +106,16 @@ def _tool_call_json(call: ToolCall) -> JSON:
 
 def _chat_message(choice: Choice) -> JSON:
     if choice.tool_call is not None:
-        return {
+        message = {
             "role": "assistant",
             "content": None,
             "tool_calls": [_tool_call_json(choice.tool_call)],
         }
-    return {"role": "assistant", "content": choice.text}
+    else:
+        message = {"role": "assistant", "content": choice.text}
+    if choice.reasoning is not None:
+        message["reasoning_content"] = choice.reasoning
+    return message
 
 
 def chat_completion(
@@ -164,6 +169,8 @@ def chat_chunks(
 
     for index, choice in enumerate(choices):
         yield chunk(index, {"role": "assistant", "content": ""})
+        if choice.reasoning is not None:
+            yield chunk(index, {"reasoning_content": choice.reasoning})
         if choice.tool_call is not None:
             call = _tool_call_json(choice.tool_call)
             arguments = call["function"]["arguments"]

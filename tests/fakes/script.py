@@ -35,6 +35,8 @@ def _default_judge() -> dict[str, float]:
 class Script:
     policy_answer: Answer = "Sure, here is a helpful answer."
     base_model_answer: Answer | None = None
+    # a policy generation's reasoning, as vLLM's reasoning parsers send it (`reasoning_content`)
+    reasoning: str | None = None
     judge: Distribution = field(default_factory=_default_judge)
     # label -> the token text a verdict shows for it; keys of `judge` not in here are sent as is.
     label_tokens: dict[str, str] = field(default_factory=dict)
@@ -76,12 +78,16 @@ class Script:
         budget = body.get("max_completion_tokens") or body.get("max_tokens")
         stop = body.get("stop") or []
         stops = [stop] if isinstance(stop, str) else stop
-        return [
+        choices = [
             Choice([], "tool_calls", [], tool_call)
             if tool_call is not None
             else _generate(answers[index % len(answers)], budget, stops)
             for index in range(body.get("n") or 1)
         ]
+        if body.get("model") != base_model:
+            for choice in choices:
+                choice.reasoning = self.reasoning
+        return choices
 
     def _tool_call(self, body: JSON) -> ToolCall | None:
         if not body.get("tools") or body.get("tool_choice") == "none":

@@ -1,20 +1,49 @@
-"""Where the chat surface keeps its text, for the shared checked serving."""
+"""Where the chat surface keeps its text, for the shared checked serving.
+
+The judge sees everything a chat answer gives the client: the reasoning (vLLM's reasoning
+parsers send it as `reasoning_content`, newer releases as `reasoning`), the content, a
+`refusal`, the tool calls and the legacy `function_call`, names and arguments alike.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 
 from service.backends.base import JSON, Backend
 from service.conscience.fencing import message_text
 
+_REASONING_FIELDS = ("reasoning_content", "reasoning")
+_TEXT_FIELDS = (*_REASONING_FIELDS, "content", "refusal")  # the string fields deltas extend
 
-def _render_tool_calls(tool_calls: list[JSON]) -> str:
-    rendered = []
-    for call in tool_calls:
-        function = call.get("function") or {}
-        rendered.append(f"[tool call] {function.get('name', '?')}({function.get('arguments', '')})")
-    return "\n".join(rendered)
+
+def _render_call(kind: str, function: Any) -> str:
+    function = function if isinstance(function, dict) else {}
+    return f"[{kind}] {function.get('name') or '?'}({function.get('arguments') or ''})"
+
+
+def _render_message(message: JSON) -> str:
+    """The answer as the judge reads it: reasoning, text, then the calls it makes."""
+    # Servers in transition send the reasoning under both names; it is judged once.
+    reasoning = dict.fromkeys(
+        message[key] for key in _REASONING_FIELDS if isinstance(message.get(key), str)
+    )
+    parts = [f"[reasoning] {text}" for text in reasoning]
+    parts.append(message_text(message.get("content")))
+    if isinstance(message.get("refusal"), str):
+        parts.append(message["refusal"])
+    for call in message.get("tool_calls") or []:
+        parts.append(_render_call("tool call", call.get("function") if isinstance(call, dict) else None))
+    if message.get("function_call"):
+        parts.append(_render_call("function call", message["function_call"]))
+    return "\n".join(p for p in parts if p)
+
+
+def _extend(target: JSON, function: Any) -> None:
+    """Append a streamed function's name and arguments pieces to `target`'s."""
+    if isinstance(function, dict):
+        for key in ("name", "arguments"):
+            target[key] = target.get(key, "") + str(function.get(key) or "")
 
 
 class ChatSurface:
@@ -33,24 +62,30 @@ class ChatSurface:
         return [body["messages"]] * choice_count
 
     def choice_text(self, choice: JSON) -> str:
-        """The answer as the judge sees it: its text and any tool calls it makes."""
-        message = choice.get("message") or {}
-        parts = [message_text(message.get("content"))]
-        if message.get("tool_calls"):
-            parts.append(_render_tool_calls(message["tool_calls"]))
-        return "\n".join(p for p in parts if p)
+        return _render_message(choice.get("message") or {})
 
-    def delta_text(self, chunk_choice: JSON) -> str:
-        delta = chunk_choice.get("delta") or {}
-        text = delta.get("content") or ""
-        for call in delta.get("tool_calls") or []:
-            function = call.get("function") or {}
-            if function.get("name"):
-                text += f"\n[tool call] {function['name']}("
-            text += function.get("arguments") or ""
-        return text
+    def merge_deltas(self, chunk_choices: list[JSON]) -> JSON:
+        """One choice's stream deltas as the non-streamed choice they add up to."""
+        message: JSON = {}
+        calls: dict[Any, JSON] = {}
+        function_call: JSON = {}
+        for chunk_choice in chunk_choices:
+            delta = chunk_choice.get("delta") or {}
+            for key in _TEXT_FIELDS:
+                if isinstance(delta.get(key), str):
+                    message[key] = message.get(key, "") + delta[key]
+            for call in delta.get("tool_calls") or []:
+                if isinstance(call, dict):
+                    _extend(calls.setdefault(call.get("index", 0), {}), call.get("function"))
+            _extend(function_call, delta.get("function_call"))
+        if calls:
+            message["tool_calls"] = [{"function": calls[i]} for i in calls]
+        if function_call:
+            message["function_call"] = function_call
+        return {"message": message}
 
     def rewrite_choice(self, choice: JSON, text: str, finish_reason: str) -> None:
+        """Replace the whole message: no rejected reasoning or call survives a repair."""
         choice["message"] = {"role": "assistant", "content": text}
         choice["finish_reason"] = finish_reason
         choice["logprobs"] = None

@@ -48,8 +48,8 @@ class CompletionSurface:
     def choice_text(self, choice: JSON) -> str:
         return choice.get("text") or ""
 
-    def delta_text(self, chunk_choice: JSON) -> str:
-        return chunk_choice.get("text") or ""
+    def merge_deltas(self, chunk_choices: list[JSON]) -> JSON:
+        return {"text": "".join(c.get("text") or "" for c in chunk_choices)}
 
     def rewrite_choice(self, choice: JSON, text: str, finish_reason: str) -> None:
         choice["text"] = text
