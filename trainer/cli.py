@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.cli_errors import require_extra
 from service.store.db import Database
 from service.store.models import AdapterVersion
 from trainer.config import PublishTarget, TrainConfig
@@ -80,6 +81,7 @@ def _fail(message: str) -> NoReturn:
 
 def train(**flags: Any) -> None:
     """Train a new adapter version from the logged triples, gate it, and publish it."""
+    require_extra("train", "conscience train")
     from trainer.run import Outcome, run_training
 
     try:

