@@ -22,6 +22,7 @@ from service.api.health.api_router import router as health_router
 from service.api.middleware import RequestContextMiddleware
 from service.api.models.api_router import router as models_router
 from service.backends.base import Backend, SelfNamingBackend
+from service.conscience.admission import ReviewBudget
 from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import Judge
 from service.conscience.pipeline import ConsciencePipeline
@@ -29,7 +30,7 @@ from service.conscience.repair import Repairer
 from service.conscience.review import Reviewer
 from service.errors import install_error_handlers
 from service.metrics import Metrics
-from service.security.auth import open_access_warning
+from service.security.auth import OpenAccessAlarm
 from service.security.cache import ApiKeyCache
 from service.served_models import ModelNames, RegistryFollowingModels, SelfNamedModels
 from service.settings import BackendKind, Settings
@@ -82,9 +83,8 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         )
         await writer.start()
         metrics.track_writer(lambda: writer.spool_depth, lambda: writer.queue_depth)
-        keys = ApiKeyCache(db, settings.api_key_refresh_s)
+        keys = ApiKeyCache(db, settings.api_key_refresh_s, on_refresh=OpenAccessAlarm(settings))
         await keys.start()
-        open_access_warning(settings, keys)
         backend = await asyncio.to_thread(backend_factory, settings, db)
         judge = Judge(
             backend,
@@ -100,7 +100,10 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
             max_answer_chars=settings.judge_max_answer_chars,
             temperature=settings.repair_temperature,
         )
-        pipeline = ConsciencePipeline(Reviewer(judge, repairer, settings.refusal_message), writer, metrics)
+        budget = ReviewBudget(settings.max_concurrent_reviews, settings.max_pending_monitor_reviews)
+        pipeline = ConsciencePipeline(
+            Reviewer(judge, repairer, settings.refusal_message), writer, metrics, budget
+        )
         names = _model_names(settings, backend, db)
         state = app.state
         state.adapter_activation = AdapterActivation(settings, db, names)

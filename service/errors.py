@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.backends.base import BackendError
+from service.backends.base import BackendError, Overloaded
 
 log = logging.getLogger("conscience.errors")
 
@@ -93,8 +93,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BackendError)
     async def _backend_error(_: Request, exc: BackendError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
         return error_response(
-            exc.status_code, exc.message, exc.error_type, param=exc.param, code=exc.code
+            exc.status_code, exc.message, exc.error_type,
+            param=exc.param, code=exc.code, headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -116,8 +116,14 @@ class CheckedServing:
             )
         body = request.model_dump(exclude={"conscience"}, exclude_unset=True)
         body["model"] = policy_model
+        if request.n > self._settings.max_n:
+            raise APIError(
+                400, f"n: at most {self._settings.max_n} choices per request on this server.",
+                param="n",
+            )
         if mode is not Mode.OFF:
             self._surface.validate(body)
+            self._pipeline.admit(mode, request.n)
         style = self._judge_style(options.judge_style if options else None)
         context = CheckContext(
             request_id=request_id,

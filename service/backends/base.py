@@ -62,8 +62,12 @@ class UpstreamRejected(BackendError):
 
 
 class Overloaded(BackendError):
+    """429: too busy for now; the answer tells the client when to retry (`Retry-After`)."""
+
     status_code = 429
     error_type = "rate_limit_error"
+    # Queued work clears in seconds, and clients retry anyway: one second is a fair hint.
+    retry_after_s = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,10 @@ syscalls and, for every waiting request, scans every pooled connection; on a sma
 most of the proxy's cost per request. This transport keeps httpx's API (client, requests,
 responses, timeouts, exceptions) and does the minimum underneath: one write per request, a C
 response parser (httptools), and a LIFO stack of idle keep-alive connections per origin.
+
+It also bounds what one response may cost (`ResponseLimits`): the size of its head and of its
+body, and the time of the whole call. httpx's timeouts are per wait, so an upstream trickling a
+byte a second would otherwise hold a request for ever.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httptools
@@ -20,16 +25,37 @@ import httpx
 _READ_SIZE = 65536
 
 
-class _Parsed:
-    """httptools callbacks: what has arrived of one response."""
+class ResponseTooLarge(httpx.RemoteProtocolError):
+    """The response's head or body is larger than its `ResponseLimits` allow."""
 
-    def __init__(self) -> None:
+
+class DeadlineExceeded(httpx.TimeoutException):
+    """The whole call (pool, connection, request, every byte of the response) took too long."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseLimits:
+    """What one call may cost; None: unbounded."""
+
+    max_header_bytes: int | None = None
+    max_body_bytes: int | None = None
+    deadline_s: float | None = None
+
+
+class _Parsed:
+    """httptools callbacks: what has arrived of one response, against its limits."""
+
+    def __init__(self, limits: ResponseLimits, deadline: float | None) -> None:
         self.parser = httptools.HttpResponseParser(self)
+        self.limits = limits
+        self.deadline = deadline  # loop time
         self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
         self.keep_alive = False
         self.body: list[bytes] = []
         self.complete = False
+        self.received = 0  # bytes fed to the parser
+        self.body_bytes = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
@@ -41,6 +67,15 @@ class _Parsed:
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
+        self.body_bytes += len(body)
+
+    def check_size(self, request: httpx.Request) -> None:
+        limit = self.limits.max_header_bytes
+        if not self.headers_done and limit is not None and self.received > limit:
+            raise ResponseTooLarge(f"response head over {limit} bytes", request=request)
+        limit = self.limits.max_body_bytes
+        if limit is not None and self.body_bytes > limit:
+            raise ResponseTooLarge(f"response body over {limit} bytes", request=request)
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -84,25 +119,41 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._transport._release(self._origin, self._connection, reusable)
 
 
+def _within(deadline: float | None, timeout: float | None, request: httpx.Request) -> float | None:
+    """The wait allowed now: `timeout`, shortened to what is left before `deadline`."""
+    if deadline is None:
+        return timeout
+    left = deadline - asyncio.get_running_loop().time()
+    if left <= 0:
+        raise DeadlineExceeded("the call ran past its deadline", request=request)
+    return left if timeout is None else min(timeout, left)
+
+
 async def _feed(connection: _Connection, parsed: _Parsed, request: httpx.Request,
                 timeout: float | None) -> None:
+    wait = _within(parsed.deadline, timeout, request)
     try:
-        data = await asyncio.wait_for(connection.reader.read(_READ_SIZE), timeout)
+        data = await asyncio.wait_for(connection.reader.read(_READ_SIZE), wait)
     except TimeoutError as exc:
+        if wait != timeout:
+            raise DeadlineExceeded("the call ran past its deadline", request=request) from exc
         raise httpx.ReadTimeout("timed out waiting for the upstream", request=request) from exc
     except OSError as exc:
         raise httpx.ReadError(str(exc), request=request) from exc
     if not data:
         raise httpx.RemoteProtocolError("the upstream closed the connection mid-response", request=request)
+    parsed.received += len(data)
     try:
         parsed.parser.feed_data(data)
     except httptools.HttpParserError as exc:
         raise httpx.RemoteProtocolError(f"malformed response: {exc}", request=request) from exc
+    parsed.check_size(request)
 
 
 class KeepAliveTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, max_connections: int) -> None:
+    def __init__(self, *, max_connections: int, limits: ResponseLimits | None = None) -> None:
         self._slots = asyncio.Semaphore(max_connections)
+        self._limits = limits or ResponseLimits()
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
 
@@ -111,13 +162,17 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         url = request.url
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         payload = _serialise(request)
+        deadline_s = self._limits.deadline_s
+        deadline = None if deadline_s is None else asyncio.get_running_loop().time() + deadline_s
+        pool_wait = _within(deadline, timeouts.get("pool"), request)
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeouts.get("pool"))
+            await asyncio.wait_for(self._slots.acquire(), pool_wait)
         except TimeoutError as exc:
             raise httpx.PoolTimeout("no free upstream connection", request=request) from exc
         try:
-            connection = await self._checkout(origin, request, timeouts.get("connect"))
-            parsed = _Parsed()
+            connect_wait = _within(deadline, timeouts.get("connect"), request)
+            connection = await self._checkout(origin, request, connect_wait)
+            parsed = _Parsed(self._limits, deadline)
             try:
                 connection.writer.write(payload)
                 while not parsed.headers_done:

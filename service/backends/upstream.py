@@ -3,9 +3,13 @@
 One httpx client per backend, on the lean keep-alive transport of transport.py; bodies go out
 and come back as orjson bytes. Only a connection that was never made is retried: once a
 request may have reached the server, a retry could run a generation twice, so every later
-failure goes straight to the caller as a BackendError. The API key lives in the client's
-default headers and nowhere else: messages name the upstream by its URL without credentials,
-and upstream text that echoes the key is scrubbed.
+failure goes straight to the caller as a BackendError. Every call is bounded: its whole
+duration, the size of the response, its head and each stream line.
+
+Clients are told what failed, never the upstream's address, its error text or anything it
+echoes: that detail goes to the log (with the request id), scrubbed of the API key. Only a 4xx
+passes its message through, scrubbed, since it describes the client's own request (say, a
+prompt over the context length). The API key lives in the client's default headers only.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import httpx
 import orjson
 
+from service.backends import shapes
 from service.backends.base import (
     JSON,
     BackendError,
@@ -28,7 +33,13 @@ from service.backends.base import (
     UpstreamUnavailable,
 )
 from service.backends.labels import label_from_text, probs_from_top_logprobs
-from service.backends.transport import KeepAliveTransport
+from service.backends.shapes import Part
+from service.backends.transport import (
+    DeadlineExceeded,
+    KeepAliveTransport,
+    ResponseLimits,
+    ResponseTooLarge,
+)
 from service.settings import Settings
 
 log = logging.getLogger("conscience.upstream")
@@ -39,10 +50,11 @@ VERDICT_TOP_LOGPROBS = 20
 CONNECT_RETRY_DELAY_S = 0.05
 
 _TIMEOUT_STAGES = {
-    httpx.ConnectTimeout: "connecting",
-    httpx.ReadTimeout: "waiting for an answer",
-    httpx.WriteTimeout: "sending the request",
-    httpx.PoolTimeout: "waiting for a free connection",
+    httpx.ConnectTimeout: "timed out connecting",
+    httpx.ReadTimeout: "timed out waiting for an answer",
+    httpx.WriteTimeout: "timed out receiving the request",
+    httpx.PoolTimeout: "had no free connection in time",
+    DeadlineExceeded: "did not finish the answer within the deadline",
 }
 
 
@@ -56,10 +68,13 @@ class UpstreamBackend:
         connect_timeout_s: float = 5.0,
         connect_retries: int = 2,
         max_connections: int = 256,
+        limits: ResponseLimits | None = None,
+        max_line_bytes: int = 1024 * 1024,
     ) -> None:
         self.url = str(httpx.URL(base_url).copy_with(userinfo=b"")).rstrip("/")
         self._secrets = [secret for secret in (api_key, httpx.URL(base_url).password) if secret]
         self._connect_retries = connect_retries
+        self._max_line_bytes = max_line_bytes
         headers = {"content-type": "application/json"}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
@@ -67,7 +82,7 @@ class UpstreamBackend:
             base_url=base_url,
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            transport=KeepAliveTransport(max_connections=max_connections),
+            transport=KeepAliveTransport(max_connections=max_connections, limits=limits),
         )
 
     @classmethod
@@ -80,21 +95,29 @@ class UpstreamBackend:
             connect_timeout_s=settings.upstream_connect_timeout_s,
             connect_retries=settings.upstream_connect_retries,
             max_connections=settings.upstream_max_connections,
+            limits=ResponseLimits(
+                max_header_bytes=settings.upstream_max_header_bytes,
+                max_body_bytes=settings.upstream_max_response_bytes,
+                deadline_s=settings.upstream_deadline_s,
+            ),
+            max_line_bytes=settings.upstream_max_line_bytes,
         )
 
     # --- the Backend protocol --------------------------------------------------------------
 
     async def chat(self, body: JSON) -> JSON:
-        return await self._call("POST", "/chat/completions", _with_stream(body, False))
+        payload = await self._call("POST", "/chat/completions", _with_stream(body, False))
+        return self._outlined(payload, "message")
 
     def chat_stream(self, body: JSON) -> AsyncIterator[JSON]:
-        return self._events("/chat/completions", _with_stream(body, True))
+        return self._events("/chat/completions", _with_stream(body, True), "delta")
 
     async def completion(self, body: JSON) -> JSON:
-        return await self._call("POST", "/completions", _with_stream(body, False))
+        payload = await self._call("POST", "/completions", _with_stream(body, False))
+        return self._outlined(payload, "text")
 
     def completion_stream(self, body: JSON) -> AsyncIterator[JSON]:
-        return self._events("/completions", _with_stream(body, True))
+        return self._events("/completions", _with_stream(body, True), "text")
 
     async def embeddings(self, body: JSON) -> JSON:
         return await self._call("POST", "/embeddings", body)
@@ -127,8 +150,9 @@ class UpstreamBackend:
         payload = await self._call("GET", "/models")
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list):
-            raise UpstreamUnavailable(
-                f"upstream at {self.url} answered /models without a data list"
+            raise self._failure(
+                "The model server answered /models without a list of models.",
+                f"/models sent {type(payload).__name__} {self._excerpt(payload)}",
             )
         return data
 
@@ -151,32 +175,41 @@ class UpstreamBackend:
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            raise UpstreamUnavailable(
-                f"upstream at {self.url} sent a body that is not JSON"
+            raise self._failure(
+                "The model server sent a body that is not JSON.",
+                f"{path} answered {self._excerpt(response.content)}",
             ) from None
 
-    async def _events(self, path: str, body: JSON) -> AsyncIterator[JSON]:
+    async def _events(self, path: str, body: JSON, part: Part) -> AsyncIterator[JSON]:
         """Server-sent events' `data:` payloads as JSON, until `[DONE]`."""
         with self._translated_errors():
             response = await self._send("POST", path, body, stream=True)
             try:
                 if response.status_code >= 400:
                     raise self._status_error(response.status_code, await response.aread())
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
+                async for line in _lines(response.aiter_bytes(), self._max_line_bytes):
+                    if not line.startswith(b"data:"):
                         continue  # blank separators, comments, event/id fields
                     data = line[5:].strip()
-                    if data == "[DONE]":
+                    if data == b"[DONE]":
                         return
-                    yield self._stream_chunk(data)
-                raise UpstreamUnavailable(f"upstream at {self.url} ended the stream before [DONE]")
+                    yield self._stream_chunk(data, part)
+                raise self._failure("The model server ended the stream early.", "no [DONE]")
             finally:
                 await response.aclose()
 
     async def _send(
         self, method: str, path: str, body: JSON | None, *, stream: bool
     ) -> httpx.Response:
-        content = None if body is None else orjson.dumps(body)
+        try:
+            content = None if body is None else orjson.dumps(body)
+        except orjson.JSONEncodeError as exc:
+            # A lone surrogate ("\ud800" in the request's JSON) is not Unicode text, and an
+            # integer past 64 bits no model server reads: the request's fault, not ours.
+            raise BackendError(
+                f"The request cannot be sent on: {exc}.",
+                status_code=400, error_type="invalid_request_error",
+            ) from None
         request = self._client.build_request(method, path, content=content)
         attempt = 0
         while True:
@@ -185,7 +218,9 @@ class UpstreamBackend:
             except httpx.ConnectError as exc:
                 attempt += 1
                 if attempt > self._connect_retries:
-                    raise UpstreamUnavailable(f"upstream unreachable at {self.url}") from exc
+                    raise self._failure(
+                        "The model server is unreachable.", self._scrub(str(exc))
+                    ) from exc
                 log.warning(
                     "could not connect to upstream at %s; retry %d of %d",
                     self.url,
@@ -199,24 +234,39 @@ class UpstreamBackend:
         try:
             yield
         except httpx.TimeoutException as exc:
-            stage = _TIMEOUT_STAGES.get(type(exc), "waiting")
-            raise UpstreamTimeout(f"upstream at {self.url} timed out {stage}") from exc
+            stage = _TIMEOUT_STAGES.get(type(exc), "timed out")
+            raise self._failure(
+                f"The model server {stage}.", self._scrub(str(exc)), UpstreamTimeout
+            ) from exc
+        except ResponseTooLarge as exc:
+            raise self._failure(
+                "The model server sent a response larger than this proxy accepts.", str(exc)
+            ) from exc
         except httpx.HTTPError as exc:
             detail = self._scrub(str(exc)) or type(exc).__name__
-            raise UpstreamUnavailable(f"upstream at {self.url} failed: {detail}") from exc
+            raise self._failure("The connection to the model server failed.", detail) from exc
 
-    def _stream_chunk(self, data: str) -> JSON:
+    def _outlined(self, payload: Any, part: Part, *, chunk: bool = False) -> JSON:
+        try:
+            return shapes.completion(payload, part, chunk=chunk)
+        except shapes.UnexpectedShape as exc:
+            log.warning("%s (upstream %s sent %s)", exc.message, self.url, self._excerpt(payload))
+            raise
+
+    def _stream_chunk(self, data: bytes, part: Part) -> JSON:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise UpstreamUnavailable(
-                f"upstream at {self.url} sent a stream event that is not JSON"
+            raise self._failure(
+                "The model server sent a stream event that is not JSON.", self._excerpt(data)
             ) from None
         error = chunk.get("error") if isinstance(chunk, dict) else None
         if error is not None:
             message, _, _, code = _error_fields(error, b"")
-            raise BackendError(f"upstream failed mid-stream: {self._scrub(message)}", code=code)
-        return chunk
+            raise self._failure(
+                "The model server failed mid-stream.", f"error event ({code}): {message}"
+            )
+        return self._outlined(chunk, part, chunk=True)
 
     def _status_error(self, status: int, content: bytes) -> BackendError:
         try:
@@ -226,13 +276,15 @@ class UpstreamBackend:
         message, error_type, param, code = _error_fields(payload, content)
         message = self._scrub(message)
         if status >= 500:
-            return UpstreamUnavailable(f"upstream error {status}: {message}", code=code)
+            return self._failure(
+                f"The model server failed (HTTP {status}).", f"{status} ({code}): {message}"
+            )
         if status in (401, 403):
             # The upstream refused the proxy's own credentials: a server misconfiguration, not
             # the client's key, so the client must not be told its key is wrong.
-            return UpstreamUnavailable(
-                f"upstream refused the proxy's credentials ({status}); "
-                "check CONSCIENCE_UPSTREAM_API_KEY",
+            return self._failure(
+                "The model server refused this proxy's credentials.",
+                f"{status}: {message}; check CONSCIENCE_UPSTREAM_API_KEY",
                 code="upstream_auth",
             )
         return UpstreamRejected(
@@ -243,10 +295,44 @@ class UpstreamBackend:
             code=code,
         )
 
+    def _failure(
+        self,
+        message: str,
+        detail: str,
+        error: type[BackendError] = UpstreamUnavailable,
+        *,
+        code: str | None = None,
+    ) -> BackendError:
+        """`message` for the client; `detail` (the upstream's words) only in the log."""
+        log.warning("%s (upstream %s: %s)", message, self.url, self._scrub(detail))
+        return error(message, code=code)
+
+    def _excerpt(self, value: Any) -> str:
+        """A short, scrubbed sample of what the upstream sent, for the log."""
+        text = value.decode(errors="replace") if isinstance(value, bytes) else repr(value)
+        return self._scrub(text[:200])
+
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in [*self._secrets, self.url]:
             text = text.replace(secret, "***")
         return text
+
+
+async def _lines(chunks: AsyncIterator[bytes], max_line_bytes: int) -> AsyncIterator[bytes]:
+    """The lines of an event stream, without their ends; a line (or the unfinished one) longer
+    than `max_line_bytes` is a 502 rather than a buffer that grows without bound."""
+    pending = b""
+    async for chunk in chunks:
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in [*lines, pending]:
+            if len(line) > max_line_bytes:
+                raise UpstreamUnavailable(
+                    f"The model server sent a stream line over {max_line_bytes} bytes."
+                )
+        for line in lines:
+            yield line.removesuffix(b"\r")
+    if pending:
+        yield pending.removesuffix(b"\r")
 
 
 def _with_stream(body: JSON, stream: bool) -> JSON:

@@ -1,7 +1,9 @@
 """The conscience step over the answers of one request, per mode, and what gets recorded.
 
 `enforce` awaits the reviews before the client gets an answer; `monitor` schedules them in the
-background (the client already has the original); `off` never gets here. Every reviewed answer
+background (the client already has the original); `off` never gets here. Both are bounded
+(admission.py): a request is refused with 429 before its answer is generated when its reviews
+would find no room. Every reviewed answer
 becomes a `CheckRecord`; every repaired one also a `TripleRecord` (a DPO pair).
 """
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from service.backends.base import JSON
+from service.conscience.admission import ReviewBudget
 from service.conscience.review import Review, Reviewer, ReviewPolicy
 from service.metrics import Metrics
 from service.settings import Mode
@@ -46,20 +49,34 @@ class Case:
 
 
 class ConsciencePipeline:
-    def __init__(self, reviewer: Reviewer, sink: RecordSink, metrics: Metrics) -> None:
+    def __init__(
+        self, reviewer: Reviewer, sink: RecordSink, metrics: Metrics, budget: ReviewBudget
+    ) -> None:
         self._reviewer = reviewer
         self._sink = sink
         self._metrics = metrics
+        self._budget = budget
         self._background: set[asyncio.Task[None]] = set()
 
     @property
     def refusal_message(self) -> str:
         return self._reviewer.refusal_message
 
+    def admit(self, mode: Mode, count: int) -> None:
+        """Before generating: ReviewsSaturated (429) when `count` reviews in `mode` find no room."""
+        self._budget.admit(mode, count)
+
     async def check(
         self, context: CheckContext, cases: list[Case], *, upstream_ms: float
     ) -> list[Review]:
-        """Review every choice concurrently, record the outcome, return the reviews in order."""
+        """Enforce mode: review every choice concurrently, record the outcome, return the
+        reviews in order; ReviewsSaturated when the bound on running reviews is reached."""
+        with self._budget.running(len(cases)):
+            return await self._review(context, cases, upstream_ms)
+
+    async def _review(
+        self, context: CheckContext, cases: list[Case], upstream_ms: float
+    ) -> list[Review]:
         reviews = await asyncio.gather(
             *(self._reviewer.review(context.policy, c.conversation, c.answer) for c in cases)
         )
@@ -73,14 +90,23 @@ class ConsciencePipeline:
             self._metrics.unchecked.labels(context.policy.framework.name, "mode_off", "sent").inc(count)
 
     def check_later(self, context: CheckContext, cases: list[Case], *, upstream_ms: float) -> None:
-        """Monitor mode: review after the client has its answer; failures are only logged."""
+        """Monitor mode: review after the client has its answer; failures are only logged, and
+        so are reviews beyond the bound on pending ones (requests admitted together)."""
+        count = len(cases)
+        if not self._budget.try_pend(count):
+            log.warning(
+                "background review of %s skipped: %d reviews pending already",
+                context.request_id, self._budget.pending,
+            )
+            return
         task = asyncio.create_task(self._check_quietly(context, cases, upstream_ms))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda _: self._budget.done_pending(count))
 
     async def _check_quietly(self, context: CheckContext, cases: list[Case], upstream_ms: float) -> None:
         try:
-            await self.check(context, cases, upstream_ms=upstream_ms)
+            await self._review(context, cases, upstream_ms)
         except Exception:
             log.exception("background review of %s failed", context.request_id)
 

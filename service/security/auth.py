@@ -6,8 +6,10 @@ Failures are `APIError`s, so clients see OpenAI's error shape.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+import time
 
 from fastapi import Request
 
@@ -18,6 +20,8 @@ from service.settings import Settings
 log = logging.getLogger("conscience.security")
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# How often an open proxy repeats its warning: often enough to be seen in any log window.
+OPEN_ACCESS_WARNING_INTERVAL_S = 300.0
 
 
 def bearer_token(request: Request) -> str | None:
@@ -28,10 +32,10 @@ def bearer_token(request: Request) -> str | None:
 
 
 def client_keys_required(settings: Settings, keys: ApiKeyCache) -> bool:
-    """The explicit setting, else: required as soon as one active key exists."""
+    """The explicit setting, else: required as soon as a key exists, revoked ones included."""
     if settings.require_api_key is not None:
         return settings.require_api_key
-    return keys.has_keys
+    return keys.has_keys or keys.issued
 
 
 async def require_client(request: Request) -> ClientIdentity | None:
@@ -71,11 +75,16 @@ async def require_admin(request: Request) -> None:
         )
     token = bearer_token(request) or ""
     expected = settings.admin_key.get_secret_value()
-    if not hmac.compare_digest(token.encode(), expected.encode()):
+    # Digests of equal length: the comparison reveals neither the key's content nor its length.
+    if not hmac.compare_digest(_digest(token), _digest(expected)):
         raise APIError(
             401, "Incorrect admin key provided.",
             error_type="authentication_error", code="invalid_admin_key", headers=_CHALLENGE,
         )
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
 
 
 def open_access_warning(settings: Settings, keys: ApiKeyCache) -> str | None:
@@ -91,3 +100,20 @@ def open_access_warning(settings: Settings, keys: ApiKeyCache) -> str | None:
     )
     log.warning(warning)
     return warning
+
+
+class OpenAccessAlarm:
+    """`ApiKeyCache`'s `on_refresh`: repeats `open_access_warning` while the proxy is open, at
+    most once every `interval_s` seconds, so the warning is never only at start-up."""
+
+    def __init__(self, settings: Settings, interval_s: float = OPEN_ACCESS_WARNING_INTERVAL_S) -> None:
+        self._settings = settings
+        self._interval_s = interval_s
+        self._last: float | None = None
+
+    def __call__(self, keys: ApiKeyCache) -> None:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self._interval_s:
+            return
+        if open_access_warning(self._settings, keys) is not None:
+            self._last = now

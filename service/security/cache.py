@@ -2,7 +2,7 @@
 
 The cache reloads the `api_keys` table every `refresh_s` seconds, so keys created or revoked with
 the CLI take effect within that time. While the database is down the last loaded keys stay in
-force.
+force. After every reload attempt it calls `on_refresh` (the open-proxy alarm).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.security.keys import hash_key
@@ -30,10 +31,17 @@ class ClientIdentity:
 
 
 class ApiKeyCache:
-    def __init__(self, db: Database, refresh_s: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        refresh_s: float,
+        on_refresh: Callable[[ApiKeyCache], None] | None = None,
+    ) -> None:
         self._db = db
         self._refresh_s = refresh_s
+        self._on_refresh = on_refresh
         self._by_hash: dict[str, ClientIdentity] = {}
+        self._issued = False
         self._loaded = False
         self._failing = False
         self._task: asyncio.Task[None] | None = None
@@ -48,16 +56,25 @@ class ApiKeyCache:
         """Whether at least one key is active."""
         return bool(self._by_hash)
 
+    @property
+    def issued(self) -> bool:
+        """Whether any key, active or revoked, exists: revoking the last one must not reopen
+        the proxy to anonymous callers."""
+        return self._issued
+
     def lookup(self, plaintext: str) -> ClientIdentity | None:
         return self._by_hash.get(hash_key(plaintext))
 
     async def refresh(self) -> None:
-        """Reload the active keys; raises if the database cannot be read."""
+        """Reload the keys; raises if the database cannot be read."""
         async with self._db.sessions() as session:
-            rows = await repository.active_api_keys(session)
+            rows = await repository.list_api_keys(session)
         self._by_hash = {
-            row.key_hash: ClientIdentity(row.id, row.name, row.framework, row.mode) for row in rows
+            row.key_hash: ClientIdentity(row.id, row.name, row.framework, row.mode)
+            for row in rows
+            if row.revoked_at is None
         }
+        self._issued = bool(rows)
         self._loaded = True
 
     async def start(self) -> None:
@@ -86,7 +103,9 @@ class ApiKeyCache:
                     "could not load API keys (%s); keeping the last ones", type(exc).__name__
                 )
             self._failing = True
-            return
-        if self._failing:
-            log.info("API keys loaded again")
-        self._failing = False
+        else:
+            if self._failing:
+                log.info("API keys loaded again")
+            self._failing = False
+        if self._on_refresh is not None:
+            self._on_refresh(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 
@@ -11,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service.security.auth import open_access_warning
+from service.security.auth import OpenAccessAlarm, open_access_warning
 from service.security.cache import ApiKeyCache
 from service.security.keys import generate_key
 from service.settings import Settings
@@ -84,6 +85,42 @@ async def test_revoked_key_stops_working(
     await wait_until(lambda: keys.lookup(revoked) is None)
     assert_401(await client.get("/v1/whoami", headers=bearer(revoked)))
     assert (await client.get("/v1/whoami", headers=bearer(kept))).status_code == 200
+
+
+async def test_revoking_the_last_key_does_not_open_the_proxy(
+    app: FastAPI, client: httpx.AsyncClient, db: Database, keys: ApiKeyCache, settings: Settings
+) -> None:
+    key_id, plaintext = await create_key(db, "only")
+    await keys.refresh()
+    async with db.sessions.begin() as session:
+        await repository.revoke_api_key(session, key_id)
+    await keys.refresh()
+    assert not keys.has_keys and keys.issued
+    assert_401(await client.get("/v1/whoami"))
+    assert_401(await client.get("/v1/whoami", headers=bearer(plaintext)))
+    assert open_access_warning(settings, keys) is None
+
+    app.state.settings = Settings(require_api_key=False)  # only the operator opens it again
+    assert (await client.get("/v1/whoami")).json() == {"id": None, "name": None}
+
+
+@pytest.mark.parametrize("interval_s", [0.0, 3600.0])
+async def test_the_open_proxy_is_announced_at_refreshes_rate_limited(
+    db: Database, settings: Settings, caplog: pytest.LogCaptureFixture, interval_s: float
+) -> None:
+    keys = ApiKeyCache(db, refresh_s=0.01, on_refresh=OpenAccessAlarm(settings, interval_s))
+
+    def warnings() -> int:
+        return sum("NOT REQUIRED" in record.getMessage() for record in caplog.records)
+
+    with caplog.at_level(logging.WARNING, "conscience.security"):
+        await keys.start()
+        try:
+            assert warnings() == 1  # at start-up
+            await asyncio.sleep(0.15)  # many refreshes
+        finally:
+            await keys.aclose()
+    assert warnings() > 2 if interval_s == 0 else warnings() == 1
 
 
 async def test_explicit_setting_overrides_the_default(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from functools import cached_property
 from collections.abc import Callable, Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
+from service.api.server_limits import uvicorn_config
 from service.app import create_app
 from service.settings import Settings
 from service.store.models import Check, Triple
@@ -102,7 +103,9 @@ def start_proxy(tmp_path: Path, fake: FakeUpstream) -> Iterator[ProxyFactory]:
         }
         values.update(overrides)
         settings = Settings(**values)
-        server = ThreadedServer(create_app(settings))
+        # Served as `conscience serve` serves it, on a free port.
+        options = {k: v for k, v in uvicorn_config(settings).items() if k not in ("host", "port")}
+        server = ThreadedServer(create_app(settings), **options)
         server.start()
         servers.append(server)
         return Proxy(server, settings)

@@ -12,7 +12,7 @@ from service.store.models import AdapterVersion
 from tests.api.conftest import Proxy, ProxyFactory
 from tests.fakes.upstream import FakeUpstream
 
-ADMIN = "admin-secret"
+ADMIN = "admin-secret-for-tests"
 ASK = [{"role": "user", "content": "Hello?"}]
 
 

@@ -3,58 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
 
 from service.backends.transport import KeepAliveTransport
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
-
-
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length")), 0)
-    return head + await reader.readexactly(length)
-
-
-class RawServer:
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.connections = 0
-        self.server: asyncio.Server | None = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            await self.handler(reader, writer, self.connections)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[RawServer]]]:
-    servers: list[RawServer] = []
-
-    async def start(handler: Handler) -> RawServer:
-        raw = RawServer(handler)
-        raw.server = await asyncio.start_server(raw._serve, "127.0.0.1", 0)
-        servers.append(raw)
-        return raw
-
-    yield start
-    for raw in servers:
-        assert raw.server is not None
-        raw.server.close()
+from tests.backends.raw_server import read_request
 
 
 def client(url: str, **limits: int) -> httpx.AsyncClient:

@@ -21,19 +21,26 @@ STARTUP_TIMEOUT_S = 10.0
 class ThreadedServer:
     """`with ThreadedServer(app) as server:` serves `app` at `server.origin` until the block ends.
 
-    Port 0 (the default) takes a free port."""
+    Port 0 (the default) takes a free port. `options` are more `uvicorn.Config` arguments (such
+    as `service.api.server_limits.uvicorn_config`'s, less its host and port)."""
 
     def __init__(
-        self, app: Any, *, port: int = 0, lifespan: str = "auto", graceful_timeout_s: float = 1.0
+        self,
+        app: Any,
+        *,
+        port: int = 0,
+        lifespan: str = "auto",
+        graceful_timeout_s: float = 1.0,
+        **options: Any,
     ) -> None:
-        config = uvicorn.Config(
-            app,
-            lifespan=lifespan,
-            log_level="warning",
-            access_log=False,
+        defaults: dict[str, Any] = {
+            "lifespan": lifespan,
+            "log_level": "warning",
+            "access_log": False,
             # A request a test left hanging must not hold the shutdown forever.
-            timeout_graceful_shutdown=graceful_timeout_s,
-        )
+            "timeout_graceful_shutdown": graceful_timeout_s,
+        }
+        config = uvicorn.Config(app, **{**defaults, **options})
         self._server = uvicorn.Server(config)
         # Bound now, listening from start(): until then connections to `origin` are refused,
         # which is how a test stages an upstream that comes up late.

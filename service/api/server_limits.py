@@ -1,0 +1,108 @@
+"""How uvicorn serves the app: bounds on what one connection may hold.
+
+uvicorn's httptools protocol (the one it picks when httptools is installed, as here) has no limit
+on a request head's size and no timeout until a first response: a 200 MiB header was read into
+memory, and connections that never send a byte stayed open. `HeadLimitedProtocol` adds both:
+a head larger than `max_head_bytes` gets 431, and one not complete within `head_timeout_s` of
+the connection (or of its first byte, on a kept-alive connection) closes the connection.
+uvicorn's own options bound the rest: idle keep-alive time and connections at once (503 beyond).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.errors import error_body
+from service.settings import Settings
+
+
+class HeadLimitedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on each request head's size and time.
+
+    Sizes are counted as bytes arrive, before the parser buffers them, so a head is refused
+    within one read (at most 256 KiB) past the limit."""
+
+    max_head_bytes = 64 * 1024
+    head_timeout_s = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes: int | None = 0  # of the request head being read; None once complete
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()  # a connection that never sends a byte must not stay open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if self._head_bytes is not None:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse_head()
+                return
+            if self._head_timer is None:
+                self._arm()
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_bytes = 0  # what comes next on this connection is the next request's head
+
+    def _arm(self) -> None:
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        self.transport.close()
+
+    def _refuse_head(self) -> None:
+        self._disarm()
+        body = orjson.dumps(error_body(
+            f"Request header fields too large: the limit is {self.max_head_bytes} bytes.",
+            "invalid_request_error",
+        ))
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
+
+
+def head_limited_protocol(max_head_bytes: int, head_timeout_s: float) -> type[HeadLimitedProtocol]:
+    """The protocol class with these bounds (uvicorn takes a class, not an instance)."""
+    bounds = {"max_head_bytes": max_head_bytes, "head_timeout_s": head_timeout_s}
+    return type("HeadLimitedProtocol", (HeadLimitedProtocol,), bounds)
+
+
+def uvicorn_config(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of `uvicorn.run(app, **...)` for these settings: address, logging
+    (ours, not uvicorn's) and every bound on what clients may hold."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "http": head_limited_protocol(settings.max_header_bytes, settings.header_timeout_s),
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        "limit_concurrency": settings.max_connections,
+    }
