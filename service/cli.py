@@ -70,6 +70,7 @@ def serve(**flags: Any) -> None:
         require_extra("local", "conscience serve --backend local")
     import uvicorn
 
+    from service.api.server_limits import uvicorn_config
     from service.app import create_app
     from service.logs import configure_logging
     from service.startup import StartupError, check_served_models, resolve_local_model
@@ -88,7 +89,7 @@ def serve(**flags: Any) -> None:
         f"mode {settings.mode.value}; database {_redacted(settings.db_url)})",
         err=True,
     )
-    uvicorn.run(app_, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(app_, **uvicorn_config(settings))
 
 
 serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

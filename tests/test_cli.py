@@ -127,3 +127,18 @@ def test_a_model_the_upstream_does_not_serve_is_refused_at_start_up(tmp_path: Pa
 def test_local_model_flag_is_the_model_to_load() -> None:
     settings = cli.settings_or_exit(backend="local", model="org/some-model")
     assert settings.local_model == "org/some-model" and settings.model is None
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "names"),
+    [
+        (["db", "upgrade", "--db-url", "postgresql://x@127.0.0.1/test"], 2, ["--db-url", "postgresql+asyncpg"]),
+        (["db", "upgrade", "--db-url", "postgresql+asyncpg://x@127.0.0.1:1/test"], 1, ["database error"]),
+        (["keys", "create", "--name", "a", "--framework", "nope"], 2, ["--framework", "wwjd"]),
+    ],
+)
+def test_store_commands_fail_in_one_line(tmp_path: Path, args: list[str], code: int, names: list[str]) -> None:
+    exit_code, output = _invoke(args, CONSCIENCE_DB_URL=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    assert exit_code == code, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and all(name in lines[0] for name in names), output

@@ -8,9 +8,11 @@ from typing import Annotated, TypeVar
 
 import typer
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from service.settings import Mode, load_settings
+from service.cli_errors import fail, settings_or_exit
+from service.conscience.frameworks import load_frameworks
+from service.settings import Mode
 from service.store import repository
 from service.store.db import Database
 from service.store.migrate import upgrade
@@ -30,7 +32,7 @@ T = TypeVar("T")
 
 
 def _url(db_url: str | None) -> str:
-    return db_url or load_settings().db_url
+    return settings_or_exit(db_url=db_url).db_url
 
 
 def _with_database(db_url: str | None, work: Callable[[Database], Awaitable[T]]) -> T:
@@ -59,7 +61,10 @@ def upgrade_command(
 ) -> None:
     """Create or migrate the schema."""
     url = _url(db_url)
-    upgrade(url, revision)
+    try:
+        upgrade(url, revision)
+    except (SQLAlchemyError, OSError) as exc:
+        fail(f"database error: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}", code=1)
     typer.echo(f"{make_url(url).render_as_string(hide_password=True)} is at revision {revision}.")
 
 
@@ -75,6 +80,10 @@ def create_command(
     db_url: DbUrl = None,
 ) -> None:
     """Create a key and print it: this is the only time it is shown."""
+    settings = settings_or_exit(db_url=db_url)
+    if framework is not None and framework not in load_frameworks(settings.frameworks_dir):
+        fail(f"--framework: unknown framework {framework!r}; available: "
+             f"{', '.join(sorted(load_frameworks(settings.frameworks_dir)))}")
 
     async def create(db: Database) -> tuple[ApiKey, str]:
         async with db.sessions.begin() as session:
