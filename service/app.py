@@ -72,7 +72,11 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.auto_migrate:
             await asyncio.to_thread(upgrade, settings.db_url)
-        db = Database(settings.db_url)
+        db = Database(
+            settings.db_url,
+            connect_timeout_s=settings.db_connect_timeout_s,
+            command_timeout_s=settings.db_command_timeout_s,
+        )
         writer = RecordWriter(
             db,
             settings.spool_path,
@@ -80,9 +84,11 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
             flush_interval_s=settings.writer_flush_interval_s,
             retry_interval_s=settings.writer_retry_interval_s,
             queue_size=settings.writer_queue_size,
+            max_hold_s=settings.writer_max_hold_s,
+            shutdown_timeout_s=settings.writer_shutdown_timeout_s,
         )
         await writer.start()
-        metrics.track_writer(lambda: writer.spool_depth, lambda: writer.queue_depth)
+        metrics.track_writer(writer)
         keys = ApiKeyCache(db, settings.api_key_refresh_s, on_refresh=OpenAccessAlarm(settings))
         await keys.start()
         backend = await asyncio.to_thread(backend_factory, settings, db)

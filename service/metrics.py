@@ -2,11 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 _STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class WriterReadings(Protocol):
+    """What the record writer reports; it keeps its own counts, read at each scrape."""
+
+    @property
+    def spool_depth(self) -> int: ...
+    @property
+    def queue_depth(self) -> int: ...
+    @property
+    def dead_lettered(self) -> int: ...
+    @property
+    def lost(self) -> int: ...
+
+
+class _WriterCounters(Collector):
+    def __init__(self) -> None:
+        self.writer: WriterReadings | None = None
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        writer = self.writer
+        yield CounterMetricFamily(
+            "conscience_records_dead_lettered",
+            "Records the database refused for their data, kept in the spool's dead-letter file.",
+            value=writer.dead_lettered if writer else 0,
+        )
+        yield CounterMetricFamily(
+            "conscience_records_lost",
+            "Records neither the database nor the spool's disk could take (each logged at "
+            "CRITICAL).",
+            value=writer.lost if writer else 0,
+        )
 
 
 class Metrics:
@@ -43,10 +78,13 @@ class Metrics:
             "conscience_writer_queue_depth", "Records waiting in the writer's queue.",
             registry=self.registry,
         )
+        self._writer_counters = _WriterCounters()
+        self.registry.register(self._writer_counters)
 
-    def track_writer(self, spool_depth: Callable[[], float], queue_depth: Callable[[], float]) -> None:
-        self.spool_depth.set_function(spool_depth)
-        self.queue_depth.set_function(queue_depth)
+    def track_writer(self, writer: WriterReadings) -> None:
+        self.spool_depth.set_function(lambda: writer.spool_depth)
+        self.queue_depth.set_function(lambda: writer.queue_depth)
+        self._writer_counters.writer = writer
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

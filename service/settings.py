@@ -212,6 +212,24 @@ class Settings(BaseSettings):
     writer_queue_size: int = Field(
         100_000, description="Queue bound; beyond it records go straight to the spool."
     )
+    writer_max_hold_s: float = Field(
+        5.0, gt=0,
+        description="Longest a record is held in memory for a database that does not answer: "
+        "an insert still running after this is abandoned and its batch spooled.",
+    )
+    writer_shutdown_timeout_s: float = Field(
+        10.0, gt=0,
+        description="Longest shutdown spends writing queued records to the database; what is "
+        "left then goes to the spool.",
+    )
+    db_connect_timeout_s: float = Field(
+        5.0, gt=0, description="Longest wait to open a PostgreSQL connection."
+    )
+    db_command_timeout_s: float = Field(
+        30.0, gt=0,
+        description="Longest wait for one PostgreSQL statement (client side: it also ends waits "
+        "on a server that accepts connections and never answers).",
+    )
 
     # --- security ----------------------------------------------------------------------------
     admin_key: SecretStr | None = Field(

@@ -1,13 +1,20 @@
 """The async engine and session factory, with the per-dialect settings the store relies on.
 
 SQLite gets WAL and a busy timeout so the background writer, the admin API and the trainer
-can share one file. PostgreSQL URLs may carry `?search_path=SCHEMA`: asyncpg has no such
-connect argument, so it is turned into a server setting (used to deploy into a schema and to
-isolate tests).
+can share one file; a database file it creates is 0600 (it holds prompts and answers; SQLite
+gives its -wal and -shm files the database file's mode). PostgreSQL gets a connect timeout and
+an optional command timeout (asyncpg's, kept on the client side, so a server that accepts
+connections and never answers ends a wait too); closing the pool is bounded too. PostgreSQL
+URLs may carry `?search_path=SCHEMA`: asyncpg has no such connect argument, so it is turned
+into a server setting (used to deploy into a schema and to isolate tests).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +28,24 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from service.store.models import Base
+from service.store.spool import FILE_MODE
+
+log = logging.getLogger("conscience.store.db")
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
-def engine_arguments(url: str, *, connect_timeout_s: float) -> tuple[URL, dict[str, Any]]:
+def engine_arguments(
+    url: str, *, connect_timeout_s: float, command_timeout_s: float | None
+) -> tuple[URL, dict[str, Any]]:
     """The URL to hand SQLAlchemy and the `connect_args` it needs for our dialect settings."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        _create_parent_dir(parsed)
+        _create_database_file(parsed)
         return parsed, {"timeout": SQLITE_BUSY_TIMEOUT_S}
-    connect_args: dict[str, Any] = {"timeout": connect_timeout_s}
+    connect_args: dict[str, Any] = {
+        "timeout": connect_timeout_s, "command_timeout": command_timeout_s,
+    }
     search_path = parsed.query.get("search_path")
     if search_path:
         connect_args["server_settings"] = {"search_path": str(search_path)}
@@ -39,10 +53,14 @@ def engine_arguments(url: str, *, connect_timeout_s: float) -> tuple[URL, dict[s
     return parsed, connect_args
 
 
-def _create_parent_dir(url: URL) -> None:
+def _create_database_file(url: URL) -> None:
     database = url.database
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # An empty file is an empty SQLite database; creating it here fixes its mode.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
 
 
 def _enable_sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
@@ -55,9 +73,18 @@ def _enable_sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
 class Database:
     """One engine per process; `sessions()` opens an `AsyncSession` (expire_on_commit=False)."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 10.0) -> None:
-        engine_url, connect_args = engine_arguments(url, connect_timeout_s=connect_timeout_s)
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout_s: float = 10.0,
+        command_timeout_s: float | None = None,
+    ) -> None:
+        engine_url, connect_args = engine_arguments(
+            url, connect_timeout_s=connect_timeout_s, command_timeout_s=command_timeout_s
+        )
         self.is_sqlite = engine_url.get_backend_name() == "sqlite"
+        self._connect_timeout_s = connect_timeout_s
         self.engine: AsyncEngine = create_async_engine(
             engine_url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite
         )
@@ -78,4 +105,10 @@ class Database:
             await connection.run_sync(Base.metadata.create_all)
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        """Close the pool, giving up (on a server that does not answer) after the connect
+        timeout: each silent connection would otherwise wait out the command timeout in turn."""
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await self.engine.dispose()
+        except TimeoutError:
+            log.warning("database connections not closed within %.1fs", self._connect_timeout_s)

@@ -1,9 +1,9 @@
 """Idempotent bulk inserts of request-path records (the writer's only way into the database).
 
 Records carry their own ids, so inserting "ON CONFLICT (id) DO NOTHING" makes a replayed spool
-or a retried batch harmless. Errors split into two kinds: the record's own data is refused
-(IntegrityError, DataError — retrying never helps, so those records are returned to the caller)
-and everything else, which is treated as an outage and raised.
+or a retried batch harmless. A record whose data the database refuses (see `faults`) is
+returned to the caller with the reason, and the rest of its batch is still inserted; any other
+failure is the database's and is raised.
 """
 
 from __future__ import annotations
@@ -14,34 +14,33 @@ from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DataError, IntegrityError
 
 from service.store.db import Database
+from service.store.faults import is_refusal
 from service.store.models import Check, Triple
 from service.store.records import CheckRecord, Record, TripleRecord
-
-REFUSED_DATA_ERRORS = (IntegrityError, DataError)
 
 
 async def insert_records(db: Database, records: Sequence[Record]) -> list[tuple[Record, str]]:
     """Insert every record not already present; return the ones the database refuses, with why.
 
-    Raises on anything that looks like an outage (connection, missing table, lock timeout).
+    One refused record fails its whole batch, so a refused batch is split in halves until each
+    refused record stands alone: k bad records among n cost O(k log n) inserts, and the good
+    ones all go in.
     """
     try:
         await _insert(db, records)
         return []
-    except REFUSED_DATA_ERRORS as exc:
+    except Exception as exc:
+        if not is_refusal(exc):
+            raise
         if len(records) == 1:
             return [(records[0], _reason(exc))]
-    # One bad record fails its whole batch: find it by inserting the rest one at a time.
-    refused: list[tuple[Record, str]] = []
-    for record in records:
-        try:
-            await _insert(db, [record])
-        except REFUSED_DATA_ERRORS as exc:
-            refused.append((record, _reason(exc)))
-    return refused
+    middle = len(records) // 2
+    return [
+        *await insert_records(db, records[:middle]),
+        *await insert_records(db, records[middle:]),
+    ]
 
 
 async def _insert(db: Database, records: Sequence[Record]) -> None:
@@ -65,4 +64,5 @@ def _row(record: Record) -> dict[str, Any]:
 
 
 def _reason(exc: Exception) -> str:
-    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__

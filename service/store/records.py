@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pydantic import TypeAdapter
+
 
 def new_id() -> str:
     return uuid.uuid4().hex
@@ -79,13 +81,24 @@ class TripleRecord:
 Record = CheckRecord | TripleRecord
 
 
-def record_from_json(data: dict[str, Any]) -> Record:
-    """Inverse of `to_json`, for spool replay."""
-    data = dict(data)
-    kind = data.pop("kind")
-    data["created_at"] = datetime.fromisoformat(data["created_at"])
-    if kind == "check":
-        return CheckRecord(**data)
-    if kind == "triple":
-        return TripleRecord(**data)
-    raise ValueError(f"unknown record kind {kind!r}")
+_SHAPES: dict[str, TypeAdapter[Any]] = {
+    "check": TypeAdapter(CheckRecord), "triple": TypeAdapter(TripleRecord),
+}
+
+
+def record_from_json(data: object) -> Record:
+    """Inverse of `to_json`, for spool replay; raises ValueError for anything else.
+
+    Every field is validated against its type (pydantic, lax: "3" is 3): a line that parses
+    but holds a value no driver can bind (a list for a number, say) is unreadable, not a record
+    that would stall the replay.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("created_at"), str):
+        raise ValueError(f"not a record: {str(data)[:80]}")
+    shape = _SHAPES.get(data.get("kind"))
+    if shape is None:
+        raise ValueError(f"unknown record kind {data.get('kind')!r}")
+    record: Record = shape.validate_python(
+        {**data, "created_at": datetime.fromisoformat(data["created_at"])}
+    )
+    return record

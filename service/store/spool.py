@@ -4,19 +4,25 @@ Crash safety comes from three rules: every append is flushed and fsynced before 
 replay first renames the spool to `<name>.replaying` (so new appends go to a fresh file and a
 crash mid-replay leaves the claimed file to be replayed again — inserts are idempotent); the
 claimed file is deleted only after every record in it is in the database. Records the database
-refuses for good (bad data, not an outage) go to `<name>.rejected` with the reason, never
-silently away.
+refuses for their data, and lines that do not parse, go to the dead letter `<name>.dead.jsonl`
+with the reason, never silently away (a dead-letter table would refuse them the same way).
+
+An append that fails (a full disk) is cut back off the file and raised: no torn line is left
+for the next append to glue onto, and `depth` stays the number of records really on disk.
+Every file is created 0600: records hold prompts and answers.
 
 All methods block on disk I/O: call them from a worker thread on the request path.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -24,12 +30,15 @@ from service.store.records import Record, record_from_json
 
 log = logging.getLogger("conscience.store.spool")
 
+FILE_MODE = 0o600
+
 
 class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.replaying_path = path.with_name(path.name + ".replaying")
-        self.rejected_path = path.with_name(path.name + ".rejected")
+        self.dead_letter_path = path.with_name(path.name + ".dead.jsonl")
+        self.dead_lettered = 0  # records set aside by this process
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._end_torn_line(path)
@@ -44,7 +53,7 @@ class Spool:
     def append(self, records: Sequence[Record]) -> None:
         if not records:
             return
-        payload = b"".join(orjson.dumps(record.to_json()) + b"\n" for record in records)
+        payload = b"".join(_dumps(record.to_json()) for record in records)
         with self._lock:
             _append_durably(self.path, payload)
             self._appended += len(records)
@@ -68,7 +77,7 @@ class Spool:
     def read_claimed(self, offset: int, batch_size: int) -> tuple[list[Record], int]:
         """Up to `batch_size` claimed records from byte `offset`, and the offset after them.
 
-        Lines that do not parse go to the rejected file. An empty batch means the end.
+        Lines that do not parse go to the dead letter. An empty batch means the end.
         """
         batch: list[Record] = []
         with self.replaying_path.open("rb") as lines:
@@ -77,35 +86,34 @@ class Spool:
                 if not line.strip():
                     continue
                 try:
-                    batch.append(record_from_json(orjson.loads(line)))
+                    batch.append(record_from_json(_loads(line)))
                 except (ValueError, TypeError, KeyError) as exc:
-                    self._reject_line(line, f"unreadable spool line: {exc}")
+                    reason = f"unreadable spool line: {exc}"
+                    self._set_aside(
+                        [{"reason": reason, "line": line.decode("utf-8", "replace")}], reason
+                    )
             return batch, lines.tell()
 
     def release(self) -> None:
-        """Forget the claimed file: every record in it is now in the database (or rejected)."""
+        """Forget the claimed file: every record in it is now in the database (or dead letter)."""
         with self._lock:
             self.replaying_path.unlink(missing_ok=True)
             fsync_path(self.path.parent)
             self._claimed = 0
 
-    def reject(self, rejected: Sequence[tuple[Record, str]]) -> None:
+    def dead_letter(self, refused: Sequence[tuple[Record, str]]) -> None:
         """Keep records the database refuses for good, with the reason, for an operator."""
-        payload = b"".join(
-            orjson.dumps({"reason": reason, "record": record.to_json()}) + b"\n"
-            for record, reason in rejected
-        )
-        with self._lock:
-            _append_durably(self.rejected_path, payload)
-        log.error(
-            "%d record(s) refused by the database, kept in %s", len(rejected), self.rejected_path
+        self._set_aside(
+            [{"reason": reason, "record": record.to_json()} for record, reason in refused],
+            "refused by the database",
         )
 
-    def _reject_line(self, line: bytes, reason: str) -> None:
-        payload = orjson.dumps({"reason": reason, "line": line.decode("utf-8", "replace")}) + b"\n"
+    def _set_aside(self, entries: list[dict[str, Any]], why: str) -> None:
+        payload = b"".join(_dumps(entry) for entry in entries)
         with self._lock:
-            _append_durably(self.rejected_path, payload)
-        log.error("%s; kept in %s", reason, self.rejected_path)
+            _append_durably(self.dead_letter_path, payload)
+            self.dead_lettered += len(entries)
+        log.error("%d record(s) %s, kept in %s", len(entries), why, self.dead_letter_path)
 
     @staticmethod
     def _end_torn_line(path: Path) -> None:
@@ -120,11 +128,37 @@ class Spool:
         _append_durably(path, b"\n")
 
 
+def _dumps(entry: dict[str, Any]) -> bytes:
+    """One JSON line. Lone surrogates (JSON requests may carry them as escapes) are kept as
+    escapes by the standard library where orjson refuses them."""
+    try:
+        return orjson.dumps(entry) + b"\n"
+    except TypeError:
+        return json.dumps(entry, ensure_ascii=True).encode() + b"\n"
+
+
+def _loads(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
 def _append_durably(path: Path, payload: bytes) -> None:
-    with path.open("ab") as spool:
-        spool.write(payload)
-        spool.flush()
-        os.fsync(spool.fileno())
+    """Append and fsync `payload`, all of it or (on failure, cut back off) none of it."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+    try:
+        start = os.lseek(descriptor, 0, os.SEEK_END)
+        try:
+            written = 0
+            while written < len(payload):
+                written += os.write(descriptor, payload[written:])
+            os.fsync(descriptor)
+        except OSError:
+            os.ftruncate(descriptor, start)
+            raise
+    finally:
+        os.close(descriptor)
 
 
 def fsync_path(path: Path) -> None:

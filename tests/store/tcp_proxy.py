@@ -1,4 +1,10 @@
-"""A loopback TCP forwarder that can be switched off: a real network outage for PostgreSQL."""
+"""A loopback TCP forwarder that can be switched off or black-holed: real network failures for
+PostgreSQL.
+
+`stop` is a dead network (connections refused and cut). `blackhole` is a hung server: new
+connections are accepted and existing ones stay open, but nothing is forwarded either way, so
+only the client's own timeouts end a wait.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
+        self.blackholed = False
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -27,28 +34,41 @@ class TcpProxy:
         await self._server.wait_closed()
         self._server = None
 
+    def blackhole(self) -> None:
+        """From now on swallow every byte, in both directions, on old and new connections."""
+        self.blackholed = True
+
     async def _forward(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
     ) -> None:
+        writers = {client_writer}
+        self._writers.add(client_writer)
         try:
-            server_reader, server_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            client_writer.transport.abort()
-            return
-        self._writers.update((client_writer, server_writer))
-        try:
+            if self.blackholed:
+                await self._pipe(client_reader, None)
+                return
+            try:
+                server_reader, server_writer = await asyncio.open_connection(*self.target)
+            except OSError:
+                return
+            writers.add(server_writer)
+            self._writers.add(server_writer)
             await asyncio.gather(
-                _pipe(client_reader, server_writer), _pipe(server_reader, client_writer)
+                self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer)
             )
         finally:
-            for writer in (client_writer, server_writer):
+            for writer in writers:
                 self._writers.discard(writer)
                 writer.transport.abort()
 
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.transport.abort()
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None
+    ) -> None:
+        """Copy until either side closes; a black-holed proxy reads on and drops the bytes."""
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                if writer is not None and not self.blackholed:
+                    writer.write(data)
+                    await writer.drain()
+        if writer is not None:
+            writer.transport.abort()

@@ -37,6 +37,7 @@ async def test_records_survive_a_network_outage(
     writer = RecordWriter(
         through_proxy, tmp_path / "spool.jsonl",
         batch_size=8, flush_interval_s=0.02, retry_interval_s=0.05, queue_size=1000,
+        max_hold_s=5.0, shutdown_timeout_s=10.0,
     )
     await writer.start()
     try:

@@ -69,6 +69,30 @@ def test_torn_last_line_is_set_aside_and_later_appends_stay_readable(tmp_path: P
     spool.append([after])
     assert spool.claim()
     assert read_all(spool) == [whole, after]
-    rejected = [orjson.loads(line) for line in spool.rejected_path.read_bytes().splitlines()]
+    rejected = [orjson.loads(line) for line in spool.dead_letter_path.read_bytes().splitlines()]
     assert len(rejected) == 1
     assert rejected[0]["line"].startswith('{"kind": "check"')
+
+
+def test_spool_and_dead_letter_files_are_private(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.jsonl")
+    spool.append([make_check(1)])
+    assert spool.claim()
+    spool.append([make_check(2)])
+    spool.dead_letter([(make_check(3), "refused")])
+    for path in (spool.path, spool.replaying_path, spool.dead_letter_path):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def test_lines_that_parse_but_are_not_records_go_to_the_dead_letter(tmp_path: Path) -> None:
+    path = tmp_path / "spool.jsonl"
+    good = [make_check(1), make_triple(2)]
+    wrong_type = {**make_check(3).to_json(), "score": [1]}  # no driver binds a list
+    lines = [orjson.dumps(good[0].to_json()), b"[1, 2]", orjson.dumps(wrong_type),
+             orjson.dumps(good[1].to_json())]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    spool = Spool(path)
+    assert spool.claim()
+    assert read_all(spool) == good
+    assert spool.dead_lettered == 2
+    assert len(spool.dead_letter_path.read_bytes().splitlines()) == 2

@@ -22,10 +22,12 @@ from service.store.writer import RecordWriter
 from tests.store.factories import make_check, make_triple
 
 
-def new_writer(db: Database, spool_path: Path, *, queue_size: int = 10_000) -> RecordWriter:
+def new_writer(
+    db: Database, spool_path: Path, *, queue_size: int = 10_000, max_hold_s: float = 5.0
+) -> RecordWriter:
     return RecordWriter(
         db, spool_path, batch_size=16, flush_interval_s=0.02, retry_interval_s=0.05,
-        queue_size=queue_size,
+        queue_size=queue_size, max_hold_s=max_hold_s, shutdown_timeout_s=10.0,
     )
 
 
@@ -156,7 +158,8 @@ KILLED_WRITER = textwrap.dedent(
 
     async def main(url, spool, count):
         writer = RecordWriter(Database(url), Path(spool), batch_size=8, flush_interval_s=0.01,
-                              retry_interval_s=60, queue_size=1000)
+                              retry_interval_s=60, queue_size=1000, max_hold_s=5,
+                              shutdown_timeout_s=5)
         await writer.start()
         for index in range(count):
             record = make_triple(index) if index % 2 else make_check(index)
@@ -238,8 +241,8 @@ async def test_refused_record_is_kept_aside_and_does_not_block_the_rest(
     await writer.aclose()
 
     assert sorted(await stored_ids(db)) == sorted(record.id for record in good)
-    rejected_file = tmp_path / "spool.jsonl.rejected"
-    rejected = [orjson.loads(line) for line in rejected_file.read_bytes().splitlines()]
+    dead_letter = tmp_path / "spool.jsonl.dead.jsonl"
+    rejected = [orjson.loads(line) for line in dead_letter.read_bytes().splitlines()]
     assert [entry["record"]["id"] for entry in rejected] == [bad.id]
     assert writer.spool_depth == 0
 
