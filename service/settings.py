@@ -82,7 +82,9 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8001/v1", description="Base URL of the OpenAI-compatible upstream."
     )
     upstream_api_key: SecretStr | None = Field(
-        None, description="Key sent to the upstream; never logged or echoed."
+        None,
+        description="Key sent to the upstream; never logged or echoed. Environment or "
+        "CONSCIENCE_UPSTREAM_API_KEY_FILE only (not a flag).",
     )
     upstream_timeout_s: float = Field(120.0, description="Read timeout for upstream calls.")
     upstream_connect_timeout_s: float = Field(5.0, description="Connect timeout for upstream.")
@@ -121,7 +123,8 @@ class Settings(BaseSettings):
     judge_model: str | None = Field(
         None,
         description="The frozen copy that judges and repairs (with vLLM: the base model name). "
-        "Default: same as --model.",
+        "Default: the registry's base model, else --model, else the upstream's only base model; "
+        "never the client's.",
     )
 
     # --- conscience --------------------------------------------------------------------------
@@ -235,7 +238,7 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(
         None,
         description=f"Key for /admin (at least {MIN_ADMIN_KEY_CHARS} characters); the admin API "
-        "is disabled without one.",
+        "is disabled without one. Environment or CONSCIENCE_ADMIN_KEY_FILE only (not a flag).",
     )
     require_api_key: bool | None = Field(
         None,
@@ -277,7 +280,9 @@ class Settings(BaseSettings):
         None, description="Model name of the misalignment judge at --eval-judge-url."
     )
     eval_judge_api_key: SecretStr | None = Field(
-        None, description="Key sent to --eval-judge-url; never logged or echoed."
+        None,
+        description="Key sent to --eval-judge-url; never logged or echoed. Environment or "
+        "CONSCIENCE_EVAL_JUDGE_API_KEY_FILE only.",
     )
 
     @field_validator("client_judge_styles")

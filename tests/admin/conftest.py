@@ -50,6 +50,7 @@ async def writer(db: Database, tmp_path: Path) -> AsyncIterator[RecordWriter]:
     writer = RecordWriter(
         db, tmp_path / "spool.jsonl",
         batch_size=64, flush_interval_s=0.01, retry_interval_s=0.05, queue_size=10_000,
+        max_hold_s=5.0, shutdown_timeout_s=5.0,
     )
     await writer.start()
     yield writer
