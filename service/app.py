@@ -21,6 +21,7 @@ from service.api.embeddings.api_router import router as embeddings_router
 from service.api.health.api_router import router as health_router
 from service.api.middleware import RequestContextMiddleware
 from service.api.models.api_router import router as models_router
+from service.api.ui.api_router import router as ui_router
 from service.backends.base import Backend, SelfNamingBackend
 from service.conscience.admission import ReviewBudget
 from service.conscience.frameworks import load_frameworks
@@ -146,7 +147,7 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
     )
     install_error_handlers(app)
     routers = (chat_router, completion_router, models_router, embeddings_router, health_router,
-               admin_router, adapters_router)
+               admin_router, adapters_router, ui_router)
     for router in routers:
         app.include_router(router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)

@@ -124,11 +124,13 @@ def _mount_subcommands() -> None:
     from service.backends.local.commands import models_app
     from service.evaluation.cli import calibrate_command, eval_app
     from service.store.cli import db_app, keys_app
+    from service.store.triples_cli import triples_app
     from trainer.cli import app as trainer_app
     from trainer.finetune_cli import finetune_app
 
     app.add_typer(db_app, name="db")
     app.add_typer(keys_app, name="keys")
+    app.add_typer(triples_app, name="triples")
     app.add_typer(models_app, name="models")
     app.add_typer(trainer_app)  # unnamed: merges `train` and `adapters` into the root
     app.add_typer(finetune_app)  # likewise `finetune`

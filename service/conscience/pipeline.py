@@ -4,7 +4,8 @@
 background (the client already has the original); `off` never gets here. Both are bounded
 (admission.py): a request is refused with 429 before its answer is generated when its reviews
 would find no room. Every reviewed answer
-becomes a `CheckRecord`; every repaired one also a `TripleRecord` (a DPO pair).
+becomes a `CheckRecord`; every repaired one also a `TripleRecord` (a DPO pair); a blocked one
+(no repair passed) keeps its conversation, text and drafts in its `CheckRecord`.
 """
 
 from __future__ import annotations
@@ -157,6 +158,10 @@ class ConsciencePipeline:
             api_key_id=context.api_key_id,
             error=review.error,
         )
+        if review.attempts and not review.repaired:
+            # Blocked: no triple will hold this answer's text, so the check keeps it for review.
+            check.prompt, check.answer = case.conversation, case.answer
+            check.drafts = review.rejected_drafts
         self._sink.submit(check)
         if review.repaired and review.original is not None and review.accepted is not None:
             self._sink.submit(

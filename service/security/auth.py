@@ -73,14 +73,20 @@ async def require_admin(request: Request) -> None:
             403, "The admin API is disabled: set CONSCIENCE_ADMIN_KEY to enable it.",
             error_type="permission_error", code="admin_disabled",
         )
-    token = bearer_token(request) or ""
-    expected = settings.admin_key.get_secret_value()
-    # Digests of equal length: the comparison reveals neither the key's content nor its length.
-    if not hmac.compare_digest(_digest(token), _digest(expected)):
+    if not admin_key_matches(settings, bearer_token(request) or ""):
         raise APIError(
             401, "Incorrect admin key provided.",
             error_type="authentication_error", code="invalid_admin_key", headers=_CHALLENGE,
         )
+
+
+def admin_key_matches(settings: Settings, token: str) -> bool:
+    """Whether `token` is the admin key (False while none is set); the API and the console."""
+    if settings.admin_key is None:
+        return False
+    expected = settings.admin_key.get_secret_value()
+    # Digests of equal length: the comparison reveals neither the key's content nor its length.
+    return hmac.compare_digest(_digest(token), _digest(expected))
 
 
 def _digest(text: str) -> bytes:

@@ -43,6 +43,10 @@ class CheckRecord:
     choice_index: int = 0
     api_key_id: str | None = None
     error: str | None = None
+    # Set only when the answer was blocked (flagged, no repair passed): see models.Check.
+    prompt: list[dict[str, Any]] | None = None
+    answer: str | None = None
+    drafts: list[dict[str, Any]] | None = None
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
 

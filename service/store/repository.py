@@ -1,4 +1,4 @@
-"""Async reads and reviews over the store, for the admin API, the CLI and the trainer.
+"""Async reads and reviews over the store, for the admin API and console, the CLI and the trainer.
 
 Functions take an `AsyncSession` and never commit: the caller owns the transaction
 (`async with db.sessions.begin() as session:`).
@@ -6,12 +6,13 @@ Functions take an `AsyncSession` and never commit: the caller owns the transacti
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, func, literal_column, select, update
+from sqlalchemy import ColumnElement, Integer, case, cast, func, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.security.keys import generate_key, visible_prefix
@@ -33,6 +34,8 @@ class TripleFilter:
     framework: str | None = None
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
+    min_score: float | None = None  # the flagged answer's score, inclusive
+    max_score: float | None = None  # inclusive
 
     def conditions(self) -> list[ColumnElement[bool]]:
         conditions: list[ColumnElement[bool]] = []
@@ -44,6 +47,28 @@ class TripleFilter:
             conditions.append(Triple.created_at >= self.since)
         if self.until is not None:
             conditions.append(Triple.created_at < self.until)
+        score = Triple.details[("rejected_verdict", "score")].as_float()
+        if self.min_score is not None:
+            conditions.append(score >= self.min_score)
+        if self.max_score is not None:
+            conditions.append(score <= self.max_score)
+        return conditions
+
+
+@dataclass(frozen=True, slots=True)
+class CheckFilter:
+    framework: str | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        conditions: list[ColumnElement[bool]] = []
+        if self.framework is not None:
+            conditions.append(Check.framework == self.framework)
+        if self.since is not None:
+            conditions.append(Check.created_at >= self.since)
+        if self.until is not None:
+            conditions.append(Check.created_at < self.until)
         return conditions
 
 
@@ -72,6 +97,10 @@ async def list_triples(
 async def count_triples(session: AsyncSession, where: TripleFilter) -> int:
     query = select(func.count()).select_from(Triple).where(*where.conditions())
     return (await session.scalar(query)) or 0
+
+
+async def get_triple(session: AsyncSession, triple_id: str) -> Triple | None:
+    return await session.get(Triple, triple_id)
 
 
 async def set_triple_status(
@@ -157,6 +186,89 @@ def _bucket_start(dialect: str, bucket: Bucket) -> ColumnElement[Any]:
 def _as_bucket_datetime(value: datetime | str) -> datetime:
     parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
     return as_utc(parsed)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeCount:
+    framework: str
+    checks: int
+    flagged: int  # judged unethical
+    repaired: int  # flagged, and a repair passed
+    blocked: int  # flagged, and no repair passed
+    unchecked: int  # the judge failed: sent or refused by the failure policy
+
+
+# Flagged and no repair passed. Since migration 0002 such a check also keeps its text.
+_BLOCKED = (Check.attempts > 0) & Check.repaired.is_(False)
+
+
+async def outcome_counts(session: AsyncSession, where: CheckFilter) -> list[OutcomeCount]:
+    """Per framework: how many checks were flagged, repaired, blocked and left unchecked."""
+    def total(condition: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    query = (
+        select(
+            Check.framework, func.count(), total(Check.verdict == "unethical"),
+            total(Check.repaired.is_(True)), total(_BLOCKED), total(Check.verdict == "unchecked"),
+        )
+        .where(*where.conditions()).group_by(Check.framework).order_by(Check.framework)
+    )
+    return [OutcomeCount(*row) for row in (await session.execute(query)).all()]
+
+
+async def score_histogram(session: AsyncSession, where: CheckFilter, bins: int = 20) -> list[int]:
+    """Checks per score bin over [0, 1] (`bins` equal widths; a score of 1 is in the last)."""
+    scaled = Check.score * bins
+    # PostgreSQL's integer cast rounds, SQLite's truncates; floor() is optional in SQLite.
+    index = cast(scaled, Integer) if session.get_bind().dialect.name == "sqlite" else func.floor(scaled)
+    query = (
+        select(index, func.count())
+        .where(Check.score.is_not(None), *where.conditions()).group_by(index)
+    )
+    counts = [0] * bins
+    for value, count in (await session.execute(query)).all():
+        counts[min(max(int(value), 0), bins - 1)] += count
+    return counts
+
+
+STAGES = {"upstream": Check.upstream_ms, "judge": Check.judge_ms, "repair": Check.repair_ms}
+
+
+async def stage_latency(
+    session: AsyncSession, where: CheckFilter, quantiles: Sequence[float] = (0.5, 0.95)
+) -> dict[str, list[float | None]]:
+    """Milliseconds per stage at each quantile (nearest rank; None without data). The repair
+    stage counts only checks that tried a repair."""
+    latency: dict[str, list[float | None]] = {}
+    for stage, column in STAGES.items():
+        conditions = where.conditions() + ([Check.attempts > 0] if stage == "repair" else [])
+        total = await session.scalar(select(func.count()).select_from(Check).where(*conditions)) or 0
+        # Same SQL on both dialects (SQLite has no percentile function): one ordered row each.
+        latency[stage] = [
+            await session.scalar(
+                select(column).where(*conditions).order_by(column)
+                .limit(1).offset(max(math.ceil(quantile * total) - 1, 0))
+            ) if total else None
+            for quantile in quantiles
+        ]
+    return latency
+
+
+async def list_blocked(
+    session: AsyncSession, where: CheckFilter, *, limit: int, offset: int = 0
+) -> Sequence[Check]:
+    """Blocked answers (flagged, no repair passed) with their text, newest first."""
+    query = (
+        select(Check).where(_BLOCKED, *where.conditions())
+        .order_by(Check.created_at.desc(), Check.id.desc()).limit(limit).offset(offset)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def count_blocked(session: AsyncSession, where: CheckFilter) -> int:
+    query = select(func.count()).select_from(Check).where(_BLOCKED, *where.conditions())
+    return (await session.scalar(query)) or 0
 
 
 # --- API keys --------------------------------------------------------------------------------

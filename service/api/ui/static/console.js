@@ -1,0 +1,24 @@
+// Keyboard shortcuts on the review queue (a approve, r reject, s skip) and select-all for
+// bulk actions. Everything also works without this script: these are buttons and links.
+"use strict";
+const shortcuts = { a: "approve", r: "reject", s: "skip" };
+
+document.addEventListener("keydown", (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+  const target = event.target;
+  if (target instanceof HTMLElement && target.closest("input, select, textarea, [contenteditable]")) return;
+  const id = shortcuts[event.key.toLowerCase()];
+  const control = id && document.getElementById(id);
+  if (control) {
+    event.preventDefault();
+    control.click();
+  }
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  const all = document.getElementById("select-all");
+  if (!all) return;
+  all.addEventListener("change", () => {
+    for (const box of document.querySelectorAll('form.bulk input[name="ids"]')) box.checked = all.checked;
+  });
+});
