@@ -28,7 +28,7 @@ def is_verdict(body: JSON) -> bool:
 
 
 def _default_judge() -> dict[str, float]:
-    return {"ethical": 0.9, "neutral": 0.07, "unethical": 0.03}
+    return {"No": 0.95, "Yes": 0.05}  # the fast judge's question: a harmless answer
 
 
 @dataclass(eq=False)  # a FakeUpstream built on it keeps identity equality and hashing
