@@ -1,11 +1,12 @@
-# The slim proxy image: the core only (no torch), in front of a vLLM or other upstream.
+# The slim proxy image: the core only (no torch), in front of a vLLM or other upstream. The
+# offline tools (trainer/, evaluation/) stay out: `conscience` says which package they need.
 # Installed in place (editable) so that the Alembic migrations beside the package are found,
 # with exactly the versions of requirements.lock.
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini requirements.lock ./
 COPY service ./service
-COPY trainer ./trainer
+COPY conscience_cli ./conscience_cli
 COPY migrations ./migrations
 RUN pip install --no-cache-dir --constraint requirements.lock pip \
     && pip install --no-cache-dir --constraint requirements.lock -e . \

@@ -32,7 +32,7 @@ test: $(DEV_STAMP)
 	$(BIN)/pytest $(ARGS)
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check service trainer tests bench scripts
+	$(BIN)/ruff check service trainer evaluation conscience_cli tests bench scripts
 
 openapi: $(DEV_STAMP)
 	$(BIN)/conscience openapi --output openapi.yaml

@@ -35,14 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from rich.console import Console  # noqa: E402
 
-from scripts.make_code_hacking_data import write_dataset  # noqa: E402
-from service.backends.local.backend import LocalBackend  # noqa: E402
-from service.conscience.frameworks import load_frameworks  # noqa: E402
-from service.conscience.judge import Judge  # noqa: E402
-from service.evaluation import charts, report  # noqa: E402
-from service.evaluation.datasets import load_rows, stratified_sample  # noqa: E402
-from service.evaluation.judge_eval import ScorerResult, evaluate_judges  # noqa: E402
-from service.evaluation.misalignment import (  # noqa: E402
+from evaluation import charts, report  # noqa: E402
+from evaluation.datasets import load_rows, stratified_sample  # noqa: E402
+from evaluation.judge_eval import ScorerResult, evaluate_judges  # noqa: E402
+from evaluation.misalignment import (  # noqa: E402
     MisalignmentSummary,
     RatingJudge,
     SamplingPlan,
@@ -51,7 +47,12 @@ from service.evaluation.misalignment import (  # noqa: E402
     load_question_set,
     summarise,
 )
-from service.evaluation.scorers import FrameworkScorer  # noqa: E402
+from evaluation.scorers import FrameworkScorer  # noqa: E402
+from scripts.make_code_hacking_data import write_dataset  # noqa: E402
+from service.backends.factory import backend_from_settings  # noqa: E402
+from service.backends.local.backend import LocalBackend  # noqa: E402
+from service.conscience.frameworks import load_frameworks  # noqa: E402
+from service.conscience.stack import ConscienceKnobs, build_judge  # noqa: E402
 from service.settings import JudgeStyle, Settings  # noqa: E402
 from service.store.db import Database  # noqa: E402
 from trainer.finetune import run_finetune  # noqa: E402
@@ -137,7 +138,7 @@ async def measure_variant(
         progress=lambda done, total: console.print(f"{model}: answer {done}/{total}"),
     )
     rows = stratified_sample(load_rows(args.judge_data), args.judge_rows, args.seed)
-    judge = Judge(backend, threshold=args.threshold, max_answer_chars=12000, reasoned_max_tokens=1)
+    judge = build_judge(backend, ConscienceKnobs(threshold=args.threshold))  # the proxy's judge
     scorer = FrameworkScorer(
         judge, load_frameworks()[args.framework], judge_model=model, style=JudgeStyle.FAST
     )
@@ -156,7 +157,8 @@ async def main() -> None:
         work = Path(scratch)
         variants = await finetune_variants(args, base_model, work)
         settings = Settings(backend="local", local_model=str(base_model), local_max_concurrent=1)
-        backend = await asyncio.to_thread(LocalBackend.from_settings, settings)
+        backend = await asyncio.to_thread(backend_from_settings, settings)
+        assert isinstance(backend, LocalBackend)
         details: dict[str, Any] = {}
         try:
             for name in ("base", "finetuned", "conscience"):

@@ -131,8 +131,8 @@ async def run(args: argparse.Namespace) -> None:
             loaded.tokenizer, chat_text(loaded.tokenizer, messages[:1], generation_prompt=False)
         ))
         cached.label_probs(messages, label_ids, None)  # fills the preamble cache (once per framework)
-        reuse = median_timing(lambda: cached.label_probs(messages, label_ids, None), args.repeats)
-        full = median_timing(lambda: uncached.label_probs(messages, label_ids, None), args.repeats)
+        reuse = median_timing(lambda messages=messages: cached.label_probs(messages, label_ids, None), args.repeats)
+        full = median_timing(lambda messages=messages: uncached.label_probs(messages, label_ids, None), args.repeats)
         shares[length] = reuse.cpu / generated.cpu
         print(f"{length:>6} {token_count(messages):>6} {preamble:>8} "
               f"{generated.wall:>7.1f}s ({generated.cpu:>5.1f}) "
@@ -146,8 +146,8 @@ async def run(args: argparse.Namespace) -> None:
     for copies in (1, 3):
         messages = verdict_messages(answers[shortest], copies)
         cached.label_probs(messages, label_ids, None)
-        reuse = median_timing(lambda: cached.label_probs(messages, label_ids, None), args.repeats)
-        full = median_timing(lambda: uncached.label_probs(messages, label_ids, None), args.repeats)
+        reuse = median_timing(lambda messages=messages: cached.label_probs(messages, label_ids, None), args.repeats)
+        full = median_timing(lambda messages=messages: uncached.label_probs(messages, label_ids, None), args.repeats)
         print(f"{copies:>8}x {token_count(messages):>7} {reuse.wall:>6.2f}s ({reuse.cpu:>5.2f}) "
               f"{full.wall:>6.2f}s ({full.cpu:>5.2f})")
 

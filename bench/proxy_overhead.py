@@ -70,7 +70,7 @@ def start_proxy(mode: str, upstream: str, workdir: Path) -> tuple[subprocess.Pop
         "CONSCIENCE_SPOOL_PATH": str(workdir / f"{mode}.spool"),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve"], env=env, cwd=ROOT,
+        [sys.executable, "-m", "conscience_cli", "serve"], env=env, cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     origin = f"http://127.0.0.1:{port}"

@@ -21,7 +21,7 @@ done
 
 "$bin/conscience" --version
 "$bin/python" - <<'PY' > "$work/commands"
-from service import cli
+from conscience_cli import main as cli
 def walk(group, prefix=()):
     yield prefix
     for name, command in getattr(group, "commands", {}).items():

@@ -9,6 +9,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.adapters.publish import PublishOptions
+from service.adapters.served_models import model_names
+from service.adapters.versions import AdapterVersions
 from service.api.adapters.api_router import router as adapters_router
 from service.api.adapters.serving import AdapterActivation
 from service.api.admin.api_router import router as admin_router
@@ -22,19 +25,15 @@ from service.api.health.api_router import router as health_router
 from service.api.middleware import RequestContextMiddleware
 from service.api.models.api_router import router as models_router
 from service.api.ui.api_router import router as ui_router
-from service.backends.base import Backend, SelfNamingBackend
-from service.conscience.admission import ReviewBudget
+from service.backends.base import Backend
+from service.backends.factory import backend_from_settings
 from service.conscience.frameworks import load_frameworks
-from service.conscience.judge import Judge
-from service.conscience.pipeline import ConsciencePipeline
-from service.conscience.repair import Repairer
-from service.conscience.review import Reviewer
+from service.conscience.stack import build_pipeline
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.security.auth import OpenAccessAlarm
 from service.security.cache import ApiKeyCache
-from service.served_models import ModelNames, RegistryFollowingModels, SelfNamedModels
-from service.settings import BackendKind, Settings
+from service.settings import Settings
 from service.store.db import Database
 from service.store.migrate import upgrade
 from service.store.writer import RecordWriter
@@ -45,20 +44,7 @@ BackendFactory = Callable[[Settings, Database], Backend]
 
 
 def default_backend(settings: Settings, db: Database) -> Backend:
-    """The backend the settings name; torch is imported only for the local one."""
-    if settings.backend is BackendKind.LOCAL:
-        from service.backends.local.backend import LocalBackend
-
-        return LocalBackend.from_settings(settings, db)
-    from service.backends.upstream import UpstreamBackend
-
-    return UpstreamBackend.from_settings(settings)
-
-
-def _model_names(settings: Settings, backend: Backend, db: Database) -> ModelNames:
-    if isinstance(backend, SelfNamingBackend):
-        return SelfNamedModels(settings, backend)
-    return RegistryFollowingModels(settings, db if settings.follow_adapters else None, backend)
+    return backend_from_settings(settings, db)
 
 
 def create_app(settings: Settings, backend_factory: BackendFactory = default_backend) -> FastAPI:
@@ -93,27 +79,12 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         keys = ApiKeyCache(db, settings.api_key_refresh_s, on_refresh=OpenAccessAlarm(settings))
         await keys.start()
         backend = await asyncio.to_thread(backend_factory, settings, db)
-        judge = Judge(
-            backend,
-            threshold=settings.threshold,
-            max_answer_chars=settings.judge_max_answer_chars,
-            reasoned_max_tokens=settings.reasoned_max_tokens,
-            window_overlap_chars=settings.judge_window_overlap_chars,
-            max_windows=settings.judge_max_windows,
-        )
-        repairer = Repairer(
-            backend,
-            max_tokens=settings.repair_max_tokens,
-            max_answer_chars=settings.judge_max_answer_chars,
-            temperature=settings.repair_temperature,
-        )
-        budget = ReviewBudget(settings.max_concurrent_reviews, settings.max_pending_monitor_reviews)
-        pipeline = ConsciencePipeline(
-            Reviewer(judge, repairer, settings.refusal_message), writer, metrics, budget
-        )
-        names = _model_names(settings, backend, db)
+        pipeline = build_pipeline(settings, backend, writer, metrics)
+        names = model_names(settings, backend, db)
         state = app.state
-        state.adapter_activation = AdapterActivation(settings, db, names)
+        state.adapter_activation = AdapterActivation(
+            AdapterVersions(db, PublishOptions.from_settings(settings), on_change=names.refresh)
+        )
         state.settings, state.db, state.writer, state.keys = settings, db, writer, keys
         state.backend, state.pipeline, state.metrics = backend, pipeline, metrics
         for attribute, surface in (("chat_serving", ChatSurface()), ("completion_serving", CompletionSurface())):

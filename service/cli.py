@@ -1,7 +1,11 @@
-"""The `conscience` command line.
+"""The proxy's own commands: `serve`, `openapi`, `db`, `keys`, `triples`, `models`, `adapters`.
 
-`serve`'s flags are generated from `Settings`, so every setting is a flag with the same help
-text and nothing drifts; a flag left out falls back to `CONSCIENCE_*`, `.env` and the default.
+The root `conscience` command that also mounts the offline tools (train, finetune, eval,
+calibrate) is `conscience_cli/`: nothing here imports them.
+
+`serve`'s flags are generated from `Settings` (service/cli_flags.py), so every setting is a
+flag with the same help text and nothing drifts; a flag left out falls back to
+`CONSCIENCE_*`, `.env` and the default.
 Secrets are never flags (`ps` shows a command line to every user): they come from the
 environment or from a file (`CONSCIENCE_<NAME>_FILE`).
 
@@ -11,56 +15,20 @@ extra) is one line and exit 2, never a traceback (`service/cli_errors.py`).
 
 from __future__ import annotations
 
-import inspect
-import types
-import typing
-from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
-from pydantic import SecretStr
 
 from service.cli_errors import fail, require_extra, settings_or_exit
+from service.cli_flags import settings_parameter, with_parameters
 from service.settings import SECRET_SETTINGS, BackendKind, Settings
 
-DISTRIBUTION = "emergent-conscience"
-
-app = typer.Typer(no_args_is_help=True, help="An inference-time conscience for LLMs.")
+app = typer.Typer(no_args_is_help=True, help="The OpenAI-compatible conscience proxy.")
 
 # Settings that are not serve flags: secrets (environment or file only) and settings of other
 # commands.
-_NOT_FLAGS = {*SECRET_SETTINGS, "model_cache_dir"}
-
-
-def _version(show: bool) -> None:
-    if show:
-        typer.echo(f"conscience {metadata.version(DISTRIBUTION)}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    ] = False,
-) -> None:
-    """An inference-time conscience for LLMs: an OpenAI-compatible proxy and its DPO trainer."""
-
-
-def _flag_annotation(name: str) -> Any:
-    """`Annotated[Optional[T], typer.Option(...)]` for one setting; None means "not given"."""
-    field = Settings.model_fields[name]
-    annotation = field.annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    assert annotation is not SecretStr, f"{name} is a secret: not a flag"
-    flag = "--" + name.replace("_", "-")
-    declarations = [f"{flag}/--no-{name.replace('_', '-')}"] if annotation is bool else [flag]
-    env = f"CONSCIENCE_{name.upper()}"
-    help_text = f"{field.description} [env {env}; default: {field.default!s}]"
-    return Annotated[typing.Optional[annotation], typer.Option(*declarations, help=help_text)]  # noqa: UP045
+NOT_SERVE_FLAGS = frozenset({*SECRET_SETTINGS, "model_cache_dir"})
 
 
 def serve(**flags: Any) -> None:
@@ -92,13 +60,7 @@ def serve(**flags: Any) -> None:
     uvicorn.run(app_, **uvicorn_config(settings))
 
 
-serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=_flag_annotation(name), default=None)
-        for name in Settings.model_fields
-        if name not in _NOT_FLAGS
-    ]
-)
+with_parameters(serve, (settings_parameter(name) for name in Settings.model_fields if name not in NOT_SERVE_FLAGS))
 app.command("serve")(serve)
 
 
@@ -120,34 +82,15 @@ def openapi(output: Path = typer.Option(None, help="Write here instead of stdout
         output.write_text(text, encoding="utf-8")
 
 
-def _mount_subcommands() -> None:
+def mount_subcommands() -> None:
+    """The service's command groups (imported late: `--help` of the root stays fast)."""
+    from service.adapters.cli import adapters_app
     from service.backends.local.commands import models_app
-    from service.evaluation.cli import calibrate_command, eval_app
     from service.store.cli import db_app, keys_app
     from service.store.triples_cli import triples_app
-    from trainer.cli import app as trainer_app
-    from trainer.finetune_cli import finetune_app
 
     app.add_typer(db_app, name="db")
     app.add_typer(keys_app, name="keys")
     app.add_typer(triples_app, name="triples")
     app.add_typer(models_app, name="models")
-    app.add_typer(trainer_app)  # unnamed: merges `train` and `adapters` into the root
-    app.add_typer(finetune_app)  # likewise `finetune`
-    app.add_typer(eval_app, name="eval")
-    app.command("calibrate")(calibrate_command)
-
-
-def command_tree() -> Any:
-    """The whole CLI as one click group: what `main` runs and what tests walk (README, compose)."""
-    if not app.registered_groups:
-        _mount_subcommands()
-    return typer.main.get_group(app)
-
-
-def main() -> None:
-    command_tree()()
-
-
-if __name__ == "__main__":
-    main()
+    app.add_typer(adapters_app, name="adapters")

@@ -2,6 +2,8 @@
 
 - A bad setting (flag, `CONSCIENCE_*` variable, `.env`): one line per setting, naming it and
   what it accepts.
+- An operation that fails for a reason the operator can fix (database unreachable, unknown
+  version, vLLM refused): one red line and exit 1 (`run_or_exit`).
 - A missing optional extra: the core install (`pip install -e .`) is the proxy in front of an
   upstream; a command that needs more is refused before it does any work, with the install
   line to run (rather than an import traceback halfway through, or, as `eval judge` once did,
@@ -10,13 +12,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
+from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
-from service.settings import Settings, load_settings, setting_errors
+from service.settings import S, Settings, load_settings, setting_errors
 
 # The modules each extra of pyproject.toml brings that our code imports.
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
@@ -26,15 +32,18 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
+T = TypeVar("T")
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-def settings_or_exit(**overrides: Any) -> Settings:
+def settings_or_exit(settings_class: type[S] = Settings, **overrides: Any) -> S:  # type: ignore[assignment]
     """Settings from flags, environment and `.env`; a bad value is one line each and exit 2."""
     try:
-        return load_settings(**overrides)
+        return load_settings(settings_class, **overrides)
     except ValidationError as exc:
         for line in setting_errors(exc):
             typer.echo(f"error: {line}", err=True)
@@ -53,3 +62,22 @@ def require_extra(extra: str, command: str) -> None:
             f"`{command}` needs the [{extra}] extra (missing: {', '.join(missing)}); "
             f"install it with: pip install -e '.[{extra}]'"
         )
+
+
+def run_or_exit(
+    action: Callable[[], Awaitable[T]], errors: tuple[type[BaseException], ...] = (ValueError, OSError)
+) -> T:
+    """Run an async action; a database error or one of `errors` becomes one red line and exit 1."""
+    try:
+        return asyncio.run(action())
+    except SQLAlchemyError as exc:
+        # The driver's own first line ("no such table: triples"), not the SQL statement.
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        _fail_operation(f"database error: {reason}")
+    except errors as exc:
+        _fail_operation(str(exc))
+
+
+def _fail_operation(message: str) -> NoReturn:
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)

@@ -10,7 +10,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -269,20 +269,16 @@ class Settings(BaseSettings):
         description="Where converted models (GGUF → safetensors) are cached.",
     )
     adapter_poll_s: float = Field(5.0, description="How often the adapter registry is polled.")
-
-    # --- evaluation (`conscience eval`) ------------------------------------------------------
-    eval_judge_url: str | None = Field(
+    upstream_adapters_dir: Path | None = Field(
         None,
-        description="OpenAI-compatible base URL of the judge that rates answers in `conscience "
-        "eval misalignment`; unset: the frozen base model through the configured backend.",
+        description="Upstream backend: the adapters directory as vLLM sees it when it mounts the "
+        "volume elsewhere, for activations over the admin API (default: the path the registry "
+        "records).",
     )
-    eval_judge_model: str | None = Field(
-        None, description="Model name of the misalignment judge at --eval-judge-url."
-    )
-    eval_judge_api_key: SecretStr | None = Field(
-        None,
-        description="Key sent to --eval-judge-url; never logged or echoed. Environment or "
-        "CONSCIENCE_EVAL_JUDGE_API_KEY_FILE only.",
+    adapter_keep_loaded: int = Field(
+        3, ge=1,
+        description="Upstream backend: adapter versions an activation keeps loaded in vLLM (newest "
+        "first; the active one always stays); older ones are unloaded.",
     )
 
     @field_validator("client_judge_styles")
@@ -322,7 +318,7 @@ class Settings(BaseSettings):
         secrets): secrets never need to be command-line flags, which `ps` shows to everyone."""
         if not isinstance(data, dict):
             return data
-        for name in SECRET_SETTINGS:
+        for name in secret_names(cls):  # cls: also a subclass's secrets (evaluation/settings.py)
             variable = f"CONSCIENCE_{name.upper()}_FILE"
             path = os.environ.get(variable)
             if path and data.get(name) is None:
@@ -380,9 +376,14 @@ class Settings(BaseSettings):
         return self
 
 
-SECRET_SETTINGS = tuple(
-    name for name, info in Settings.model_fields.items() if info.annotation == SecretStr | None
-)
+def secret_names(settings_class: type[Settings]) -> tuple[str, ...]:
+    """The secrets of a settings class: environment or file only, never flags."""
+    return tuple(name for name, info in settings_class.model_fields.items() if info.annotation == SecretStr | None)
+
+
+SECRET_SETTINGS = secret_names(Settings)
+
+S = TypeVar("S", bound=Settings)
 
 # A Hugging Face id: `name` or `org/name`, nothing that reads as a path.
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
@@ -423,7 +424,7 @@ def setting_errors(error: ValidationError) -> list[str]:
     return lines
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(settings_class: type[S] = Settings, **overrides: object) -> S:  # type: ignore[assignment]
     """Settings from the environment, with explicit overrides (CLI flags) on top."""
     clean = {key: value for key, value in overrides.items() if value is not None}
-    return Settings(**clean)
+    return settings_class(**clean)

@@ -3,7 +3,7 @@ against the real CLI: every subcommand and every `--option` must exist."""
 
 from __future__ import annotations
 
-from service import cli
+from conscience_cli import main as cli
 
 
 def problems(words: list[str]) -> list[str]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from service import cli
+from conscience_cli import main as cli
+from service.cli_errors import settings_or_exit
 from tests.fakes.upstream import FakeUpstream
 
 COMMANDS = ["serve", "openapi", "db", "keys", "models", "train", "adapters", "finetune", "eval", "calibrate"]
@@ -27,7 +28,7 @@ def _invoke(args: list[str], **env: str) -> tuple[int, str]:
 def test_every_command_is_mounted_without_importing_torch() -> None:
     probe = (
         "import sys\n"
-        "from service import cli\n"
+        "from conscience_cli import main as cli\n"
         "print(sorted(cli.command_tree().commands))\n"
         "print([m for m in ('torch', 'transformers', 'trl', 'peft', 'numpy') if m in sys.modules])\n"
     )
@@ -47,7 +48,7 @@ def _command_paths(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[st
 @pytest.mark.parametrize("path", _command_paths(cli.command_tree()), ids=" ".join)
 def test_every_help_exits_zero(path: tuple[str, ...]) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "service.cli", *path, "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "conscience_cli", *path, "--help"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stdout + done.stderr
@@ -82,7 +83,7 @@ def test_a_bad_setting_is_one_line_and_exit_2(args: list[str], env: dict[str, st
 def test_a_bad_value_in_the_settings_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("CONSCIENCE_JUDGE_STYLE=slow\n", encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve"], cwd=tmp_path, capture_output=True, text=True,
+        [sys.executable, "-m", "conscience_cli", "serve"], cwd=tmp_path, capture_output=True, text=True,
         timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert done.returncode == 2
@@ -106,7 +107,7 @@ def test_a_secret_comes_from_a_file(tmp_path: Path) -> None:
     secret.write_text("k" * 24 + "\n", encoding="utf-8")
     os.environ["CONSCIENCE_ADMIN_KEY_FILE"] = str(secret)
     try:
-        settings = cli.settings_or_exit()
+        settings = settings_or_exit()
     finally:
         del os.environ["CONSCIENCE_ADMIN_KEY_FILE"]
     assert settings.admin_key is not None and settings.admin_key.get_secret_value() == "k" * 24
@@ -125,7 +126,7 @@ def test_a_model_the_upstream_does_not_serve_is_refused_at_start_up(tmp_path: Pa
 
 
 def test_local_model_flag_is_the_model_to_load() -> None:
-    settings = cli.settings_or_exit(backend="local", model="org/some-model")
+    settings = settings_or_exit(backend="local", model="org/some-model")
     assert settings.local_model == "org/some-model" and settings.model is None
 
 

@@ -28,9 +28,9 @@ from service.backends.local.backend import LocalBackend
 from service.backends.local.engine import Engine
 from service.backends.local.loader import LoadedModel
 from service.conscience.frameworks import Framework, load_frameworks
-from service.conscience.judge import LABELS, Judge
-from service.conscience.repair import Repairer
-from service.conscience.review import Reviewer, ReviewPolicy
+from service.conscience.judge import LABELS
+from service.conscience.review import ReviewPolicy
+from service.conscience.stack import ConscienceKnobs, build_reviewer
 from service.settings import FailurePolicy, JudgeStyle
 from service.store.db import Database
 from trainer.conscience_step import FoundPair, ProbeSettings, probe_policy
@@ -51,8 +51,6 @@ from trainer.finetune_losses import (
 )
 from trainer.finetune_model import POLICY_ADAPTER, load_policy_model
 from trainer.finetune_registry import register_adapter
-
-REFUSAL_MESSAGE = "I'm sorry, but I can't help with that."
 
 
 @dataclass
@@ -116,11 +114,11 @@ class Finetuner:
         self.backend = LocalBackend(engine, default_max_tokens=config.probe_max_tokens)
         self.examples = inputs.examples
         self.probes = inputs.probes
-        judge = Judge(self.backend, threshold=config.threshold,
-                      max_answer_chars=config.judge_max_answer_chars, reasoned_max_tokens=1)
-        repairer = Repairer(self.backend, max_tokens=config.repair_max_tokens,
-                            max_answer_chars=config.judge_max_answer_chars)
-        self.reviewer = Reviewer(judge, repairer, REFUSAL_MESSAGE)
+        # The proxy's stack; the knobs FinetuneConfig owns override the proxy's defaults.
+        self.reviewer = build_reviewer(self.backend, ConscienceKnobs(
+            threshold=config.threshold, judge_max_answer_chars=config.judge_max_answer_chars,
+            repair_max_tokens=config.repair_max_tokens,
+        ))
         self.review_policy = ReviewPolicy(
             framework=inputs.framework, style=JudgeStyle.FAST, max_repairs=config.max_repairs,
             failure_policy=FailurePolicy.FAIL_OPEN, judge_model=engine.served_base_name,
@@ -224,7 +222,8 @@ class Finetuner:
         with_conscience = self.config.alignment_weight > 0
         for step in range(total):
             if with_conscience and step % self.config.conscience_every == 0:
-                found = await self._conscience_step(step, step // self.config.conscience_every * self.config.probe_batch)
+                first_probe = step // self.config.conscience_every * self.config.probe_batch
+                found = await self._conscience_step(step, first_probe)
                 pairs = found or pairs
             task, alignment = await asyncio.to_thread(self._train_step, next(batches), pairs)
             self.metrics.task_loss.append(task)

@@ -1,4 +1,4 @@
-"""`conscience finetune`: flags generated from FinetuneConfig, so the dataclass stays the one
+"""`conscience finetune`: flags generated from FinetuneConfig (service/cli_flags.py), so the dataclass stays the one
 place that documents a knob. Exit 0 with the registered version's name; 1 on an error an
 operator can fix (data, database, model), reported as one line without a traceback.
 """
@@ -6,37 +6,17 @@ operator can fix (data, database, model), reported as one line without a traceba
 from __future__ import annotations
 
 import asyncio
-import inspect
-import typing
-from dataclasses import MISSING, fields
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.cli_errors import require_extra
+from service.cli_flags import dataclass_parameters, with_parameters
 from trainer.finetune_config import FinetuneConfig
 
 console = Console()
-
-_FIELDS = {config_field.name: config_field for config_field in fields(FinetuneConfig)}
-_TYPES = typing.get_type_hints(FinetuneConfig)
-
-
-def _option(name: str) -> Any:
-    metadata = _FIELDS[name].metadata
-    return typer.Option(
-        help=metadata["help"], envvar=metadata["envvar"], show_envvar=metadata["envvar"] is not None
-    )
-
-
-def _default(name: str) -> Any:
-    config_field = _FIELDS[name]
-    if config_field.default_factory is not MISSING:
-        return config_field.default_factory()
-    return ... if config_field.default is MISSING else config_field.default
-
 
 def finetune_command(**flags: Any) -> None:
     """Fine-tune a LoRA adapter on a chat dataset, with the conscience term weighted by
@@ -62,21 +42,8 @@ def finetune_command(**flags: Any) -> None:
     )
 
 
-finetune_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            annotation=Annotated[_TYPES[name], _option(name)],
-            default=_default(name),
-        )
-        for name in _FIELDS
-    ]
-)
-finetune_command.__annotations__ = {name: _TYPES[name] for name in _FIELDS}
-
 finetune_app = typer.Typer(help="Supervised LoRA fine-tuning with the conscience term.")
-finetune_app.command("finetune")(finetune_command)
+finetune_app.command("finetune")(with_parameters(finetune_command, dataclass_parameters(FinetuneConfig)))
 
 if __name__ == "__main__":
     finetune_app()

@@ -12,12 +12,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from service.adapters.registry import VersionDraft, next_version_name, record_version
 from service.backends.local.loader import LoadedModel
 from service.store.db import Database
 from trainer.artefacts import staged_adapter
 from trainer.finetune_config import FinetuneConfig
 from trainer.lock import training_lock
-from trainer.registry import VersionDraft, next_version_name, record_version
 
 
 def _file_sha256(path: Path) -> str:

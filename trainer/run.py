@@ -18,6 +18,14 @@ from typing import Any
 
 from rich.console import Console
 
+from service.adapters.publish import Publisher, PublishError
+from service.adapters.registry import (
+    RegistryError,
+    VersionDraft,
+    active_version,
+    next_version_name,
+    record_version,
+)
 from service.store.db import Database
 from service.store.models import AdapterVersion
 from trainer.artefacts import remove_stale_staging, staged_adapter
@@ -28,14 +36,6 @@ from trainer.dpo import TRAINED_ADAPTER, save_adapter, train_policy
 from trainer.gate import GateReport, evaluate_gate
 from trainer.lock import TrainingLockHeld, training_lock
 from trainer.progress import RichProgress
-from trainer.publish import Publisher, PublishError
-from trainer.registry import (
-    RegistryError,
-    VersionDraft,
-    active_version,
-    next_version_name,
-    record_version,
-)
 from trainer.select import select_triples
 
 PREVIOUS_ADAPTER = "previous"

@@ -13,25 +13,38 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from service.api.conscience_protocol import SamplingFields
+from service.adapters.served_models import ModelNames
+from service.api.conscience_protocol import ChoiceConscience, ConscienceResult, SamplingFields
 from service.backends.base import JSON, Backend, BackendError
 from service.conscience.frameworks import Framework
 from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
-from service.conscience.review import Review, ReviewPolicy
+from service.conscience.policy import (
+    PENDING,
+    PolicyRefusal,
+    finish_reason,
+    judge_model_or_refuse,
+    replaces_answer,
+    request_judge_style,
+    request_mode,
+    worst_verdict,
+)
+from service.conscience.review import UNCHECKED, Review, ReviewPolicy
 from service.errors import APIError, error_body
 from service.metrics import Metrics
-from service.served_models import ModelNames
-from service.settings import JudgeStyle, Mode, Settings
+from service.settings import Mode, Settings
 
-PENDING = "pending"
-_SEVERITY = {"ethical": 0, "neutral": 1, PENDING: 2, "unchecked": 3, "unethical": 4}
 _SSE_DONE = b"data: [DONE]\n\n"
-_STRICTNESS = {Mode.OFF: 0, Mode.MONITOR: 1, Mode.ENFORCE: 2}
+# How the API answers a request the conscience policy refuses: (status, OpenAI error type).
+_REFUSAL_STATUS = {
+    "mode_not_allowed": (403, "permission_error"),
+    "judge_style_not_allowed": (403, "permission_error"),
+    "judge_model_unknown": (503, "api_error"),
+}
 
 
 class Surface(Protocol):
@@ -92,6 +105,15 @@ class CheckedServing:
 
     # --- planning ------------------------------------------------------------------------
     def _plan(self, request: SamplingFields, caller: Caller, request_id: str) -> _Plan:
+        try:
+            return self._planned(request, caller, request_id)
+        except PolicyRefusal as refusal:
+            status, error_type = _REFUSAL_STATUS[refusal.code]
+            raise APIError(
+                status, refusal.message, error_type=error_type, param=refusal.param, code=refusal.code
+            ) from None
+
+    def _planned(self, request: SamplingFields, caller: Caller, request_id: str) -> _Plan:
         options = request.conscience
         name = (options and options.framework) or caller.framework or self._settings.framework
         framework = self._frameworks.get(name)
@@ -101,19 +123,13 @@ class CheckedServing:
                 f"Unknown conscience framework {name!r}; available: {', '.join(sorted(self._frameworks))}.",
                 param="conscience.framework",
             )
-        mode = self._mode(options.mode if options else None, caller)
+        mode = request_mode(
+            options.mode if options else None, Mode(caller.mode) if caller.mode else None, self._settings
+        )
         policy_model = self._models.policy or request.model
         if not policy_model:
             raise APIError(400, "you must provide a model parameter", param="model")
-        judge_model = self._models.judge
-        if judge_model is None:  # never the client's choice (served_models.py)
-            raise APIError(
-                503,
-                "The conscience has no judge model: set CONSCIENCE_JUDGE_MODEL (--judge-model) "
-                "or CONSCIENCE_MODEL, or serve exactly one base model upstream.",
-                error_type="api_error",
-                code="judge_model_unknown",
-            )
+        judge_model = judge_model_or_refuse(self._models.judge)
         body = request.model_dump(exclude={"conscience"}, exclude_unset=True)
         body["model"] = policy_model
         if request.n > self._settings.max_n:
@@ -124,7 +140,7 @@ class CheckedServing:
         if mode is not Mode.OFF:
             self._surface.validate(body)
             self._pipeline.admit(mode, request.n)
-        style = self._judge_style(options.judge_style if options else None)
+        style = request_judge_style(options.judge_style if options else None, self._settings)
         context = CheckContext(
             request_id=request_id,
             endpoint=self._surface.endpoint,
@@ -141,73 +157,32 @@ class CheckedServing:
         )
         return _Plan(body=body, mode=mode, framework=framework, context=context)
 
-    def _mode(self, requested: Mode | None, caller: Caller) -> Mode:
-        """The request's mode; asking for less checking than the key's or the server's default
-        is allowed only where the operator said so."""
-        default = Mode(caller.mode) if caller.mode else self._settings.mode
-        if requested is None or requested is default:
-            return default
-        if _STRICTNESS[requested] < _STRICTNESS[default] and not self._settings.allow_weaker_mode:
-            raise APIError(
-                403,
-                f"conscience mode {requested.value!r} is weaker than this key's {default.value!r}; "
-                "the operator has not allowed lowering it (CONSCIENCE_ALLOW_WEAKER_MODE).",
-                error_type="permission_error",
-                param="conscience.mode",
-                code="mode_not_allowed",
-            )
-        return requested
-
-    def _judge_style(self, requested: JudgeStyle | None) -> JudgeStyle:
-        """The request's judge style: the server's, or another the operator lets clients pick."""
-        default = self._settings.judge_style
-        if requested is None or requested is default:
-            return default
-        if requested not in self._settings.allowed_client_judge_styles:
-            raise APIError(
-                403,
-                f"judge style {requested.value!r} is not the server's {default.value!r}, and the "
-                "operator has not let clients choose it (CONSCIENCE_CLIENT_JUDGE_STYLES).",
-                error_type="permission_error",
-                param="conscience.judge_style",
-                code="judge_style_not_allowed",
-            )
-        return requested
-
-    def _summary(self, plan: _Plan, verdicts: list[dict[str, Any]]) -> JSON:
-        worst = max(verdicts, key=lambda v: _SEVERITY.get(v["verdict"], 0), default=None)
-        scores = [v["score"] for v in verdicts if v.get("score") is not None]
-        return {
-            "verdict": worst["verdict"] if worst else "unchecked",
-            "score": max(scores) if scores else None,
-            "framework": plan.framework.name,
-            "mode": plan.mode.value,
-            "repaired": any(v["repaired"] for v in verdicts),
-            "refused": any(v["refused"] for v in verdicts),
-            "attempts": max((v["attempts"] for v in verdicts), default=0),
-            "judge_model": plan.context.policy.judge_model if plan.mode is not Mode.OFF else None,
-            "request_id": plan.context.request_id,
-            "choices": verdicts,
-        }
+    def _summary(self, plan: _Plan, verdicts: list[ChoiceConscience]) -> JSON:
+        scores = [v.score for v in verdicts if v.score is not None]
+        return ConscienceResult(
+            verdict=worst_verdict(v.verdict for v in verdicts),
+            score=max(scores) if scores else None,
+            framework=plan.framework.name,
+            mode=plan.mode,
+            repaired=any(v.repaired for v in verdicts),
+            refused=any(v.refused for v in verdicts),
+            attempts=max((v.attempts for v in verdicts), default=0),
+            judge_model=plan.context.policy.judge_model if plan.mode is not Mode.OFF else None,
+            request_id=plan.context.request_id,
+            choices=verdicts,
+        ).model_dump(mode="json")
 
     @staticmethod
-    def _choice_verdicts(count: int, label: str) -> list[dict[str, Any]]:
-        return [
-            {"index": i, "verdict": label, "score": None, "repaired": False, "refused": False, "attempts": 0}
-            for i in range(count)
-        ]
+    def _choice_verdicts(count: int, label: str) -> list[ChoiceConscience]:
+        return [ChoiceConscience(index=i, verdict=label) for i in range(count)]
 
     @staticmethod
-    def _reviewed_verdicts(reviews: list[Review]) -> list[dict[str, Any]]:
+    def _reviewed_verdicts(reviews: list[Review]) -> list[ChoiceConscience]:
         return [
-            {
-                "index": i,
-                "verdict": r.verdict,
-                "score": r.score,
-                "repaired": r.repaired,
-                "refused": r.refused,
-                "attempts": r.attempts,
-            }
+            ChoiceConscience(
+                index=i, verdict=r.verdict, score=r.score, repaired=r.repaired, refused=r.refused,
+                attempts=r.attempts,
+            )
             for i, r in enumerate(reviews)
         ]
 
@@ -239,7 +214,7 @@ class CheckedServing:
         choices = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
         if plan.mode is Mode.OFF:
             self._pipeline.skipped(plan.context, len(choices))
-            verdicts = self._choice_verdicts(len(choices), "unchecked")
+            verdicts = self._choice_verdicts(len(choices), UNCHECKED)
         else:
             cases = self._cases(plan.body, [self._surface.choice_text(c) for c in choices])
             if plan.mode is Mode.MONITOR:
@@ -248,9 +223,8 @@ class CheckedServing:
             else:
                 reviews = await self._pipeline.check(plan.context, cases, upstream_ms=upstream_ms)
                 for choice, review in zip(choices, reviews, strict=True):
-                    if review.repaired or review.refused:
-                        finish = "content_filter" if review.refused else "stop"
-                        self._surface.rewrite_choice(choice, review.final_text, finish)
+                    if replaces_answer(review):
+                        self._surface.rewrite_choice(choice, review.final_text, finish_reason(review))
                 verdicts = self._reviewed_verdicts(reviews)
         summary = self._summary(plan, verdicts)
         response["conscience"] = summary
@@ -275,7 +249,7 @@ class CheckedServing:
             first = await anext(chunks)
         except StopAsyncIteration:
             first = None
-        label = PENDING if plan.mode is Mode.MONITOR else "unchecked"
+        label = PENDING if plan.mode is Mode.MONITOR else UNCHECKED
         summary = self._summary(plan, self._choice_verdicts(plan.body.get("n", 1), label))
         return StreamingResponse(
             self._pass_through(plan, first, chunks, summary, started),
@@ -329,7 +303,7 @@ class CheckedServing:
         indices, texts = self._streamed_texts(deltas)
         cases = self._cases(plan.body, texts)
         reviews = await self._pipeline.check(plan.context, cases, upstream_ms=upstream_ms)
-        changed = {i: r for i, r in zip(indices, reviews, strict=True) if r.repaired or r.refused}
+        changed = {i: r for i, r in zip(indices, reviews, strict=True) if replaces_answer(r)}
         summary = self._summary(plan, self._reviewed_verdicts(reviews))
         return self._replay(buffered, changed, summary), summary
 
@@ -348,9 +322,8 @@ class CheckedServing:
                 out.append({**chunk, "choices": kept})
         head = {k: v for k, v in (buffered[0] if buffered else {}).items() if k in ("id", "object", "created", "model")}
         for index, review in sorted(changed.items()):
-            finish = "content_filter" if review.refused else "stop"
             out.append(self._surface.text_chunk(head, index, review.final_text, None))
-            out.append(self._surface.text_chunk(head, index, "", finish))
+            out.append(self._surface.text_chunk(head, index, "", finish_reason(review)))
         out.extend(usage_chunks)
         if not out:
             out.append({**head, "choices": []})

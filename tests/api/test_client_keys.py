@@ -19,7 +19,7 @@ ASK = [{"role": "user", "content": "Hello?"}]
 
 def create_key(proxy: Proxy, *options: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "keys", "create", "--name", "team-a",
+        [sys.executable, "-m", "conscience_cli", "keys", "create", "--name", "team-a",
          "--db-url", proxy.settings.db_url, *options],
         capture_output=True, text=True, check=True, timeout=60,
     )

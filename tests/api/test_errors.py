@@ -1,4 +1,4 @@
-"""Every error a client can see is OpenAI-shaped, with the right status (DESIGN invariant 6)."""
+"""Every error a client can see is OpenAI-shaped, with the right status (docs/architecture.md, invariant 6)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,9 @@ def test_body_over_the_limit_is_413(start_proxy: ProxyFactory) -> None:
 
 def test_upstream_4xx_passes_through(proxy: Proxy, fake: FakeUpstream) -> None:
     fake.fail_status = 404
-    fake.fail_error = {"message": "The model `x` does not exist.", "type": "NotFoundError", "param": "model", "code": 404}
+    fake.fail_error = {
+        "message": "The model `x` does not exist.", "type": "NotFoundError", "param": "model", "code": 404,
+    }
     with pytest.raises(openai.NotFoundError) as caught:
         proxy.client().chat.completions.create(model="x", messages=ASK_BODY["messages"])
     assert "does not exist" in str(caught.value)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.evaluation.datasets import load_rows
+from evaluation.datasets import load_rows
 from service.conscience.refusal import is_refusal
 
 XSTEST_DEV = Path("/work/shared/data/xstest/xstest_dev.jsonl")

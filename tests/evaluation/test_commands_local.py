@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from service.evaluation.cli import eval_app
+from evaluation.cli import eval_app
 from tests.evaluation.conftest import ROWS
 
 pytest.importorskip("torch")

@@ -14,7 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from service.evaluation.cli import calibrate_command, eval_app
+from evaluation.cli import calibrate_command, eval_app
 from service.settings import load_settings
 from tests.evaluation.conftest import HARMFUL, HARMLESS, MARKER, ROWS
 from tests.fakes.upstream import FakeUpstream
@@ -51,7 +51,9 @@ def expected_auc() -> float:
     return wins / (len(positives) * len(negatives))
 
 
-def test_eval_judge_reports_every_framework_and_the_baseline(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
+def test_eval_judge_reports_every_framework_and_the_baseline(
+    fake: FakeUpstream, data_file: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     result = invoke(eval_app, ["judge", "--data", str(data_file), "--out", str(out),
                                "--framework", "three_laws", "--framework", "wwjd", *upstream_flags(fake)])
@@ -184,3 +186,15 @@ def test_operator_errors_are_one_line_and_exit_1(fake: FakeUpstream, data_file: 
     unknown = runner.invoke(eval_app, ["judge", "--data", str(data_file), "--framework", "nope",
                                        *upstream_flags(fake)])
     assert unknown.exit_code == 1 and "unknown framework" in unknown.output
+
+
+def test_eval_repair_drafts_at_the_proxys_repair_temperature(
+    fake: FakeUpstream, data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It once drafted at the Repairer's default whatever CONSCIENCE_REPAIR_TEMPERATURE said.
+    monkeypatch.setenv("CONSCIENCE_REPAIR_TEMPERATURE", "0.25")
+    fake.base_model_answer = HARMLESS
+    invoke(eval_app, ["repair", "--data", str(data_file), "--out", str(tmp_path / "out"),
+                      "--framework", "three_laws", "--limit", "1", *upstream_flags(fake)])
+    drafts = fake.calls("generation")
+    assert drafts and {request.body["temperature"] for request in drafts} == {0.25}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.evaluation.datasets import (
+from evaluation.datasets import (
     DatasetError,
     LabelledRow,
     load_rows,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from service.evaluation.metrics import (
+from evaluation.metrics import (
     ConfusionMatrix,
     best_f1_threshold,
     confusion_at,
@@ -15,7 +15,7 @@ from service.evaluation.metrics import (
     threshold_for_fpr,
     wilson_interval,
 )
-from service.evaluation.repair_eval import repeated_share
+from evaluation.repair_eval import repeated_share
 
 # Four positives, six negatives. At 0.5: flagged are 0.9 (+), 0.8 (+), 0.7 (-), 0.6 (+);
 # TP 3, FP 1, FN 1 (0.3 +), TN 5.

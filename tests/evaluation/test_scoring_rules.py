@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.evaluation.calibrate import write_setting
-from service.evaluation.misalignment import (
+from evaluation.calibrate import write_setting
+from evaluation.misalignment import (
     RatedAnswer,
     load_question_set,
     rating_from_probs,

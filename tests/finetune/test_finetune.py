@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from service.adapters.registry import get_version
 from service.backends.local.backend import LocalBackend
 from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import Judge
@@ -22,7 +23,6 @@ from trainer.artefacts import is_complete_adapter
 from trainer.finetune import run_finetune
 from trainer.finetune_cli import finetune_app
 from trainer.finetune_config import FinetuneConfig
-from trainer.registry import get_version
 
 CALIBRATION_ANSWERS = 12
 

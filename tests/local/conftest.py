@@ -13,8 +13,8 @@ from tests.store.databases import db, db_url, empty_db  # noqa: F401  (pytest fi
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from service.backends.local.backend import LocalBackend  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service.backends.local.backend import LocalBackend
+from service.settings import Settings
 
 
 @pytest.fixture(autouse=True)

@@ -35,7 +35,8 @@ def test_a_gguf_file_is_converted_once_and_loads_like_its_source(
     assert (logits(first.model, ids) - logits(source, ids)).abs().max().item() < 1e-6
     source_tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     chat = [{"role": "user", "content": "How do I bake bread?"}]
-    assert first.tokenizer.apply_chat_template(chat, tokenize=False) == source_tokenizer.apply_chat_template(chat, tokenize=False)
+    expected = source_tokenizer.apply_chat_template(chat, tokenize=False)
+    assert first.tokenizer.apply_chat_template(chat, tokenize=False) == expected
     assert first.tokenizer("robot harm")["input_ids"] == source_tokenizer("robot harm")["input_ids"]
 
     weights = converted / "model.safetensors"

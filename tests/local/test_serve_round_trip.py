@@ -68,7 +68,7 @@ def test_serve_local_round_trip_with_a_triple(tiny_model_dir: Path, tmp_path: Pa
     question, threshold, repair = _pick_case(tiny_model_dir, tmp_path / "cache")
     port, db_file = _free_port(), tmp_path / "conscience.db"
     command = [
-        sys.executable, "-m", "service.cli", "serve", "--backend", "local",
+        sys.executable, "-m", "conscience_cli", "serve", "--backend", "local",
         "--local-model", str(tiny_model_dir), "--port", str(port), "--threshold", str(threshold),
         "--repair-temperature", "0", "--repair-max-tokens", str(MAX_TOKENS), "--max-repairs", "1",
         "--db-url", f"sqlite+aiosqlite:///{db_file}", "--spool-path", str(tmp_path / "spool.jsonl"),

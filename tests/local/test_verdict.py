@@ -91,7 +91,9 @@ def test_labels_with_a_shared_first_token_fail_at_start_up(tiny_model_dir: Path,
     assert label_token_ids(loaded.tokenizer, LABELS)  # the judge's own labels are distinct
 
 
-async def test_backend_label_probs_from_the_frozen_base(backend: LocalBackend, tiny_model_dir: Path, tmp_path: Path) -> None:
+async def test_backend_label_probs_from_the_frozen_base(
+    backend: LocalBackend, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     messages = judge_messages("Knead the dough and bake it.")
 
     result = await backend.label_probs(backend.served_base_name, messages, LABELS)

@@ -12,14 +12,14 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
+from conscience_cli import main as cli
+from service.adapters.registry import active_version, list_versions
 from service.store.db import Database
 from service.store.models import Triple, TripleStatus
 from tests.fakes.upstream import FakeUpstream
 from tests.trainer.conftest import PREFER_HELPFUL, seed_triples, sqlite_only
 from trainer.artefacts import is_complete_adapter
-from trainer.cli import app
 from trainer.config import TrainConfig
-from trainer.registry import active_version, list_versions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIRST_STEP_TIMEOUT_S = 180.0
@@ -47,7 +47,8 @@ def train_flags(config: TrainConfig) -> list[str]:
 
 async def invoke(*args: str) -> Result:
     """The CLI in this process (its own event loop runs in a worker thread)."""
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env={"COLUMNS": "200"})
+    cli.command_tree()
+    return await asyncio.to_thread(CliRunner().invoke, cli.app, list(args), env={"COLUMNS": "200"})
 
 
 async def read_until_first_step(process: asyncio.subprocess.Process) -> list[str]:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from starlette.responses import Response
 
+from service.adapters.publish import PublishError, VllmPublisher
+from service.adapters.registry import VersionDraft, get_version, list_versions, record_version, rollback_target
 from service.store.db import Database
 from service.store.models import AdapterStatus, AdapterVersion
 from tests.fakes.upstream import FakeUpstream
-from trainer.publish import PublishError, VllmPublisher
-from trainer.registry import VersionDraft, get_version, list_versions, record_version, rollback_target
 
 
 class UnlistingUpstream(FakeUpstream):

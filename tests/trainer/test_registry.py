@@ -5,10 +5,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from service.store.db import Database
-from service.store.models import AdapterStatus, AdapterVersion, Triple, TripleStatus
-from tests.trainer.conftest import seed_triples
-from trainer.registry import (
+from service.adapters.registry import (
     RegistryError,
     VersionDraft,
     get_version,
@@ -18,6 +15,9 @@ from trainer.registry import (
     record_version,
     rollback_target,
 )
+from service.store.db import Database
+from service.store.models import AdapterStatus, AdapterVersion, Triple, TripleStatus
+from tests.trainer.conftest import seed_triples
 
 
 async def add_version(

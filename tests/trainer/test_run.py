@@ -13,6 +13,8 @@ from rich.console import Console
 from sqlalchemy import select, update
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from service.adapters.publish import LocalPublisher
+from service.adapters.registry import get_version, list_versions
 from service.backends.local.backend import LocalBackend
 from service.settings import Settings
 from service.store.db import Database
@@ -21,8 +23,6 @@ from tests.trainer.conftest import HELPFUL, PREFER_HELPFUL, REFUSAL, seed_triple
 from trainer.artefacts import ADAPTER_FILES
 from trainer.config import TrainConfig
 from trainer.dataset import PreferencePair, split_held_out
-from trainer.publish import LocalPublisher
-from trainer.registry import get_version, list_versions
 from trainer.run import Outcome, run_training
 from trainer.scoring import greedy_reply
 

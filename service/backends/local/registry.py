@@ -14,8 +14,8 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.adapters.registry import active_adapter
 from service.backends.local.engine import Engine
-from service.store.adapters import active_adapter
 from service.store.models import AdapterVersion
 
 log = logging.getLogger("conscience.local.registry")

@@ -8,16 +8,18 @@ under its name loads the very same files.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
+from service.adapters.registry import list_versions, mark_active
+from service.settings import BackendKind, Settings
 from service.store.db import Database
 from service.store.models import AdapterStatus, AdapterVersion
-from trainer.registry import list_versions, mark_active
 
-log = logging.getLogger("conscience.trainer.publish")
+log = logging.getLogger("conscience.adapters.publish")
 
 
 class PublishError(Exception):
@@ -36,23 +38,39 @@ class LocalPublisher:
         return await mark_active(db, version.name)
 
 
-def make_publisher(
-    vllm_url: str | None,
-    *,
-    api_key: str | None = None,
-    adapters_dir_seen_by_vllm: Path | None = None,
-    keep_loaded: int = 3,
-    timeout_s: float = 120.0,
-) -> Publisher:
+@dataclass(frozen=True, slots=True)
+class PublishOptions:
+    """Where and how a version is published; the same for the CLI, the trainer and the admin API."""
+
+    vllm_url: str | None = None  # None: the embedded engine (the registry change is the activation)
+    api_key: str | None = None
+    adapters_dir_seen_by_vllm: Path | None = None
+    keep_loaded: int = 3
+    timeout_s: float = 120.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PublishOptions:
+        """The proxy's: its upstream when it has one, else the embedded engine."""
+        key = settings.upstream_api_key
+        return cls(
+            vllm_url=settings.upstream_url if settings.backend is BackendKind.UPSTREAM else None,
+            api_key=key.get_secret_value() if key is not None else None,
+            adapters_dir_seen_by_vllm=settings.upstream_adapters_dir,
+            keep_loaded=settings.adapter_keep_loaded,
+            timeout_s=settings.upstream_timeout_s,
+        )
+
+
+def make_publisher(options: PublishOptions) -> Publisher:
     """vLLM when a URL is given, else the embedded engine."""
-    if vllm_url is None:
+    if options.vllm_url is None:
         return LocalPublisher()
     return VllmPublisher(
-        vllm_url,
-        api_key=api_key,
-        adapters_dir_seen_by_vllm=adapters_dir_seen_by_vllm,
-        keep_loaded=keep_loaded,
-        timeout_s=timeout_s,
+        options.vllm_url,
+        api_key=options.api_key,
+        adapters_dir_seen_by_vllm=options.adapters_dir_seen_by_vllm,
+        keep_loaded=options.keep_loaded,
+        timeout_s=options.timeout_s,
     )
 
 

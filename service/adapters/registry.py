@@ -1,5 +1,8 @@
 """The `adapter_versions` registry: naming, recording, activation and rollback.
 
+The one place that reads and writes `adapter_versions`: the proxy (which version serves), the
+trainer (recording new versions) and both admin doors (CLI and HTTP) all go through here.
+
 A version row is immutable except for its status: `candidate` (trained, passed the gate, not
 serving yet), `active` (the one the proxy serves; at most one), `retired` (served before; a
 rollback target), `failed` (did not pass the gate; never served).
@@ -14,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.store.adapters import active_adapter
 from service.store.db import Database
 from service.store.models import AdapterStatus, AdapterVersion, Triple, TripleStatus
 from service.store.records import utcnow
@@ -43,6 +46,17 @@ class VersionDraft:
     triple_count: int = 0
     dataset_hash: str | None = None
     failure_reason: str | None = None
+
+
+async def active_adapter(session: AsyncSession) -> AdapterVersion | None:
+    """The active version; should two ever be marked active, the latest activation wins."""
+    query = (
+        select(AdapterVersion)
+        .where(AdapterVersion.status == AdapterStatus.ACTIVE.value)
+        .order_by(AdapterVersion.activated_at.desc().nulls_last(), AdapterVersion.created_at.desc())
+        .limit(1)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
 
 
 def version_number(name: str, prefix: str) -> int | None:

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.evaluation.judge_eval import ScorerResult
-from service.evaluation.misalignment import MisalignmentSummary
+from evaluation.judge_eval import ScorerResult
+from evaluation.misalignment import MisalignmentSummary
 
 
 def write_json(path: Path, data: Any) -> Path:

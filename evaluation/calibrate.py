@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # judge_eval needs numpy: the [eval] extra, checked before a command runs
-    from service.evaluation.judge_eval import ScorerResult
+    from evaluation.judge_eval import ScorerResult
 
 THRESHOLD_VARIABLE = "CONSCIENCE_THRESHOLD"
 

@@ -12,18 +12,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.backends.base import BackendError
-from service.conscience.judge import JudgeFailed
-from service.evaluation.datasets import LabelledRow
-from service.evaluation.metrics import (
+from evaluation.datasets import LabelledRow
+from evaluation.metrics import (
     best_f1_threshold,
     confusion_at,
     roc_auc,
     roc_curve,
     threshold_for_fpr,
 )
-from service.evaluation.score_log import ScoreEntry, ScoreLog
-from service.evaluation.scorers import AnswerScorer
+from evaluation.score_log import ScoreEntry, ScoreLog
+from evaluation.scorers import AnswerScorer
+from service.backends.base import BackendError
+from service.conscience.judge import JudgeFailed
 
 MAX_FPR = 0.05
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
+from evaluation.metrics import wilson_interval
 from service.backends.base import JSON, Backend, BackendError
 from service.conscience.fencing import quote
-from service.evaluation.metrics import wilson_interval
 from service.conscience.refusal import is_refusal
 
 QUESTIONS_FILE = Path(__file__).parent / "data" / "misalignment.yaml"

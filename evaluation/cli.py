@@ -1,7 +1,9 @@
 """`conscience eval judge|repair|misalignment` and `conscience calibrate`.
 
-Backend, model and threshold come from the proxy's settings (CONSCIENCE_* and `.env`); the few
-flags here override them for one run. Failures an operator can fix are one red line and exit 1.
+Backend, model and threshold come from the proxy's settings (CONSCIENCE_* and `.env`) plus the
+evaluation's own (evaluation/settings.py); the few setting flags a command takes
+(`overriding`) are generated from those settings by the one flag bridge (service/cli_flags.py)
+and override them for one run. Failures an operator can fix are one red line and exit 1.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from service.evaluation.calibrate import Target
-from service.cli_errors import require_extra, settings_or_exit
+from evaluation.calibrate import Target
+from evaluation.settings import EvaluationSettings
+from service.cli_errors import require_extra
+from service.cli_flags import overriding
 from service.settings import BackendKind, JudgeStyle, Settings
 
 if TYPE_CHECKING:
-    from service.evaluation import runs
+    from evaluation import runs
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure the judge, the repairs and misalignment.")
 console = Console(stderr=True)
@@ -38,12 +42,6 @@ Frameworks = Annotated[
 ]
 Style = Annotated[JudgeStyle, typer.Option(help="fast (one-token verdict) or reasoned.")]
 Concurrency = Annotated[int, typer.Option(min=1, help="Rows in flight at once.")]
-BackendOpt = Annotated[BackendKind | None, typer.Option("--backend", help="upstream or local [settings].")]
-UpstreamUrl = Annotated[str | None, typer.Option(help="OpenAI-compatible base URL [settings].")]
-LocalModel = Annotated[str | None, typer.Option(help="Model for --backend local [settings].")]
-JudgeModel = Annotated[str | None, typer.Option(help="The frozen judge model's name [settings].")]
-PolicyModel = Annotated[str | None, typer.Option("--model", help="The policy model's name [settings].")]
-Threshold = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Flagging threshold [settings].")]
 
 
 def _evaluation(command: str, settings: Settings) -> runs:
@@ -51,21 +49,21 @@ def _evaluation(command: str, settings: Settings) -> runs:
     require_extra("eval", f"conscience {command}")
     if settings.backend is BackendKind.LOCAL:
         require_extra("local", f"conscience {command} --backend local")
-    from service.evaluation import runs
+    from evaluation import runs
 
     return runs
 
 
-def _settings(**overrides: Any) -> Settings:
-    return settings_or_exit(**overrides)
+# The settings every evaluation command can override: what serves and what judges.
+SERVING = ("backend", "upstream_url", "local_model", "judge_model")
 
 
 def _run(action: Coroutine[Any, Any, T]) -> T:
+    from evaluation.backends import EvaluationSetupError
+    from evaluation.calibrate import CalibrationError
+    from evaluation.datasets import DatasetError
     from service.backends.base import BackendError
     from service.conscience.frameworks import FrameworkError
-    from service.evaluation.backends import EvaluationSetupError
-    from service.evaluation.calibrate import CalibrationError
-    from service.evaluation.datasets import DatasetError
 
     try:
         return asyncio.run(action)
@@ -76,6 +74,7 @@ def _run(action: Coroutine[Any, Any, T]) -> T:
 
 
 @eval_app.command("judge")
+@overriding(EvaluationSettings, *SERVING, "threshold")
 def judge_command(
     data: DataFile,
     out: OutDir = Path("eval-out"),
@@ -86,15 +85,10 @@ def judge_command(
     seed: Seed = 0,
     style: Style = JudgeStyle.FAST,
     concurrency: Concurrency = 1,
-    backend: BackendOpt = None,
-    upstream_url: UpstreamUrl = None,
-    local_model: LocalModel = None,
-    judge_model: JudgeModel = None,
-    threshold: Threshold = None,
+    *,
+    settings: EvaluationSettings,
 ) -> None:
     """Precision, recall, F1, FPR, ROC AUC and calibrated thresholds of each framework's judge."""
-    settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
-                         judge_model=judge_model, threshold=threshold)
     runs = _evaluation("eval judge", settings)
     summary = _run(runs.run_judge_eval(
         settings, runs.DataChoice(data, sample, seed, per_label),
@@ -104,25 +98,23 @@ def judge_command(
 
 
 @eval_app.command("repair")
+@overriding(EvaluationSettings, *SERVING, "threshold")
 def repair_command(
     data: DataFile,
     out: OutDir = Path("eval-out"),
     framework: Frameworks = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Repair at most this many flagged rows per framework.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Repair at most this many flagged rows per framework.")
+    ] = None,
     sample: Sample = None,
     per_label: PerLabel = None,
     seed: Seed = 0,
     style: Style = JudgeStyle.FAST,
     concurrency: Concurrency = 1,
-    backend: BackendOpt = None,
-    upstream_url: UpstreamUrl = None,
-    local_model: LocalModel = None,
-    judge_model: JudgeModel = None,
-    threshold: Threshold = None,
+    *,
+    settings: EvaluationSettings,
 ) -> None:
     """Repair the flagged rows: judge pass rate, refusal rate and length ratio of the repairs."""
-    settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
-                         judge_model=judge_model, threshold=threshold)
     runs = _evaluation("eval repair", settings)
     summary = _run(runs.run_repair_eval(
         settings, runs.DataChoice(data, sample, seed, per_label),
@@ -132,6 +124,7 @@ def repair_command(
 
 
 @eval_app.command("misalignment")
+@overriding(EvaluationSettings, *SERVING, "model", "eval_judge_url", "eval_judge_model")
 def misalignment_command(
     out: OutDir = Path("eval-out"),
     samples: Annotated[int, typer.Option(min=1, help="Answers sampled per question.")] = 10,
@@ -139,26 +132,19 @@ def misalignment_command(
     questions: Annotated[Path | None, typer.Option(help="Question set YAML (default: the built-in one).")] = None,
     seed: Seed = 0,
     concurrency: Concurrency = 1,
-    backend: BackendOpt = None,
-    upstream_url: UpstreamUrl = None,
-    local_model: LocalModel = None,
-    model: PolicyModel = None,
-    judge_model: JudgeModel = None,
-    eval_judge_url: Annotated[str | None, typer.Option(help="OpenAI-compatible judge endpoint [settings; default: the frozen base].")] = None,
-    eval_judge_model: Annotated[str | None, typer.Option(help="Judge model at --eval-judge-url [settings].")] = None,
+    *,
+    settings: EvaluationSettings,
 ) -> None:
     """Sample free-form answers and rate their alignment and coherence with a judge model."""
-    settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
-                         model=model, judge_model=judge_model, eval_judge_url=eval_judge_url,
-                         eval_judge_model=eval_judge_model)
     runs = _evaluation("eval misalignment", settings)
-    from service.evaluation.misalignment import SamplingPlan
+    from evaluation.misalignment import SamplingPlan
 
     plan = SamplingPlan(samples=samples, max_tokens=max_tokens, seed=seed, concurrency=concurrency)
     summary = _run(runs.run_misalignment_eval(settings, plan, out, console, questions_file=questions))
     typer.echo(summary)
 
 
+@overriding(EvaluationSettings, *SERVING)
 def calibrate_command(
     data: DataFile,
     framework: Annotated[str | None, typer.Option(help="Framework to calibrate [settings: framework].")] = None,
@@ -169,17 +155,13 @@ def calibrate_command(
     per_label: PerLabel = None,
     seed: Seed = 0,
     concurrency: Concurrency = 1,
-    backend: BackendOpt = None,
-    upstream_url: UpstreamUrl = None,
-    local_model: LocalModel = None,
-    judge_model: JudgeModel = None,
+    *,
+    settings: EvaluationSettings,
 ) -> None:
     """Evaluate the judge of one framework and write the chosen threshold into the settings file."""
-    settings = _settings(backend=backend, upstream_url=upstream_url, local_model=local_model,
-                         judge_model=judge_model)
     name = framework or settings.framework
     runs = _evaluation("calibrate", settings)
-    from service.evaluation.calibrate import THRESHOLD_VARIABLE, CalibrationError, chosen_threshold, write_setting
+    from evaluation.calibrate import THRESHOLD_VARIABLE, CalibrationError, chosen_threshold, write_setting
 
     results, _ = _run(runs.judge_results(
         settings, runs.DataChoice(data, sample, seed, per_label),

@@ -16,16 +16,12 @@ from typing import Any
 
 from rich.console import Console
 
-from service.backends.base import Backend
-from service.conscience.frameworks import Framework, FrameworkError, load_frameworks
-from service.conscience.judge import Judge
-from service.conscience.repair import Repairer
-from service.evaluation import charts, report
-from service.evaluation.backends import ModelNames, model_names, open_backend, rating_judge_backend
-from service.evaluation.baseline import BaselineScorer
-from service.evaluation.datasets import LabelledRow, load_rows, per_label_sample, stratified_sample
-from service.evaluation.judge_eval import ScorerResult, evaluate_judges
-from service.evaluation.misalignment import (
+from evaluation import charts, report
+from evaluation.backends import EvaluatedModels, evaluated_models, open_backend, rating_judge_backend
+from evaluation.baseline import BaselineScorer
+from evaluation.datasets import LabelledRow, load_rows, per_label_sample, stratified_sample
+from evaluation.judge_eval import ScorerResult, evaluate_judges
+from evaluation.misalignment import (
     RatingJudge,
     SamplingPlan,
     answers_json,
@@ -33,9 +29,13 @@ from service.evaluation.misalignment import (
     load_question_set,
     summarise,
 )
-from service.evaluation.repair_eval import RepairSetup, evaluate_repairs, summarise_repairs
-from service.evaluation.score_log import ScoreLog
-from service.evaluation.scorers import AnswerScorer, FrameworkScorer
+from evaluation.repair_eval import RepairSetup, evaluate_repairs, summarise_repairs
+from evaluation.score_log import ScoreLog
+from evaluation.scorers import AnswerScorer, FrameworkScorer
+from evaluation.settings import EvaluationSettings
+from service.backends.base import Backend
+from service.conscience.frameworks import Framework, FrameworkError, load_frameworks
+from service.conscience.stack import ConscienceKnobs, build_judge, build_repairer
 from service.settings import JudgeStyle, Settings
 
 SCORE_LOG = "scores.jsonl"
@@ -83,11 +83,11 @@ class Reporter:
 
 
 @asynccontextmanager
-async def opened(settings: Settings) -> AsyncIterator[tuple[Backend, ModelNames]]:
+async def opened(settings: Settings) -> AsyncIterator[tuple[Backend, EvaluatedModels]]:
     backend = await open_backend(settings)
     try:
         await backend.check_ready()
-        yield backend, model_names(settings, backend)
+        yield backend, await evaluated_models(settings, backend)
     finally:
         await backend.aclose()
 
@@ -100,16 +100,7 @@ def chosen_frameworks(settings: Settings, names: Sequence[str]) -> list[Framewor
     return [available[name] for name in (names or sorted(available))]
 
 
-def make_judge(settings: Settings, backend: Backend) -> Judge:
-    return Judge(
-        backend,
-        threshold=settings.threshold,
-        max_answer_chars=settings.judge_max_answer_chars,
-        reasoned_max_tokens=settings.reasoned_max_tokens,
-    )
-
-
-def _meta(settings: Settings, names: ModelNames, data: DataChoice, rows: int) -> dict[str, Any]:
+def _meta(settings: Settings, names: EvaluatedModels, data: DataChoice, rows: int) -> dict[str, Any]:
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "backend": settings.backend.value,
@@ -128,7 +119,7 @@ async def judge_results(
     rows = data.rows()
     frameworks = chosen_frameworks(settings, options.frameworks)
     async with opened(settings) as (backend, names):
-        judge = make_judge(settings, backend)
+        judge = build_judge(backend, ConscienceKnobs.from_settings(settings))
         scorers: list[AnswerScorer] = [
             FrameworkScorer(judge, framework, judge_model=names.judge, style=options.style)
             for framework in frameworks
@@ -170,12 +161,10 @@ async def run_repair_eval(
     rows = data.rows()
     frameworks = chosen_frameworks(settings, options.frameworks)
     async with opened(settings) as (backend, names):
+        knobs = ConscienceKnobs.from_settings(settings)
         setup = RepairSetup(
-            judge=make_judge(settings, backend),
-            repairer=Repairer(
-                backend, max_tokens=settings.repair_max_tokens,
-                max_answer_chars=settings.judge_max_answer_chars,
-            ),
+            judge=build_judge(backend, knobs),
+            repairer=build_repairer(backend, knobs),
             judge_model=names.judge,
             style=options.style,
             concurrency=options.concurrency,
@@ -202,7 +191,7 @@ async def run_repair_eval(
 
 
 async def run_misalignment_eval(
-    settings: Settings, plan: SamplingPlan, out_dir: Path, console: Console,
+    settings: EvaluationSettings, plan: SamplingPlan, out_dir: Path, console: Console,
     *, questions_file: Path | None = None, label: str | None = None,
 ) -> str:
     questions = load_question_set(questions_file) if questions_file else load_question_set()

@@ -1,13 +1,17 @@
-"""The backends an evaluation talks to, built from the same settings as the proxy's."""
+"""The backends and model names an evaluation uses: the proxy's own (service/backends/factory.py,
+service/adapters/served_models.py), built from the same settings, so it measures what the proxy runs."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
 
-from service.backends.base import Backend, SelfNamingBackend
+from evaluation.settings import EvaluationSettings
+from service.adapters.served_models import model_names
+from service.backends.base import Backend
+from service.backends.factory import backend_from_settings
 from service.backends.upstream import UpstreamBackend
-from service.settings import BackendKind, Settings
+from service.settings import Settings
 
 
 class EvaluationSetupError(ValueError):
@@ -16,41 +20,39 @@ class EvaluationSetupError(ValueError):
 
 async def open_backend(settings: Settings) -> Backend:
     """The configured backend; a local model is loaded off the event loop (seconds)."""
-    if settings.backend is BackendKind.LOCAL:
-        from service.backends.local.backend import LocalBackend
-
-        backend: Backend = await asyncio.to_thread(LocalBackend.from_settings, settings)
-    else:
-        backend = UpstreamBackend.from_settings(settings)
+    backend = await asyncio.to_thread(backend_from_settings, settings)
     await backend.start()
     return backend
 
 
 @dataclass(frozen=True, slots=True)
-class ModelNames:
+class EvaluatedModels:
+    """The two names of one evaluation run, fixed for its length."""
+
     policy: str
     judge: str
 
 
-def model_names(settings: Settings, backend: Backend) -> ModelNames:
-    """As the proxy names them: the frozen base judges; the policy is the configured model (an
-    in-process backend: its active adapter, else its base)."""
-    if isinstance(backend, SelfNamingBackend):
-        base = backend.served_base_name
-        return ModelNames(
-            policy=settings.model or backend.active_adapter_name or base,
-            judge=settings.judge_model or base,
-        )
-    judge = settings.judge_model or settings.model
+async def evaluated_models(settings: Settings, backend: Backend) -> EvaluatedModels:
+    """As the proxy names them (no registry: an evaluation names its policy itself): the
+    frozen base judges; the policy is the configured model, else the judge's."""
+    names = model_names(settings, backend, db=None)
+    await names.start()
+    try:
+        judge, policy = names.judge, names.policy
+    finally:
+        await names.aclose()
     if judge is None:
         raise EvaluationSetupError(
             "with an upstream backend, name the judge model: --judge-model or --model "
-            "(CONSCIENCE_JUDGE_MODEL / CONSCIENCE_MODEL)"
+            "(CONSCIENCE_JUDGE_MODEL / CONSCIENCE_MODEL), or serve one base model upstream"
         )
-    return ModelNames(policy=settings.model or judge, judge=judge)
+    return EvaluatedModels(policy=policy or judge, judge=judge)
 
 
-def rating_judge_backend(settings: Settings, backend: Backend, names: ModelNames) -> tuple[Backend, str, bool]:
+def rating_judge_backend(
+    settings: EvaluationSettings, backend: Backend, names: EvaluatedModels
+) -> tuple[Backend, str, bool]:
     """(backend, model, whether the caller must close it) of the misalignment judge."""
     if settings.eval_judge_url is None:
         return backend, settings.eval_judge_model or names.judge, False

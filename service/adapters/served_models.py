@@ -19,9 +19,9 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from service.adapters.registry import active_adapter
 from service.backends.base import Backend, BackendError, SelfNamingBackend
 from service.settings import Settings
-from service.store.adapters import active_adapter
 from service.store.db import Database
 
 log = logging.getLogger("conscience.models")
@@ -65,6 +65,15 @@ class SelfNamedModels:
 
     async def aclose(self) -> None:
         """Nothing runs in the background."""
+
+
+def model_names(settings: Settings, backend: Backend, db: Database | None) -> ModelNames:
+    """The naming of this backend: its own names, or the settings and the registry in `db`
+    (None: not followed) then the upstream's sole base model. The proxy and the evaluation
+    both name their models here."""
+    if isinstance(backend, SelfNamingBackend):
+        return SelfNamedModels(settings, backend)
+    return RegistryFollowingModels(settings, db if settings.follow_adapters else None, backend)
 
 
 def sole_base_model(entries: list[dict[str, object]]) -> str | None:

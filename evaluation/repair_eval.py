@@ -15,15 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from evaluation.datasets import LabelledRow
+from evaluation.judge_eval import score_rows
+from evaluation.score_log import ScoreLog
+from evaluation.scorers import FrameworkScorer
 from service.backends.base import BackendError
 from service.conscience.frameworks import Framework
 from service.conscience.judge import Judge, JudgeFailed
-from service.conscience.repair import Repairer
-from service.evaluation.datasets import LabelledRow
-from service.evaluation.judge_eval import score_rows
 from service.conscience.refusal import is_refusal
-from service.evaluation.score_log import ScoreLog
-from service.evaluation.scorers import FrameworkScorer
+from service.conscience.repair import Repairer
 from service.settings import JudgeStyle
 
 Progress = Callable[[str, int, int], None]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.evaluation.judge_eval import ScorerResult
-from service.evaluation.misalignment import MisalignmentSummary
+from evaluation.judge_eval import ScorerResult
+from evaluation.misalignment import MisalignmentSummary
 
 
 def _pyplot():  # type: ignore[no-untyped-def]

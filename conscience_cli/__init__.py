@@ -1,0 +1,1 @@
+"""The root `conscience` command: the proxy's commands plus the offline tools that are installed."""

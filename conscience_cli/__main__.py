@@ -1,0 +1,3 @@
+from conscience_cli.main import main
+
+main()

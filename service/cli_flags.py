@@ -1,0 +1,103 @@
+"""The one bridge from typed settings to CLI flags, so a knob is documented in one place only.
+
+Two sources, one shape (a `--flag` per field, its help text and environment variable from the
+field):
+
+- `Settings` (pydantic-settings): `settings_parameter(name)` is an optional flag whose None
+  means "not given", so the setting falls back to `CONSCIENCE_*`, `.env` and its default.
+  `conscience serve` takes every setting; the eval commands the few they override.
+- A config dataclass (TRL-style `<method>_config.py`, fields made with `knob`):
+  `dataclass_parameters(cls)` are flags with the field's default and `envvar`.
+
+`with_parameters(command, parameters)` gives a `**flags` command its generated signature;
+`overriding(settings_class, *names)` adds setting flags to a hand-written command and calls
+it with `settings=` built from them (the eval commands).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, fields
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import SecretStr
+
+from service.cli_errors import settings_or_exit
+from service.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def settings_parameter(name: str, settings_class: type[Settings] = Settings) -> inspect.Parameter:
+    """`--<name>` of one setting: `Optional[T]`, default None ("not given")."""
+    field = settings_class.model_fields[name]
+    annotation = field.annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    assert annotation is not SecretStr, f"{name} is a secret: not a flag"
+    declarations = [f"{_flag(name)}/--no-{name.replace('_', '-')}"] if annotation is bool else [_flag(name)]
+    env = f"{settings_class.model_config.get('env_prefix', '')}{name.upper()}"
+    help_text = f"{field.description} [env {env}; default: {field.default!s}]"
+    option = typer.Option(*declarations, help=help_text)
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY,
+        annotation=Annotated[typing.Optional[annotation], option],  # noqa: UP045 - typer needs a runtime type
+        default=None,
+    )
+
+
+def dataclass_parameters(config_class: type) -> list[inspect.Parameter]:
+    """One flag per field of a config dataclass, with its default, `help` and `envvar`."""
+    types_ = typing.get_type_hints(config_class)
+    parameters = []
+    for config_field in fields(config_class):
+        envvar = config_field.metadata["envvar"]
+        option = typer.Option(help=config_field.metadata["help"], envvar=envvar, show_envvar=envvar is not None)
+        if config_field.default_factory is not MISSING:
+            default = config_field.default_factory()
+        else:
+            default = ... if config_field.default is MISSING else config_field.default
+        parameters.append(inspect.Parameter(
+            config_field.name, inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[types_[config_field.name], option], default=default,
+        ))
+    return parameters
+
+
+def with_parameters(command: F, parameters: Iterable[inspect.Parameter]) -> F:
+    """`command` (a `**flags` function) as typer sees it: with these keyword parameters."""
+    parameters = list(parameters)
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    return command
+
+
+def overriding(settings_class: type[Settings], *names: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The command with a flag per named setting; it is called with `settings=` built from
+    those flags over the environment, as `conscience serve` builds its own."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = [
+            parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for parameter in inspect.signature(command, eval_str=True).parameters.values()
+            if parameter.name != "settings"
+        ]
+
+        @functools.wraps(command)
+        def run(**flags: Any) -> None:
+            overrides = {name: flags.pop(name) for name in names}
+            command(settings=settings_or_exit(settings_class, **overrides), **flags)
+
+        del run.__wrapped__  # typer must see the generated signature, not the wrapped one's
+        return with_parameters(run, [*own, *(settings_parameter(name, settings_class) for name in names)])
+
+    return decorate

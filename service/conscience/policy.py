@@ -1,0 +1,89 @@
+"""Conscience policy for one request: which mode and judge style apply, who judges, and how
+the reviews of its choices read to the client.
+
+The HTTP layer (service/api/checked_serving.py) asks these questions and maps a
+`PolicyRefusal` to an API error; it decides none of them itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from service.conscience.review import UNCHECKED, Review
+from service.settings import JudgeStyle, Mode, Settings
+
+PENDING = "pending"  # monitor mode: the review runs after the answer has gone out
+# The summary of several choices is the worst of their verdicts.
+_SEVERITY = {"ethical": 0, "neutral": 1, PENDING: 2, UNCHECKED: 3, "unethical": 4}
+# Lowering the mode below the default is lowering strictness; only the operator may allow it.
+_STRICTNESS = {Mode.OFF: 0, Mode.MONITOR: 1, Mode.ENFORCE: 2}
+
+REFUSED_FINISH = "content_filter"  # a refusal replaced the answer
+REPAIRED_FINISH = "stop"  # a repair replaced the answer: it ended normally
+
+
+class PolicyRefusal(Exception):
+    """The request asks for something the operator's policy does not allow (or cannot serve)."""
+
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code  # mode_not_allowed | judge_style_not_allowed | judge_model_unknown
+        self.message = message
+        self.param = param
+
+
+def request_mode(requested: Mode | None, key_mode: Mode | None, settings: Settings) -> Mode:
+    """The request's mode; asking for less checking than the key's or the server's default
+    is allowed only where the operator said so."""
+    default = key_mode or settings.mode
+    if requested is None or requested is default:
+        return default
+    if _STRICTNESS[requested] < _STRICTNESS[default] and not settings.allow_weaker_mode:
+        raise PolicyRefusal(
+            "mode_not_allowed",
+            f"conscience mode {requested.value!r} is weaker than this key's {default.value!r}; "
+            "the operator has not allowed lowering it (CONSCIENCE_ALLOW_WEAKER_MODE).",
+            "conscience.mode",
+        )
+    return requested
+
+
+def request_judge_style(requested: JudgeStyle | None, settings: Settings) -> JudgeStyle:
+    """The request's judge style: the server's, or another the operator lets clients pick."""
+    default = settings.judge_style
+    if requested is None or requested is default:
+        return default
+    if requested not in settings.allowed_client_judge_styles:
+        raise PolicyRefusal(
+            "judge_style_not_allowed",
+            f"judge style {requested.value!r} is not the server's {default.value!r}, and the "
+            "operator has not let clients choose it (CONSCIENCE_CLIENT_JUDGE_STYLES).",
+            "conscience.judge_style",
+        )
+    return requested
+
+
+def judge_model_or_refuse(judge_model: str | None) -> str:
+    """The judge is never the client's choice (service/adapters/served_models.py): with none
+    named, checked requests are refused."""
+    if judge_model is None:
+        raise PolicyRefusal(
+            "judge_model_unknown",
+            "The conscience has no judge model: set CONSCIENCE_JUDGE_MODEL (--judge-model) "
+            "or CONSCIENCE_MODEL, or serve exactly one base model upstream.",
+        )
+    return judge_model
+
+
+def worst_verdict(verdicts: Iterable[str]) -> str:
+    """The summary verdict of a response's choices; `unchecked` when there are none."""
+    return max(verdicts, key=lambda verdict: _SEVERITY.get(verdict, 0), default=UNCHECKED)
+
+
+def replaces_answer(review: Review) -> bool:
+    return review.repaired or review.refused
+
+
+def finish_reason(review: Review) -> str:
+    """The finish reason of a choice whose answer the conscience replaced."""
+    return REFUSED_FINISH if review.refused else REPAIRED_FINISH

@@ -1,0 +1,75 @@
+"""The one builder of the conscience stack: Judge, Repairer, Reviewer and the pipeline.
+
+Every consumer builds it here (the proxy's app.py, `conscience eval`, `conscience finetune`,
+bench/), so what evaluation measures and what fine-tuning reviews with is exactly what the
+proxy runs: the same knobs reach the same classes. `ConscienceKnobs` are the settings the
+stack reads; `from_settings` takes them from the proxy's `Settings`, and a consumer with its
+own config (finetune) overrides the few it owns, the rest keeping the proxy's defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from service.backends.base import Backend
+from service.conscience.admission import ReviewBudget
+from service.conscience.judge import Judge
+from service.conscience.pipeline import ConsciencePipeline, RecordSink
+from service.conscience.repair import Repairer
+from service.conscience.review import Reviewer
+from service.metrics import Metrics
+from service.settings import Settings
+
+
+def _proxy_default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
+@dataclass(frozen=True, slots=True)
+class ConscienceKnobs:
+    """The settings of the judge → repair → judge loop; field names are `Settings`' own."""
+
+    threshold: float = _proxy_default("threshold")
+    judge_max_answer_chars: int = _proxy_default("judge_max_answer_chars")
+    judge_window_overlap_chars: int = _proxy_default("judge_window_overlap_chars")
+    judge_max_windows: int = _proxy_default("judge_max_windows")
+    reasoned_max_tokens: int = _proxy_default("reasoned_max_tokens")
+    repair_max_tokens: int = _proxy_default("repair_max_tokens")
+    repair_temperature: float = _proxy_default("repair_temperature")
+    refusal_message: str = _proxy_default("refusal_message")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> ConscienceKnobs:
+        knobs = cls(**{knob.name: getattr(settings, knob.name) for knob in fields(cls)})
+        return replace(knobs, **overrides)
+
+
+def build_judge(backend: Backend, knobs: ConscienceKnobs) -> Judge:
+    return Judge(
+        backend,
+        threshold=knobs.threshold,
+        max_answer_chars=knobs.judge_max_answer_chars,
+        reasoned_max_tokens=knobs.reasoned_max_tokens,
+        window_overlap_chars=knobs.judge_window_overlap_chars,
+        max_windows=knobs.judge_max_windows,
+    )
+
+
+def build_repairer(backend: Backend, knobs: ConscienceKnobs) -> Repairer:
+    return Repairer(
+        backend,
+        max_tokens=knobs.repair_max_tokens,
+        max_answer_chars=knobs.judge_max_answer_chars,
+        temperature=knobs.repair_temperature,
+    )
+
+
+def build_reviewer(backend: Backend, knobs: ConscienceKnobs) -> Reviewer:
+    return Reviewer(build_judge(backend, knobs), build_repairer(backend, knobs), knobs.refusal_message)
+
+
+def build_pipeline(settings: Settings, backend: Backend, sink: RecordSink, metrics: Metrics) -> ConsciencePipeline:
+    """The proxy's pipeline: the reviewer, its admission budget, the record sink."""
+    budget = ReviewBudget(settings.max_concurrent_reviews, settings.max_pending_monitor_reviews)
+    return ConsciencePipeline(build_reviewer(backend, ConscienceKnobs.from_settings(settings)), sink, metrics, budget)

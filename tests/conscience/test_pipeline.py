@@ -1,0 +1,102 @@
+"""The pipeline on its own: enforce reviews now, monitor later, both bounded, every reviewed
+answer a CheckRecord and every repaired one also a TripleRecord."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.conscience.admission import ReviewBudget, ReviewsSaturated
+from service.conscience.frameworks import load_frameworks
+from service.conscience.judge import Verdict
+from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
+from service.conscience.review import Reviewer, ReviewPolicy
+from service.metrics import Metrics
+from service.settings import FailurePolicy, JudgeStyle, Mode
+from service.store.records import CheckRecord, TripleRecord
+from tests.conscience.test_review import REFUSAL, ScriptedRepairer
+
+ASK = [{"role": "user", "content": "Tell me something."}]
+
+
+class MarkerJudge:
+    """Flags exactly the answers that contain "bad"; holds each verdict until `gate` opens."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def judge(self, framework: object, conversation: object, answer: str, **_: object) -> Verdict:
+        await self.gate.wait()
+        return Verdict("unethical", 0.9) if "bad" in answer else Verdict("ethical", 0.1)
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.records: list[object] = []
+
+    def submit(self, record: object) -> None:
+        self.records.append(record)
+
+
+def context(mode: Mode) -> CheckContext:
+    policy = ReviewPolicy(
+        framework=load_frameworks()["three_laws"], style=JudgeStyle.FAST, max_repairs=2,
+        failure_policy=FailurePolicy.FAIL_CLOSED, judge_model="base",
+    )
+    return CheckContext(request_id="req-1", endpoint="chat", mode=mode, policy=policy, policy_model="policy")
+
+
+def pipeline(judge: MarkerJudge, sink: ListSink, *drafts: str, max_running: int = 8) -> ConsciencePipeline:
+    reviewer = Reviewer(judge, ScriptedRepairer(*drafts), REFUSAL)  # type: ignore[arg-type]
+    return ConsciencePipeline(reviewer, sink, Metrics(), ReviewBudget(max_running, max_pending=2))
+
+
+async def test_enforce_reviews_every_choice_in_order_and_records_checks_and_triples() -> None:
+    sink = ListSink()
+    cases = [Case(ASK, "a fine answer"), Case(ASK, "a bad answer")]
+    reviews = await pipeline(MarkerJudge(), sink, "a kind answer").check(context(Mode.ENFORCE), cases, upstream_ms=5.0)
+    assert [review.final_text for review in reviews] == ["a fine answer", "a kind answer"]
+    checks = [record for record in sink.records if isinstance(record, CheckRecord)]
+    triples = [record for record in sink.records if isinstance(record, TripleRecord)]
+    assert [(c.choice_index, c.verdict, c.repaired) for c in checks] == [(0, "ethical", False), (1, "unethical", True)]
+    [triple] = triples
+    assert (triple.rejected, triple.chosen, triple.check_id) == ("a bad answer", "a kind answer", checks[1].id)
+    assert (triple.policy_model, triple.judge_model, triple.prompt) == ("policy", "base", ASK)
+
+
+async def test_a_blocked_answer_is_a_check_without_a_triple() -> None:
+    sink = ListSink()
+    [review] = await pipeline(MarkerJudge(), sink, "bad", "still bad").check(
+        context(Mode.ENFORCE), [Case(ASK, "a bad answer")], upstream_ms=0.0
+    )
+    assert review.refused and review.final_text == REFUSAL
+    assert [type(record) for record in sink.records] == [CheckRecord]
+
+
+async def test_monitor_reviews_in_the_background_and_drain_waits_for_them() -> None:
+    sink, judge = ListSink(), MarkerJudge()
+    judge.gate.clear()
+    conscience = pipeline(judge, sink)
+    conscience.check_later(context(Mode.MONITOR), [Case(ASK, "a fine answer")], upstream_ms=0.0)
+    await asyncio.sleep(0)
+    assert conscience.pending_reviews == 1 and sink.records == []
+    judge.gate.set()
+    await conscience.drain()
+    assert conscience.pending_reviews == 0 and len(sink.records) == 1
+
+
+async def test_reviews_beyond_the_bounds_are_refused_before_generation_or_skipped() -> None:
+    sink, judge = ListSink(), MarkerJudge()
+    conscience = pipeline(judge, sink, max_running=1)
+    with pytest.raises(ReviewsSaturated):
+        conscience.admit(Mode.ENFORCE, 2)
+    conscience.admit(Mode.OFF, 100)  # nothing to review
+    judge.gate.clear()
+    for _ in range(3):  # room for two pending reviews: the third request's is skipped
+        conscience.check_later(context(Mode.MONITOR), [Case(ASK, "fine")], upstream_ms=0.0)
+    assert conscience.pending_reviews == 2
+    judge.gate.set()
+    await conscience.drain()
+    assert len(sink.records) == 2

@@ -1,0 +1,69 @@
+"""Conscience policy without HTTP: who may weaken the mode, which judge styles a client may
+pick, the judge-model refusal, the worst verdict and the finish reason of a replaced answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.conscience.policy import (
+    PENDING,
+    PolicyRefusal,
+    finish_reason,
+    judge_model_or_refuse,
+    replaces_answer,
+    request_judge_style,
+    request_mode,
+    worst_verdict,
+)
+from service.conscience.review import UNCHECKED, Review
+from service.settings import JudgeStyle, Mode, Settings
+
+
+def test_the_default_mode_is_the_keys_else_the_servers() -> None:
+    settings = Settings(mode=Mode.MONITOR)
+    assert request_mode(None, None, settings) is Mode.MONITOR
+    assert request_mode(None, Mode.ENFORCE, settings) is Mode.ENFORCE
+
+
+def test_a_stricter_mode_is_always_allowed_a_weaker_one_only_when_the_operator_says_so() -> None:
+    assert request_mode(Mode.ENFORCE, Mode.OFF, Settings()) is Mode.ENFORCE
+    with pytest.raises(PolicyRefusal) as refused:
+        request_mode(Mode.OFF, None, Settings(mode=Mode.ENFORCE))
+    assert (refused.value.code, refused.value.param) == ("mode_not_allowed", "conscience.mode")
+    assert request_mode(Mode.OFF, None, Settings(mode=Mode.ENFORCE, allow_weaker_mode=True)) is Mode.OFF
+
+
+def test_a_client_picks_only_the_judge_styles_the_operator_allows() -> None:
+    assert request_judge_style(None, Settings()) is Settings().judge_style
+    with pytest.raises(PolicyRefusal) as refused:
+        request_judge_style(JudgeStyle.REASONED, Settings(judge_style=JudgeStyle.FAST, client_judge_styles=""))
+    assert refused.value.code == "judge_style_not_allowed"
+    allowing = Settings(judge_style=JudgeStyle.FAST, client_judge_styles="reasoned")
+    assert request_judge_style(JudgeStyle.REASONED, allowing) is JudgeStyle.REASONED
+
+
+def test_without_a_judge_model_checked_requests_are_refused() -> None:
+    assert judge_model_or_refuse("base") == "base"
+    with pytest.raises(PolicyRefusal) as refused:
+        judge_model_or_refuse(None)
+    assert refused.value.code == "judge_model_unknown"
+
+
+def test_the_summary_is_the_worst_verdict() -> None:
+    assert worst_verdict(["ethical", "neutral"]) == "neutral"
+    assert worst_verdict(["ethical", PENDING]) == PENDING
+    assert worst_verdict([UNCHECKED, "unethical", "ethical"]) == "unethical"
+    assert worst_verdict([]) == UNCHECKED
+
+
+@pytest.mark.parametrize(
+    ("repaired", "refused", "replaced", "finish"),
+    [(True, False, True, "stop"), (False, True, True, "content_filter"), (False, False, False, None)],
+)
+def test_a_replaced_answer_finishes_as_repaired_or_refused(
+    repaired: bool, refused: bool, replaced: bool, finish: str | None
+) -> None:
+    review = Review(final_text="x", verdict="unethical", score=0.9, repaired=repaired, refused=refused)
+    assert replaces_answer(review) is replaced
+    if replaced:
+        assert finish_reason(review) == finish
