@@ -1,4 +1,4 @@
-"""OpenAI's error shape for every failure a client can see (DESIGN invariant 6)."""
+"""OpenAI's error shape for every failure a client can see (docs/architecture.md, invariant 6)."""
 
 from __future__ import annotations
 

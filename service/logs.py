@@ -1,4 +1,4 @@
-"""Structured JSON logs carrying the request id (DESIGN invariant 5: nothing secret at INFO)."""
+"""Structured JSON logs carrying the request id (docs/architecture.md, invariant 5: nothing secret at INFO)."""
 
 from __future__ import annotations
 

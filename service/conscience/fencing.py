@@ -1,4 +1,4 @@
-"""Quoting of user and model text for the judge and the repairer (DESIGN invariant 3).
+"""Quoting of user and model text for the judge and the repairer (docs/architecture.md, invariant 3).
 
 Everything that came from a client or a model is escaped so it cannot close its fence, and
 placed in a separate message after the framework's fixed instructions. The instructions tell

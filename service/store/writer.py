@@ -10,7 +10,7 @@ its data goes to the spool's dead letter and the rest of its batch goes on (`fau
 Shutdown drains the queue within `shutdown_timeout_s`: to the database while it answers, to
 the spool after.
 
-Nothing accepted by `submit` is lost (DESIGN invariant 2), short of a disk that cannot take the
+Nothing accepted by `submit` is lost (docs/architecture.md, invariant 2), short of a disk that cannot take the
 spool: those records are counted in `lost` and logged at CRITICAL, never dropped silently.
 
 `submit` must be called from the event loop's thread.

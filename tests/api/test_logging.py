@@ -1,4 +1,4 @@
-"""Nothing secret in logs: no keys ever; prompts and answers only at DEBUG (invariant 5)."""
+"""Nothing secret in logs: no keys ever; prompts and answers only at DEBUG (docs/architecture.md, invariant 5)."""
 
 from __future__ import annotations
 
