@@ -87,11 +87,11 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         )
         state.settings, state.db, state.writer, state.keys = settings, db, writer, keys
         state.backend, state.pipeline, state.metrics = backend, pipeline, metrics
-        for attribute, surface in (("chat_serving", ChatSurface()), ("completion_serving", CompletionSurface())):
-            setattr(
-                state, attribute,
-                CheckedServing(surface, backend, pipeline, frameworks, settings, names, metrics),
-            )
+        # Read through the typed doors of service/api/state.py.
+        state.chat_serving = CheckedServing(ChatSurface(), backend, pipeline, frameworks, settings, names, metrics)
+        state.completion_serving = CheckedServing(
+            CompletionSurface(), backend, pipeline, frameworks, settings, names, metrics
+        )
         await backend.start()
         await names.start()
         log.info(

@@ -61,8 +61,9 @@ def _hashable(pair: PreferencePair) -> dict[str, Any]:
     return {"id": pair.triple_id, **pair.as_record()}
 
 
-def message_text(content: Any) -> str:
-    """OpenAI content is a string or a list of parts; only the text parts reach training."""
+def training_text(content: Any) -> str:
+    """OpenAI content is a string or a list of parts; only the text parts reach training (the
+    judge, by contrast, sees every part: service/conscience/fencing.py `message_text`)."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -76,7 +77,7 @@ def clean_messages(messages: Sequence[dict[str, Any]]) -> list[Message]:
     return [
         {
             "role": _ROLE_ALIASES.get(message["role"], message["role"]),
-            "content": message_text(message.get("content")),
+            "content": training_text(message.get("content")),
         }
         for message in messages
     ]

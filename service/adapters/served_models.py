@@ -13,14 +13,13 @@ named one: checked requests are refused (503 `judge_model_unknown`) until one do
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Protocol
 
 from service.adapters.registry import active_adapter
 from service.backends.base import Backend, BackendError, SelfNamingBackend
+from service.polling import Poller
 from service.settings import Settings
 from service.store.db import Database
 
@@ -96,7 +95,7 @@ class RegistryFollowingModels:
         self._base: str | None = None
         self._served_base: str | None = None
         self._discoveries = 0  # only the first failed one is logged loudly: polls repeat it
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Poller(self._refresh_logged, settings.adapter_poll_s, "conscience-adapter-follower")
 
     @property
     def policy(self) -> str | None:
@@ -113,7 +112,7 @@ class RegistryFollowingModels:
     async def start(self) -> None:
         await self._refresh_logged()
         if self._db is not None or self.judge is None:
-            self._task = asyncio.create_task(self._poll_forever(), name="conscience-adapter-follower")
+            self._poller.start()
 
     async def refresh(self) -> None:
         if self._db is None:
@@ -126,15 +125,7 @@ class RegistryFollowingModels:
         self._adapter, self._base = adapter, base
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _poll_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.adapter_poll_s)
-            await self._refresh_logged()
+        await self._poller.stop()
 
     async def _refresh_logged(self) -> None:
         try:

@@ -36,6 +36,7 @@ from service.conscience.policy import (
 from service.conscience.review import UNCHECKED, Review, ReviewPolicy
 from service.errors import APIError, error_body
 from service.metrics import Metrics
+from service.security.cache import ClientIdentity
 from service.settings import Mode, Settings
 
 _SSE_DONE = b"data: [DONE]\n\n"
@@ -61,15 +62,6 @@ class Surface(Protocol):
         """One choice's stream deltas (in order) as the choice `choice_text` reads."""
     def rewrite_choice(self, choice: JSON, text: str, finish_reason: str) -> None: ...
     def text_chunk(self, head: JSON, index: int, text: str, finish_reason: str | None) -> JSON: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is calling: the API key's id and its per-key defaults."""
-
-    api_key_id: str | None = None
-    framework: str | None = None
-    mode: str | None = None
 
 
 @dataclass(slots=True)
@@ -104,7 +96,7 @@ class CheckedServing:
         self._metrics = metrics
 
     # --- planning ------------------------------------------------------------------------
-    def _plan(self, request: SamplingFields, caller: Caller, request_id: str) -> _Plan:
+    def _plan(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> _Plan:
         try:
             return self._planned(request, caller, request_id)
         except PolicyRefusal as refusal:
@@ -113,9 +105,10 @@ class CheckedServing:
                 status, refusal.message, error_type=error_type, param=refusal.param, code=refusal.code
             ) from None
 
-    def _planned(self, request: SamplingFields, caller: Caller, request_id: str) -> _Plan:
+    def _planned(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> _Plan:
+        key_framework, key_mode = (caller.framework, caller.mode) if caller else (None, None)
         options = request.conscience
-        name = (options and options.framework) or caller.framework or self._settings.framework
+        name = (options and options.framework) or key_framework or self._settings.framework
         framework = self._frameworks.get(name)
         if framework is None:
             raise APIError(
@@ -124,7 +117,7 @@ class CheckedServing:
                 param="conscience.framework",
             )
         mode = request_mode(
-            options.mode if options else None, Mode(caller.mode) if caller.mode else None, self._settings
+            options.mode if options else None, Mode(key_mode) if key_mode else None, self._settings
         )
         policy_model = self._models.policy or request.model
         if not policy_model:
@@ -153,7 +146,7 @@ class CheckedServing:
                 judge_model=judge_model,
             ),
             policy_model=policy_model,
-            api_key_id=caller.api_key_id,
+            api_key_id=caller.id if caller else None,
         )
         return _Plan(body=body, mode=mode, framework=framework, context=context)
 
@@ -204,7 +197,8 @@ class CheckedServing:
         return elapsed * 1000.0
 
     # --- entry point -----------------------------------------------------------------------
-    async def create(self, request: SamplingFields, caller: Caller, request_id: str) -> Response:
+    async def create(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> Response:
+        """`caller`: the client's API key (None: keys are not required and none was sent)."""
         plan = self._plan(request, caller, request_id)
         if request.stream:
             return await self._stream(plan)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import Request
 
-from service.api.checked_serving import Caller
 from service.logs import request_id_var
-from service.security.auth import require_client
-from service.security.cache import ClientIdentity
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -42,12 +39,6 @@ OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
     502: _error("Upstream unreachable or failing."),
     504: _error("Upstream timed out."),
 }
-
-
-async def caller_of(identity: ClientIdentity | None = Depends(require_client)) -> Caller:
-    if identity is None:
-        return Caller()
-    return Caller(api_key_id=identity.id, framework=identity.framework, mode=identity.mode)
 
 
 def request_id_of(_: Request) -> str:

@@ -7,12 +7,11 @@ force. After every reload attempt it calls `on_refresh` (the open-proxy alarm).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from service.polling import Poller
 from service.security.keys import hash_key
 from service.store import repository
 from service.store.db import Database
@@ -38,13 +37,12 @@ class ApiKeyCache:
         on_refresh: Callable[[ApiKeyCache], None] | None = None,
     ) -> None:
         self._db = db
-        self._refresh_s = refresh_s
         self._on_refresh = on_refresh
         self._by_hash: dict[str, ClientIdentity] = {}
         self._issued = False
         self._loaded = False
         self._failing = False
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Poller(self._refresh_logged, refresh_s, "api-key-refresh")
 
     @property
     def loaded(self) -> bool:
@@ -80,19 +78,10 @@ class ApiKeyCache:
     async def start(self) -> None:
         """First load (a failure is logged, not raised), then reload in the background."""
         await self._refresh_logged()
-        self._task = asyncio.create_task(self._refresh_forever(), name="api-key-refresh")
+        self._poller.start()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _refresh_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh_s)
-            await self._refresh_logged()
+        await self._poller.stop()
 
     async def _refresh_logged(self) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
+from service.api import state
 from service.api.adapters.protocol import AdapterVersionList, AdapterVersionOut
 from service.api.adapters.serving import list_adapters
 from service.api.deps import OPENAI_ERRORS
@@ -20,16 +21,16 @@ _ERRORS = {
 
 @router.get("", response_model=AdapterVersionList, summary="Every adapter version, newest first")
 async def get_adapters(raw: Request) -> AdapterVersionList:
-    return AdapterVersionList(data=await list_adapters(raw.app.state.db))
+    return AdapterVersionList(data=await list_adapters(state.database(raw)))
 
 
 @router.post("/{name}/activate", response_model=AdapterVersionOut, responses=_ERRORS,
              summary="Make a version the active one (behind vLLM: loaded there first)")
 async def activate_adapter(name: str, raw: Request) -> AdapterVersionOut:
-    return await raw.app.state.adapter_activation.activate(name)
+    return await state.adapter_activation(raw).activate(name)
 
 
 @router.post("/rollback", response_model=AdapterVersionOut, responses=_ERRORS,
              summary="Re-activate the version the active one was trained from")
 async def rollback_adapter(raw: Request) -> AdapterVersionOut:
-    return await raw.app.state.adapter_activation.rollback()
+    return await state.adapter_activation(raw).rollback()

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
+from service.api import state
 from service.api.admin import serving
 from service.api.admin.protocol import (
     PreferenceExample,
@@ -30,7 +31,7 @@ Framework = Annotated[str | None, Query(description="Only this framework.")]
 
 
 def _db(request: Request) -> Database:
-    return request.app.state.db
+    return state.database(request)
 
 
 @router.get("/triples", response_model=TripleList)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from service.api import state
 from service.api.chat_completion.protocol import ChatCompletionRequest, ChatCompletionResponse
-from service.api.checked_serving import Caller
-from service.api.deps import OPENAI_ERRORS, caller_of, request_id_of
+from service.api.deps import OPENAI_ERRORS, request_id_of
+from service.security.auth import require_client
+from service.security.cache import ClientIdentity
 
 router = APIRouter(tags=["openai"])
 
@@ -19,6 +21,6 @@ router = APIRouter(tags=["openai"])
     summary="Chat completion, checked by the conscience",
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, raw: Request, caller: Caller = Depends(caller_of)
+    body: ChatCompletionRequest, raw: Request, caller: ClientIdentity | None = Depends(require_client)
 ) -> Response:
-    return await raw.app.state.chat_serving.create(body, caller, request_id_of(raw))
+    return await state.chat_serving(raw).create(body, caller, request_id_of(raw))

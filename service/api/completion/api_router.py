@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from service.api.checked_serving import Caller
+from service.api import state
 from service.api.completion.protocol import CompletionRequest, CompletionResponse
-from service.api.deps import OPENAI_ERRORS, caller_of, request_id_of
+from service.api.deps import OPENAI_ERRORS, request_id_of
+from service.security.auth import require_client
+from service.security.cache import ClientIdentity
 
 router = APIRouter(tags=["openai"])
 
@@ -19,6 +21,6 @@ router = APIRouter(tags=["openai"])
     summary="Text completion, checked by the conscience",
 )
 async def create_completion(
-    body: CompletionRequest, raw: Request, caller: Caller = Depends(caller_of)
+    body: CompletionRequest, raw: Request, caller: ClientIdentity | None = Depends(require_client)
 ) -> Response:
-    return await raw.app.state.completion_serving.create(body, caller, request_id_of(raw))
+    return await state.completion_serving(raw).create(body, caller, request_id_of(raw))

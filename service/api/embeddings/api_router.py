@@ -9,8 +9,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from service.api.checked_serving import Caller
-from service.api.deps import OPENAI_ERRORS, caller_of
+from service.api import state
+from service.api.deps import OPENAI_ERRORS
+from service.security.auth import require_client
+from service.security.cache import ClientIdentity
 
 router = APIRouter(tags=["openai"])
 
@@ -32,7 +34,7 @@ class EmbeddingResponse(BaseModel):
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=OPENAI_ERRORS)
 async def create_embeddings(
-    body: EmbeddingRequest, raw: Request, _: Caller = Depends(caller_of)
+    body: EmbeddingRequest, raw: Request, _: ClientIdentity | None = Depends(require_client)
 ) -> Response:
-    result = await raw.app.state.backend.embeddings(body.model_dump(exclude_unset=True))
+    result = await state.backend(raw).embeddings(body.model_dump(exclude_unset=True))
     return Response(orjson.dumps(result), media_type="application/json")

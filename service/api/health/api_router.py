@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
+from service.api import state
 from service.backends.base import BackendError
 
 router = APIRouter(tags=["operations"])
@@ -26,17 +27,17 @@ async def healthz() -> dict[str, str]:
 async def readyz(raw: Request) -> Response:
     checks: dict[str, Any] = {}
     try:
-        await raw.app.state.backend.check_ready()
+        await state.backend(raw).check_ready()
         checks["backend"] = "ok"
     except BackendError as exc:
         checks["backend"] = exc.message
     try:
-        await raw.app.state.db.ping()
+        await state.database(raw).ping()
         checks["database"] = "ok"
     except Exception as exc:  # any driver error means "not ready"
         checks["database"] = f"unreachable: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
-    checks["spool_depth"] = raw.app.state.writer.spool_depth
+    checks["spool_depth"] = state.record_writer(raw).spool_depth
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
@@ -45,4 +46,4 @@ async def readyz(raw: Request) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(raw: Request) -> Response:
-    return Response(raw.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics(raw).render(), media_type=CONTENT_TYPE_LATEST)

@@ -7,8 +7,10 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
 
-from service.api.checked_serving import Caller
-from service.api.deps import OPENAI_ERRORS, caller_of
+from service.api import state
+from service.api.deps import OPENAI_ERRORS
+from service.security.auth import require_client
+from service.security.cache import ClientIdentity
 
 router = APIRouter(tags=["openai"])
 
@@ -28,5 +30,5 @@ class ModelList(BaseModel):
 
 
 @router.get("/v1/models", response_model=ModelList, responses=OPENAI_ERRORS)
-async def list_models(raw: Request, _: Caller = Depends(caller_of)) -> dict[str, Any]:
-    return {"object": "list", "data": await raw.app.state.backend.models()}
+async def list_models(raw: Request, _: ClientIdentity | None = Depends(require_client)) -> dict[str, Any]:
+    return {"object": "list", "data": await state.backend(raw).models()}

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from service.backends.base import JSON, BackendError, LabelProbs
+from service.backends.local.adapter_watcher import AdapterWatcher, HasSessions
 from service.backends.local.engine import Engine
 from service.backends.local.generation import ChoiceDelta, Usage
 from service.backends.local.loader import load_model
@@ -24,7 +25,6 @@ from service.backends.local.prompts import (
     invalid,
     plain_messages,
 )
-from service.backends.local.registry import AdapterWatcher, HasSessions
 from service.backends.local.sampling import SamplingParams, sampling_params
 from service.settings import Settings
 

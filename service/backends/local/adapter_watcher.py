@@ -8,7 +8,6 @@ and skipped until the registry names another one; the previous adapter stays in 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
@@ -16,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.adapters.registry import active_adapter
 from service.backends.local.engine import Engine
+from service.polling import Poller
 from service.store.models import AdapterVersion
 
 log = logging.getLogger("conscience.local.registry")
@@ -32,20 +32,16 @@ class AdapterWatcher:
     def __init__(self, engine: Engine, db: HasSessions, *, poll_s: float) -> None:
         self._engine = engine
         self._db = db
-        self._poll_s = poll_s
         self._failed: set[str] = set()
         self._refresh_lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Poller(self._refresh_logged, poll_s, "conscience-adapter-watcher")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._poll_forever(), name="conscience-adapter-watcher")
+        """Follow the registry from now on (the backend's start-up did the first refresh)."""
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._poller.stop()
 
     async def refresh(self) -> None:
         """Read the registry now and load, swap or drop the adapter to match it."""
@@ -73,10 +69,8 @@ class AdapterWatcher:
         async with self._db.sessions() as session:
             return await active_adapter(session)
 
-    async def _poll_forever(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except Exception:  # a database outage must not end the watching
-                log.warning("adapter registry poll failed", exc_info=True)
-            await asyncio.sleep(self._poll_s)
+    async def _refresh_logged(self) -> None:
+        try:
+            await self.refresh()
+        except Exception:  # a database outage must not end the watching
+            log.warning("adapter registry poll failed", exc_info=True)
