@@ -55,8 +55,8 @@ from service.conscience.frameworks import load_frameworks  # noqa: E402
 from service.conscience.stack import ConscienceKnobs, build_judge  # noqa: E402
 from service.settings import JudgeStyle, Settings  # noqa: E402
 from service.store.db import Database  # noqa: E402
-from trainer.finetune import run_finetune  # noqa: E402
-from trainer.finetune_config import FinetuneConfig  # noqa: E402
+from trainer.finetune.config import FinetuneConfig  # noqa: E402
+from trainer.finetune.run import run_finetune  # noqa: E402
 
 console = Console(stderr=True)
 XSTEST_DEV = Path("/work/shared/data/xstest/xstest_dev.jsonl")

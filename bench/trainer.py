@@ -58,15 +58,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
     from trl import DPOTrainer
 
-    from trainer.benign_prompts import BENIGN_PROMPTS
-    from trainer.config import TorchDtype, TrainConfig
-    from trainer.dataset import PreferencePair, to_hf_dataset
-    from trainer.dpo import (
+    from trainer.common.config import TorchDtype
+    from trainer.common.models import load_tokenizer, resolve_dtype
+    from trainer.nightly.benign_prompts import BENIGN_PROMPTS
+    from trainer.nightly.config import TrainConfig
+    from trainer.nightly.dataset import PreferencePair, to_hf_dataset
+    from trainer.nightly.dpo import (
         build_dpo_trainer,
         dpo_arguments,
         load_policy,
-        load_tokenizer,
-        resolve_dtype,
     )
 
     after_imports = peak_rss_mib()

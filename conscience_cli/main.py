@@ -39,12 +39,13 @@ def root(
     """An inference-time conscience for LLMs: an OpenAI-compatible proxy and its DPO trainer."""
 
 
-def _offline(package: str, module: str) -> Any | None:
-    """`package.module`, or None when the package is not installed here (the proxy image)."""
+def _offline(module: str) -> Any | None:
+    """The module, or None when its offline package is not installed here (the proxy image);
+    a missing dependency of an installed package (torch, trl, …) is no reason to hide it."""
     try:
-        return importlib.import_module(f"{package}.{module}")
+        return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name != package:
+        if exc.name is None or not module.startswith(exc.name):
             raise
         return None
 
@@ -71,13 +72,13 @@ def _mount() -> None:
 
     service_cli.mount_subcommands()
     app.add_typer(service_cli.app)  # unnamed: its commands and groups merge into the root
-    trainer_cli, finetune_cli = _offline("trainer", "cli"), _offline("trainer", "finetune_cli")
+    trainer_cli, finetune_cli = _offline("trainer.nightly.cli"), _offline("trainer.finetune.cli")
     if trainer_cli is None or finetune_cli is None:
         _missing("trainer", "train", "finetune")
     else:
         app.command("train")(trainer_cli.train)
         app.command("finetune")(finetune_cli.finetune_command)
-    evaluation_cli = _offline("evaluation", "cli")
+    evaluation_cli = _offline("evaluation.cli")
     if evaluation_cli is None:
         _missing("evaluation", "eval", "calibrate")
     else:

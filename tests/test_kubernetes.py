@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from service.settings import SECRET_SETTINGS, Settings
 from tests.cli_commands import problems
-from trainer.config import TrainConfig
+from trainer.nightly.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.store.databases import db, db_url, empty_db  # noqa: F401  (pytest fixtures)
-from trainer.finetune_config import FinetuneConfig
+from trainer.finetune.config import FinetuneConfig
 
 pytest.importorskip("torch")
 pytest.importorskip("peft")

@@ -19,10 +19,10 @@ from service.settings import Settings
 from service.store.db import Database
 from service.store.models import AdapterStatus
 from tests.finetune.conftest import REQUESTS
-from trainer.artefacts import is_complete_adapter
-from trainer.finetune import run_finetune
-from trainer.finetune_cli import finetune_app
-from trainer.finetune_config import FinetuneConfig
+from trainer.common.artefacts import is_complete_adapter
+from trainer.finetune.cli import finetune_app
+from trainer.finetune.config import FinetuneConfig
+from trainer.finetune.run import run_finetune
 
 CALIBRATION_ANSWERS = 12
 

@@ -15,7 +15,7 @@ from service.store.ingest import insert_records
 from service.store.models import Triple, TripleStatus
 from tests.store.databases import db, db_url, empty_db  # noqa: F401  (pytest fixtures)
 from tests.store.factories import make_triple
-from trainer.config import TrainConfig
+from trainer.nightly.config import TrainConfig
 
 # For tests whose subject is not the database (training, gating, vLLM calls): one dialect is
 # enough, and each of them trains a model.

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.artefacts import (
+from trainer.common.artefacts import (
     ADAPTER_FILES,
     is_complete_adapter,
     remove_stale_staging,

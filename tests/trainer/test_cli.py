@@ -18,8 +18,8 @@ from service.store.db import Database
 from service.store.models import Triple, TripleStatus
 from tests.fakes.upstream import FakeUpstream
 from tests.trainer.conftest import PREFER_HELPFUL, seed_triples, sqlite_only
-from trainer.artefacts import is_complete_adapter
-from trainer.config import TrainConfig
+from trainer.common.artefacts import is_complete_adapter
+from trainer.nightly.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIRST_STEP_TIMEOUT_S = 180.0
@@ -70,7 +70,7 @@ async def test_a_killed_run_leaves_nothing_and_a_concurrent_run_exits_cleanly(
     await seed_triples(db, 8, **PREFER_HELPFUL)
     long_run = tiny_config(db_url=db_url, max_steps=1_000_000)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "trainer.cli", *train_flags(long_run),
+        sys.executable, "-m", "trainer.nightly.cli", *train_flags(long_run),
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
         stdout=asyncio.subprocess.PIPE,

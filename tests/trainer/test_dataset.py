@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from trainer.dataset import PreferencePair, clean_messages, split_held_out, to_pairs
-from trainer.select import SelectedTriple
+from trainer.common.messages import clean_messages
+from trainer.nightly.dataset import PreferencePair, split_held_out, to_pairs
+from trainer.nightly.select import SelectedTriple
 
 
 def pair(index: int, chosen: str = "good") -> PreferencePair:

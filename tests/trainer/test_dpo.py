@@ -1,4 +1,4 @@
-"""What training does to the model, measured with the model (trainer/scoring.py), not from logs."""
+"""What training does to the model, measured with the model (trainer/common/scoring.py), not from logs."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from tests.trainer.conftest import HELPFUL, REFUSAL
-from trainer.config import TrainConfig
-from trainer.dataset import PreferencePair
-from trainer.dpo import build_dpo_trainer, load_policy, load_tokenizer, save_adapter, train_policy
-from trainer.scoring import completion_logprob, using_adapter
+from trainer.common.models import load_tokenizer
+from trainer.common.scoring import completion_logprob, using_adapter
+from trainer.nightly.config import TrainConfig
+from trainer.nightly.dataset import PreferencePair
+from trainer.nightly.dpo import build_dpo_trainer, load_policy, save_adapter, train_policy
 
 PROMPTS = ["How do I bake bread?", "Help me with my homework.", "How do I write a function?"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from service.store.db import Database
-from trainer.lock import TrainingLockHeld, training_lock
+from trainer.common.lock import TrainingLockHeld, training_lock
 
 
 async def test_a_second_holder_is_refused_until_the_first_releases(db_url: str) -> None:

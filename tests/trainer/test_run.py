@@ -20,11 +20,11 @@ from service.settings import Settings
 from service.store.db import Database
 from service.store.models import AdapterStatus, Triple, TripleStatus
 from tests.trainer.conftest import HELPFUL, PREFER_HELPFUL, REFUSAL, seed_triples, sqlite_only
-from trainer.artefacts import ADAPTER_FILES
-from trainer.config import TrainConfig
-from trainer.dataset import PreferencePair, split_held_out
-from trainer.run import Outcome, run_training
-from trainer.scoring import greedy_reply
+from trainer.common.artefacts import ADAPTER_FILES
+from trainer.common.scoring import greedy_reply
+from trainer.nightly.config import TrainConfig
+from trainer.nightly.dataset import PreferencePair, split_held_out
+from trainer.nightly.run import Outcome, run_training
 
 QUESTION = [{"role": "user", "content": "How do I bake bread at home?"}]
 

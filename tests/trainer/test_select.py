@@ -7,8 +7,8 @@ from sqlalchemy import update
 from service.store.db import Database
 from service.store.models import AdapterVersion, Triple, TripleStatus
 from tests.trainer.conftest import seed_triples, set_status
-from trainer.config import TrainConfig
-from trainer.select import select_triples
+from trainer.nightly.config import TrainConfig
+from trainer.nightly.select import select_triples
 
 
 def config(**changes: object) -> TrainConfig:

@@ -204,7 +204,7 @@ async def dashboard(db: Database, range_name: str, framework: str | None, thresh
 
 
 def gate_figures(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The gate's figures a version recorded (trainer.gate.GateReport.as_metrics), flattened
+    """The gate's figures a version recorded (trainer.nightly.gate.GateReport.as_metrics), flattened
     for the table; missing ones (a version recorded elsewhere) are None."""
     gate = metrics.get("gate") or {}
     held_out = gate.get("held_out") or {}

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.cli_errors import require_extra
 from service.cli_flags import dataclass_parameters, with_parameters
-from trainer.finetune_config import FinetuneConfig
+from trainer.finetune.config import FinetuneConfig
 
 console = Console()
 
@@ -22,8 +22,8 @@ def finetune_command(**flags: Any) -> None:
     """Fine-tune a LoRA adapter on a chat dataset, with the conscience term weighted by
     --alignment-weight, and register it as a new adapter version (not activated)."""
     require_extra("train", "conscience finetune")
-    from trainer.finetune import run_finetune
-    from trainer.finetune_data import FinetuneDataError
+    from trainer.finetune.data import FinetuneDataError
+    from trainer.finetune.run import run_finetune
 
     try:
         config = FinetuneConfig(**flags)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from service.store.db import Database
 from service.store.models import Triple, TripleStatus
-from trainer.config import TrainConfig
+from trainer.nightly.config import TrainConfig
 
 
 @dataclass(frozen=True, slots=True)

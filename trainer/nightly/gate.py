@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from service.conscience.refusal import is_refusal
-from trainer.config import TrainConfig
-from trainer.dataset import PreferencePair
-from trainer.scoring import completion_logprob, greedy_reply, using_adapter
+from trainer.common.scoring import completion_logprob, greedy_reply, using_adapter
+from trainer.nightly.config import TrainConfig
+from trainer.nightly.dataset import PreferencePair
 
 PairLogprobs = list[tuple[float, float]]  # (chosen, rejected) per pair
 

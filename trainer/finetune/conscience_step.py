@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from service.backends.base import Backend
 from service.conscience.review import Reviewer, ReviewPolicy
-from trainer.dataset import Message
+from trainer.common.messages import Message
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ new version failed the evaluation gate; 1 on an error (database or vLLM unreacha
 reported without a traceback. `conscience adapters` lives with the adapter owner
 (service/adapters/cli.py).
 
-Run it as `conscience train …` or `python -m trainer.cli train …`.
+Run it as `conscience train …` or `python -m trainer.nightly.cli train …`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from service.adapters.publish import PublishError, PublishOptions, make_publishe
 from service.adapters.registry import RegistryError
 from service.cli_errors import require_extra, run_or_exit
 from service.cli_flags import dataclass_parameters, with_parameters
-from trainer.config import PublishTarget, TrainConfig
+from trainer.nightly.config import PublishTarget, TrainConfig
 
 EXIT_GATE_FAILED = 3
 
@@ -31,12 +31,12 @@ app = typer.Typer(no_args_is_help=True, help="Nightly DPO training of LoRA adapt
 
 @app.callback()
 def trainer() -> None:
-    """Nightly DPO training of LoRA adapters (`python -m trainer.cli train …`)."""
+    """Nightly DPO training of LoRA adapters (`python -m trainer.nightly.cli train …`)."""
 
 def train(**flags: Any) -> None:
     """Train a new adapter version from the logged triples, gate it, and publish it."""
     require_extra("train", "conscience train")
-    from trainer.run import Outcome, run_training
+    from trainer.nightly.run import Outcome, run_training
 
     try:
         config = TrainConfig(**flags)

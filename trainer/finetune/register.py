@@ -15,9 +15,9 @@ from typing import Any
 from service.adapters.registry import VersionDraft, next_version_name, record_version
 from service.backends.local.loader import LoadedModel
 from service.store.db import Database
-from trainer.artefacts import staged_adapter
-from trainer.finetune_config import FinetuneConfig
-from trainer.lock import training_lock
+from trainer.common.artefacts import staged_adapter
+from trainer.common.lock import training_lock
+from trainer.finetune.config import FinetuneConfig
 
 
 def _file_sha256(path: Path) -> str:

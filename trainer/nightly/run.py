@@ -28,15 +28,15 @@ from service.adapters.registry import (
 )
 from service.store.db import Database
 from service.store.models import AdapterVersion
-from trainer.artefacts import remove_stale_staging, staged_adapter
-from trainer.benign_prompts import load_benign_prompts
-from trainer.config import TrainConfig
-from trainer.dataset import SplitPairs, split_held_out, to_pairs
-from trainer.dpo import TRAINED_ADAPTER, save_adapter, train_policy
-from trainer.gate import GateReport, evaluate_gate
-from trainer.lock import TrainingLockHeld, training_lock
-from trainer.progress import RichProgress
-from trainer.select import select_triples
+from trainer.common.artefacts import remove_stale_staging, staged_adapter
+from trainer.common.lock import TrainingLockHeld, training_lock
+from trainer.nightly.benign_prompts import load_benign_prompts
+from trainer.nightly.config import TrainConfig
+from trainer.nightly.dataset import SplitPairs, split_held_out, to_pairs
+from trainer.nightly.dpo import TRAINED_ADAPTER, save_adapter, train_policy
+from trainer.nightly.gate import GateReport, evaluate_gate
+from trainer.nightly.progress import RichProgress
+from trainer.nightly.select import select_triples
 
 PREVIOUS_ADAPTER = "previous"
 

@@ -7,34 +7,17 @@ flags and this class never drift. Fields with an `envvar` can also come from the
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+
+from trainer.common.config import LORA_PROJECTIONS, TorchDtype, knob
 
 
 class PublishTarget(StrEnum):
     VLLM = "vllm"
     LOCAL = "local"
-
-
-class TorchDtype(StrEnum):
-    AUTO = "auto"
-    FLOAT32 = "float32"
-    BFLOAT16 = "bfloat16"
-    FLOAT16 = "float16"
-
-
-# The projections of the attention and MLP blocks in Llama, Qwen2 and Mistral checkpoints. An
-# explicit list rather than PEFT's "all-linear": it keeps MoE routers and other odd linears out,
-# which vLLM would refuse to load.
-LORA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def knob(default: Any = MISSING, *, help: str, envvar: str | None = None, **kwargs: Any) -> Any:
-    """A dataclass field carrying its CLI help (and environment variable, if any)."""
-    return field(default=default, metadata={"help": help, "envvar": envvar}, **kwargs)
 
 
 @dataclass
@@ -132,7 +115,7 @@ class TrainConfig:
     benign_prompts: Path | None = knob(
         None,
         help="Text file of benign prompts for the refusal check, one per line (default: the "
-        "built-in set in trainer/benign_prompts.py).",
+        "built-in set in trainer/nightly/benign_prompts.py).",
     )
     gate_max_new_tokens: int = knob(
         32, help="Tokens generated (greedy) per benign prompt in the refusal check."

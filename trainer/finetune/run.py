@@ -33,24 +33,24 @@ from service.conscience.review import ReviewPolicy
 from service.conscience.stack import ConscienceKnobs, build_reviewer
 from service.settings import FailurePolicy, JudgeStyle
 from service.store.db import Database
-from trainer.conscience_step import FoundPair, ProbeSettings, probe_policy
-from trainer.dataset import Message
-from trainer.finetune_config import FinetuneConfig
-from trainer.finetune_data import (
+from trainer.common.messages import Message
+from trainer.finetune.config import FinetuneConfig
+from trainer.finetune.conscience_step import FoundPair, ProbeSettings, probe_policy
+from trainer.finetune.data import (
     ChatExample,
     load_chat_examples,
     load_probe_prompts,
     probes_from_examples,
 )
-from trainer.finetune_losses import (
+from trainer.finetune.losses import (
     TokenBatch,
     completion_logprobs,
     dpo_loss,
     encode_completions,
     sft_loss,
 )
-from trainer.finetune_model import POLICY_ADAPTER, load_policy_model
-from trainer.finetune_registry import register_adapter
+from trainer.finetune.model import POLICY_ADAPTER, load_policy_model
+from trainer.finetune.register import register_adapter
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.dataset import Message, clean_messages
+from trainer.common.messages import Message, clean_messages
 
 
 class FinetuneDataError(ValueError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.config import LORA_PROJECTIONS, TorchDtype, knob
+from trainer.common.config import LORA_PROJECTIONS, TorchDtype, knob
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The two terms of the fine-tuning loss, differentiable, over padded batches of chat examples.
 
 A completion's tokens start where the tokenised prompt (with the generation prompt) and the
-tokenised prompt + answer diverge, as in TRL and in trainer/scoring.py; only those tokens carry
+tokenised prompt + answer diverge, as in TRL and in trainer/common/scoring.py; only those tokens carry
 labels. Sequences keep their start when longer than `max_length`, as in training elsewhere.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trainer.dataset import Message
-from trainer.scoring import chat_ids
+from trainer.common.messages import Message
+from trainer.common.scoring import chat_ids
 
 IGNORED = -100  # label of a token the loss does not count
 

@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback, set_seed
+from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback, set_seed
 from trl import DPOConfig, DPOTrainer
 
-from trainer.config import TorchDtype, TrainConfig
-from trainer.dataset import PreferencePair, to_hf_dataset
+from trainer.common.models import load_tokenizer, resolve_dtype
+from trainer.nightly.config import TrainConfig
+from trainer.nightly.dataset import PreferencePair, to_hf_dataset
 
 TRAINED_ADAPTER = "default"
 _TRL_REFERENCE_COPY = "ref"
@@ -32,20 +33,6 @@ class TrainedPolicy:
     model: PeftModel  # adapter "default" is the newly trained one
     tokenizer: Any
     metrics: dict[str, Any]
-
-
-def resolve_dtype(choice: TorchDtype) -> torch.dtype:
-    if choice == TorchDtype.AUTO:
-        gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if gpu_bf16 else torch.float32
-    return getattr(torch, choice.value)
-
-
-def load_tokenizer(base_model: str) -> Any:
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def load_policy(config: TrainConfig, parent_adapter: Path | None) -> PeftModel:

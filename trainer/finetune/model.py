@@ -11,8 +11,8 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, set_seed
 
 from service.backends.local.loader import LoadedModel
-from trainer.dpo import load_tokenizer, resolve_dtype
-from trainer.finetune_config import FinetuneConfig
+from trainer.common.models import load_tokenizer, resolve_dtype
+from trainer.finetune.config import FinetuneConfig
 
 POLICY_ADAPTER = "policy"
 # The frozen base's name inside the engine: requests for it run with adapters disabled.

@@ -1,0 +1,27 @@
+"""What both pipelines' configs share (TRL-style `<method>_config.py`: `trainer/nightly/config.py`,
+`trainer/finetune/config.py`): the `knob` field that carries its CLI help (service/cli_flags.py
+turns it into a flag), the dtype choice and the LoRA target modules."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, field
+from enum import StrEnum
+from typing import Any
+
+
+class TorchDtype(StrEnum):
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
+# The projections of the attention and MLP blocks in Llama, Qwen2 and Mistral checkpoints. An
+# explicit list rather than PEFT's "all-linear": it keeps MoE routers and other odd linears out,
+# which vLLM would refuse to load.
+LORA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def knob(default: Any = MISSING, *, help: str, envvar: str | None = None, **kwargs: Any) -> Any:
+    """A dataclass field carrying its CLI help (and environment variable, if any)."""
+    return field(default=default, metadata={"help": help, "envvar": envvar}, **kwargs)

@@ -1,0 +1,1 @@
+"""The nightly DPO run: store → select → dataset → DPO → gate → adapter registry → publish."""
