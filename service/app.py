@@ -49,11 +49,7 @@ def default_backend(settings: Settings, db: Database) -> Backend:
 
 def create_app(settings: Settings, backend_factory: BackendFactory = default_backend) -> FastAPI:
     metrics = Metrics()
-    frameworks = load_frameworks(settings.frameworks_dir)
-    if settings.framework not in frameworks:
-        raise ValueError(
-            f"default framework {settings.framework!r} is unknown; available: {', '.join(sorted(frameworks))}"
-        )
+    frameworks = load_frameworks(settings.frameworks_dir)  # Settings checked the default is one
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -15,7 +15,9 @@ from conscience_cli import main as cli
 from service.cli_errors import settings_or_exit
 from tests.fakes.upstream import FakeUpstream
 
-COMMANDS = ["serve", "openapi", "db", "keys", "models", "train", "adapters", "finetune", "eval", "calibrate"]
+COMMANDS = [
+    "serve", "openapi", "db", "keys", "triples", "models", "train", "adapters", "finetune", "eval", "calibrate",
+]
 ROOT = Path(__file__).resolve().parent.parent
 
 
