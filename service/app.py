@@ -24,6 +24,7 @@ from service.api.embeddings.api_router import router as embeddings_router
 from service.api.health.api_router import router as health_router
 from service.api.middleware import RequestContextMiddleware
 from service.api.models.api_router import router as models_router
+from service.api.responses.api_router import router as responses_router
 from service.api.ui.api_router import router as ui_router
 from service.backends.base import Backend
 from service.backends.factory import backend_from_settings
@@ -113,7 +114,7 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    routers = (chat_router, completion_router, models_router, embeddings_router, health_router,
+    routers = (chat_router, responses_router, completion_router, models_router, embeddings_router, health_router,
                admin_router, adapters_router, ui_router)
     for router in routers:
         app.include_router(router)

@@ -105,7 +105,7 @@ class RequestContextMiddleware:
 
 def _endpoint_label(path: str) -> str:
     # A bounded label set: unknown paths must not blow up Prometheus cardinality.
-    known = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/embeddings",
+    known = ("/v1/chat/completions", "/v1/responses", "/v1/completions", "/v1/models", "/v1/embeddings",
              "/healthz", "/readyz", "/metrics")
     if path in known:
         return path

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import openai
 import orjson
 import pytest
@@ -350,43 +349,10 @@ async def test_chat_sse_bodies_are_read_back_into_chunks() -> None:
 # --- through the proxy's checked chat serving ------------------------------------------------------
 
 
-class ProxyRoute:
-    """The route as the integration will write it, over HTTP: translate, call the proxy's
-    checked chat completions, translate back, keeping the conscience headers."""
-
-    def __init__(self, chat_url: str) -> None:
-        self.chat_url = chat_url
-        self.app = Starlette(routes=[Route("/v1/responses", self.create, methods=["POST"])])
-
-    async def create(self, raw: Request) -> HTTPResponse:
-        request = ResponsesRequest.model_validate(await raw.json())
-        body = chat_request(request)
-        client = httpx.AsyncClient(timeout=10)
-        if not request.stream:
-            answer = await client.post(self.chat_url, json=body)
-            await client.aclose()
-            headers = {k: v for k, v in answer.headers.items() if k.lower().startswith("x-")}
-            return JSONResponse(response_from_chat(answer.json(), request), headers=headers)
-        upstream = await client.send(client.build_request("POST", self.chat_url, json=body), stream=True)
-
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                async for event in response_events(chat_chunks_from_sse(upstream.aiter_bytes()), request):
-                    yield sse_event(event)
-            finally:
-                await upstream.aclose()
-                await client.aclose()
-
-        headers = {k: v for k, v in upstream.headers.items() if k.lower().startswith("x-")}
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
-
-
 @pytest.fixture
 def through_proxy(start_proxy: ProxyFactory) -> Iterator[openai.OpenAI]:
-    proxy = start_proxy(mode="enforce")
-    route = ProxyRoute(f"{proxy.url}/chat/completions")
-    with ThreadedServer(route.app, lifespan="off") as server:
-        yield openai.OpenAI(base_url=f"{server.origin}/v1", api_key="unused", max_retries=0)
+    """The proxy's own POST /v1/responses, over its checked chat serving."""
+    yield start_proxy(mode="enforce").client()
 
 
 def test_a_harmful_answer_comes_back_repaired_with_its_verdict(through_proxy: openai.OpenAI, fake: Any) -> None:

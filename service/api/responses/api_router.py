@@ -1,0 +1,58 @@
+"""POST /v1/responses: the Responses API, served as a translation over the checked chat
+serving (service/api/responses/translate.py), so it is checked exactly like chat."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response, StreamingResponse
+
+from service.api import state
+from service.api.chat_completion.protocol import ChatCompletionRequest
+from service.api.deps import OPENAI_ERRORS, request_id_of
+from service.api.responses.protocol import ResponseObject, ResponsesRequest
+from service.api.responses.translate import (
+    chat_chunks_from_sse,
+    chat_request,
+    response_events,
+    response_from_chat,
+    sse_event,
+)
+from service.security.auth import require_client
+from service.security.cache import ClientIdentity
+
+router = APIRouter(tags=["openai"])
+
+
+def _x_headers(answer: Response) -> dict[str, str]:
+    """The conscience and request-id headers of the chat answer, kept on the response."""
+    return {k: v for k, v in answer.headers.items() if k.lower().startswith("x-")}
+
+
+@router.post(
+    "/v1/responses",
+    response_model=ResponseObject,
+    responses={200: {"content": {"text/event-stream": {}}}, **OPENAI_ERRORS},
+    summary="Response (the Responses API), checked by the conscience",
+)
+async def create_response(
+    body: ResponsesRequest, raw: Request, caller: ClientIdentity | None = Depends(require_client)
+) -> Response:
+    chat = ChatCompletionRequest.model_validate(chat_request(body))
+    answer = await state.chat_serving(raw).create(chat, caller, request_id_of(raw))
+    headers = _x_headers(answer)
+    if not body.stream:
+        completion = orjson.loads(answer.body)
+        return Response(
+            orjson.dumps(response_from_chat(completion, body)),
+            media_type="application/json", headers=headers,
+        )
+    assert isinstance(answer, StreamingResponse)
+
+    async def events() -> AsyncIterator[bytes]:
+        async for event in response_events(chat_chunks_from_sse(answer.body_iterator), body):
+            yield sse_event(event)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
