@@ -5,6 +5,11 @@ directly and through the proxy (its own process) in modes off, monitor and enfor
 the same closed-loop load of `--concurrency` clients. Usage:
 
     .venv/bin/python bench/proxy_overhead.py --concurrency 32 --seconds 10   # needs wrk (apt-get install wrk)
+    .venv/bin/python bench/proxy_overhead.py --concurrency 8 --workers 1,2 --modes off
+
+`--workers 1,2` runs each mode as `serve --workers 1` and `--workers 2` ("proxy off x2"); the
+"% direct" column is its throughput against the upstream alone, and "wrk CPU ms/req" is what the
+load generator itself costs (its CPU time per request), on the same cores as the servers.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -57,8 +63,11 @@ def wait_ready(url: str, timeout_s: float = 60.0) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def start_proxy(mode: str, upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_proxy(
+    mode: str, upstream: str, workdir: Path, workers: int = 1
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
+    name = f"{mode}-{workers}"
     env = {
         **os.environ,
         "CONSCIENCE_UPSTREAM_URL": upstream,
@@ -66,8 +75,9 @@ def start_proxy(mode: str, upstream: str, workdir: Path) -> tuple[subprocess.Pop
         "CONSCIENCE_MODE": mode,
         "CONSCIENCE_PORT": str(port),
         "CONSCIENCE_LOG_LEVEL": "warning",
-        "CONSCIENCE_DB_URL": f"sqlite+aiosqlite:///{workdir / f'{mode}.db'}",
-        "CONSCIENCE_SPOOL_PATH": str(workdir / f"{mode}.spool"),
+        "CONSCIENCE_DB_URL": f"sqlite+aiosqlite:///{workdir / f'{name}.db'}",
+        "CONSCIENCE_SPOOL_PATH": str(workdir / f"{name}.spool"),
+        "CONSCIENCE_WORKERS": str(workers),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "conscience_cli", "serve"], env=env, cwd=ROOT,
@@ -79,9 +89,20 @@ def start_proxy(mode: str, upstream: str, workdir: Path) -> tuple[subprocess.Pop
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process: unlike latency, barely moved by machine noise."""
+    """User + system CPU time of a process and its live children (the workers): unlike
+    latency, barely moved by machine noise."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return own + sum(cpu_seconds(int(child)) for child in children)
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass
@@ -92,6 +113,7 @@ class Result:
     requests: int
     seconds: float
     cpu_s: float | None = None  # the proxy process's CPU time during the run
+    load_cpu_s: float = 0.0  # wrk's own CPU time
 
     @property
     def throughput(self) -> float:
@@ -115,13 +137,15 @@ def load(name: str, base_url: str, concurrency: int, seconds: int, script: Path)
     """wrk as the load generator: written in C, it leaves the cores to the servers measured."""
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "--latency", "-s", str(script),
                f"{base_url}/chat/completions"]
+    before = children_cpu_seconds()
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    load_cpu_s = children_cpu_seconds() - before
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"{name}: failed requests under load:\n{out}")
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
-    return Result(name, p50, p99, requests, float(seconds))
+    return Result(name, p50, p99, requests, float(seconds), load_cpu_s=load_cpu_s)
 
 
 def main() -> None:
@@ -130,6 +154,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="Duration of each wrk run.")
     parser.add_argument("--modes", default="off,monitor,enforce")
     parser.add_argument("--rounds", type=int, default=2, help="Interleaved rounds per target.")
+    parser.add_argument("--workers", default="1", help="Worker counts to run each mode with, e.g. 1,2.")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/proxy_overhead.py needs wrk as its load generator: apt-get install wrk")
@@ -144,9 +169,11 @@ def main() -> None:
         script.write_text(WRK_SCRIPT)
         try:
             for mode in args.modes.split(","):
-                proxies[mode] = start_proxy(mode, upstream, Path(tmp))
+                for workers in (int(w) for w in args.workers.split(",")):
+                    name = f"proxy {mode}" + (f" x{workers}" if workers > 1 else "")
+                    proxies[name] = start_proxy(mode, upstream, Path(tmp), workers)
             targets = {"direct": (upstream, None)} | {
-                f"proxy {mode}": (url, process.pid) for mode, (process, url) in proxies.items()
+                name: (url, process.pid) for name, (process, url) in proxies.items()
             }
             results: dict[str, list[Result]] = {name: [] for name in targets}
             for _ in range(args.rounds):  # interleave so machine noise hits every target alike
@@ -170,16 +197,18 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
     off = merged.get("proxy off")
     print(f"\nproxy overhead: wrk, {args.concurrency} connections, {args.rounds} rounds x "
           f"{args.seconds} s per target (interleaved), instant loopback upstream, {os.cpu_count()} cores\n")
-    print(f"{'target':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'+p50 ms':>10}{'+p99 ms':>10}"
-          f"{'rps vs off':>12}{'proxy CPU ms/req':>18}")
+    print(f"{'target':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'% direct':>10}{'+p50 ms':>10}{'+p99 ms':>10}"
+          f"{'rps vs off':>12}{'proxy CPU ms/req':>18}{'wrk CPU ms/req':>16}")
     for name, result in merged.items():
         proxied = name != "direct"
         added50 = result.p50_ms - direct.p50_ms if proxied else 0.0
         added99 = result.p99_ms - direct.p99_ms if proxied else 0.0
         versus_off = f"{result.throughput / off.throughput:.2f}" if off and proxied else "-"
         cpu = f"{1000 * result.cpu_s / result.requests:.3f}" if result.cpu_s is not None else "-"
-        print(f"{name:<16}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}{result.throughput:>9.0f}"
-              f"{added50:>10.2f}{added99:>10.2f}{versus_off:>12}{cpu:>18}")
+        share = f"{100 * result.throughput / direct.throughput:.0f}%"
+        wrk_cpu = 1000 * result.load_cpu_s / max(result.requests, 1)
+        print(f"{name:<16}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}{result.throughput:>9.0f}{share:>10}"
+              f"{added50:>10.2f}{added99:>10.2f}{versus_off:>12}{cpu:>18}{wrk_cpu:>16.3f}")
     spread = statistics.pstdev([r.throughput for r in results["direct"]])
     print(f"\ndirect throughput spread across rounds: ±{spread:.0f} req/s (machine noise)")
 
@@ -193,6 +222,7 @@ def _merge(runs: list[Result]) -> Result:
         sum(r.requests for r in runs),
         sum(r.seconds for r in runs),
         sum(r.cpu_s for r in runs) if runs[0].cpu_s is not None else None,
+        sum(r.load_cpu_s for r in runs),
     )
 
 

@@ -49,14 +49,20 @@ def serve(**flags: Any) -> None:
         check_served_models(settings)
     except StartupError as exc:
         fail(str(exc), exc.exit_code)
-    app_ = create_app(settings)
+    app_ = create_app(settings) if settings.workers == 1 else None
     target = settings.upstream_url if settings.backend is BackendKind.UPSTREAM else settings.local_model
     typer.echo(
         f"conscience listening on http://{settings.host}:{settings.port}/v1 "
         f"(backend {settings.backend.value}: {target}; framework {settings.framework}; "
-        f"mode {settings.mode.value}; database {_redacted(settings.db_url)})",
+        f"mode {settings.mode.value}; database {_redacted(settings.db_url)}; "
+        f"{settings.workers} worker{'s' * (settings.workers > 1)})",
         err=True,
     )
+    if settings.workers > 1:
+        from service.workers import run_workers
+
+        run_workers(settings, uvicorn_config(settings))
+        return
     uvicorn.run(app_, **uvicorn_config(settings))
 
 

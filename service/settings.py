@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         1024, ge=1,
         description="Connections (or requests) served at once; beyond it new requests get 503.",
     )
+    workers: int = Field(
+        1, ge=1,
+        description="Server processes (uvicorn workers), each with its own record writer, spool "
+        "file (`<spool>.<n>`), key cache and adapter follower.",
+    )
 
     # --- backend -----------------------------------------------------------------------------
     backend: BackendKind = Field(

@@ -12,15 +12,24 @@ for the next append to glue onto, and `depth` stays the number of records really
 Every file is created 0600: records hold prompts and answers.
 
 All methods block on disk I/O: call them from a worker thread on the request path.
+
+One file, one process: `claim_slot` gives each writer the first of `<spool>`, `<spool>.1`,
+`<spool>.2`, ... whose lock file (`<file>.lock`) it can hold with an exclusive `flock`, for its
+whole life (several `serve --workers`, or replicas sharing a volume, never append to one file).
+The kernel drops the lock when its process ends, however it ends, so `orphans` finds the spool
+files of processes that are gone: a live writer takes each one's lock and replays it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import json
 import logging
 import os
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +135,64 @@ class Spool:
             if spool.read(1) == b"\n":
                 return
         _append_durably(path, b"\n")
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def try_lock(path: Path) -> int | None:
+    """A descriptor holding `path`'s exclusive lock, or None while another process holds it.
+    (flock locks belong to an open file: a second open in the same process is refused too.)"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def unlock(descriptor: int) -> None:
+    os.close(descriptor)  # closing the last descriptor of the open file releases the lock
+
+
+def claim_slot(base: Path) -> tuple[Path, int]:
+    """This process's own spool file, the first free of `base`, `base.1`, `base.2`, ..., and
+    the descriptor that holds it (release it with `unlock`)."""
+    for number in itertools.count():
+        path = base if number == 0 else base.with_name(f"{base.name}.{number}")
+        descriptor = try_lock(path)
+        if descriptor is not None:
+            return path, descriptor
+    raise AssertionError("unreachable")
+
+
+def orphans(base: Path, own: Path) -> Iterator[tuple[Path, int]]:
+    """Spool files of `base`'s family with records in them and no live owner, each with the
+    lock this process now holds on it (the caller replays it, then unlocks)."""
+    pattern = re.compile(rf"{re.escape(base.name)}(\.\d+)?")
+    try:
+        names = os.listdir(base.parent)
+    except FileNotFoundError:
+        return
+    found = {
+        name.removesuffix(".replaying") for name in names
+        if pattern.fullmatch(name.removesuffix(".replaying"))
+    }
+    for name in sorted(found):
+        path = base.with_name(name)
+        if path == own or not _has_records(path):
+            continue
+        descriptor = try_lock(path)
+        if descriptor is not None:
+            yield path, descriptor
+
+
+def _has_records(path: Path) -> bool:
+    replaying = path.with_name(path.name + ".replaying")
+    return any(p.exists() and p.stat().st_size > 0 for p in (path, replaying))
 
 
 def _dumps(entry: dict[str, Any]) -> bytes:

@@ -10,6 +10,10 @@ its data goes to the spool's dead letter and the rest of its batch goes on (`fau
 Shutdown drains the queue within `shutdown_timeout_s`: to the database while it answers, to
 the spool after.
 
+Each writer appends to a spool file of its own (`spool.claim_slot`: `<spool>` or `<spool>.<n>`,
+held with a flock while it lives), so `serve --workers N` and replicas on one volume never share
+one; at start and on every retry it also replays the spool files whose process is gone.
+
 Nothing accepted by `submit` is lost (docs/architecture.md, invariant 2), short of a disk that cannot take the
 spool: those records are counted in `lost` and logged at CRITICAL, never dropped silently.
 
@@ -26,7 +30,7 @@ from pathlib import Path
 from service.store.db import Database
 from service.store.ingest import insert_records
 from service.store.records import Record
-from service.store.spool import Spool
+from service.store.spool import Spool, claim_slot, orphans, unlock
 
 log = logging.getLogger("conscience.store.writer")
 
@@ -48,7 +52,9 @@ class RecordWriter:
         shutdown_timeout_s: float,
     ) -> None:
         self._db = db
-        self._spool = Spool(spool_path)
+        self._spool_base = spool_path
+        own_path, self._slot = claim_slot(spool_path)
+        self._spool = Spool(own_path)
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._retry_interval_s = retry_interval_s
@@ -81,6 +87,7 @@ class RecordWriter:
     async def start(self) -> None:
         """Replay what an earlier run left in the spool, then start the background tasks."""
         await self._replay_spool()
+        await self._replay_orphans()
         self._tasks = [
             asyncio.create_task(self._drain_queue(), name="record-writer-queue"),
             asyncio.create_task(self._spool_overflow(), name="record-writer-overflow"),
@@ -111,6 +118,7 @@ class RecordWriter:
             unsent = [item[1] for item in _drain_nowait(self._queue) if item is not None]
             await self._to_spool(unsent + self._overflow)
             self._overflow = []
+            self._release_slot()
             return
         drain, overflow, retry = self._tasks
         self._queue.put_nowait(None)
@@ -126,6 +134,12 @@ class RecordWriter:
             log.warning(
                 "%d record(s) left in %s for the next start", self.spool_depth, self._spool.path
             )
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        if self._slot is not None:
+            unlock(self._slot)
+            self._slot = None
 
     async def _drain_queue(self) -> None:
         while True:
@@ -234,15 +248,30 @@ class RecordWriter:
                 pass
             if (self._db_down or self._spool.depth) and self._abandoned is None:
                 await self._replay_spool()
+            if not self._db_down and self._abandoned is None:
+                await self._replay_orphans()
 
-    async def _replay_spool(self) -> None:
+    async def _replay_orphans(self) -> None:
+        """Replay the spool files of writers that are gone (a crashed worker, an earlier run
+        with more workers); each one's lock is held while it is replayed."""
+        found = await asyncio.to_thread(lambda: list(orphans(self._spool_base, self._spool.path)))
+        for path, descriptor in found:
+            try:
+                if not self._db_down:
+                    log.info("replaying %s, left by a process that is gone", path)
+                    await self._replay_spool(await asyncio.to_thread(Spool, path))
+            finally:
+                unlock(descriptor)
+
+    async def _replay_spool(self, spool: Spool | None = None) -> None:
         """Move every spooled record into the database; on an outage keep them for next time."""
-        while await asyncio.to_thread(self._spool.claim):
+        spool = spool or self._spool
+        while await asyncio.to_thread(spool.claim):
             offset = 0
             try:
                 while True:
                     batch, offset = await asyncio.to_thread(
-                        self._spool.read_claimed, offset, self._batch_size
+                        spool.read_claimed, offset, self._batch_size
                     )
                     if not batch:
                         break
@@ -251,10 +280,10 @@ class RecordWriter:
                 # Warn once per outage; the retry loop would otherwise repeat it every interval.
                 report = log.debug if self._db_down else log.warning
                 report("database unavailable (%s); %d record(s) wait in the spool",
-                       _describe(exc), self._spool.depth)
+                       _describe(exc), spool.depth)
                 self._db_down = True
                 return
-            await asyncio.to_thread(self._spool.release)
+            await asyncio.to_thread(spool.release)
             log.info("spool replayed into the database")
         self._db_down = False
 

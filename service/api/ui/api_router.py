@@ -152,7 +152,7 @@ def _first(form: dict[str, list[str]], name: str) -> str | None:
 
 def _page(request: Request, template: str, current: session.Session, **context: Any) -> Response:
     context.update(session=current, notices=current.pop_notices())
-    return templates.TemplateResponse(request, template, context)
+    return session.shown(request, templates.TemplateResponse(request, template, context))
 
 
 def _params(request: Request) -> dict[str, str]:
@@ -238,7 +238,7 @@ async def review_triples(request: Request) -> Response:
             current.notices.append(f"{status.value.capitalize()} {count} triple{'s' * (count != 1)}.")
         except UnknownTriples as exc:
             current.notices.append(f"No triple with id {', '.join(exc.ids)}: nothing changed.")
-    return RedirectResponse(f"/ui/review?{query.query_string()}", status_code=303)
+    return session.redirect(request, current, f"/ui/review?{query.query_string()}")
 
 
 def _score_of(details: dict[str, Any], key: str) -> float | None:
@@ -295,14 +295,14 @@ async def activate_adapter(request: Request) -> Response:
     current, form = await _posted(request)
     name = _first(form, "name") or ""
     await _change_adapter(current, request.app.state.adapter_activation.activate(name))
-    return RedirectResponse("/ui/adapters", status_code=303)
+    return session.redirect(request, current, "/ui/adapters")
 
 
 @router.post("/adapters/rollback")
 async def rollback_adapter(request: Request) -> Response:
     current, _ = await _posted(request)
     await _change_adapter(current, request.app.state.adapter_activation.rollback())
-    return RedirectResponse("/ui/adapters", status_code=303)
+    return session.redirect(request, current, "/ui/adapters")
 
 
 async def _change_adapter(current: session.Session, change: Awaitable[Any]) -> None:

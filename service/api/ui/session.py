@@ -1,28 +1,42 @@
-"""Console sessions: an opaque cookie for a server-side session, and CSRF tokens.
+"""Console sessions: a self-contained signed cookie, and CSRF tokens.
 
-Logging in with the admin key creates a `Session` held in this process (a restart or a
-logout ends it; the cookie is a random token that means nothing anywhere else). Every state
-change is a POST whose form carries the session's CSRF token; the login form, before any
-session exists, carries a token that must equal its own short-lived cookie (double submit).
-All cookies are Secure, HttpOnly, SameSite=Strict and scoped to /ui. Browsers treat
+Logging in with the admin key issues a session token that carries everything the session is —
+its id, its CSRF token, its expiry (wall-clock) — signed with HMAC-SHA256 under a key derived
+from the admin key. Nothing is held server-side, so a session works on every worker of
+`serve --workers N` and on every replica that has the same admin key; a restart keeps it, and
+changing the admin key ends every session. Logging out clears the cookie and revokes its id in
+this process (a copied cookie replayed to another worker or replica stays valid until it
+expires, at most `SESSION_TTL_S`). Notices (shown once, on the next page) travel in a signed
+cookie of their own beside the redirect that follows a change, so any worker can show them.
+
+Every state change is a POST whose form carries the session's CSRF token; the login form,
+before any session exists, carries a token that must equal its own short-lived cookie (double
+submit). All cookies are Secure, HttpOnly, SameSite=Strict and scoped to /ui. Browsers treat
 http://localhost and 127.0.0.1 as secure contexts, so Secure cookies work there without TLS.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 SESSION_COOKIE = "conscience_session"
 LOGIN_CSRF_COOKIE = "conscience_login_csrf"
+NOTICES_COOKIE = "conscience_notices"
 SESSION_TTL_S = 8 * 3600.0
 LOGIN_FORM_TTL_S = 600
+NOTICES_TTL_S = 60
 COOKIE_PATH = "/ui"
+_KEY_CONTEXT = b"conscience console session v1"
 
 
 def new_token() -> str:
@@ -32,8 +46,9 @@ def new_token() -> str:
 
 @dataclass(slots=True)
 class Session:
+    id: str
     csrf: str
-    expires_at: float
+    expires_at: float  # seconds since the epoch: every process reads the same clock
     notices: list[str] = field(default_factory=list)  # shown once, on the next page
 
     def pop_notices(self) -> list[str]:
@@ -41,42 +56,107 @@ class Session:
         return notices
 
 
+class Signer:
+    """Signs and checks small JSON payloads under a key derived from the admin key."""
+
+    def __init__(self, admin_key: str) -> None:
+        self._key = hmac.new(admin_key.encode(), _KEY_CONTEXT, hashlib.sha256).digest()
+
+    def sign(self, payload: dict[str, Any]) -> str:
+        body = _b64(json.dumps(payload, separators=(",", ":")).encode())
+        return f"{body}.{self._mac(body)}"
+
+    def verify(self, token: str | None) -> dict[str, Any] | None:
+        if not token or token.count(".") != 1:
+            return None
+        body, mac = token.split(".")
+        if not hmac.compare_digest(mac.encode(), self._mac(body).encode()):
+            return None
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except ValueError:
+            return None
+        if not isinstance(payload, dict) or not isinstance(payload.get("exp"), int | float):
+            return None
+        return payload if payload["exp"] > time.time() else None
+
+    def _mac(self, body: str) -> str:
+        return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+# Ids logged out in this process, until they would have expired anyway.
+_revoked: dict[str, float] = {}
+
+
 class SessionStore:
-    def __init__(self, ttl_s: float = SESSION_TTL_S) -> None:
+    def __init__(self, admin_key: str, ttl_s: float = SESSION_TTL_S) -> None:
+        self._signer = Signer(admin_key)
         self._ttl_s = ttl_s
-        self._sessions: dict[str, Session] = {}
 
     def create(self) -> tuple[str, Session]:
-        now = time.monotonic()
-        # Expired sessions are dropped here: only a holder of the admin key makes new ones.
-        self._sessions = {t: s for t, s in self._sessions.items() if s.expires_at > now}
-        token = new_token()
-        session = Session(csrf=new_token(), expires_at=now + self._ttl_s)
-        self._sessions[token] = session
+        session = Session(id=new_token(), csrf=new_token(), expires_at=time.time() + self._ttl_s)
+        token = self._signer.sign({"sid": session.id, "csrf": session.csrf, "exp": session.expires_at})
         return token, session
 
     def get(self, token: str | None) -> Session | None:
-        session = self._sessions.get(token) if token else None
-        if session is None or session.expires_at <= time.monotonic():
+        payload = self._signer.verify(token)
+        if payload is None or not isinstance(payload.get("sid"), str) or not isinstance(payload.get("csrf"), str):
             return None
-        return session
+        if payload["sid"] in _revoked:
+            return None
+        return Session(id=payload["sid"], csrf=payload["csrf"], expires_at=payload["exp"])
 
     def end(self, token: str | None) -> None:
-        if token:
-            self._sessions.pop(token, None)
+        payload = self._signer.verify(token)
+        if payload is not None and isinstance(payload.get("sid"), str):
+            now = time.time()
+            for sid in [sid for sid, expiry in _revoked.items() if expiry <= now]:
+                del _revoked[sid]
+            _revoked[payload["sid"]] = payload["exp"]
+
+    def notices_cookie(self, session: Session) -> str:
+        return self._signer.sign({"sid": session.id, "notices": session.notices, "exp": time.time() + NOTICES_TTL_S})
+
+    def read_notices(self, session: Session, cookie: str | None) -> list[str]:
+        payload = self._signer.verify(cookie)
+        if payload is None or payload.get("sid") != session.id:
+            return []
+        return [str(notice) for notice in payload.get("notices") or []]
 
 
 def sessions(request: Request) -> SessionStore:
-    """The app's store, made on first use so the console needs no start-up wiring."""
-    state = request.app.state
-    store: SessionStore | None = getattr(state, "ui_sessions", None)
-    if store is None:
-        store = state.ui_sessions = SessionStore()
-    return store
+    """A store for the app's admin key (the console is enabled only with one)."""
+    key = request.app.state.settings.admin_key
+    if key is None:
+        raise RuntimeError("the console needs an admin key")
+    return SessionStore(key.get_secret_value())
 
 
 def current(request: Request) -> Session | None:
-    return sessions(request).get(request.cookies.get(SESSION_COOKIE))
+    store = sessions(request)
+    session = store.get(request.cookies.get(SESSION_COOKIE))
+    if session is not None:
+        session.notices = store.read_notices(session, request.cookies.get(NOTICES_COOKIE))
+    return session
+
+
+def redirect(request: Request, session: Session, url: str) -> Response:
+    """The 303 after a change, carrying the session's notices to whichever worker shows them."""
+    response = RedirectResponse(url, status_code=303)
+    if session.notices:
+        set_cookie(response, NOTICES_COOKIE, sessions(request).notices_cookie(session), NOTICES_TTL_S)
+    return response
+
+
+def shown(request: Request, response: Response) -> Response:
+    """A page that showed the notices: they are not shown again."""
+    if NOTICES_COOKIE in request.cookies:
+        clear_cookie(response, NOTICES_COOKIE)
+    return response
 
 
 def tokens_match(sent: str | None, expected: str | None) -> bool:
