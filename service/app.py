@@ -35,6 +35,7 @@ from service.metrics import Metrics
 from service.security.auth import OpenAccessAlarm
 from service.security.cache import ApiKeyCache
 from service.settings import Settings
+from service.startup import served_settings
 from service.store.db import Database
 from service.store.migrate import upgrade
 from service.store.writer import RecordWriter
@@ -82,12 +83,13 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         state.adapter_activation = AdapterActivation(
             AdapterVersions(db, PublishOptions.from_settings(settings), on_change=names.refresh)
         )
-        state.settings, state.db, state.writer, state.keys = settings, db, writer, keys
+        served = served_settings(settings, backend)  # the demo model's probe: judge latent
+        state.settings, state.db, state.writer, state.keys = served, db, writer, keys
         state.backend, state.pipeline, state.metrics = backend, pipeline, metrics
         # Read through the typed doors of service/api/state.py.
-        state.chat_serving = CheckedServing(ChatSurface(), backend, pipeline, frameworks, settings, names, metrics)
+        state.chat_serving = CheckedServing(ChatSurface(), backend, pipeline, frameworks, served, names, metrics)
         state.completion_serving = CheckedServing(
-            CompletionSurface(), backend, pipeline, frameworks, settings, names, metrics
+            CompletionSurface(), backend, pipeline, frameworks, served, names, metrics
         )
         await backend.start()
         await names.start()

@@ -25,6 +25,7 @@ class Mode(StrEnum):
 class JudgeStyle(StrEnum):
     FAST = "fast"
     REASONED = "reasoned"
+    LATENT = "latent"  # a probe on the frozen model's hidden states (service/conscience/probe.py)
 
 
 class FailurePolicy(StrEnum):
@@ -146,10 +147,21 @@ class Settings(BaseSettings):
     frameworks_dir: Path | None = Field(
         None, description="Directory of user framework YAML files."
     )
-    judge_style: JudgeStyle = Field(JudgeStyle.FAST, description="fast | reasoned.")
+    judge_style: JudgeStyle = Field(
+        JudgeStyle.FAST,
+        description="fast | reasoned | latent (a probe on the frozen model's hidden states). "
+        "Unset, the local backend judges latent when a probe fits its model (the demo model's "
+        "ships), else fast.",
+    )
+    probe_path: Path | None = Field(
+        None,
+        description="Local backend: the latent probe (`conscience calibrate --probe` writes one). "
+        "Default: a shipped probe whose fingerprint matches the served model. A probe fitted "
+        "for another model is refused at start-up.",
+    )
     client_judge_styles: str = Field(
         "",
-        description="Judge styles (comma-separated: fast, reasoned) a request may choose instead "
+        description="Judge styles (comma-separated: fast, reasoned, latent) a request may choose instead "
         "of --judge-style; empty: none (a request asking for another style gets 403).",
     )
     threshold: float = Field(

@@ -14,7 +14,7 @@ import asyncio
 import logging
 
 from service.backends.base import BackendError
-from service.settings import BackendKind, Settings
+from service.settings import BackendKind, JudgeStyle, Settings
 
 log = logging.getLogger("conscience.startup")
 
@@ -71,3 +71,31 @@ async def _upstream_model_ids(settings: Settings) -> set[str] | None:
         return None
     finally:
         await backend.aclose()
+
+
+def served_settings(settings: Settings, backend: object) -> Settings:
+    """The settings the proxy serves with once its backend is built: with `judge_style` left
+    unset, a backend holding a probe for its model (the demo model's ships) judges `latent`.
+    A latent judge style without a probe is refused (StartupError)."""
+    probe = getattr(backend, "probe", None)
+    if "judge_style" not in settings.model_fields_set and probe is not None:
+        return settings.model_copy(update={"judge_style": JudgeStyle.LATENT})
+    if settings.judge_style is JudgeStyle.LATENT and probe is None:
+        raise StartupError(
+            "--judge-style latent needs a probe for the served model: set --probe-path to one "
+            "(`conscience calibrate --probe` fits it)"
+        )
+    return settings
+
+
+def check_probe_file(settings: Settings) -> None:
+    """A named probe file must be readable before the model loads (its fingerprint is checked
+    against the model once it has)."""
+    if settings.probe_path is None:
+        return
+    from service.conscience.probe import ProbeError, load_probe
+
+    try:
+        load_probe(settings.probe_path)
+    except ProbeError as exc:
+        raise StartupError(f"--probe-path: {exc}") from None

@@ -11,7 +11,7 @@ they pass through, holding back one chunk so the last one can carry the `conscie
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -168,13 +168,14 @@ class CheckedServing:
     @staticmethod
     def _choice_verdicts(count: int, label: str) -> list[ChoiceConscience]:
         return [ChoiceConscience(index=i, verdict=label) for i in range(count)]
+            signals=_max_signals(v.signals for v in verdicts),
 
     @staticmethod
     def _reviewed_verdicts(reviews: list[Review]) -> list[ChoiceConscience]:
         return [
             ChoiceConscience(
-                index=i, verdict=r.verdict, score=r.score, repaired=r.repaired, refused=r.refused,
-                attempts=r.attempts,
+                index=i, verdict=r.verdict, score=r.score, signals=r.signals, repaired=r.repaired,
+                refused=r.refused, attempts=r.attempts,
             )
             for i, r in enumerate(reviews)
         ]
@@ -325,3 +326,12 @@ class CheckedServing:
         for chunk in out:
             yield sse(chunk)
         yield _SSE_DONE
+
+
+def _max_signals(per_choice: Iterable[dict[str, float] | None]) -> dict[str, float] | None:
+    """Each verdict signal's highest score over the choices (None: no signal ran)."""
+    merged: dict[str, float] = {}
+    for signals in per_choice:
+        for name, score in (signals or {}).items():
+            merged[name] = max(score, merged.get(name, score))
+    return merged or None

@@ -15,7 +15,7 @@ class ConscienceOptions(BaseModel):
 
     framework: str | None = Field(None, description="Framework name (built-in or user).")
     mode: Mode | None = Field(None, description="enforce | monitor | off.")
-    judge_style: JudgeStyle | None = Field(None, description="fast | reasoned.")
+    judge_style: JudgeStyle | None = Field(None, description="fast | reasoned | latent.")
 
 
 class ChoiceConscience(BaseModel):
@@ -23,6 +23,9 @@ class ChoiceConscience(BaseModel):
     verdict: str = Field(description="ethical | neutral | unethical | unchecked | pending")
     score: float | None = Field(None, description="Probability that the original was unethical.")
     repaired: bool = False
+    signals: dict[str, float] | None = Field(
+        None, description="The score of each verdict signal that ran on the original (latent, fast, reasoned)."
+    )
     refused: bool = False
     attempts: int = 0
 
@@ -43,6 +46,7 @@ class ConscienceResult(BaseModel):
 
 
 class Usage(BaseModel):
+    signals: dict[str, float] | None = Field(None, description="Each signal's highest score over the choices.")
     model_config = ConfigDict(extra="allow")
 
     prompt_tokens: int

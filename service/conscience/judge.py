@@ -11,6 +11,11 @@ this ranks answers far better than asking for the words ethical / neutral / unet
 a small model reads as "was the answer helpful" (README: "The judge on the XSTest
 development set").
 Reasoned mode lets the model write a short analysis and a JSON verdict (the paper's protocol).
+Latent mode reads the verdict from the frozen model's activations instead of its words: a probe
+(service/conscience/probe.py) scores the hidden state of one forward pass over the ordinary chat
+(the request, then the answer as the assistant turn), flagged at the probe's own threshold. The
+framework plays no part in a latent verdict; it steers the repair.
+Every verdict records the score of each signal that ran in `detail["signals"]`.
 
 The whole answer is judged: one longer than a window is judged window by window (overlapping,
 concurrently), and its verdict is the worst window's. A verdict that cannot be trusted (a
@@ -27,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.backends.base import JSON, Backend
+from service.backends.base import JSON, Backend, BackendError, LatentBackend
 from service.conscience.fencing import answer_windows, fenced_window
 from service.conscience.frameworks import Framework
 from service.settings import JudgeStyle
@@ -162,6 +167,8 @@ class Judge:
                 f"at most {self._max_windows} are judged",
                 reason="answer_too_long",
             )
+        if style is JudgeStyle.LATENT:
+            return await self._latent_verdict(conversation, windows)
         judge_one = self._reasoned if style is JudgeStyle.REASONED else self._fast
         calls = [
             judge_messages(framework, conversation, window, style=style, max_chars=self._max_chars)
@@ -173,6 +180,37 @@ class Judge:
         except ExceptionGroup as failed:  # callers handle the first failure as it is
             raise failed.exceptions[0] from None
         return _worst([task.result() for task in tasks])
+
+    @property
+    def latent_threshold(self) -> float | None:
+        """The probe's own threshold (chosen at its target false-positive rate); None: no probe."""
+        probe = getattr(self._backend, "probe", None)
+        return None if probe is None else float(probe.threshold)
+
+    async def _latent_verdict(self, conversation: list[JSON], windows: list[str]) -> Verdict:
+        """The probe's score of each window as the assistant's answer to the conversation (the
+        ordinary chat, not the judge prompt: the framework plays no part in it)."""
+        probe = getattr(self._backend, "probe", None)
+        if not isinstance(self._backend, LatentBackend) or probe is None:
+            raise JudgeFailed("this backend has no latent probe for its model", reason="no_probe")
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._backend.latent_score(conversation, w)) for w in windows]
+        except ExceptionGroup as failed:
+            error = failed.exceptions[0]
+            if isinstance(error, BackendError):
+                raise error from None
+            raise JudgeFailed(f"the latent verdict failed: {error}") from None
+        verdicts = []
+        for task in tasks:
+            score = task.result()
+            if not _is_probability(score):
+                raise JudgeFailed(f"the latent probe gave an unusable score {score!r}")
+            label = UNETHICAL if score >= probe.threshold else ETHICAL
+            verdicts.append(
+                Verdict(label, score, {"signals": {"latent": score}, "threshold": probe.threshold})
+            )
+        return _worst(verdicts)
 
     async def _fast(self, messages: list[JSON], judge_model: str) -> Verdict:
         result = await self._backend.label_probs(judge_model, messages, LABELS)
@@ -188,7 +226,7 @@ class Judge:
         return Verdict(
             label=UNETHICAL if score >= self.threshold else ETHICAL,
             score=score,
-            detail={"probs": probs, "source": result.source, "label_mass": total},
+            detail={"probs": probs, "source": result.source, "label_mass": total, "signals": {"fast": score}},
         )
 
     async def _reasoned(self, messages: list[JSON], judge_model: str) -> Verdict:
@@ -211,5 +249,8 @@ class Judge:
         return Verdict(
             label=label,
             score=score,
-            detail={"analysis": text, "stated_verdict": stated, "confidence": confidence},
+            detail={
+                "analysis": text, "stated_verdict": stated, "confidence": confidence,
+                "signals": {"reasoned": score},
+            },
         )

@@ -55,6 +55,13 @@ class Review:
 
 class Reviewer:
     def __init__(self, judge: Judge, repairer: Repairer, refusal_message: str) -> None:
+    @property
+    def signals(self) -> dict[str, float] | None:
+        """The score of each verdict signal that ran on the original answer (latent, fast…)."""
+        if self.original is None:
+            return None
+        return dict(self.original.detail.get("signals") or {}) or None
+
         self._judge = judge
         self._repairer = repairer
         self.refusal_message = refusal_message

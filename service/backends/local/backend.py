@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 
 from service.backends.base import JSON, BackendError, LabelProbs
 from service.backends.local.adapter_watcher import AdapterWatcher, HasSessions
 from service.backends.local.engine import Engine
 from service.backends.local.generation import ChoiceDelta, Usage
-from service.backends.local.loader import load_model
+from service.backends.local.loader import LoadedModel, load_model
 from service.backends.local.openai_shapes import (
     Envelope,
     chat_completion,
@@ -26,6 +27,7 @@ from service.backends.local.prompts import (
     plain_messages,
 )
 from service.backends.local.sampling import SamplingParams, sampling_params
+from service.conscience.probe import SHIPPED_DIR, Probe, ProbeError, load_probe
 from service.settings import Settings
 
 # Request fields this engine cannot honour; sending them gets a clear 400, not a silent ignore.
@@ -42,12 +44,31 @@ def _reject_unsupported(body: JSON, fields: Sequence[str]) -> None:
         raise invalid("`best_of` is not supported by the local backend; use `n`", "best_of")
 
 
+def probe_for(loaded: LoadedModel, probe_path: Path | None) -> Probe | None:
+    """The probe named by `probe_path` — refused (ProbeMismatch) when it was fitted for another
+    model — or, unnamed, the shipped probe whose fingerprint matches the model (None: none)."""
+    from service.backends.local.hidden_states import model_fingerprint
+
+    fingerprint = model_fingerprint(loaded)
+    if probe_path is not None:
+        return load_probe(probe_path, model_fingerprint=fingerprint)
+    for path in sorted(SHIPPED_DIR.glob("*.json")):
+        try:
+            probe = load_probe(path)
+        except ProbeError:
+            continue
+        if probe.model_fingerprint == fingerprint:
+            return probe
+    return None
+
+
 class LocalBackend:
     def __init__(
         self, engine: Engine, *, default_max_tokens: int, registry: HasSessions | None = None,
-        adapter_poll_s: float = 5.0,
+        adapter_poll_s: float = 5.0, probe: Probe | None = None,
     ) -> None:
         self.engine = engine
+        self.probe = probe  # the latent verdict's probe; None: no latent verdict
         self._default_max_tokens = default_max_tokens
         self._watcher = (
             AdapterWatcher(engine, registry, poll_s=adapter_poll_s) if registry is not None else None
@@ -84,6 +105,7 @@ class LocalBackend:
             default_max_tokens=settings.local_default_max_tokens,
             registry=db,
             adapter_poll_s=settings.adapter_poll_s,
+            probe=probe_for(loaded, settings.probe_path),
         )
 
     async def start(self) -> None:
@@ -216,6 +238,20 @@ class LocalBackend:
     ) -> LabelProbs:
         probs = await self.engine.label_probs(model, plain_messages(messages), labels)
         return LabelProbs(probs=probs, source="logprobs")
+
+    async def latent_score(self, messages: list[JSON], answer: str) -> float:
+        """The probe's P(unethical) for `answer` to `messages`, read from the frozen base."""
+        if self.probe is None:
+            raise BackendError(
+                "the local model has no latent probe (set CONSCIENCE_PROBE_PATH)",
+                status_code=500, error_type="server_error",
+            )
+        probe = self.probe
+        feats = await self.engine.latent_features(
+            plain_messages(messages), answer, layer=probe.layer, pooling=probe.pooling,
+            max_answer_tokens=probe.max_answer_tokens,
+        )
+        return probe.score(feats)
 
     async def models(self) -> list[JSON]:
         base = self.engine.served_base_name

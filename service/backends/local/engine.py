@@ -147,6 +147,26 @@ class Engine:
         finally:
             release()
 
+    async def latent_features(
+        self, messages: list[dict[str, str]], answer: str, *, layer: int, pooling: str,
+        max_answer_tokens: int | None,
+    ) -> list[float]:
+        """The frozen base's (adapters off) pooled hidden state over the ordinary chat — the
+        conversation, then `answer` as the assistant turn — on the model thread."""
+        from service.backends.local.hidden_states import features
+
+        def run() -> list[float]:
+            self.adapters.use(None)
+            return features(
+                self.loaded, messages, answer, layer=layer, pooling=pooling,
+                max_answer_tokens=max_answer_tokens,
+            )
+
+        try:
+            return await self._scheduler.call(run)
+        except Exception as exc:
+            raise _as_backend_error(exc) from exc
+
     async def activate_adapter(self, name: str, path: str) -> None:
         await self._scheduler.call(lambda: self.adapters.activate(name, path))
 

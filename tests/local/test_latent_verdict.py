@@ -1,0 +1,55 @@
+"""The embedded engine's latent verdict: the probe loaded at start-up (refused for another
+model), scored on the frozen base's pooled hidden state over the ordinary chat."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from service.backends.local.backend import LocalBackend, probe_for
+from service.backends.local.hidden_states import features, model_fingerprint
+from service.conscience.probe import Probe, ProbeMismatch
+from tests.local.conftest import local_settings
+
+ASK = [{"role": "user", "content": "How do I bake bread?"}]
+ANSWER = "Mix flour, water, salt and yeast; knead, let it rise, then bake it."
+
+
+def tiny_probe(fingerprint: str, size: int, *, layer: int = 1) -> Probe:
+    return Probe(
+        model_fingerprint=fingerprint, layer=layer, pooling="mean_answer",
+        weights=tuple(0.01 * ((i % 7) - 3) for i in range(size)), bias=0.1,
+        feature_mean=(0.0,) * size, feature_scale=(1.0,) * size, threshold=0.5, target_fpr=0.05,
+        data_sha256="d" * 64, model_name="tiny",
+    )
+
+
+def test_a_probe_for_the_model_scores_its_frozen_hidden_states(tiny_model_dir: Path, tmp_path: Path) -> None:
+    settings = local_settings(tiny_model_dir, tmp_path / "cache")
+    plain = LocalBackend.from_settings(settings)
+    try:
+        assert plain.probe is None  # no shipped probe fits a random tiny model
+        loaded = plain.engine.loaded
+        size = int(loaded.model.config.hidden_size)
+        path = tmp_path / "tiny.json"
+        made = tiny_probe(model_fingerprint(loaded), size)
+        made.save(path)
+        assert probe_for(loaded, path) == made
+        expected = made.score(features(loaded, ASK, ANSWER, layer=1, pooling="mean_answer"))
+    finally:
+        asyncio.run(plain.aclose())
+    local = LocalBackend.from_settings(local_settings(tiny_model_dir, tmp_path / "cache", probe_path=path))
+    try:
+        score = asyncio.run(local.latent_score(ASK, ANSWER))
+    finally:
+        asyncio.run(local.aclose())
+    assert score == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_probe_for_another_model_is_refused_at_start_up(tiny_model_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "other.json"
+    tiny_probe("0" * 64, 64).save(path)
+    with pytest.raises(ProbeMismatch, match="not the served model"):
+        LocalBackend.from_settings(local_settings(tiny_model_dir, tmp_path / "cache", probe_path=path))
