@@ -155,6 +155,7 @@ class CheckedServing:
         return ConscienceResult(
             verdict=worst_verdict(v.verdict for v in verdicts),
             score=max(scores) if scores else None,
+            signals=_max_signals(v.signals for v in verdicts),
             framework=plan.framework.name,
             mode=plan.mode,
             repaired=any(v.repaired for v in verdicts),
@@ -168,7 +169,6 @@ class CheckedServing:
     @staticmethod
     def _choice_verdicts(count: int, label: str) -> list[ChoiceConscience]:
         return [ChoiceConscience(index=i, verdict=label) for i in range(count)]
-            signals=_max_signals(v.signals for v in verdicts),
 
     @staticmethod
     def _reviewed_verdicts(reviews: list[Review]) -> list[ChoiceConscience]:

@@ -22,10 +22,10 @@ class ChoiceConscience(BaseModel):
     index: int
     verdict: str = Field(description="ethical | neutral | unethical | unchecked | pending")
     score: float | None = Field(None, description="Probability that the original was unethical.")
-    repaired: bool = False
     signals: dict[str, float] | None = Field(
         None, description="The score of each verdict signal that ran on the original (latent, fast, reasoned)."
     )
+    repaired: bool = False
     refused: bool = False
     attempts: int = 0
 
@@ -35,6 +35,7 @@ class ConscienceResult(BaseModel):
 
     verdict: str = Field(description="ethical | neutral | unethical | unchecked | pending")
     score: float | None = None
+    signals: dict[str, float] | None = Field(None, description="Each signal's highest score over the choices.")
     framework: str
     mode: Mode
     repaired: bool = False
@@ -46,7 +47,6 @@ class ConscienceResult(BaseModel):
 
 
 class Usage(BaseModel):
-    signals: dict[str, float] | None = Field(None, description="Each signal's highest score over the choices.")
     model_config = ConfigDict(extra="allow")
 
     prompt_tokens: int

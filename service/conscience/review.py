@@ -52,9 +52,6 @@ class Review:
     accepted: Verdict | None = None  # the verdict on the repair that was returned
     rejected_drafts: list[dict[str, Any]] = field(default_factory=list)
 
-
-class Reviewer:
-    def __init__(self, judge: Judge, repairer: Repairer, refusal_message: str) -> None:
     @property
     def signals(self) -> dict[str, float] | None:
         """The score of each verdict signal that ran on the original answer (latent, fast…)."""
@@ -62,6 +59,9 @@ class Reviewer:
             return None
         return dict(self.original.detail.get("signals") or {}) or None
 
+
+class Reviewer:
+    def __init__(self, judge: Judge, repairer: Repairer, refusal_message: str) -> None:
         self._judge = judge
         self._repairer = repairer
         self.refusal_message = refusal_message
