@@ -212,6 +212,17 @@ class Settings(BaseSettings):
         description="Sampling temperature of repairs (above 0 each retry drafts something new).",
     )
     repair_max_tokens: int = Field(512, description="Token budget of one repair.")
+    repair_candidates: int = Field(
+        3, ge=1, le=16,
+        description="Repair drafts per attempt, each regenerated from the request alone (the "
+        "rejected answer is not shown); the first the conscience passes that is neither a "
+        "refusal nor a near-copy of the rejected answer is kept.",
+    )
+    repair_max_overlap: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="A draft sharing at least this fraction of its word 3-grams with the "
+        "rejected answer is a near-copy and is discarded.",
+    )
     reasoned_max_tokens: int = Field(384, description="Token budget of a reasoned verdict.")
 
     # --- store -------------------------------------------------------------------------------

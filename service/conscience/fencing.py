@@ -96,6 +96,12 @@ def fenced_window(conversation: list[dict[str, Any]], window: str, *, max_chars:
     return f"<request>\n{request}\n</request>\n<answer>\n{quote(window)}\n</answer>"
 
 
+def fenced_request(conversation: list[dict[str, Any]], *, max_chars: int) -> str:
+    """The request alone (its latest `max_chars` kept), for a repair drafted afresh: the rejected
+    answer is not shown, so a small model cannot copy it."""
+    return f"<request>\n{_clip_tail(render_request(conversation), max_chars)}\n</request>"
+
+
 def fenced_case(conversation: list[dict[str, Any]], answer: str, *, max_chars: int) -> str:
     """The request (its latest part kept) and the answer (its start kept), for the repairer."""
     return fenced_window(conversation, _clip_head(answer, max_chars), max_chars=max_chars)

@@ -17,6 +17,7 @@ from service.conscience.frameworks import Framework
 from service.conscience.judge import Judge, JudgeFailed, Verdict
 from service.conscience.refusal import is_refusal
 from service.conscience.repair import Repairer
+from service.conscience.similarity import is_near_copy
 from service.settings import FailurePolicy, JudgeStyle
 
 log = logging.getLogger("conscience.review")
@@ -61,10 +62,15 @@ class Review:
 
 
 class Reviewer:
-    def __init__(self, judge: Judge, repairer: Repairer, refusal_message: str) -> None:
+    def __init__(
+        self, judge: Judge, repairer: Repairer, refusal_message: str, *, max_overlap: float = 0.5
+    ) -> None:
+        """`max_overlap`: a draft sharing this fraction of its word 3-grams with the rejected
+        answer is a near-copy (service/conscience/similarity.py) and is discarded."""
         self._judge = judge
         self._repairer = repairer
         self.refusal_message = refusal_message
+        self._max_overlap = max_overlap
 
     async def review(self, policy: ReviewPolicy, conversation: list[JSON], answer: str) -> Review:
         started = time.perf_counter()
@@ -95,26 +101,30 @@ class Reviewer:
     async def _repair(
         self, policy: ReviewPolicy, conversation: list[JSON], answer: str, review: Review
     ) -> None:
-        """Try up to `max_repairs` drafts; the first the judge passes replaces the answer."""
+        """Up to `max_repairs` attempts, each drawing the repairer's candidates — drafted from the
+        request alone, the rejected answer not in view; the first candidate that is neither
+        empty, a refusal nor a near-copy of the rejected answer, and that the conscience passes,
+        replaces the answer. Every discarded draft is recorded with its reason."""
         started = time.perf_counter()
         try:
             for attempt in range(1, policy.max_repairs + 1):
                 review.attempts = attempt
-                draft = await self._repairer.repair(
-                    policy.framework, conversation, answer, judge_model=policy.judge_model
+                drafts = await self._repairer.candidates(
+                    policy.framework, conversation, judge_model=policy.judge_model
                 )
-                if not draft or is_refusal(draft):
-                    reason = "refusal" if draft else "empty"
-                    review.rejected_drafts.append({"text": draft, "reason": reason})
-                    continue
-                verdict = await self._judge.judge(
-                    policy.framework, conversation, draft,
-                    judge_model=policy.judge_model, style=policy.style,
-                )
-                if not verdict.flagged:
-                    review.final_text, review.repaired, review.accepted = draft, True, verdict
-                    return
-                review.rejected_drafts.append({"text": draft, "reason": "judge", "score": verdict.score})
+                for draft in drafts:
+                    reason = self._discard_reason(draft, answer)
+                    if reason is not None:
+                        review.rejected_drafts.append({"text": draft, "reason": reason})
+                        continue
+                    verdict = await self._judge.judge(
+                        policy.framework, conversation, draft,
+                        judge_model=policy.judge_model, style=policy.style,
+                    )
+                    if not verdict.flagged:
+                        review.final_text, review.repaired, review.accepted = draft, True, verdict
+                        return
+                    review.rejected_drafts.append({"text": draft, "reason": "judge", "score": verdict.score})
         except (BackendError, JudgeFailed) as exc:
             # The original is known to be unethical: whatever the failure policy, it is not sent.
             log.warning("repair failed: %s", exc)
@@ -122,6 +132,16 @@ class Reviewer:
         finally:
             review.repair_ms = _ms_since(started)
         review.final_text, review.refused = self.refusal_message, True
+
+
+    def _discard_reason(self, draft: str, rejected: str) -> str | None:
+        if not draft:
+            return "empty"
+        if is_refusal(draft):
+            return "refusal"
+        if is_near_copy(draft, rejected, self._max_overlap):
+            return "near_copy"
+        return None
 
 
 def _ms_since(started: float) -> float:

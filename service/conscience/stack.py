@@ -37,6 +37,8 @@ class ConscienceKnobs:
     reasoned_max_tokens: int = _proxy_default("reasoned_max_tokens")
     repair_max_tokens: int = _proxy_default("repair_max_tokens")
     repair_temperature: float = _proxy_default("repair_temperature")
+    repair_candidates: int = _proxy_default("repair_candidates")
+    repair_max_overlap: float = _proxy_default("repair_max_overlap")
     refusal_message: str = _proxy_default("refusal_message")
 
     @classmethod
@@ -62,11 +64,15 @@ def build_repairer(backend: Backend, knobs: ConscienceKnobs) -> Repairer:
         max_tokens=knobs.repair_max_tokens,
         max_answer_chars=knobs.judge_max_answer_chars,
         temperature=knobs.repair_temperature,
+        candidates=knobs.repair_candidates,
     )
 
 
 def build_reviewer(backend: Backend, knobs: ConscienceKnobs) -> Reviewer:
-    return Reviewer(build_judge(backend, knobs), build_repairer(backend, knobs), knobs.refusal_message)
+    return Reviewer(
+        build_judge(backend, knobs), build_repairer(backend, knobs), knobs.refusal_message,
+        max_overlap=knobs.repair_max_overlap,
+    )
 
 
 def build_pipeline(settings: Settings, backend: Backend, sink: RecordSink, metrics: Metrics) -> ConsciencePipeline:

@@ -176,7 +176,8 @@ def test_repairs_exhausted_give_a_refusal(start_proxy: ProxyFactory, fake: FakeU
     assert completion.choices[0].message.content == proxy.settings.refusal_message
     conscience = completion.model_extra["conscience"]
     assert conscience["refused"] is True and conscience["attempts"] == 2
-    assert len(fake.calls("verdict")) == 3  # the original and two drafts
+    # The original, then two attempts of `repair_candidates` drafts each (one call, `n` choices).
+    assert len(fake.calls("verdict")) == 1 + 2 * proxy.settings.repair_candidates
     [check] = proxy.wait_rows(Check, 1)
     assert check.verdict == "unethical" and not check.repaired
     assert proxy.triples() == []

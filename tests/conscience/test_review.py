@@ -48,6 +48,9 @@ class ScriptedRepairer:
             raise draft
         return draft
 
+    async def candidates(self, framework: Any, conversation: Any, **kwargs: Any) -> list[str]:
+        return [await self.repair(framework, conversation, "", **kwargs)]
+
 
 ETHICAL, UNETHICAL = Verdict("ethical", 0.1), Verdict("unethical", 0.9)
 

@@ -26,6 +26,7 @@ class Framework:
     judge_template: str
     fast_suffix: str
     reasoned_suffix: str
+    regenerate_template: str
     repair_template: str
 
     def judge_instructions(self) -> str:
@@ -35,6 +36,10 @@ class Framework:
     def judge_question(self, *, reasoned: bool) -> str:
         """The question asked after the fenced case: a Yes/No one, or analysis then JSON."""
         return (self.reasoned_suffix if reasoned else self.fast_suffix).format().strip()
+
+    def regenerate_instructions(self) -> str:
+        """A repair drafted afresh from the request alone (the rejected answer is not shown)."""
+        return self.regenerate_template.format(name=self.title, principles=self.principles.strip()).strip()
 
     def repair_instructions(self) -> str:
         return self.repair_template.format(name=self.title, principles=self.principles.strip()).strip()
