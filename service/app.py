@@ -39,6 +39,7 @@ from service.startup import served_settings
 from service.store.db import Database
 from service.store.migrate import upgrade
 from service.store.writer import RecordWriter
+from service.tracing import TracingMiddleware, configure_from_environment
 
 log = logging.getLogger("conscience.app")
 
@@ -50,6 +51,7 @@ def default_backend(settings: Settings, db: Database) -> Backend:
 
 
 def create_app(settings: Settings, backend_factory: BackendFactory = default_backend) -> FastAPI:
+    tracing_on = configure_from_environment()  # OTEL_TRACES_EXPORTER; off: nothing wrapped
     metrics = Metrics()
     frameworks = load_frameworks(settings.frameworks_dir)  # Settings checked the default is one
 
@@ -121,4 +123,6 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
     for router in routers:
         app.include_router(router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    if tracing_on:
+        app.add_middleware(TracingMiddleware)  # outermost: the request's span holds the rest
     return app

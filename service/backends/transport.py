@@ -22,6 +22,8 @@ from typing import Any
 import httptools
 import httpx
 
+from service import tracing
+
 _READ_SIZE = 65536
 
 
@@ -158,6 +160,9 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._ssl: ssl.SSLContext | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await tracing.traced_upstream_send(request, self._handle)
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
         url = request.url
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))

@@ -20,6 +20,7 @@ from service.conscience.repair import Repairer
 from service.conscience.review import Reviewer
 from service.metrics import Metrics
 from service.settings import Settings
+from service.tracing import traced_judge, traced_repairer, traced_sink
 
 
 def _proxy_default(name: str) -> Any:
@@ -70,7 +71,9 @@ def build_repairer(backend: Backend, knobs: ConscienceKnobs) -> Repairer:
 
 def build_reviewer(backend: Backend, knobs: ConscienceKnobs) -> Reviewer:
     return Reviewer(
-        build_judge(backend, knobs), build_repairer(backend, knobs), knobs.refusal_message,
+        traced_judge(build_judge(backend, knobs)),
+        traced_repairer(build_repairer(backend, knobs)),
+        knobs.refusal_message,
         max_overlap=knobs.repair_max_overlap,
     )
 
@@ -78,4 +81,5 @@ def build_reviewer(backend: Backend, knobs: ConscienceKnobs) -> Reviewer:
 def build_pipeline(settings: Settings, backend: Backend, sink: RecordSink, metrics: Metrics) -> ConsciencePipeline:
     """The proxy's pipeline: the reviewer, its admission budget, the record sink."""
     budget = ReviewBudget(settings.max_concurrent_reviews, settings.max_pending_monitor_reviews)
-    return ConsciencePipeline(build_reviewer(backend, ConscienceKnobs.from_settings(settings)), sink, metrics, budget)
+    reviewer = build_reviewer(backend, ConscienceKnobs.from_settings(settings))
+    return ConsciencePipeline(reviewer, traced_sink(sink), metrics, budget)
