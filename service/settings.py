@@ -33,6 +33,11 @@ class FailurePolicy(StrEnum):
     FAIL_CLOSED = "fail_closed"
 
 
+class EnforceStreaming(StrEnum):
+    WINDOWED = "windowed"  # release each window once the answer so far has passed
+    BUFFERED = "buffered"  # judge the whole answer, then replay it
+
+
 class BackendKind(StrEnum):
     UPSTREAM = "upstream"
     LOCAL = "local"
@@ -168,6 +173,18 @@ class Settings(BaseSettings):
         0.5, ge=0.0, le=1.0, description="Score (P(unethical)) at or above which an answer is flagged."
     )
     max_repairs: int = Field(2, ge=0, description="Repair attempts before refusing.")
+    enforce_streaming: EnforceStreaming = Field(
+        EnforceStreaming.WINDOWED,
+        description="Streams in enforce mode: windowed (text is released window by window, each "
+        "once the answer so far has passed; a flagged window stops the upstream and the answer is "
+        "continued by a repair) or buffered (judged whole, then replayed). n > 1 and tools are "
+        "always buffered.",
+    )
+    stream_window_chars: int = Field(
+        400, ge=1,
+        description="Windowed enforce streaming: characters held back and judged before they are "
+        "released (a window ends at a word boundary).",
+    )
     max_n: int = Field(
         16, ge=1, le=128,
         description="Most choices (`n`) one request may ask for: each is judged and may be "

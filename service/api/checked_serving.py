@@ -4,12 +4,15 @@ A `Surface` knows where a surface keeps its text; this module knows the modes:
 - off: pass through;
 - monitor: answer at once, review in the background;
 - enforce: review first; a flagged choice is replaced by its repair (or a refusal).
-Streams in enforce mode are buffered, decided, then replayed as chunks; in the other modes
+Streams in enforce mode are windowed (service/api/windowed_stream.py: text is released as the
+conscience passes it) or, with `enforce_streaming: buffered`, n > 1, tools, logprobs or a stream
+that opens with reasoning, buffered, decided, then replayed as chunks; in the other modes
 they pass through, holding back one chunk so the last one can carry the `conscience` object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from starlette.responses import Response, StreamingResponse
 
 from service.adapters.served_models import ModelNames
 from service.api.conscience_protocol import ChoiceConscience, ConscienceResult, SamplingFields
+from service.api.windowed_stream import StreamTap
 from service.backends.base import JSON, Backend, BackendError
 from service.conscience.frameworks import Framework
 from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
@@ -37,7 +41,7 @@ from service.conscience.review import UNCHECKED, Review, ReviewPolicy
 from service.errors import APIError, error_body
 from service.metrics import Metrics
 from service.security.cache import ClientIdentity
-from service.settings import Mode, Settings
+from service.settings import EnforceStreaming, Mode, Settings
 
 _SSE_DONE = b"data: [DONE]\n\n"
 # How the API answers a request the conscience policy refuses: (status, OpenAI error type).
@@ -60,6 +64,8 @@ class Surface(Protocol):
     def choice_text(self, choice: JSON) -> str: ...
     def merge_deltas(self, chunk_choices: list[JSON]) -> JSON:
         """One choice's stream deltas (in order) as the choice `choice_text` reads."""
+    def delta_text(self, chunk_choice: JSON) -> str | None:
+        """A stream delta's plain text; None when it carries more (windowed streams buffer)."""
     def rewrite_choice(self, choice: JSON, text: str, finish_reason: str) -> None: ...
     def text_chunk(self, head: JSON, index: int, text: str, finish_reason: str | None) -> JSON: ...
 
@@ -74,6 +80,13 @@ class _Plan:
 
 def sse(chunk: JSON) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+async def _chained(first: list[JSON], rest: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
 
 
 class CheckedServing:
@@ -232,6 +245,17 @@ class CheckedServing:
     async def _stream(self, plan: _Plan) -> Response:
         started = time.perf_counter()
         chunks = self._surface.stream(self._backend, plan.body)
+        if plan.mode is Mode.ENFORCE and self._windowed(plan):
+            # Fetch the first chunks before answering so that an upstream failure is an HTTP error.
+            fetched, plain = await StreamTap.prefetch(self._surface, chunks)
+            if plain:
+                tap = StreamTap(self._surface, fetched, chunks)
+                pending = self._summary(plan, self._choice_verdicts(1, PENDING))
+                return StreamingResponse(
+                    self._enforce_windowed(plan, tap, started),
+                    media_type="text/event-stream", headers=self._headers(pending),
+                )
+            chunks = _chained(fetched, chunks)
         if plan.mode is Mode.ENFORCE:
             buffered = [chunk async for chunk in chunks]
             upstream_ms = self._observe_upstream(started)
@@ -251,6 +275,47 @@ class CheckedServing:
             media_type="text/event-stream",
             headers=self._headers(summary),
         )
+
+    def _windowed(self, plan: _Plan) -> bool:
+        """Windowed enforce streaming applies to one plain-text answer; the rest is buffered."""
+        body = plan.body
+        return (
+            self._settings.enforce_streaming is EnforceStreaming.WINDOWED
+            and body.get("n", 1) == 1
+            and not body.get("tools") and not body.get("functions")
+            and not body.get("logprobs")
+            and not isinstance(body.get("prompt"), list)
+        )
+
+    async def _enforce_windowed(self, plan: _Plan, tap: StreamTap, started: float) -> AsyncIterator[bytes]:
+        """Release the answer window by window as the conscience passes it (repairing a
+        flagged one in place); the last chunk carries the verdict and the `stream` summary."""
+        conversation = self._surface.conversations(plan.body, 1)[0]
+        review = self._pipeline.stream_review(
+            plan.context, conversation, tap.texts(), window_chars=self._settings.stream_window_chars
+        )
+        try:
+            with self._pipeline.streaming():
+                async with contextlib.aclosing(aiter(review)) as texts:
+                    async for text in texts:
+                        yield sse(self._surface.text_chunk(tap.head, 0, text, None))
+        except BackendError as exc:  # the upstream, or the budget (429): nothing unjudged went out
+            yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
+            yield _SSE_DONE
+            return
+        upstream_ms = self._observe_upstream(started)
+        outcome = self._pipeline.record_stream(plan.context, conversation, review.summary, upstream_ms=upstream_ms)
+        summary = self._summary(plan, self._reviewed_verdicts([outcome]))
+        summary["stream"] = review.summary.wire().model_dump(mode="json")
+        finish = finish_reason(outcome) if replaces_answer(outcome) else (tap.finish_reason or "stop")
+        out = [self._surface.text_chunk(tap.head, 0, "", finish)]
+        if tap.usage is not None:
+            out.append({**tap.head, "object": out[0]["object"], "choices": [], "usage": tap.usage})
+        out[-1]["conscience"] = summary
+        for chunk in out:
+            yield sse(chunk)
+        yield _SSE_DONE
+        self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
 
     async def _pass_through(
         self, plan: _Plan, first: JSON | None, chunks: AsyncIterator[JSON], summary: JSON, started: float

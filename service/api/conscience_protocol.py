@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.conscience.stream_review import WindowedConscience
 from service.settings import JudgeStyle, Mode
 
 
@@ -30,6 +31,16 @@ class ChoiceConscience(BaseModel):
     attempts: int = 0
 
 
+class StageUsage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ConscienceUsage(BaseModel):
+    judge: StageUsage = Field(default_factory=StageUsage)
+    repair: StageUsage = Field(default_factory=StageUsage)
+
+
 class ConscienceResult(BaseModel):
     """Summary over the choices: the worst verdict, the highest score."""
 
@@ -44,6 +55,14 @@ class ConscienceResult(BaseModel):
     judge_model: str | None = None
     request_id: str
     choices: list[ChoiceConscience] = Field(default_factory=list)
+    usage: ConscienceUsage | None = Field(
+        None,
+        description="Tokens the conscience spent on this request (judge and repair calls); the "
+        "response's own `usage` counts only the text the client received.",
+    )
+    stream: WindowedConscience | None = Field(
+        None, description="Windowed enforce streaming: windows judged, which was flagged, what was done."
+    )
 
 
 class Usage(BaseModel):

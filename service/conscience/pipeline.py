@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from service.backends.base import JSON
 from service.conscience.admission import ReviewBudget
-from service.conscience.review import Review, Reviewer, ReviewPolicy
+from service.conscience.judge import ETHICAL, UNETHICAL, Verdict
+from service.conscience.review import JUDGE_ERROR, UNCHECKED, Review, Reviewer, ReviewPolicy
+from service.conscience.stream_review import StreamReview, StreamReviewSummary
 from service.metrics import Metrics
 from service.settings import Mode
 from service.store.records import CheckRecord, Record, TripleRecord
@@ -47,6 +51,33 @@ class Case:
 
     conversation: list[JSON]
     answer: str
+
+
+def streamed_review(summary: StreamReviewSummary) -> Review:
+    """A windowed stream's review as a `Review`: what the client got, and the verdict on the
+    original (unethical when a window was flagged; unchecked when the judge failed on it)."""
+    flagged = summary.flagged_window is not None
+    review = Review(
+        final_text=summary.released, verdict=ETHICAL, score=summary.score,
+        repaired=summary.action == "repaired", refused=summary.action == "refused",
+        attempts=summary.attempts, judge_ms=summary.judge_ms, repair_ms=summary.repair_ms,
+        error=summary.error,
+        rejected_drafts=[
+            {"text": d.text, "reason": d.reason, **({"score": d.score} if d.score is not None else {})}
+            for d in summary.drafts
+        ],
+    )
+    if flagged:
+        review.verdict = UNETHICAL
+        review.original = Verdict(UNETHICAL, summary.score or 1.0, {"window": summary.flagged_window})
+        if review.repaired:
+            last = summary.windows[-1]
+            review.accepted = Verdict(ETHICAL, last.score or 0.0, {"windows": len(summary.windows)})
+    elif summary.action in ("unchecked", "refused"):  # the judge failed on the original
+        review.verdict, review.unchecked_reason = UNCHECKED, JUDGE_ERROR
+    elif summary.score is not None:
+        review.original = Verdict(ETHICAL, summary.score)
+    return review
 
 
 class ConsciencePipeline:
@@ -84,6 +115,25 @@ class ConsciencePipeline:
         for index, (case, review) in enumerate(zip(cases, reviews, strict=True)):
             self._record(context, index, case, review, upstream_ms)
         return list(reviews)
+
+    def stream_review(
+        self, context: CheckContext, conversation: list[JSON], deltas: AsyncIterator[str], *, window_chars: int
+    ) -> StreamReview:
+        """Enforce mode, windowed streaming: the review that releases `deltas` window by window.
+        Run it inside `streaming()`, and hand its summary to `record_stream` when it has ended."""
+        return self._reviewer.stream_review(context.policy, conversation, deltas, window_chars=window_chars)
+
+    def streaming(self) -> AbstractContextManager[None]:
+        """Hold one running review for a whole windowed stream; ReviewsSaturated without room."""
+        return self._budget.running(1)
+
+    def record_stream(
+        self, context: CheckContext, conversation: list[JSON], summary: StreamReviewSummary, *, upstream_ms: float
+    ) -> Review:
+        """Record a windowed stream's review as the buffered path records a review; returns it."""
+        review = streamed_review(summary)
+        self._record(context, 0, Case(conversation, summary.rejected or summary.released), review, upstream_ms)
+        return review
 
     def skipped(self, context: CheckContext, count: int) -> None:
         """Mode off: `count` answers went to the client unjudged; the metrics show it."""

@@ -1,6 +1,14 @@
-"""The repairer: the frozen judge model rewrites a flagged answer under the framework."""
+"""The repairer: the frozen judge model rewrites a flagged answer under the framework.
+
+`repair` drafts a whole new answer; `repair_stream` streams one, or, when the client already
+has the beginning of the answer (windowed enforce streaming), continues from it: the released
+text is the assistant's own last message, continued in place (vLLM's
+`continue_final_message=True, add_generation_prompt=False`), so its deltas append to it.
+"""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 from service.backends.base import JSON, Backend
 from service.conscience.fencing import fenced_case, fenced_request, unwrap_echoed_fences
@@ -22,6 +30,17 @@ def repair_messages(
     return [
         {"role": "system", "content": framework.repair_instructions()},
         {"role": "user", "content": fenced_case(conversation, answer, max_chars=max_chars)},
+    ]
+
+
+def continuation_messages(
+    framework: Framework, conversation: list[JSON], rejected: str, released: str, *, max_chars: int
+) -> list[JSON]:
+    """The repair that continues `released` (the part of `rejected` the client has)."""
+    return [
+        {"role": "system", "content": framework.continue_instructions()},
+        {"role": "user", "content": fenced_case(conversation, rejected, max_chars=max_chars)},
+        {"role": "assistant", "content": released},
     ]
 
 
@@ -71,3 +90,40 @@ class Repairer:
             }
         )
         return unwrap_echoed_fences(response["choices"][0]["message"].get("content") or "").strip()
+
+    async def repair_stream(
+        self,
+        framework: Framework,
+        conversation: list[JSON],
+        answer: str,
+        *,
+        judge_model: str,
+        released: str = "",
+    ) -> AsyncIterator[str]:
+        """The repair's text deltas: a new answer to `conversation` when `released` is empty,
+        else a continuation of `released` (what the client has of the rejected `answer`)."""
+        body: JSON = {
+            "model": judge_model,
+            "max_tokens": self._max_tokens,
+            "temperature": self._temperature,
+            "top_p": 0.95,
+        }
+        if released:
+            body["messages"] = continuation_messages(
+                framework, conversation, answer, released, max_chars=self._max_chars
+            )
+            body["continue_final_message"], body["add_generation_prompt"] = True, False
+        else:
+            body["messages"] = repair_messages(framework, conversation, answer, max_chars=self._max_chars)
+        started = bool(released)
+        async for chunk in self._backend.chat_stream(body):
+            for choice in chunk.get("choices") or []:
+                text = (choice.get("delta") or {}).get("content")
+                if not isinstance(text, str) or not text:
+                    continue
+                if not started:  # a fresh answer starts at its first visible character
+                    text = text.lstrip()
+                    if not text:
+                        continue
+                    started = True
+                yield text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from service.conscience.judge import Judge, JudgeFailed, Verdict
 from service.conscience.refusal import is_refusal
 from service.conscience.repair import Repairer
 from service.conscience.similarity import is_near_copy
+from service.conscience.stream_review import StreamReview
 from service.settings import FailurePolicy, JudgeStyle
 
 log = logging.getLogger("conscience.review")
@@ -53,13 +55,13 @@ class Review:
     accepted: Verdict | None = None  # the verdict on the repair that was returned
     rejected_drafts: list[dict[str, Any]] = field(default_factory=list)
 
+
     @property
     def signals(self) -> dict[str, float] | None:
         """The score of each verdict signal that ran on the original answer (latent, fast…)."""
         if self.original is None:
             return None
         return dict(self.original.detail.get("signals") or {}) or None
-
 
 class Reviewer:
     def __init__(
@@ -132,6 +134,31 @@ class Reviewer:
         finally:
             review.repair_ms = _ms_since(started)
         review.final_text, review.refused = self.refusal_message, True
+
+    def stream_review(
+        self, policy: ReviewPolicy, conversation: list[JSON], deltas: AsyncIterator[str], *, window_chars: int
+    ) -> StreamReview:
+        """Windowed enforce streaming of one answer (service/conscience/stream_review.py) with
+        this judge and repairer: a repair continues the text the client has, or regenerates
+        the answer when it has none; a draft that reads as a refusal is discarded."""
+
+        async def judge(so_far: str) -> Verdict:
+            return await self._judge.judge(
+                policy.framework, conversation, so_far, judge_model=policy.judge_model, style=policy.style
+            )
+
+        def repair(released: str) -> AsyncIterator[str]:
+            return self._repairer.repair_stream(
+                policy.framework, conversation, review.summary.rejected or "",
+                judge_model=policy.judge_model, released=released,
+            )
+
+        review = StreamReview(
+            deltas, window_chars=window_chars, judge=judge, repair=repair,
+            refusal=self.refusal_message, max_repairs=policy.max_repairs,
+            fail_open=policy.failure_policy is FailurePolicy.FAIL_OPEN, reject_draft=is_refusal,
+        )
+        return review
 
 
     def _discard_reason(self, draft: str, rejected: str) -> str | None:

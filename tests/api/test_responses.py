@@ -23,6 +23,7 @@ from starlette.responses import Response as HTTPResponse
 from starlette.routing import Route
 
 from service.api.chat_completion.protocol import ChatCompletionRequest
+from service.api.conscience_protocol import ConscienceResult
 from service.api.responses.protocol import ResponsesRequest
 from service.api.responses.translate import (
     ResponsesStream,
@@ -39,12 +40,13 @@ from tests.fakes.server import ThreadedServer
 
 JSON = dict[str, Any]
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
-CONSCIENCE = {
+# As the chat serving sends it: every field of the declared model (those it gains included).
+CONSCIENCE = ConscienceResult.model_validate({
     "verdict": "ethical", "score": 0.05, "framework": "three_laws", "mode": "enforce",
     "repaired": False, "refused": False, "attempts": 0, "judge_model": "base-model",
     "request_id": "req-1",
     "choices": [{"index": 0, "verdict": "ethical", "score": 0.05, "repaired": False, "refused": False, "attempts": 0}],
-}
+}).model_dump(mode="json")
 WEATHER_TOOL = {
     "type": "function", "name": "get_weather", "description": "The weather in a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},

@@ -84,6 +84,15 @@ class ChatSurface:
             message["function_call"] = function_call
         return {"message": message}
 
+    def delta_text(self, chunk_choice: JSON) -> str | None:
+        """A delta's content; None when it carries anything else the judge must read whole
+        (reasoning, a refusal, a tool or function call)."""
+        delta = chunk_choice.get("delta") or {}
+        if any(delta.get(key) for key in (*_REASONING_FIELDS, "refusal", "tool_calls", "function_call")):
+            return None
+        content = delta.get("content")
+        return content if isinstance(content, str) else ""
+
     def rewrite_choice(self, choice: JSON, text: str, finish_reason: str) -> None:
         """Replace the whole message: no rejected reasoning or call survives a repair."""
         choice["message"] = {"role": "assistant", "content": text}

@@ -51,6 +51,9 @@ class CompletionSurface:
     def merge_deltas(self, chunk_choices: list[JSON]) -> JSON:
         return {"text": "".join(c.get("text") or "" for c in chunk_choices)}
 
+    def delta_text(self, chunk_choice: JSON) -> str | None:
+        return chunk_choice.get("text") or ""
+
     def rewrite_choice(self, choice: JSON, text: str, finish_reason: str) -> None:
         choice["text"] = text
         choice["finish_reason"] = finish_reason

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 
 import orjson
 from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
 from service.api import state
@@ -40,7 +42,10 @@ def _x_headers(answer: Response) -> dict[str, str]:
 async def create_response(
     body: ResponsesRequest, raw: Request, caller: ClientIdentity | None = Depends(require_client)
 ) -> Response:
-    chat = ChatCompletionRequest.model_validate(chat_request(body))
+    try:
+        chat = ChatCompletionRequest.model_validate(chat_request(body))
+    except ValidationError as exc:  # an input that makes no chat request (no messages): a 400
+        raise RequestValidationError(exc.errors()) from None
     answer = await state.chat_serving(raw).create(chat, caller, request_id_of(raw))
     headers = _x_headers(answer)
     if not body.stream:

@@ -55,8 +55,16 @@ def plain_messages(messages: Any) -> list[dict[str, str]]:
     return plain
 
 
-def chat_text(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
+def chat_text(
+    tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool, continue_final: bool = False
+) -> str:
+    """`continue_final`: the last (assistant) message is left open, to be continued (vLLM's
+    `continue_final_message`), instead of a new assistant turn being started."""
     try:
+        if continue_final:
+            return tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=False, continue_final_message=True
+            )
         return tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=generation_prompt
         )
@@ -71,7 +79,10 @@ def encode(tokenizer: Any, text: str) -> list[int]:
 
 def chat_prompt_ids(tokenizer: Any, body: JSON) -> list[int]:
     messages = plain_messages(body.get("messages"))
-    return encode(tokenizer, chat_text(tokenizer, messages, generation_prompt=True))
+    continue_final = bool(body.get("continue_final_message")) and messages[-1]["role"] == "assistant"
+    return encode(
+        tokenizer, chat_text(tokenizer, messages, generation_prompt=not continue_final, continue_final=continue_final)
+    )
 
 
 def completion_prompts(tokenizer: Any, body: JSON) -> list[list[int]]:

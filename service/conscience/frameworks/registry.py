@@ -28,6 +28,7 @@ class Framework:
     reasoned_suffix: str
     regenerate_template: str
     repair_template: str
+    continue_template: str
 
     def judge_instructions(self) -> str:
         """The judge's fixed system text: the same for every request (a cacheable prefix)."""
@@ -43,6 +44,11 @@ class Framework:
 
     def repair_instructions(self) -> str:
         return self.repair_template.format(name=self.title, principles=self.principles.strip()).strip()
+
+    def continue_instructions(self) -> str:
+        """A repair that continues an answer whose beginning the client already has (windowed
+        enforce streaming: service/conscience/stream_review.py)."""
+        return self.continue_template.format(name=self.title, principles=self.principles.strip()).strip()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
