@@ -5,6 +5,9 @@ directory, renamed into place, and only then recorded; the triples are marked tr
 same transaction; activation comes last. A run killed at any point before the record leaves no
 version and no trained triples; one killed after it leaves a `candidate` an operator (or the
 next `adapters activate`) can publish.
+
+Under `accelerate launch --num_processes N` every rank trains, and rank 0 alone does the rest
+(trainer/nightly/distributed.py): one lock, one version, one record.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from trainer.common.lock import TrainingLockHeld, training_lock
 from trainer.nightly.benign_prompts import load_benign_prompts
 from trainer.nightly.config import TrainConfig
 from trainer.nightly.dataset import SplitPairs, split_held_out, to_pairs
+from trainer.nightly.distributed import Plan, is_distributed, rank, share_plan
 from trainer.nightly.dpo import TRAINED_ADAPTER, save_adapter, train_policy
 from trainer.nightly.gate import GateReport, evaluate_gate
 from trainer.nightly.progress import RichProgress
@@ -51,6 +55,7 @@ class Outcome(StrEnum):
     NOTHING_TO_DO = "nothing_to_do"
     LOCKED = "locked"
     FAILED_GATE = "failed_gate"
+    TRAINED_WITH_RANK_0 = "trained_with_rank_0"  # a rank other than 0 of a distributed run
 
 
 @dataclass(frozen=True)
@@ -61,18 +66,33 @@ class RunResult:
 
 
 async def run_training(config: TrainConfig, publisher: Publisher, console: Console) -> RunResult:
+    if is_distributed() and rank() != 0:
+        return await asyncio.to_thread(_train_beside_rank_0, config)
     db = Database(config.db_url)
+    shared: list[bool] = []  # whether the other ranks were told what to train on
     try:
         async with training_lock(db):
-            return await _run_locked(db, config, publisher, console)
+            return await _run_locked(db, config, publisher, console, shared)
     except TrainingLockHeld as exc:
         return RunResult(Outcome.LOCKED, f"{exc}: this run exits without training")
     finally:
+        if is_distributed() and not shared:
+            await asyncio.to_thread(share_plan, None)  # nothing to train: release the others
         await db.dispose()
 
 
+def _train_beside_rank_0(config: TrainConfig) -> RunResult:
+    """A rank other than 0: train on what rank 0 sends; never the database or the adapters."""
+    plan = share_plan(None)
+    if plan is None:
+        return RunResult(Outcome.NOTHING_TO_DO, f"rank {rank()}: rank 0 trains nothing this run")
+    with tempfile.TemporaryDirectory(prefix="conscience-dpo-") as work_dir:
+        train_policy(config, plan.parent_path, plan.pairs, Path(work_dir))
+    return RunResult(Outcome.TRAINED_WITH_RANK_0, f"rank {rank()}: trained beside rank 0")
+
+
 async def _run_locked(
-    db: Database, config: TrainConfig, publisher: Publisher, console: Console
+    db: Database, config: TrainConfig, publisher: Publisher, console: Console, shared: list[bool]
 ) -> RunResult:
     remove_stale_staging(config.adapters_dir)
     triples = await select_triples(db, config)
@@ -89,6 +109,9 @@ async def _run_locked(
         f"training {name} on {len(split.train)} pair(s), {len(split.held_out)} held out, "
         f"continuing from {parent.name if parent else 'the base model'}"
     )
+    if is_distributed():
+        await asyncio.to_thread(share_plan, Plan(split.train, parent_path))
+        shared.append(True)
     with staged_adapter(config.adapters_dir, name) as staged:
         report, train_metrics = await asyncio.to_thread(
             _train_and_gate, config, split, parent_path, staged.path, console
