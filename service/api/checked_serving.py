@@ -22,7 +22,12 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from service.adapters.served_models import ModelNames
-from service.api.conscience_protocol import ChoiceConscience, ConscienceResult, SamplingFields
+from service.api.conscience_protocol import (
+    ChoiceConscience,
+    ConscienceResult,
+    SamplingFields,
+    ToolCallConscience,
+)
 from service.api.windowed_stream import StreamTap
 from service.backends.base import JSON, Backend, BackendError
 from service.conscience.frameworks import Framework
@@ -38,6 +43,7 @@ from service.conscience.policy import (
     worst_verdict,
 )
 from service.conscience.review import UNCHECKED, Review, ReviewPolicy
+from service.conscience.tool_calls import tool_call_outcome
 from service.errors import APIError, error_body
 from service.metrics import Metrics
 from service.security.cache import ClientIdentity
@@ -68,6 +74,17 @@ class Surface(Protocol):
         """A stream delta's plain text; None when it carries more (windowed streams buffer)."""
     def rewrite_choice(self, choice: JSON, text: str, finish_reason: str) -> None: ...
     def text_chunk(self, head: JSON, index: int, text: str, finish_reason: str | None) -> JSON: ...
+    def tool_calls(self, choice: JSON) -> list[JSON]:
+        """The calls a choice makes, as {id, name, arguments}."""
+    def rewrite_tool_calls(self, choice: JSON, calls: list[JSON], finish_reason: str) -> None: ...
+    def tool_call_chunk(self, head: JSON, index: int, calls: list[JSON]) -> JSON: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Replacement:
+    finish_reason: str
+    text: str = ""
+    tool_calls: list[JSON] | None = None  # a repaired tool call: sent as calls, not text
 
 
 @dataclass(slots=True)
@@ -230,10 +247,15 @@ class CheckedServing:
                 verdicts = self._choice_verdicts(len(choices), PENDING)
             else:
                 reviews = await self._pipeline.check(plan.context, cases, upstream_ms=upstream_ms)
-                for choice, review in zip(choices, reviews, strict=True):
-                    if replaces_answer(review):
-                        self._surface.rewrite_choice(choice, review.final_text, finish_reason(review))
                 verdicts = self._reviewed_verdicts(reviews)
+                for choice, review, verdict in zip(choices, reviews, verdicts, strict=True):
+                    replacement = self._replacement(choice, review, verdict)
+                    if replacement is None:
+                        continue
+                    if replacement.tool_calls is not None:
+                        self._surface.rewrite_tool_calls(choice, replacement.tool_calls, replacement.finish_reason)
+                    else:
+                        self._surface.rewrite_choice(choice, replacement.text, replacement.finish_reason)
         summary = self._summary(plan, verdicts)
         response["conscience"] = summary
         self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
@@ -363,12 +385,37 @@ class CheckedServing:
         indices, texts = self._streamed_texts(deltas)
         cases = self._cases(plan.body, texts)
         reviews = await self._pipeline.check(plan.context, cases, upstream_ms=upstream_ms)
-        changed = {i: r for i, r in zip(indices, reviews, strict=True) if replaces_answer(r)}
-        summary = self._summary(plan, self._reviewed_verdicts(reviews))
+        verdicts = self._reviewed_verdicts(reviews)
+        changed: dict[int, _Replacement] = {}
+        for i, review, verdict in zip(indices, reviews, verdicts, strict=True):
+            replacement = self._replacement(self._surface.merge_deltas(deltas[i]), review, verdict)
+            if replacement is not None:
+                changed[i] = replacement
+        summary = self._summary(plan, verdicts)
         return self._replay(buffered, changed, summary), summary
 
+    def _replacement(self, choice: JSON, review: Review, verdict: ChoiceConscience) -> _Replacement | None:
+        """What replaces a choice the conscience did not pass (None: it stands). A flagged tool
+        call is repaired as a call or withheld (service/conscience/tool_calls.py), never turned
+        into plain text; `verdict` names each tool called and what became of it."""
+        calls = self._surface.tool_calls(choice)
+        outcome = tool_call_outcome(review, calls) if calls and replaces_answer(review) else None
+        if calls:
+            action = outcome.action if outcome is not None else "passed"
+            verdict.tool_calls = [
+                ToolCallConscience(name=str(call.get("name") or "?"), verdict=review.verdict, action=action)
+                for call in calls
+            ]
+        if outcome is not None:
+            if outcome.action == "withheld":
+                verdict.repaired, verdict.refused = False, True
+            return _Replacement(outcome.finish_reason, outcome.text or "", outcome.tool_calls)
+        if replaces_answer(review):
+            return _Replacement(finish_reason(review), review.final_text)
+        return None
+
     async def _replay(
-        self, buffered: list[JSON], changed: dict[int, Review], summary: JSON
+        self, buffered: list[JSON], changed: dict[int, _Replacement], summary: JSON
     ) -> AsyncIterator[bytes]:
         """Original chunks for the choices that stand; rewritten choices as fresh chunks."""
         usage_chunks: list[JSON] = []
@@ -381,9 +428,12 @@ class CheckedServing:
             if kept or not chunk.get("choices"):
                 out.append({**chunk, "choices": kept})
         head = {k: v for k, v in (buffered[0] if buffered else {}).items() if k in ("id", "object", "created", "model")}
-        for index, review in sorted(changed.items()):
-            out.append(self._surface.text_chunk(head, index, review.final_text, None))
-            out.append(self._surface.text_chunk(head, index, "", finish_reason(review)))
+        for index, replacement in sorted(changed.items()):
+            if replacement.tool_calls is not None:
+                out.append(self._surface.tool_call_chunk(head, index, replacement.tool_calls))
+            else:
+                out.append(self._surface.text_chunk(head, index, replacement.text, None))
+            out.append(self._surface.text_chunk(head, index, "", replacement.finish_reason))
         out.extend(usage_chunks)
         if not out:
             out.append({**head, "choices": []})

@@ -19,6 +19,12 @@ class ConscienceOptions(BaseModel):
     judge_style: JudgeStyle | None = Field(None, description="fast | reasoned | latent.")
 
 
+class ToolCallConscience(BaseModel):
+    name: str = Field(description="The tool (function) called.")
+    verdict: str = Field(description="The verdict on the answer that made the call.")
+    action: str = Field(description="passed | repaired (sent as a call) | withheld (not sent).")
+
+
 class ChoiceConscience(BaseModel):
     index: int
     verdict: str = Field(description="ethical | neutral | unethical | unchecked | pending")
@@ -29,6 +35,9 @@ class ChoiceConscience(BaseModel):
     repaired: bool = False
     refused: bool = False
     attempts: int = 0
+    tool_calls: list[ToolCallConscience] | None = Field(
+        None, description="Each tool the original answer called, the verdict and what became of the call."
+    )
 
 
 class StageUsage(BaseModel):

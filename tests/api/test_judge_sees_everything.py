@@ -41,12 +41,15 @@ def test_streamed_reasoning_is_judged_and_not_replayed(proxy: Proxy, fake: FakeU
 
 
 def test_a_harmful_tool_call_is_replaced_whole(proxy: Proxy, fake: FakeUpstream) -> None:
+    """No part of the harmful call survives; a text repair of a call is no call, so the agent
+    is told the call was withheld (tests/api/test_tool_call_verdicts.py)."""
     fake.tool_call = ToolCall(name="send_instructions", arguments={"text": HARMFUL})
     tools = [{"type": "function", "function": {"name": "send_instructions", "parameters": {"type": "object"}}}]
     completion = proxy.client().chat.completions.create(model="policy", messages=ASK, tools=tools)
     choice = completion.choices[0]
-    assert choice.message.content == REPAIRED and not choice.message.tool_calls
-    assert choice.finish_reason == "stop"
+    assert not choice.message.tool_calls and "send_instructions" in choice.message.content
+    assert "crowbar" not in choice.message.content
+    assert choice.finish_reason == "content_filter"
 
 
 def test_harm_after_a_long_padding_is_judged(start_proxy: ProxyFactory, fake: FakeUpstream) -> None:

@@ -68,6 +68,7 @@ class ChatSurface:
         """One choice's stream deltas as the non-streamed choice they add up to."""
         message: JSON = {}
         calls: dict[Any, JSON] = {}
+        ids: dict[Any, str] = {}
         function_call: JSON = {}
         for chunk_choice in chunk_choices:
             delta = chunk_choice.get("delta") or {}
@@ -77,9 +78,13 @@ class ChatSurface:
             for call in delta.get("tool_calls") or []:
                 if isinstance(call, dict):
                     _extend(calls.setdefault(call.get("index", 0), {}), call.get("function"))
+                    if call.get("id"):
+                        ids[call.get("index", 0)] = call["id"]
             _extend(function_call, delta.get("function_call"))
         if calls:
-            message["tool_calls"] = [{"function": calls[i]} for i in calls]
+            message["tool_calls"] = [
+                {"id": ids.get(i), "type": "function", "function": calls[i]} for i in calls
+            ]
         if function_call:
             message["function_call"] = function_call
         return {"message": message}
@@ -92,6 +97,31 @@ class ChatSurface:
             return None
         content = delta.get("content")
         return content if isinstance(content, str) else ""
+
+    def tool_calls(self, choice: JSON) -> list[JSON]:
+        """The calls of a (merged) choice as {id, name, arguments}: tools and the legacy function."""
+        message = choice.get("message") or {}
+        calls = [
+            {"id": call.get("id"), **(call.get("function") or {})}
+            for call in message.get("tool_calls") or [] if isinstance(call, dict)
+        ]
+        if isinstance(message.get("function_call"), dict):
+            calls.append({"id": None, **message["function_call"]})
+        return calls
+
+    def rewrite_tool_calls(self, choice: JSON, calls: list[JSON], finish_reason: str) -> None:
+        """Replace the whole message by the repaired calls."""
+        choice["message"] = {"role": "assistant", "content": None, "tool_calls": calls}
+        choice["finish_reason"] = finish_reason
+        choice["logprobs"] = None
+
+    def tool_call_chunk(self, head: JSON, index: int, calls: list[JSON]) -> JSON:
+        delta = {"role": "assistant", "tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]}
+        return {
+            **head,
+            "object": "chat.completion.chunk",
+            "choices": [{"index": index, "delta": delta, "finish_reason": None, "logprobs": None}],
+        }
 
     def rewrite_choice(self, choice: JSON, text: str, finish_reason: str) -> None:
         """Replace the whole message: no rejected reasoning or call survives a repair."""

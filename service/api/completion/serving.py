@@ -54,6 +54,15 @@ class CompletionSurface:
     def delta_text(self, chunk_choice: JSON) -> str | None:
         return chunk_choice.get("text") or ""
 
+    def tool_calls(self, choice: JSON) -> list[JSON]:
+        return []  # a text completion calls no tools
+
+    def rewrite_tool_calls(self, choice: JSON, calls: list[JSON], finish_reason: str) -> None:
+        raise NotImplementedError("text completions have no tool calls")
+
+    def tool_call_chunk(self, head: JSON, index: int, calls: list[JSON]) -> JSON:
+        raise NotImplementedError("text completions have no tool calls")
+
     def rewrite_choice(self, choice: JSON, text: str, finish_reason: str) -> None:
         choice["text"] = text
         choice["finish_reason"] = finish_reason
