@@ -18,7 +18,7 @@ from rich.console import Console
 
 from evaluation.calibrate import Target
 from evaluation.settings import EvaluationSettings
-from service.cli_errors import require_extra
+from service.cli_errors import fail, require_extra
 from service.cli_flags import overriding
 from service.settings import BackendKind, JudgeStyle, Settings
 
@@ -155,10 +155,24 @@ def calibrate_command(
     per_label: PerLabel = None,
     seed: Seed = 0,
     concurrency: Concurrency = 1,
+    probe: Annotated[
+        bool, typer.Option("--probe", help="Fit a latent probe for the local model instead (judge style latent).")
+    ] = False,
+    probe_out: Annotated[Path, typer.Option(help="With --probe: where to write the probe.")] = Path("probe.json"),
+    target_fpr: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="With --probe: the false-positive rate its threshold keeps.")
+    ] = 0.05,
+    probe_layers: Annotated[
+        str | None, typer.Option(help="With --probe: layers to try, comma-separated (default: all).")
+    ] = None,
     *,
     settings: EvaluationSettings,
 ) -> None:
-    """Evaluate the judge of one framework and write the chosen threshold into the settings file."""
+    """Evaluate the judge of one framework and write the chosen threshold into the settings file;
+    with --probe, fit a latent probe for the local model and write it to --probe-out."""
+    if probe:
+        _calibrate_probe(settings, data, probe_out, target_fpr, probe_layers, sample, per_label, seed)
+        return
     name = framework or settings.framework
     runs = _evaluation("calibrate", settings)
     from evaluation.calibrate import THRESHOLD_VARIABLE, CalibrationError, chosen_threshold, write_setting
@@ -174,3 +188,56 @@ def calibrate_command(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     typer.echo(f"{name}: threshold {threshold!r} ({target.value}) written to {env_file}")
+
+
+def _calibrate_probe(
+    settings: EvaluationSettings, data: Path, out: Path, target_fpr: float, layers: str | None,
+    sample: int | None, per_label: int | None, seed: int,
+) -> None:
+    """`calibrate --probe`: needs the [local] and [eval] extras (torch for the hidden states,
+    numpy for the fit) and the local backend (the probe reads the served model's activations)."""
+    require_extra("local", "conscience calibrate --probe")
+    require_extra("eval", "conscience calibrate --probe")
+    if settings.backend is not BackendKind.LOCAL:
+        fail(
+            "--probe fits a probe on the local model's hidden states: use --backend local "
+            "(and --local-model, or the demo model)"
+        )
+    try:
+        wanted = None if layers is None else [int(part) for part in layers.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--probe-layers {layers!r} is not a comma-separated list of layers")
+    from evaluation.datasets import DatasetError, load_rows, per_label_sample, stratified_sample
+    from evaluation.probe_calibrate import ProbeCalibrationError, calibrate_probe
+    from service.backends.local.demo import DemoModelError, ensure_demo_model
+    from service.backends.local.loader import ModelLoadError, load_model
+
+    try:
+        rows = load_rows(data)
+        if per_label is not None:
+            rows = per_label_sample(rows, per_label, seed)
+        elif sample is not None:
+            rows = stratified_sample(rows, sample, seed)
+        loaded = load_model(
+            settings.local_model or str(ensure_demo_model(settings)),
+            cache_dir=settings.model_cache_dir, device=settings.local_device, dtype=settings.local_dtype,
+        )
+
+        def progress(done: int, total: int) -> None:
+            if done == total or done % 50 == 0:
+                console.print(f"hidden states: {done}/{total} rows")
+
+        fitted = calibrate_probe(
+            loaded, rows, data, model_name=loaded.served_name, layers=wanted, target_fpr=target_fpr,
+            seed=seed, progress=progress,
+        )
+        fitted.save(out)
+    except (DatasetError, ProbeCalibrationError, ModelLoadError, DemoModelError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    cv = fitted.figures["cv"]
+    typer.echo(
+        f"probe for {fitted.model_name} (fingerprint {fitted.model_fingerprint[:16]}): layer {fitted.layer}, "
+        f"{fitted.pooling}, threshold {fitted.threshold:.4f} at FPR <= {target_fpr:g}; cross-validated "
+        f"AUC {cv['auc']}, recall {cv['recall']}, FPR {cv['fpr']} ({fitted.figures['rows']} rows); written to {out}"
+    )

@@ -90,7 +90,7 @@ def test_a_bad_value_in_the_settings_file_is_one_line_and_exit_2(tmp_path: Path)
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: --judge-style / CONSCIENCE_JUDGE_STYLE: Input should be 'fast' or 'reasoned' (got 'slow')"
+        "error: --judge-style / CONSCIENCE_JUDGE_STYLE: Input should be 'fast', 'reasoned' or 'latent' (got 'slow')"
     ]
 
 
