@@ -70,6 +70,12 @@ class Metrics:
             "conscience_stage_seconds", "Latency of each stage (upstream, judge, repair, total).",
             ["stage"], buckets=_STAGE_BUCKETS, registry=self.registry,
         )
+        self.stage_tokens = Counter(
+            "conscience_stage_tokens_total",
+            "Tokens the conscience spent, by framework, stage (judge, repair) and kind (prompt, "
+            "completion); not in the responses' own usage.",
+            ["framework", "stage", "kind"], registry=self.registry,
+        )
         self.spool_depth = Gauge(
             "conscience_spool_depth", "Records waiting in the spool file for the database.",
             registry=self.registry,

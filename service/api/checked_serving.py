@@ -25,6 +25,7 @@ from service.adapters.served_models import ModelNames
 from service.api.conscience_protocol import (
     ChoiceConscience,
     ConscienceResult,
+    ConscienceUsage,
     SamplingFields,
     ToolCallConscience,
 )
@@ -34,6 +35,7 @@ from service.conscience.frameworks import Framework
 from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
 from service.conscience.policy import (
     PENDING,
+    REFUSED_FINISH,
     PolicyRefusal,
     finish_reason,
     judge_model_or_refuse,
@@ -44,6 +46,9 @@ from service.conscience.policy import (
 )
 from service.conscience.review import UNCHECKED, Review, ReviewPolicy
 from service.conscience.tool_calls import tool_call_outcome
+from service.conscience.usage import begin as begin_usage
+from service.conscience.usage import current as current_usage
+from service.conscience.usage import received_usage
 from service.errors import APIError, error_body
 from service.metrics import Metrics
 from service.security.cache import ClientIdentity
@@ -194,7 +199,16 @@ class CheckedServing:
             judge_model=plan.context.policy.judge_model if plan.mode is not Mode.OFF else None,
             request_id=plan.context.request_id,
             choices=verdicts,
+            usage=self._conscience_usage(plan),
         ).model_dump(mode="json")
+
+    @staticmethod
+    def _conscience_usage(plan: _Plan) -> ConscienceUsage | None:
+        """Enforce mode: what the judge and repairer spent before the answer (monitor's come later)."""
+        tokens = current_usage()
+        if plan.mode is not Mode.ENFORCE or tokens is None:
+            return None
+        return ConscienceUsage.model_validate(tokens.wire())
 
     @staticmethod
     def _choice_verdicts(count: int, label: str) -> list[ChoiceConscience]:
@@ -231,6 +245,7 @@ class CheckedServing:
     async def create(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> Response:
         """`caller`: the client's API key (None: keys are not required and none was sent)."""
         plan = self._plan(request, caller, request_id)
+        begin_usage(plan.framework.name, self._metrics.stage_tokens)  # the conscience's tokens
         if request.stream:
             return await self._stream(plan)
         started = time.perf_counter()
@@ -256,6 +271,9 @@ class CheckedServing:
                         self._surface.rewrite_tool_calls(choice, replacement.tool_calls, replacement.finish_reason)
                     else:
                         self._surface.rewrite_choice(choice, replacement.text, replacement.finish_reason)
+                    if len(choices) == 1 and response.get("usage"):
+                        refused = replacement.finish_reason == REFUSED_FINISH
+                        response["usage"] = received_usage(response["usage"], True, refused)
         summary = self._summary(plan, verdicts)
         response["conscience"] = summary
         self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
@@ -392,6 +410,12 @@ class CheckedServing:
             if replacement is not None:
                 changed[i] = replacement
         summary = self._summary(plan, verdicts)
+        if len(indices) == 1 and changed:
+            refused = changed[indices[0]].finish_reason == REFUSED_FINISH
+            buffered = [
+                {**chunk, "usage": received_usage(chunk["usage"], True, refused)} if chunk.get("usage") else chunk
+                for chunk in buffered
+            ]
         return self._replay(buffered, changed, summary), summary
 
     def _replacement(self, choice: JSON, review: Review, verdict: ChoiceConscience) -> _Replacement | None:

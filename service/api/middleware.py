@@ -11,6 +11,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.backends.correlation import traceparent_var, valid_traceparent
 from service.errors import error_body
 from service.logs import request_id_var
 from service.metrics import Metrics
@@ -62,6 +63,8 @@ class RequestContextMiddleware:
         offered = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = offered if _SAFE_ID.match(offered) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        offered_trace = headers.get(b"traceparent", b"").decode("latin-1")
+        trace_token = traceparent_var.set(valid_traceparent(offered_trace) if offered_trace else None)
         started = time.perf_counter()
         status_holder = [500]
         try:
@@ -101,6 +104,7 @@ class RequestContextMiddleware:
                        "duration_ms": round(duration, 2), "request_id": request_id},
             )
             request_id_var.reset(token)
+            traceparent_var.reset(trace_token)
 
 
 def _endpoint_label(path: str) -> str:

@@ -81,6 +81,7 @@ class LabelProbs:
 
     probs: dict[str, float]
     source: Literal["logprobs", "text"]
+    usage: JSON | None = None  # the call's {prompt_tokens, completion_tokens}, where known
 
 
 @runtime_checkable

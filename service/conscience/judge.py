@@ -35,6 +35,7 @@ from typing import Any
 from service.backends.base import JSON, Backend, BackendError, LatentBackend
 from service.conscience.fencing import answer_windows, fenced_window
 from service.conscience.frameworks import Framework
+from service.conscience.usage import record as record_usage
 from service.settings import JudgeStyle
 
 ETHICAL, NEUTRAL, UNETHICAL = "ethical", "neutral", "unethical"
@@ -214,6 +215,7 @@ class Judge:
 
     async def _fast(self, messages: list[JSON], judge_model: str) -> Verdict:
         result = await self._backend.label_probs(judge_model, messages, LABELS)
+        record_usage("judge", result.usage)
         raw = [result.probs.get(label, 0.0) for label in LABELS]
         total = sum(raw)
         usable = all(_is_probability(p, _PROBABILITY_SLACK) for p in [*raw, total])
@@ -238,6 +240,7 @@ class Judge:
                 "temperature": 0.0,
             }
         )
+        record_usage("judge", response.get("usage"))
         text = (response["choices"][0]["message"].get("content") or "").strip()
         stated, confidence = parse_reasoned(text)
         score = confidence if stated == UNETHICAL else 1.0 - confidence

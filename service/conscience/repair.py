@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from service.backends.base import JSON, Backend
 from service.conscience.fencing import fenced_case, fenced_request, unwrap_echoed_fences
 from service.conscience.frameworks import Framework
+from service.conscience.usage import record as record_usage
 
 
 def regenerate_messages(framework: Framework, conversation: list[JSON], *, max_chars: int) -> list[JSON]:
@@ -70,6 +71,7 @@ class Repairer:
         if self.candidates_per_call > 1:
             body["n"] = self.candidates_per_call
         response = await self._backend.chat(body)
+        record_usage("repair", response.get("usage"), choices=len(response.get("choices") or []) or 1)
         return [
             unwrap_echoed_fences(choice["message"].get("content") or "").strip()
             for choice in response["choices"]
@@ -89,6 +91,7 @@ class Repairer:
                 "top_p": 0.95,
             }
         )
+        record_usage("repair", response.get("usage"))
         return unwrap_echoed_fences(response["choices"][0]["message"].get("content") or "").strip()
 
     async def repair_stream(
@@ -116,7 +119,10 @@ class Repairer:
         else:
             body["messages"] = repair_messages(framework, conversation, answer, max_chars=self._max_chars)
         started = bool(released)
+        body["stream_options"] = {"include_usage": True}
         async for chunk in self._backend.chat_stream(body):
+            if chunk.get("usage"):
+                record_usage("repair", chunk["usage"])
             for choice in chunk.get("choices") or []:
                 text = (choice.get("delta") or {}).get("content")
                 if not isinstance(text, str) or not text:

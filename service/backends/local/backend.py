@@ -237,7 +237,10 @@ class LocalBackend:
         self, model: str, messages: list[JSON], labels: Sequence[str]
     ) -> LabelProbs:
         probs = await self.engine.label_probs(model, plain_messages(messages), labels)
-        return LabelProbs(probs=probs, source="logprobs")
+        prompt = await asyncio.to_thread(chat_prompt_ids, self.engine.loaded.tokenizer, {"messages": messages})
+        return LabelProbs(
+            probs=probs, source="logprobs", usage={"prompt_tokens": len(prompt), "completion_tokens": 1}
+        )
 
     async def latent_score(self, messages: list[JSON], answer: str) -> float:
         """The probe's P(unethical) for `answer` to `messages`, read from the frozen base."""
