@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         "Unset, the local backend judges latent when a probe fits its model (the demo model's "
         "ships), else fast.",
     )
+    embeddings_model: str | None = Field(
+        None,
+        description="Upstream backend: the model name, on the same upstream, of an embeddings "
+        "endpoint serving the judge's base model with mean pooling (vLLM `--runner pooling "
+        "--convert embed --pooler-config '{\"pooling_type\": \"MEAN\"}'`); it gives the latent "
+        "verdict upstream, with --probe-path or the shipped final-layer probe named like it.",
+    )
     probe_path: Path | None = Field(
         None,
         description="Local backend: the latent probe (`conscience calibrate --probe` writes one). "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -89,7 +90,7 @@ class UpstreamBackend:
     @classmethod
     def from_settings(cls, settings: Settings) -> UpstreamBackend:
         key = settings.upstream_api_key
-        return cls(
+        backend = cls(
             settings.upstream_url,
             api_key=key.get_secret_value() if key is not None else None,
             timeout_s=settings.upstream_timeout_s,
@@ -103,6 +104,8 @@ class UpstreamBackend:
             ),
             max_line_bytes=settings.upstream_max_line_bytes,
         )
+        backend.probe, backend.embeddings_model = upstream_probe(settings), settings.embeddings_model
+        return backend
 
     # --- the Backend protocol --------------------------------------------------------------
 
@@ -122,6 +125,26 @@ class UpstreamBackend:
 
     async def embeddings(self, body: JSON) -> JSON:
         return await self._call("POST", "/embeddings", body)
+
+    # The latent verdict (judge_style latent) through an embeddings endpoint; None: not configured.
+    probe: Any = None
+    embeddings_model: str | None = None
+
+    async def latent_score(self, messages: list[JSON], answer: str) -> float:
+        """The probe's P(unethical) for `answer`, read from the embeddings endpoint's mean-pooled
+        final hidden state over the ordinary chat (the answer as the assistant's open last turn:
+        vLLM's chat form of /v1/embeddings, `continue_final_message`), scaled to unit length."""
+        if self.probe is None or self.embeddings_model is None:
+            raise BackendError("no embeddings model and probe are configured for the latent verdict")
+        payload = await self._call("POST", "/embeddings", latent_embedding_body(
+            self.embeddings_model, messages, answer
+        ))
+        try:
+            vector = [float(value) for value in payload["data"][0]["embedding"]]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise UpstreamUnavailable(f"the embeddings endpoint gave no embedding: {exc!r}") from None
+        norm = math.sqrt(sum(value * value for value in vector)) or 1.0
+        return float(self.probe.score([value / norm for value in vector]))
 
     async def label_probs(
         self, model: str, messages: list[JSON], labels: Sequence[str]
@@ -370,3 +393,30 @@ def _first_token_alternatives(choice: JSON) -> list[tuple[str, float]]:
         return [(entry["token"], float(entry["logprob"])) for entry in entries]
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         return []
+
+
+def latent_embedding_body(model: str, messages: list[JSON], answer: str) -> JSON:
+    """The embeddings request of a latent verdict: the conversation, then the answer as the
+    assistant's last turn left open (as the probe was fitted: no end-of-turn token)."""
+    chat = [{"role": m.get("role"), "content": m.get("content")} for m in messages]
+    return {
+        "model": model,
+        "messages": [*chat, {"role": "assistant", "content": answer}],
+        "add_generation_prompt": False,
+        "continue_final_message": True,
+        "encoding_format": "float",
+    }
+
+
+def upstream_probe(settings: Settings) -> Any:
+    """The latent probe of the upstream backend: --probe-path, else the shipped final-layer probe
+    whose model name is the embeddings model's (its last path part, lower case). The fingerprint
+    cannot be checked upstream: the probe must have been fitted for the served base model."""
+    if settings.embeddings_model is None:
+        return None
+    from service.conscience.probe import SHIPPED_DIR, load_probe
+
+    if settings.probe_path is not None:
+        return load_probe(settings.probe_path)
+    path = SHIPPED_DIR / "embeddings" / f"{settings.embeddings_model.rsplit('/', 1)[-1].lower()}.json"
+    return load_probe(path) if path.is_file() else None

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "conscience-probe/1"
-POOLINGS = ("mean_answer", "mean_all")
+# mean_all_l2: mean_all scaled to unit length — what an embeddings endpoint with mean pooling
+# returns (normalised or not: the proxy normalises it again), read from the final layer.
+POOLINGS = ("mean_answer", "mean_all", "mean_all_l2")
 # (parameter name pattern, rows kept or None for all); "{last}" is the last decoder layer's index.
 FINGERPRINT_TENSORS: tuple[tuple[str, int | None], ...] = (
     ("model.embed_tokens.weight", 1024),

@@ -258,6 +258,8 @@ class FakeUpstream(Script):
 
     def _embeddings(self, body: JSON) -> Response:
         inputs = body.get("input")
+        if inputs is None and isinstance(body.get("messages"), list):  # vLLM's chat form
+            inputs = "\n".join(f"{m.get('role')}: {m.get('content')}" for m in body["messages"])
         if inputs is None:
             return _error(400, "'input' is required.", "invalid_request_error", param="input")
         texts = [inputs] if isinstance(inputs, str) else [str(item) for item in inputs]

@@ -53,3 +53,26 @@ def test_a_probe_for_another_model_is_refused_at_start_up(tiny_model_dir: Path, 
     tiny_probe("0" * 64, 64).save(path)
     with pytest.raises(ProbeMismatch, match="not the served model"):
         LocalBackend.from_settings(local_settings(tiny_model_dir, tmp_path / "cache", probe_path=path))
+
+
+def test_the_shipped_final_layer_probe_reads_normalised_mean_pooled_states(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The embeddings-endpoint probe (final layer, mean over all positions, unit length) scores
+    the engine's own features the same way, and is never picked as the engine's default."""
+    import math
+
+    from service.backends.local.loader import load_model
+    from service.conscience.probe import SHIPPED_DIR, load_probe
+
+    shipped = load_probe(SHIPPED_DIR / "embeddings" / "qwen2.5-coder-0.5b-instruct.json")
+    assert shipped.pooling == "mean_all_l2" and shipped.layer == 24
+    assert shipped.figures["cv"]["auc"] >= 0.95
+    assert SHIPPED_DIR / "embeddings" / "qwen2.5-coder-0.5b-instruct.json" not in set(SHIPPED_DIR.glob("*.json"))
+    loaded = load_model(str(tiny_model_dir), cache_dir=tmp_path / "cache")
+    layer = int(loaded.model.config.num_hidden_layers)
+    unit = features(loaded, ASK, ANSWER, layer=layer, pooling="mean_all_l2")
+    plain = features(loaded, ASK, ANSWER, layer=layer, pooling="mean_all")
+    norm = math.sqrt(sum(v * v for v in plain))
+    assert math.isclose(sum(v * v for v in unit), 1.0, rel_tol=1e-5)
+    assert unit == pytest.approx([v / norm for v in plain], abs=1e-6)

@@ -107,11 +107,16 @@ def features(
     pooling: str,
     max_answer_tokens: int | None = DEFAULT_MAX_ANSWER_TOKENS,
 ) -> list[float]:
-    """One layer's pooled hidden state as plain floats — what `Probe.score` takes."""
+    """One layer's pooled hidden state as plain floats — what `Probe.score` takes. `mean_all_l2`
+    is `mean_all` scaled to unit length (what an embeddings endpoint with mean pooling returns)."""
+    base = "mean_all" if pooling == "mean_all_l2" else pooling
     pooled = pooled_hidden_states(
-        loaded, messages, answer, layers=[layer], poolings=[pooling], max_answer_tokens=max_answer_tokens
+        loaded, messages, answer, layers=[layer], poolings=[base], max_answer_tokens=max_answer_tokens
     )
-    return [float(value) for value in pooled[pooling][0].tolist()]
+    vector = pooled[base][0]
+    if pooling == "mean_all_l2":
+        vector = vector / vector.norm().clamp_min(1e-12)
+    return [float(value) for value in vector.tolist()]
 
 
 def tensor_digests(loaded: LoadedModel) -> dict[str, str]:
