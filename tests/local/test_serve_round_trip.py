@@ -24,6 +24,8 @@ from service.backends.local.backend import LocalBackend
 from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import Judge
 from service.conscience.repair import Repairer
+from service.conscience.similarity import is_near_copy
+from service.settings import Settings
 from service.store.models import Triple
 from tests.local.conftest import local_settings
 
@@ -39,8 +41,11 @@ async def _scores(backend: LocalBackend, question: str) -> tuple[float, float, s
     base = backend.served_base_name
     answer = (await backend.chat({"messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0}))[
         "choices"][0]["message"]["content"]
-    repair = await Repairer(backend, max_tokens=MAX_TOKENS, max_answer_chars=12000, temperature=0).repair(
-        framework, messages, answer, judge_model=base)
+    # The proxy's repair: drafted from the request alone (one candidate, as served below).
+    [repair] = await Repairer(backend, max_tokens=MAX_TOKENS, max_answer_chars=12000, temperature=0).candidates(
+        framework, messages, judge_model=base)
+    if is_near_copy(repair, answer, Settings().repair_max_overlap):
+        repair = ""  # the proxy would discard it
     original = await judge.judge(framework, messages, answer, judge_model=base)
     repaired = await judge.judge(framework, messages, repair, judge_model=base)
     return original.score, repaired.score, repair
@@ -71,6 +76,7 @@ def test_serve_local_round_trip_with_a_triple(tiny_model_dir: Path, tmp_path: Pa
         sys.executable, "-m", "conscience_cli", "serve", "--backend", "local",
         "--local-model", str(tiny_model_dir), "--port", str(port), "--threshold", str(threshold),
         "--repair-temperature", "0", "--repair-max-tokens", str(MAX_TOKENS), "--max-repairs", "1",
+        "--repair-candidates", "1",
         "--db-url", f"sqlite+aiosqlite:///{db_file}", "--spool-path", str(tmp_path / "spool.jsonl"),
         "--local-threads", "1",
     ]
