@@ -10,11 +10,15 @@ import asyncio
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from service.settings import Settings
 from service.store.db import Database
 from service.store.models import Base
+
+# A fixed key of its own (not the trainer's): the migration lock of this database.
+MIGRATION_LOCK_KEY = 0x636F6E736D6967  # "consmig"
 
 config = context.config
 if config.config_file_name is not None:
@@ -35,6 +39,10 @@ def run_on(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Replicas started together with --auto-migrate: one migrates, the others wait
+            # here (the lock ends with the transaction) and then find the schema at head.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         context.run_migrations()
 
 

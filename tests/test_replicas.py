@@ -246,3 +246,26 @@ async def test_two_trainers_started_together_train_once(pg_url: str) -> None:
     ]
     outputs = [(await trainer.communicate())[0].decode().split() for trainer in trainers]
     assert sorted(outputs) == [["refused"], ["trained"]]
+
+
+async def test_replicas_migrating_at_once_both_start() -> None:
+    # Two replicas with --auto-migrate started together: one migrates, the other waits on the
+    # migration lock and finds the schema at head.
+    await _require_postgres()
+    schema = await new_postgres_schema()
+    url = postgres_schema_url(schema)
+    try:
+        code = "import sys; from service.store.migrate import upgrade; upgrade(sys.argv[1])"
+        migrations = [
+            await asyncio.create_subprocess_exec(sys.executable, "-c", code, url, cwd=ROOT)
+            for _ in range(3)
+        ]
+        codes = [await asyncio.wait_for(process.wait(), 60) for process in migrations]
+        assert codes == [0, 0, 0]
+        db = Database(url)
+        try:
+            assert await _count_checks(db) == 0
+        finally:
+            await db.dispose()
+    finally:
+        await drop_postgres_schema(schema)
