@@ -47,6 +47,7 @@ expect_extra train train --base-model some/model
 expect_extra train finetune --task-data x.jsonl --base-model some/model
 expect_extra eval eval judge --data x.jsonl
 expect_extra local models fetch-demo
+OTEL_TRACES_EXPORTER=console expect_extra tracing serve
 
 export CONSCIENCE_DB_URL="sqlite+aiosqlite:///$work/conscience.db"
 export CONSCIENCE_SPOOL_PATH="$work/spool.jsonl"

@@ -41,13 +41,20 @@ def serve(**flags: Any) -> None:
     from service.api.server_limits import uvicorn_config
     from service.app import create_app
     from service.logs import configure_logging
-    from service.startup import StartupError, check_probe_file, check_served_models, resolve_local_model
+    from service.startup import (
+        StartupError,
+        check_probe_file,
+        check_served_models,
+        check_tracing_environment,
+        resolve_local_model,
+    )
 
     configure_logging(settings.log_level)
     try:
         settings = resolve_local_model(settings)
         check_served_models(settings)
         check_probe_file(settings)
+        check_tracing_environment()
     except StartupError as exc:
         fail(str(exc), exc.exit_code)
     app_ = create_app(settings) if settings.workers == 1 else None

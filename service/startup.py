@@ -99,3 +99,31 @@ def check_probe_file(settings: Settings) -> None:
         load_probe(settings.probe_path)
     except ProbeError as exc:
         raise StartupError(f"--probe-path: {exc}") from None
+
+
+# OTEL_TRACES_EXPORTER value -> the module it needs (service/tracing.py imports them).
+_EXPORTER_MODULES = {
+    "console": "opentelemetry.sdk",
+    "otlp": "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+}
+
+
+def check_tracing_environment() -> None:
+    """An exporter named in OTEL_TRACES_EXPORTER must exist and be installed (the [tracing]
+    extra), so that a typo or a core-only install is one line, not a traceback at start-up."""
+    import importlib.util
+    import os
+
+    names = [n.strip().lower() for n in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")]
+    for name in (n for n in names if n not in ("", "none")):
+        if name not in _EXPORTER_MODULES:
+            raise StartupError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}; use none, console or otlp")
+        try:
+            found = importlib.util.find_spec(_EXPORTER_MODULES[name]) is not None
+        except ModuleNotFoundError:  # a missing parent package
+            found = False
+        if not found:
+            raise StartupError(
+                f"OTEL_TRACES_EXPORTER={name} needs the [tracing] extra; install it with: "
+                "pip install -e '.[tracing]'"
+            )

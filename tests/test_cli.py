@@ -145,3 +145,15 @@ def test_store_commands_fail_in_one_line(tmp_path: Path, args: list[str], code: 
     assert exit_code == code, output
     lines = output.strip().splitlines()
     assert len(lines) == 1 and all(name in lines[0] for name in names), output
+
+
+@pytest.mark.parametrize(
+    ("exporter", "names"), [("zipkin", ["OTEL_TRACES_EXPORTER", "console or otlp"])],
+)
+def test_an_unknown_trace_exporter_is_one_line_and_exit_2(tmp_path: Path, exporter: str, names: list[str]) -> None:
+    code, output = _invoke(
+        ["serve", "--db-url", f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"], OTEL_TRACES_EXPORTER=exporter
+    )
+    assert code == 2, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and all(name in lines[0] for name in names), output

@@ -55,13 +55,13 @@ class Review:
     accepted: Verdict | None = None  # the verdict on the repair that was returned
     rejected_drafts: list[dict[str, Any]] = field(default_factory=list)
 
-
     @property
     def signals(self) -> dict[str, float] | None:
         """The score of each verdict signal that ran on the original answer (latent, fast…)."""
         if self.original is None:
             return None
         return dict(self.original.detail.get("signals") or {}) or None
+
 
 class Reviewer:
     def __init__(

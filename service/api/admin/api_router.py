@@ -44,7 +44,7 @@ async def list_triples(
     since: Since = None,
     until: Until = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # a database integer, not a 500
 ) -> TripleList:
     """Triples, newest first."""
     where = TripleFilter(status=status, framework=framework, since=since, until=until)
