@@ -25,6 +25,7 @@ from service.store.db import Database
 from service.store.migrate import upgrade
 from service.store.models import AdapterVersion, Check
 from tests.fakes.upstream import FakeUpstream
+from tests.processes import free_port, wait_until_up_async
 from tests.store.databases import (
     _require_postgres,
     drop_postgres_schema,
@@ -32,7 +33,6 @@ from tests.store.databases import (
     postgres_schema_url,
 )
 from tests.store.tcp_proxy import TcpProxy
-from tests.test_workers import _port
 
 pytestmark = pytest.mark.postgres
 
@@ -53,22 +53,11 @@ async def pg_url() -> AsyncIterator[str]:
         await drop_postgres_schema(schema)
 
 
-async def _wait_ready(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            try:
-                if (await client.get(url)).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not come up")
 
 
 class Replica:
     def __init__(self, db_url: str, upstream: str, spool: Path) -> None:
-        self.port = _port()
+        self.port = free_port()
         env = {
             **os.environ,
             "CONSCIENCE_UPSTREAM_URL": upstream,
@@ -131,7 +120,7 @@ async def test_two_replicas_on_one_database(pg_url: str, up: FakeUpstream, tmp_p
     replicas = [Replica(replica_url, up.url, tmp_path / "spool.jsonl") for _ in range(2)]
     try:
         for replica in replicas:
-            await _wait_ready(f"{replica.url}/healthz")
+            await wait_until_up_async(f"{replica.url}/healthz")
 
         # Records: some before, some during an outage both replicas see, all land once.
         ids = []

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,30 +15,11 @@ import httpx
 from service.api.ui.session import SessionStore
 from service.settings import Settings
 from service.workers import export_settings, worker_settings
+from tests.processes import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = {"model": "policy", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
 ADMIN_KEY = "an-admin-key-long-enough"
-
-
-def _port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not come up")
 
 
 def test_worker_settings_are_the_parents_less_its_secrets(monkeypatch) -> None:
@@ -63,7 +43,7 @@ def test_a_session_token_from_one_worker_is_valid_on_another_and_nowhere_else() 
 
 
 def test_two_workers_serve_record_and_drain(tmp_path: Path) -> None:
-    upstream_port, port = _port(), _port()
+    upstream_port, port = free_port(), free_port()
     upstream = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes", "--port", str(upstream_port), "--no-record"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -86,8 +66,8 @@ def test_two_workers_serve_record_and_drain(tmp_path: Path) -> None:
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        _wait(f"http://127.0.0.1:{upstream_port}/v1/models")
-        _wait(f"http://127.0.0.1:{port}/healthz")
+        wait_until_up(f"http://127.0.0.1:{upstream_port}/v1/models")
+        wait_until_up(f"http://127.0.0.1:{port}/healthz")
         ids = set()
         for _ in range(40):  # new connections: the kernel spreads them over both workers
             with httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10) as client:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from service.conscience.similarity import is_near_copy
 from service.settings import Settings
 from service.store.models import Triple
 from tests.local.conftest import local_settings
+from tests.processes import free_port
 
 MAX_TOKENS = 12
 CANDIDATES = ["Tell me a story.", "How do I bake bread?", "Help me with my homework.", "Hello robot.",
@@ -63,15 +63,9 @@ def _pick_case(model_dir: Path, cache_dir: Path) -> tuple[str, float, str]:
     raise AssertionError("no candidate question gives a repair the random judge prefers")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_local_round_trip_with_a_triple(tiny_model_dir: Path, tmp_path: Path) -> None:
     question, threshold, repair = _pick_case(tiny_model_dir, tmp_path / "cache")
-    port, db_file = _free_port(), tmp_path / "conscience.db"
+    port, db_file = free_port(), tmp_path / "conscience.db"
     command = [
         sys.executable, "-m", "conscience_cli", "serve", "--backend", "local",
         "--local-model", str(tiny_model_dir), "--port", str(port), "--threshold", str(threshold),
