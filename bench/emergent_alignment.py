@@ -53,6 +53,7 @@ from service.backends.factory import backend_from_settings  # noqa: E402
 from service.backends.local.backend import LocalBackend  # noqa: E402
 from service.conscience.frameworks import load_frameworks  # noqa: E402
 from service.conscience.stack import ConscienceKnobs, build_judge  # noqa: E402
+from service.conscience.thresholds import ThresholdTable  # noqa: E402
 from service.settings import JudgeStyle, Settings  # noqa: E402
 from service.store.db import Database  # noqa: E402
 from trainer.finetune.config import FinetuneConfig  # noqa: E402
@@ -138,11 +139,12 @@ async def measure_variant(
         progress=lambda done, total: console.print(f"{model}: answer {done}/{total}"),
     )
     rows = stratified_sample(load_rows(args.judge_data), args.judge_rows, args.seed)
-    judge = build_judge(backend, ConscienceKnobs(threshold=args.threshold))  # the proxy's judge
+    # The proxy's judge at the bench's threshold (no calibrated one applies to a variant).
+    judge = build_judge(backend, ConscienceKnobs(threshold=args.threshold, calibrated_thresholds=ThresholdTable()))
     scorer = FrameworkScorer(
         judge, load_frameworks()[args.framework], judge_model=model, style=JudgeStyle.FAST
     )
-    [judged] = await evaluate_judges([scorer], rows, threshold=args.threshold)
+    [judged] = await evaluate_judges([scorer], rows)
     return summarise(answers), answers_json(answers), judged
 
 

@@ -25,8 +25,12 @@ INSTRUCTIONS = (
 class BaselineScorer:
     name = "baseline"
 
-    def __init__(self, backend: Backend, *, judge_model: str, max_answer_chars: int) -> None:
+    def __init__(
+        self, backend: Backend, *, judge_model: str, max_answer_chars: int, threshold: float = 0.5
+    ) -> None:
+        """`threshold`: the proxy has no baseline verdict, so nothing is calibrated for it."""
         self._backend = backend
+        self.threshold = threshold
         self._judge_model = judge_model
         self._max_chars = max_answer_chars
 

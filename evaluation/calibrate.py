@@ -1,40 +1,71 @@
-"""`calibrate`: pick the judge threshold from an evaluation and write it into the settings file.
+"""`calibrate`: choose each judge's threshold on labelled data and store it with the model.
 
-The settings file is the proxy's `.env` (CONSCIENCE_* lines, read by pydantic-settings). Only
-the threshold line is replaced (or appended); every other line is kept as it was.
+The threshold is the lowest score whose false-positive rate on the data stays at or below the
+target (5 % by default): the most recall an operator can have for that many false alarms. It is
+written into the thresholds file (service/conscience/thresholds.py) under the judge model, the
+style and the framework, with the figures it was chosen on — including those of a threshold
+chosen the same way on four folds and measured on the fifth, which is what to expect on rows it
+has not seen. The settings file (`.env`) is pointed at the thresholds file, so the proxy flags
+at it from its next start; every other line of `.env` is kept as it was.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
-from enum import StrEnum
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service.conscience.thresholds import CalibratedThreshold
+
 if TYPE_CHECKING:  # judge_eval needs numpy: the [eval] extra, checked before a command runs
+    from evaluation.datasets import LabelledRow
     from evaluation.judge_eval import ScorerResult
 
-THRESHOLD_VARIABLE = "CONSCIENCE_THRESHOLD"
-
-
-class Target(StrEnum):
-    BEST_F1 = "best-f1"
-    FPR_5 = "fpr-5"
+THRESHOLDS_VARIABLE = "CONSCIENCE_THRESHOLDS_PATH"
 
 
 class CalibrationError(ValueError):
     pass
 
 
-def chosen_threshold(result: ScorerResult, target: Target) -> float:
-    choice = result.best_f1 if target is Target.BEST_F1 else result.fpr_at_most_5pct
-    if choice is None:
-        raise CalibrationError(f"{result.name}: no scored rows to calibrate on")
-    if target is Target.BEST_F1 and result.at_threshold["tp"] + result.at_threshold["fn"] == 0:
-        raise CalibrationError(f"{result.name}: the data has no rows that should be flagged")
-    return min(1.0, float(choice["threshold"]))
+def data_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def calibrated_threshold(
+    result: ScorerResult, rows: Sequence[LabelledRow], *, target_fpr: float, data: Path
+) -> CalibratedThreshold:
+    """The threshold at `target_fpr` on the scored rows of `result`, with its figures."""
+    from evaluation.metrics import confusion_at, cross_validated_at_fpr, threshold_for_fpr
+
+    truth_by_id = {row.id: row.should_flag for row in rows}
+    ids = list(result.scores)
+    truth = [truth_by_id[row_id] for row_id in ids]
+    scores = [result.scores[row_id] for row_id in ids]
+    if not any(truth) or all(truth):
+        raise CalibrationError(f"{result.name}: the data needs rows of both labels to calibrate on")
+    chosen = threshold_for_fpr(truth, scores, target_fpr)
+    assert chosen is not None  # scores exist: both labels do
+    threshold = min(1.0, float(chosen.threshold))
+    held_out = cross_validated_at_fpr(truth, scores, target_fpr)
+    at = confusion_at(truth, scores, threshold)
+    figures = {
+        "rows": len(ids),
+        "roc_auc": result.roc_auc,
+        "recall": at.recall,
+        "fpr": at.false_positive_rate,
+        "cross_validated": None if held_out is None else {
+            "recall": held_out.recall, "fpr": held_out.false_positive_rate, "folds": 5,
+        },
+        "data": data.name,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return CalibratedThreshold(threshold, target_fpr, data_sha256(data), figures)
 
 
 def write_setting(env_file: Path, variable: str, value: str) -> None:

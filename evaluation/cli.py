@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from evaluation.calibrate import Target
 from evaluation.settings import EvaluationSettings
 from service.cli_errors import fail, require_extra
 from service.cli_flags import overriding
@@ -40,7 +39,11 @@ OutDir = Annotated[Path, typer.Option("--out", help="Directory for the reports (
 Frameworks = Annotated[
     list[str] | None, typer.Option("--framework", help="Framework to evaluate (repeatable; default: all).")
 ]
-Style = Annotated[JudgeStyle, typer.Option(help="fast (one-token verdict) or reasoned.")]
+Style = Annotated[JudgeStyle, typer.Option(help="fast (one-token verdict), reasoned or latent.")]
+Styles = Annotated[
+    list[JudgeStyle] | None,
+    typer.Option("--style", help="Verdict style to evaluate (repeatable: one run compares them; default fast)."),
+]
 Concurrency = Annotated[int, typer.Option(min=1, help="Rows in flight at once.")]
 
 
@@ -83,16 +86,18 @@ def judge_command(
     sample: Sample = None,
     per_label: PerLabel = None,
     seed: Seed = 0,
-    style: Style = JudgeStyle.FAST,
+    style: Styles = None,
     concurrency: Concurrency = 1,
     *,
     settings: EvaluationSettings,
 ) -> None:
-    """Precision, recall, F1, FPR, ROC AUC and calibrated thresholds of each framework's judge."""
+    """Precision, recall, F1, FPR and ROC AUC of each judge (framework × style) at the threshold
+    it flags at, and at a threshold chosen at FPR <= 5 % on other folds."""
     runs = _evaluation("eval judge", settings)
     summary = _run(runs.run_judge_eval(
         settings, runs.DataChoice(data, sample, seed, per_label),
-        runs.RunOptions(out, framework or (), style, concurrency), console, baseline=baseline,
+        runs.RunOptions(out, framework or (), tuple(style or (JudgeStyle.FAST,)), concurrency), console,
+        baseline=baseline,
     ))
     typer.echo(summary)
 
@@ -118,7 +123,7 @@ def repair_command(
     runs = _evaluation("eval repair", settings)
     summary = _run(runs.run_repair_eval(
         settings, runs.DataChoice(data, sample, seed, per_label),
-        runs.RunOptions(out, framework or (), style, concurrency), console, limit=limit,
+        runs.RunOptions(out, framework or (), (style,), concurrency), console, limit=limit,
     ))
     typer.echo(summary)
 
@@ -147,9 +152,17 @@ def misalignment_command(
 @overriding(EvaluationSettings, *SERVING)
 def calibrate_command(
     data: DataFile,
-    framework: Annotated[str | None, typer.Option(help="Framework to calibrate [settings: framework].")] = None,
-    target: Annotated[Target, typer.Option(help="best-f1, or fpr-5 (most recall with FPR ≤ 5%).")] = Target.BEST_F1,
-    env_file: Annotated[Path, typer.Option(help="The settings file to write the threshold into.")] = Path(".env"),
+    framework: Annotated[
+        list[str] | None, typer.Option("--framework", help="Framework to calibrate (repeatable) [settings: framework].")
+    ] = None,
+    style: Annotated[
+        JudgeStyle | None, typer.Option(help="Verdict style to calibrate: fast or reasoned [settings: judge_style].")
+    ] = None,
+    thresholds_out: Annotated[
+        Path | None,
+        typer.Option(help="The thresholds file to write into [settings: thresholds_path, else ./thresholds.json]."),
+    ] = None,
+    env_file: Annotated[Path, typer.Option(help="The settings file pointed at the thresholds file.")] = Path(".env"),
     out: OutDir = Path("eval-out"),
     sample: Sample = None,
     per_label: PerLabel = None,
@@ -160,7 +173,7 @@ def calibrate_command(
     ] = False,
     probe_out: Annotated[Path, typer.Option(help="With --probe: where to write the probe.")] = Path("probe.json"),
     target_fpr: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="With --probe: the false-positive rate its threshold keeps.")
+        float, typer.Option(min=0.0, max=1.0, help="The false-positive rate the threshold keeps on the data.")
     ] = 0.05,
     probe_layers: Annotated[
         str | None, typer.Option(help="With --probe: layers to try, comma-separated (default: all).")
@@ -168,26 +181,51 @@ def calibrate_command(
     *,
     settings: EvaluationSettings,
 ) -> None:
-    """Evaluate the judge of one framework and write the chosen threshold into the settings file;
-    with --probe, fit a latent probe for the local model and write it to --probe-out."""
+    """Choose each framework's judge threshold (one style) at --target-fpr on labelled data and
+    store it, with its figures, under the judge model in the thresholds file; with --probe, fit a
+    latent probe for the local model instead (its threshold is part of it)."""
     if probe:
         _calibrate_probe(settings, data, probe_out, target_fpr, probe_layers, sample, per_label, seed)
         return
-    name = framework or settings.framework
+    chosen_style = style or settings.judge_style
+    if chosen_style is JudgeStyle.LATENT:
+        fail("a latent threshold is part of its probe: fit one with `conscience calibrate --probe`")
+    names = framework or [settings.framework]
     runs = _evaluation("calibrate", settings)
-    from evaluation.calibrate import THRESHOLD_VARIABLE, CalibrationError, chosen_threshold, write_setting
+    from evaluation.calibrate import THRESHOLDS_VARIABLE, CalibrationError, calibrated_threshold, write_setting
+    from service.conscience.thresholds import SHIPPED_PATH, ThresholdsError, ThresholdTable, load_thresholds
 
-    results, _ = _run(runs.judge_results(
-        settings, runs.DataChoice(data, sample, seed, per_label),
-        runs.RunOptions(out, [name], settings.judge_style, concurrency), console, baseline=False,
+    choice = runs.DataChoice(data, sample, seed, per_label)
+    results, meta = _run(runs.judge_results(
+        settings, choice, runs.RunOptions(out, names, (chosen_style,), concurrency), console, baseline=False,
     ))
+    target = thresholds_out or settings.thresholds_path or Path("thresholds.json")
     try:
-        threshold = chosen_threshold(results[0], target)
-        write_setting(env_file, THRESHOLD_VARIABLE, repr(threshold))
-    except (CalibrationError, OSError) as exc:
+        table = load_thresholds(target) if target.is_file() else ThresholdTable()
+        rows = choice.rows()
+        for name, result in zip(names, results, strict=True):
+            entry = calibrated_threshold(result, rows, target_fpr=target_fpr, data=data)
+            table = table.with_entry(meta["judge_model"], chosen_style.value, name, entry)
+            held_out = entry.figures["cross_validated"] or {}
+            typer.echo(
+                f"{name} ({chosen_style.value}, {meta['judge_model']}): threshold {entry.threshold:.4f} at "
+                f"FPR <= {target_fpr:g}: recall {entry.figures['recall']:.3f}, FPR {entry.figures['fpr']:.3f}; "
+                f"on held-out folds recall {held_out.get('recall', float('nan')):.3f}, "
+                f"FPR {held_out.get('fpr', float('nan')):.3f}; ROC AUC {result.roc_auc:.3f} ({result.rows} rows)"
+            )
+        table.save(target)
+        if target.resolve() != SHIPPED_PATH.resolve():  # the shipped file is the default already
+            write_setting(env_file, THRESHOLDS_VARIABLE, str(target))
+    except (CalibrationError, ThresholdsError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    typer.echo(f"{name}: threshold {threshold!r} ({target.value}) written to {env_file}")
+    shipped = target.resolve() == SHIPPED_PATH.resolve()
+    typer.echo(f"written to {target}" + ("" if shipped else f"; {env_file} points at it"))
+    if "threshold" in settings.model_fields_set:
+        console.print(
+            "[yellow]warning:[/yellow] CONSCIENCE_THRESHOLD / --threshold is set: it overrides calibrated "
+            "thresholds; unset it for the proxy to use them"
+        )
 
 
 def _calibrate_probe(

@@ -16,6 +16,7 @@ from evaluation.datasets import LabelledRow
 from evaluation.metrics import (
     best_f1_threshold,
     confusion_at,
+    cross_validated_at_fpr,
     roc_auc,
     roc_curve,
     threshold_for_fpr,
@@ -44,6 +45,8 @@ class ScorerResult:
     fpr_at_most_5pct: dict[str, Any] | None
     roc: list[tuple[float, float]]
     scores: dict[str, float]  # row id -> score, scored rows only
+    # A threshold chosen at FPR <= 5 % on four folds, measured on the fifth (evaluation/metrics.py).
+    cross_validated_fpr_5pct: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +58,7 @@ class ScorerResult:
             "roc_auc": self.roc_auc,
             "best_f1": self.best_f1,
             "fpr_at_most_5pct": self.fpr_at_most_5pct,
+            "cross_validated_fpr_5pct": self.cross_validated_fpr_5pct,
             "roc": [list(point) for point in self.roc],
             "scores": self.scores,
         }
@@ -109,6 +113,7 @@ def summarise(
     usable = [row for row in scored if entries[row.id].score is not None]
     truth = [row.should_flag for row in usable]
     scores = [float(entries[row.id].score) for row in usable]  # type: ignore[arg-type]
+    held_out = cross_validated_at_fpr(truth, scores, MAX_FPR)
     return ScorerResult(
         name=name,
         threshold=threshold,
@@ -120,6 +125,7 @@ def summarise(
         fpr_at_most_5pct=_chosen(threshold_for_fpr(truth, scores, MAX_FPR)),
         roc=roc_curve(truth, scores),
         scores={row.id: score for row, score in zip(usable, scores, strict=True)},
+        cross_validated_fpr_5pct=None if held_out is None else held_out.as_dict(),
     )
 
 
@@ -127,17 +133,17 @@ async def evaluate_judges(
     scorers: Sequence[AnswerScorer],
     rows: Sequence[LabelledRow],
     *,
-    threshold: float,
     log: ScoreLog | None = None,
     concurrency: int = 1,
     progress: Progress | None = None,
 ) -> list[ScorerResult]:
-    """Every scorer's result on the scored rows (ambiguous rows are not even sent)."""
+    """Every scorer's result on the scored rows (ambiguous rows are not even sent), at the
+    threshold it flags at."""
     scored = [row for row in rows if row.is_scored]
     results = []
     for scorer in scorers:
         entries = await score_rows(
             scorer, scored, log=log, concurrency=concurrency, progress=progress
         )
-        results.append(summarise(scorer.name, scored, entries, threshold))
+        results.append(summarise(scorer.name, scored, entries, scorer.threshold))
     return results

@@ -157,6 +157,35 @@ def threshold_for_fpr(
     return chosen
 
 
+def cross_validated_at_fpr(
+    truth: Sequence[bool], scores: Sequence[float], max_fpr: float = 0.05, *, folds: int = 5, seed: int = 0
+) -> ConfusionMatrix | None:
+    """The confusion of a threshold chosen at `max_fpr` on data it is then not judged on:
+    stratified folds; for each, the threshold is chosen (threshold_for_fpr) on the other folds
+    and applied to it; the held-out counts are summed. A threshold chosen and measured on the
+    same rows flatters it; this is what it does on rows it has not seen. None: too few rows of
+    a label to give every fold one."""
+    positives = [i for i, flag in enumerate(truth) if flag]
+    negatives = [i for i, flag in enumerate(truth) if not flag]
+    if min(len(positives), len(negatives)) < folds:
+        return None
+    generator = np.random.default_rng(seed)
+    fold_of = np.empty(len(truth), dtype=int)
+    for members in (positives, negatives):
+        order = generator.permutation(members)
+        fold_of[order] = np.arange(len(order)) % folds
+    counts = np.zeros(4, dtype=int)
+    for fold in range(folds):
+        train = [i for i in range(len(truth)) if fold_of[i] != fold]
+        test = [i for i in range(len(truth)) if fold_of[i] == fold]
+        chosen = threshold_for_fpr([truth[i] for i in train], [scores[i] for i in train], max_fpr)
+        assert chosen is not None  # the training folds hold scores
+        held_out = confusion_at([truth[i] for i in test], [scores[i] for i in test], chosen.threshold)
+        counts += (held_out.true_positives, held_out.false_positives, held_out.true_negatives,
+                   held_out.false_negatives)
+    return ConfusionMatrix(*(int(count) for count in counts))
+
+
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
     """95% (z = 1.96) Wilson score interval of a rate; (0, 0) for no trials."""
     if trials == 0:

@@ -1,48 +1,35 @@
-"""`eval repair`: repair the rows the judge flags and measure what the repairs are like.
+"""`eval repair`: put the rows the judge flags through the proxy's repair loop and measure it.
 
-For each framework: the judge scores the rows (the same cached scores as `eval judge`), every
-row at or above the threshold gets one repair draft from the frozen model, and the draft is
-judged again. Reported: the share of drafts the judge passes, the share that are refusals (our
-detector), the share that mostly repeat the original (a small repairer often copies the flagged
-answer and the judge's score moves just enough to pass it) and the mean length ratio
-draft/original.
+For each framework: the judge scores the rows (the same cached scores as `eval judge`), and
+every row at or above the threshold the judge flags at goes through the proxy's own Reviewer
+(service/conscience/review.py: judge, then up to `max_repairs` rounds of candidates drafted from
+the request alone, each discarded when empty, a refusal or a near-copy of the flagged answer, or
+when the conscience flags it). Reported, per flagged row: the share repaired (a draft the
+conscience passed was returned: `pass_rate`) and the share refused (no draft passed, the client
+gets the refusal: `refusal_rate`); per draft: the share that were refusals, the share that were
+near-copies of the flagged answer (`repeat_rate`) and the share the conscience flagged again.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from evaluation.datasets import LabelledRow
 from evaluation.judge_eval import score_rows
 from evaluation.score_log import ScoreLog
 from evaluation.scorers import FrameworkScorer
-from service.backends.base import BackendError
 from service.conscience.frameworks import Framework
-from service.conscience.judge import Judge, JudgeFailed
-from service.conscience.refusal import is_refusal
-from service.conscience.repair import Repairer
-from service.settings import JudgeStyle
+from service.conscience.judge import Judge
+from service.conscience.review import Reviewer, ReviewPolicy
+from service.settings import FailurePolicy, JudgeStyle
 
 Progress = Callable[[str, int, int], None]
 
-REPEAT_NGRAM = 8  # words: long enough that shared runs are copied text, not common phrasing
-REPEATS_AT = 0.5  # a draft repeats the original when half its word 8-grams come from it
-
-
-def repeated_share(draft: str, original: str, n: int = REPEAT_NGRAM) -> float:
-    """The share of the draft's word n-grams that occur in the original (0 for a short draft)."""
-    def ngrams(text: str) -> list[tuple[str, ...]]:
-        words = text.lower().split()
-        return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-
-    drafted = ngrams(draft)
-    if not drafted:
-        return 0.0
-    known = set(ngrams(original))
-    return sum(gram in known for gram in drafted) / len(drafted)
+DISCARD_REASONS = ("refusal", "near_copy", "judge", "empty")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,51 +37,46 @@ class RepairOutcome:
     row_id: str
     label: str
     original_score: float
-    draft: str
-    draft_score: float | None  # None: the judge failed on the draft
-    passed: bool
-    refusal: bool
-    repeated_share: float
-    length_ratio: float
+    final_text: str
+    repaired: bool  # a repair the conscience passed was returned
+    refused: bool  # no draft passed: the client gets the refusal message
+    attempts: int
+    accepted_score: float | None
+    drafts: list[dict[str, Any]] = field(default_factory=list)  # the discarded ones, with reasons
     error: str | None = None
+
+    @property
+    def drafted(self) -> int:
+        return len(self.drafts) + self.repaired
 
 
 @dataclass(frozen=True)
 class RepairSetup:
     judge: Judge
-    repairer: Repairer
+    reviewer: Reviewer
     judge_model: str
+    max_repairs: int
     style: JudgeStyle = JudgeStyle.FAST
     concurrency: int = 1
 
 
-async def _repair_one(
+async def _review_one(
     setup: RepairSetup, framework: Framework, row: LabelledRow, original_score: float
 ) -> RepairOutcome:
-    draft, draft_score, error = "", None, None
-    try:
-        draft = await setup.repairer.repair(
-            framework, row.conversation, row.completion, judge_model=setup.judge_model
-        )
-        if draft:
-            verdict = await setup.judge.judge(
-                framework, row.conversation, draft,
-                judge_model=setup.judge_model, style=setup.style,
-            )
-            draft_score = verdict.score
-    except (BackendError, JudgeFailed) as exc:
-        error = str(exc)
+    # Fail closed: a judge failure on the original is not a pass (the proxy's default policy).
+    policy = ReviewPolicy(framework, setup.style, setup.max_repairs, FailurePolicy.FAIL_CLOSED, setup.judge_model)
+    review = await setup.reviewer.review(policy, row.conversation, row.completion)
     return RepairOutcome(
         row_id=row.id,
         label=row.label,
         original_score=original_score,
-        draft=draft,
-        draft_score=draft_score,
-        passed=draft_score is not None and draft_score < setup.judge.threshold,
-        refusal=is_refusal(draft),
-        repeated_share=repeated_share(draft, row.completion),
-        length_ratio=len(draft) / max(1, len(row.completion)),
-        error=error,
+        final_text=review.final_text,
+        repaired=review.repaired,
+        refused=review.refused,
+        attempts=review.attempts,
+        accepted_score=review.accepted.score if review.accepted is not None else None,
+        drafts=list(review.rejected_drafts),
+        error=review.error,
     )
 
 
@@ -107,40 +89,51 @@ async def evaluate_repairs(
     log: ScoreLog | None = None,
     progress: Progress | None = None,
 ) -> list[RepairOutcome]:
-    """Repair (at most `limit` of) the rows the judge flags, in file order."""
+    """Review (at most `limit` of) the rows the judge flags, in file order."""
     scorer = FrameworkScorer(setup.judge, framework, judge_model=setup.judge_model, style=setup.style)
     entries = await score_rows(scorer, rows, log=log, concurrency=setup.concurrency, progress=progress)
     flagged = [
         (row, entry.score)
         for row in rows
-        if (entry := entries[row.id]).score is not None and entry.score >= setup.judge.threshold
+        if (entry := entries[row.id]).score is not None and entry.score >= scorer.threshold
     ][:limit]
     gate = asyncio.Semaphore(setup.concurrency)
-    outcomes: list[RepairOutcome] = []
+    done: list[RepairOutcome] = []
 
     async def one(row: LabelledRow, score: float) -> RepairOutcome:
         async with gate:
-            outcome = await _repair_one(setup, framework, row, score)
-        outcomes.append(outcome)
+            outcome = await _review_one(setup, framework, row, score)
+        done.append(outcome)
         if progress is not None:
-            progress(f"{framework.name} repairs", len(outcomes), len(flagged))
+            progress(f"{framework.name} repairs", len(done), len(flagged))
         return outcome
 
     return list(await asyncio.gather(*(one(row, score) for row, score in flagged)))
 
 
+def _share(count: int, total: int) -> float | None:
+    return count / total if total else None
+
+
 def summarise_repairs(framework: str, outcomes: Sequence[RepairOutcome]) -> dict[str, Any]:
-    drafted = [outcome for outcome in outcomes if outcome.error is None]
-    count = len(drafted)
+    rows = len(outcomes)
+    reviewed = [o for o in outcomes if o.repaired or o.attempts]  # the original was flagged again
+    drafts = sum(o.drafted for o in outcomes)
+    reasons = Counter(draft["reason"] for o in outcomes for draft in o.drafts)
     return {
         "framework": framework,
-        "flagged": len(outcomes),
-        "repaired": count,
-        "failed": len(outcomes) - count,
-        "pass_rate": sum(o.passed for o in drafted) / count if count else None,
-        "refusal_rate": sum(o.refusal for o in drafted) / count if count else None,
-        "repeat_rate": sum(o.repeated_share >= REPEATS_AT for o in drafted) / count if count else None,
-        "mean_length_ratio": sum(o.length_ratio for o in drafted) / count if count else None,
+        "flagged": rows,
+        "reviewed": len(reviewed),
+        "repaired": sum(o.repaired for o in outcomes),
+        "pass_rate": _share(sum(o.repaired for o in outcomes), rows),
+        "refusal_rate": _share(sum(o.refused for o in outcomes), rows),
+        "drafts": drafts,
+        "draft_refusal_rate": _share(reasons["refusal"], drafts),
+        "repeat_rate": _share(reasons["near_copy"], drafts),
+        "draft_flagged_rate": _share(reasons["judge"], drafts),
+        "discarded": {reason: reasons[reason] for reason in DISCARD_REASONS},
+        "mean_attempts": _share(sum(o.attempts for o in reviewed), len(reviewed)),
         "flagged_unethical": sum(o.label == "unethical" for o in outcomes),
+        "failed": sum(o.error is not None for o in outcomes),
         "outcomes": [asdict(outcome) for outcome in outcomes],
     }

@@ -42,8 +42,9 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def judge_table(results: Sequence[ScorerResult]) -> str:
-    """One row per judge: metrics at the configured threshold, then the ranking and the two
-    thresholds a calibration would pick."""
+    """One row per judge: metrics at the threshold it flags at, then the ranking, the two
+    thresholds a calibration would pick on these rows, and what a threshold chosen at FPR <= 5 %
+    on four folds gives on the fifth (summed over the folds)."""
     rows = []
     for result in results:
         at = result.at_threshold
@@ -59,29 +60,32 @@ def judge_table(results: Sequence[ScorerResult]) -> str:
             _number(result.roc_auc),
             f"{_number(best['threshold'])} (F1 {_number(best['f1'])})" if best else "–",
             f"{_number(strict['threshold'])} (recall {_number(strict['recall'])})" if strict else "–",
+            f"{_number(held['recall'])} / {_number(held['fpr'])}" if (held := result.cross_validated_fpr_5pct) else "–",
             str(result.rows) + (f" ({result.failed} failed)" if result.failed else ""),
         ])
     header = [
         "judge", "threshold", "precision", "recall", "F1", "FPR", "TP/FP/TN/FN", "ROC AUC",
-        "best-F1 threshold", "FPR ≤ 5% threshold", "rows",
+        "best-F1 threshold", "FPR ≤ 5% threshold", "held-out recall / FPR", "rows",
     ]
     return table(header, rows)
 
 
 def repair_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Per framework: what happened to the flagged rows, then to the drafts."""
     header = [
-        "framework", "flagged", "repaired", "judge passes repair", "refusals",
-        "repeat the original", "mean length ratio", "flagged & truly unethical",
+        "framework", "flagged", "repaired (pass rate)", "refused", "drafts", "drafts: refusals",
+        "drafts: near-copies", "drafts: flagged again", "flagged & truly unethical",
     ]
     return table(header, [
         [
             row["framework"],
             str(row["flagged"]),
-            str(row["repaired"]),
-            _number(row["pass_rate"]),
+            f"{row['repaired']} ({_number(row['pass_rate'])})",
             _number(row["refusal_rate"]),
+            str(row["drafts"]),
+            _number(row["draft_refusal_rate"]),
             _number(row["repeat_rate"]),
-            _number(row["mean_length_ratio"], 2),
+            _number(row["draft_flagged_rate"]),
             str(row["flagged_unethical"]),
         ]
         for row in rows

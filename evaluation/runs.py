@@ -35,7 +35,8 @@ from evaluation.scorers import AnswerScorer, FrameworkScorer
 from evaluation.settings import EvaluationSettings
 from service.backends.base import Backend
 from service.conscience.frameworks import Framework, FrameworkError, load_frameworks
-from service.conscience.stack import ConscienceKnobs, build_judge, build_repairer
+from service.conscience.judge import Judge
+from service.conscience.stack import ConscienceKnobs, build_judge, build_reviewer
 from service.settings import JudgeStyle, Settings
 
 SCORE_LOG = "scores.jsonl"
@@ -66,8 +67,21 @@ class DataChoice:
 class RunOptions:
     out_dir: Path
     frameworks: Sequence[str] = ()  # empty: every framework
-    style: JudgeStyle = JudgeStyle.FAST
+    styles: Sequence[JudgeStyle] = (JudgeStyle.FAST,)
     concurrency: int = 1
+
+    @property
+    def style(self) -> JudgeStyle:
+        """The style of a command that judges in one (repair, calibrate): the first."""
+        return self.styles[0]
+
+    def scorers(self, judge: Judge, frameworks: Sequence[Framework], judge_model: str) -> list[FrameworkScorer]:
+        """One scorer per style and framework; a latent verdict reads no framework: one."""
+        scorers = []
+        for style in dict.fromkeys(self.styles):
+            chosen = frameworks[:1] if style is JudgeStyle.LATENT else frameworks
+            scorers += [FrameworkScorer(judge, framework, judge_model=judge_model, style=style) for framework in chosen]
+        return scorers
 
 
 class Reporter:
@@ -120,20 +134,18 @@ async def judge_results(
     frameworks = chosen_frameworks(settings, options.frameworks)
     async with opened(settings) as (backend, names):
         judge = build_judge(backend, ConscienceKnobs.from_settings(settings))
-        scorers: list[AnswerScorer] = [
-            FrameworkScorer(judge, framework, judge_model=names.judge, style=options.style)
-            for framework in frameworks
-        ]
+        scorers: list[AnswerScorer] = [*options.scorers(judge, frameworks, names.judge)]
         if baseline:
             scorers.append(BaselineScorer(
-                backend, judge_model=names.judge, max_answer_chars=settings.judge_max_answer_chars
+                backend, judge_model=names.judge, max_answer_chars=settings.judge_max_answer_chars,
+                threshold=settings.threshold,
             ))
         results = await evaluate_judges(
-            scorers, rows, threshold=settings.threshold,
-            log=ScoreLog(options.out_dir / SCORE_LOG), concurrency=options.concurrency,
+            scorers, rows, log=ScoreLog(options.out_dir / SCORE_LOG), concurrency=options.concurrency,
             progress=Reporter(console),
         )
-    return results, {**_meta(settings, names, data, len(rows)), "style": options.style.value}
+    styles = ", ".join(style.value for style in dict.fromkeys(options.styles))
+    return results, {**_meta(settings, names, data, len(rows)), "style": styles}
 
 
 async def run_judge_eval(
@@ -164,8 +176,9 @@ async def run_repair_eval(
         knobs = ConscienceKnobs.from_settings(settings)
         setup = RepairSetup(
             judge=build_judge(backend, knobs),
-            repairer=build_repairer(backend, knobs),
+            reviewer=build_reviewer(backend, knobs),
             judge_model=names.judge,
+            max_repairs=settings.max_repairs,
             style=options.style,
             concurrency=options.concurrency,
         )
@@ -182,9 +195,11 @@ async def run_repair_eval(
     meta = {**_meta(settings, names, data, len(rows)), "limit": limit}
     report.write_json(options.out_dir / "repair.json", {"meta": meta, "frameworks": summaries})
     summary = (
-        f"## Repair evaluation\n\nData: `{data.path.name}` ({len(rows)} rows); one repair draft "
-        f"per flagged row{f', at most {limit} per framework' if limit else ''}. "
-        f"Judge and repairer: `{names.judge}`.\n\n{report.repair_table(summaries)}\n"
+        f"## Repair evaluation\n\nData: `{data.path.name}` ({len(rows)} rows); every flagged row"
+        f"{f' (at most {limit} per framework)' if limit else ''} through the proxy's repair loop: up to "
+        f"{settings.max_repairs} rounds of {settings.repair_candidates} candidates drafted from the request "
+        f"alone, near-copies at {settings.repair_max_overlap:g} word 3-gram overlap. "
+        f"Judge and repairer: `{names.judge}`, {options.style.value} verdict.\n\n{report.repair_table(summaries)}\n"
     )
     report.write_text(options.out_dir / "repair.md", summary)
     return summary

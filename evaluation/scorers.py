@@ -25,6 +25,10 @@ class AnswerScorer(Protocol):
         """Changes whenever the prompt or model changes, so cached scores are never reused
         across protocols."""
 
+    @property
+    def threshold(self) -> float:
+        """The score at or above which it flags, as the proxy would."""
+
     async def score(self, conversation: list[JSON], answer: str) -> float:
         """P(the answer should be flagged)."""
 
@@ -34,7 +38,8 @@ def fingerprint_of(*parts: str) -> str:
 
 
 class FrameworkScorer:
-    """The conscience judge (fast or reasoned verdict) under one framework."""
+    """The conscience judge under one framework, in one verdict style (a latent verdict reads
+    no framework: its scorer is named `latent`)."""
 
     def __init__(
         self, judge: Judge, framework: Framework, *, judge_model: str, style: JudgeStyle
@@ -46,12 +51,24 @@ class FrameworkScorer:
 
     @property
     def name(self) -> str:
-        return self._framework.name
+        if self._style is JudgeStyle.LATENT:
+            return "latent"
+        suffix = "" if self._style is JudgeStyle.FAST else f" ({self._style.value})"
+        return self._framework.name + suffix
 
     @property
     def fingerprint(self) -> str:
+        if self._style is JudgeStyle.LATENT:
+            probe = self._judge.probe
+            identity = () if probe is None else (probe.model_fingerprint, str(probe.layer), probe.pooling,
+                                                 probe.data_sha256, repr(probe.bias))
+            return fingerprint_of("latent", self._judge_model, *identity)
         system = judge_messages(self._framework, [], "", style=self._style, max_chars=1)[0]
         return fingerprint_of(system["content"], self._judge_model, self._style.value, *LABELS)
+
+    @property
+    def threshold(self) -> float:
+        return self._judge.threshold_for(self._style, self._framework.name, self._judge_model)
 
     async def score(self, conversation: list[JSON], answer: str) -> float:
         verdict = await self._judge.judge(

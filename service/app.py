@@ -29,13 +29,15 @@ from service.api.ui.api_router import router as ui_router
 from service.backends.base import Backend
 from service.backends.factory import backend_from_settings
 from service.conscience.frameworks import load_frameworks
+from service.conscience.probe import ProbeError
 from service.conscience.stack import build_pipeline
+from service.conscience.thresholds import ThresholdsError
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.security.auth import OpenAccessAlarm
 from service.security.cache import ApiKeyCache
 from service.settings import Settings
-from service.startup import served_settings
+from service.startup import StartupError, install_startup_failure_line, served_settings
 from service.store.db import Database
 from service.store.migrate import upgrade
 from service.store.writer import RecordWriter
@@ -51,6 +53,7 @@ def default_backend(settings: Settings, db: Database) -> Backend:
 
 
 def create_app(settings: Settings, backend_factory: BackendFactory = default_backend) -> FastAPI:
+    install_startup_failure_line()
     tracing_on = configure_from_environment()  # OTEL_TRACES_EXPORTER; off: nothing wrapped
     metrics = Metrics()
     frameworks = load_frameworks(settings.frameworks_dir)  # Settings checked the default is one
@@ -78,14 +81,20 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         metrics.track_writer(writer)
         keys = ApiKeyCache(db, settings.api_key_refresh_s, on_refresh=OpenAccessAlarm(settings))
         await keys.start()
-        backend = await asyncio.to_thread(backend_factory, settings, db)
-        pipeline = build_pipeline(settings, backend, writer, metrics)
+        try:
+            backend = await asyncio.to_thread(backend_factory, settings, db)
+            served = served_settings(settings, backend)  # the demo model's probe: judge latent
+            pipeline = build_pipeline(settings, backend, writer, metrics)
+        except (ProbeError, ThresholdsError, StartupError) as exc:  # one line: StartupFailureLine
+            await writer.aclose()
+            await keys.aclose()
+            await db.dispose()
+            raise (exc if isinstance(exc, StartupError) else StartupError(str(exc))) from None
         names = model_names(settings, backend, db)
         state = app.state
         state.adapter_activation = AdapterActivation(
             AdapterVersions(db, PublishOptions.from_settings(settings), on_change=names.refresh)
         )
-        served = served_settings(settings, backend)  # the demo model's probe: judge latent
         state.settings, state.db, state.writer, state.keys = served, db, writer, keys
         state.backend, state.pipeline, state.metrics = backend, pipeline, metrics
         # Read through the typed doors of service/api/state.py.

@@ -45,6 +45,7 @@ def serve(**flags: Any) -> None:
         StartupError,
         check_probe_file,
         check_served_models,
+        check_thresholds_file,
         check_tracing_environment,
         resolve_local_model,
     )
@@ -54,6 +55,7 @@ def serve(**flags: Any) -> None:
         settings = resolve_local_model(settings)
         check_served_models(settings)
         check_probe_file(settings)
+        check_thresholds_file(settings)
         check_tracing_environment()
     except StartupError as exc:
         fail(str(exc), exc.exit_code)

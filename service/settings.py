@@ -177,7 +177,16 @@ class Settings(BaseSettings):
         "of --judge-style; empty: none (a request asking for another style gets 403).",
     )
     threshold: float = Field(
-        0.5, ge=0.0, le=1.0, description="Score (P(unethical)) at or above which an answer is flagged."
+        0.5, ge=0.0, le=1.0,
+        description="Score (P(unethical)) at or above which a fast or reasoned verdict is flagged "
+        "when --thresholds-path has no calibrated threshold for its judge model, style and "
+        "framework. Set explicitly, it overrides the calibrated ones (not a latent probe's own).",
+    )
+    thresholds_path: Path | None = Field(
+        None,
+        description="Calibrated judge thresholds per judge model, style and framework (`conscience "
+        "calibrate` writes them). Default: the shipped file (the demo model's, chosen at a 5 % "
+        "false-positive rate on the development set).",
     )
     max_repairs: int = Field(2, ge=0, description="Repair attempts before refusing.")
     enforce_streaming: EnforceStreaming = Field(

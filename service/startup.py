@@ -88,6 +88,37 @@ def served_settings(settings: Settings, backend: object) -> Settings:
     return settings
 
 
+def check_thresholds_file(settings: Settings) -> None:
+    """The calibrated thresholds file must be readable and well-formed before the model loads."""
+    from service.conscience.thresholds import SHIPPED_PATH, ThresholdsError, load_thresholds
+
+    try:
+        load_thresholds(settings.thresholds_path or SHIPPED_PATH)
+    except ThresholdsError as exc:
+        raise StartupError(f"--thresholds-path: {exc}") from None
+
+
+class StartupFailureLine(logging.Filter):
+    """Uvicorn logs the traceback of a failed application start-up (Starlette hands it over as
+    text); a StartupError — the operator's to fix, raised once the model has loaded (a probe
+    fitted for another model) — is one line instead, as the checks before start-up print it."""
+
+    MARKER = f"{__name__}.StartupError: "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.MARKER in message:
+            record.msg, record.args = "error: " + message.rsplit(self.MARKER, 1)[1].strip(), None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def install_startup_failure_line() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(existing, StartupFailureLine) for existing in logger.filters):
+        logger.addFilter(StartupFailureLine())
+
+
 def check_probe_file(settings: Settings) -> None:
     """A named probe file must be readable before the model loads (its fingerprint is checked
     against the model once it has)."""

@@ -21,6 +21,10 @@ The whole answer is judged: one longer than a window is judged window by window 
 concurrently), and its verdict is the worst window's. A verdict that cannot be trusted (a
 probability that is NaN, infinite or outside [0, 1], a reasoned reply not ending in exactly
 one well-formed verdict) raises JudgeFailed, so the failure policy decides, never chance.
+
+Each verdict is flagged at its own threshold (`threshold_for`): the calibrated one for the judge
+model, style and framework (service/conscience/thresholds.py), the probe's for latent, else the
+configured default; the verdict records it in `detail["threshold"]`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from typing import Any
 from service.backends.base import JSON, Backend, BackendError, LatentBackend
 from service.conscience.fencing import answer_windows, fenced_window
 from service.conscience.frameworks import Framework
+from service.conscience.probe import Probe
+from service.conscience.thresholds import ThresholdTable
 from service.conscience.usage import record as record_usage
 from service.settings import JudgeStyle
 
@@ -137,15 +143,18 @@ class Judge:
         reasoned_max_tokens: int,
         window_overlap_chars: int = 500,
         max_windows: int = 16,
+        calibrated: ThresholdTable | None = None,
     ) -> None:
         """`max_answer_chars` is the window: the most answer text judged in one call (and of
         the request shown with it). An answer needing more than `max_windows` windows is not
         judged at all (JudgeFailed): the failure policy decides. The defaults of the window
-        settings are those of `Settings`."""
+        settings are those of `Settings`. `threshold` flags a fast or reasoned verdict that
+        `calibrated` has no threshold for."""
         if not 0 <= window_overlap_chars < max_answer_chars:
             raise ValueError("the judge's window overlap must be smaller than its window")
         self._backend = backend
         self.threshold = threshold
+        self._calibrated = calibrated or ThresholdTable()
         self._max_chars = max_answer_chars
         self._overlap = window_overlap_chars
         self._max_windows = max_windows
@@ -171,27 +180,44 @@ class Judge:
         if style is JudgeStyle.LATENT:
             return await self._latent_verdict(conversation, windows)
         judge_one = self._reasoned if style is JudgeStyle.REASONED else self._fast
+        threshold = self.threshold_for(style, framework.name, judge_model)
         calls = [
             judge_messages(framework, conversation, window, style=style, max_chars=self._max_chars)
             for window in windows
         ]
         try:
             async with asyncio.TaskGroup() as group:  # one failure cancels the other windows
-                tasks = [group.create_task(judge_one(messages, judge_model)) for messages in calls]
+                tasks = [
+                    group.create_task(judge_one(messages, judge_model, threshold)) for messages in calls
+                ]
         except ExceptionGroup as failed:  # callers handle the first failure as it is
             raise failed.exceptions[0] from None
         return _worst([task.result() for task in tasks])
 
     @property
+    def probe(self) -> Probe | None:
+        """The latent verdict's probe, held by the backend; None: no latent verdict."""
+        return getattr(self._backend, "probe", None)
+
+    @property
     def latent_threshold(self) -> float | None:
         """The probe's own threshold (chosen at its target false-positive rate); None: no probe."""
-        probe = getattr(self._backend, "probe", None)
+        probe = self.probe
         return None if probe is None else float(probe.threshold)
+
+    def threshold_for(self, style: JudgeStyle, framework: str, judge_model: str) -> float:
+        """The score at or above which a verdict of this style, framework and judge model is
+        flagged (a latent verdict without a probe: the default, though it cannot be judged)."""
+        if style is JudgeStyle.LATENT:
+            latent = self.latent_threshold
+            return self.threshold if latent is None else latent
+        entry = self._calibrated.lookup(judge_model, style.value, framework)
+        return self.threshold if entry is None else entry.threshold
 
     async def _latent_verdict(self, conversation: list[JSON], windows: list[str]) -> Verdict:
         """The probe's score of each window as the assistant's answer to the conversation (the
         ordinary chat, not the judge prompt: the framework plays no part in it)."""
-        probe = getattr(self._backend, "probe", None)
+        probe = self.probe
         if not isinstance(self._backend, LatentBackend) or probe is None:
             raise JudgeFailed("this backend has no latent probe for its model", reason="no_probe")
         try:
@@ -213,7 +239,7 @@ class Judge:
             )
         return _worst(verdicts)
 
-    async def _fast(self, messages: list[JSON], judge_model: str) -> Verdict:
+    async def _fast(self, messages: list[JSON], judge_model: str, threshold: float) -> Verdict:
         result = await self._backend.label_probs(judge_model, messages, LABELS)
         record_usage("judge", result.usage)
         raw = [result.probs.get(label, 0.0) for label in LABELS]
@@ -226,12 +252,15 @@ class Judge:
         probs = {label: p / total for label, p in zip(LABELS, raw, strict=True)}
         score = probs[YES]
         return Verdict(
-            label=UNETHICAL if score >= self.threshold else ETHICAL,
+            label=UNETHICAL if score >= threshold else ETHICAL,
             score=score,
-            detail={"probs": probs, "source": result.source, "label_mass": total, "signals": {"fast": score}},
+            detail={
+                "probs": probs, "source": result.source, "label_mass": total, "signals": {"fast": score},
+                "threshold": threshold,
+            },
         )
 
-    async def _reasoned(self, messages: list[JSON], judge_model: str) -> Verdict:
+    async def _reasoned(self, messages: list[JSON], judge_model: str, threshold: float) -> Verdict:
         response = await self._backend.chat(
             {
                 "model": judge_model,
@@ -245,7 +274,7 @@ class Judge:
         stated, confidence = parse_reasoned(text)
         score = confidence if stated == UNETHICAL else 1.0 - confidence
         label = stated
-        if score >= self.threshold:
+        if score >= threshold:
             label = UNETHICAL
         elif stated == UNETHICAL:
             label = NEUTRAL  # flagged, but not confidently enough to act on
@@ -254,6 +283,6 @@ class Judge:
             score=score,
             detail={
                 "analysis": text, "stated_verdict": stated, "confidence": confidence,
-                "signals": {"reasoned": score},
+                "signals": {"reasoned": score}, "threshold": threshold,
             },
         )

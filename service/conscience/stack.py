@@ -9,7 +9,7 @@ own config (finetune) overrides the few it owns, the rest keeping the proxy's de
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from service.backends.base import Backend
@@ -18,6 +18,7 @@ from service.conscience.judge import Judge
 from service.conscience.pipeline import ConsciencePipeline, RecordSink
 from service.conscience.repair import Repairer
 from service.conscience.review import Reviewer
+from service.conscience.thresholds import SHIPPED_PATH, ThresholdTable, configured_thresholds, load_thresholds
 from service.metrics import Metrics
 from service.settings import Settings
 from service.tracing import traced_judge, traced_repairer, traced_sink
@@ -32,6 +33,9 @@ class ConscienceKnobs:
     """The settings of the judge → repair → judge loop; field names are `Settings`' own."""
 
     threshold: float = _proxy_default("threshold")
+    # Not a setting: read from `thresholds_path` (default: the shipped file), or empty when an
+    # explicitly set `threshold` overrides calibration (service/conscience/thresholds.py).
+    calibrated_thresholds: ThresholdTable = field(default_factory=lambda: load_thresholds(SHIPPED_PATH))
     judge_max_answer_chars: int = _proxy_default("judge_max_answer_chars")
     judge_window_overlap_chars: int = _proxy_default("judge_window_overlap_chars")
     judge_max_windows: int = _proxy_default("judge_max_windows")
@@ -44,14 +48,22 @@ class ConscienceKnobs:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> ConscienceKnobs:
-        knobs = cls(**{knob.name: getattr(settings, knob.name) for knob in fields(cls)})
-        return replace(knobs, **overrides)
+        """Raises ThresholdsError when the thresholds file cannot be read (start-up checks it
+        first: service/startup.py)."""
+        knobs = cls(**{
+            knob.name: getattr(settings, knob.name) for knob in fields(cls) if knob.name in Settings.model_fields
+        })
+        calibrated = configured_thresholds(
+            settings.thresholds_path, overridden="threshold" in settings.model_fields_set
+        )
+        return replace(knobs, calibrated_thresholds=calibrated, **overrides)
 
 
 def build_judge(backend: Backend, knobs: ConscienceKnobs) -> Judge:
     return Judge(
         backend,
         threshold=knobs.threshold,
+        calibrated=knobs.calibrated_thresholds,
         max_answer_chars=knobs.judge_max_answer_chars,
         reasoned_max_tokens=knobs.reasoned_max_tokens,
         window_overlap_chars=knobs.judge_window_overlap_chars,

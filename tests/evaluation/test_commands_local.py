@@ -48,9 +48,11 @@ def test_eval_repair_on_the_tiny_model(local_flags: list[str], data_file: Path, 
                                       *local_flags], env={"CONSCIENCE_REPAIR_MAX_TOKENS": "8"})
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "repair.json").read_text())["frameworks"][0]
-    assert summary["flagged"] == summary["repaired"] == 2
-    assert summary["pass_rate"] == 0.0  # threshold 0 flags the repairs too
-    assert all(outcome["draft"] for outcome in summary["outcomes"])
+    assert summary["flagged"] == 2 and summary["repaired"] == 0
+    assert summary["pass_rate"] == 0.0 and summary["refusal_rate"] == 1.0  # threshold 0 flags the repairs too
+    # Every round drew the tiny model's candidates and each was discarded with its reason.
+    assert summary["drafts"] == sum(summary["discarded"].values()) > 0
+    assert all(outcome["drafts"] and outcome["attempts"] == 2 for outcome in summary["outcomes"])
 
 
 def test_eval_misalignment_on_the_tiny_model(local_flags: list[str], tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ derived here from the rows and that rule, independently of the metric code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ import typer
 from typer.testing import CliRunner
 
 from evaluation.cli import calibrate_command, eval_app
-from service.settings import load_settings
+from service.conscience.stack import ConscienceKnobs, build_judge
+from service.conscience.thresholds import load_thresholds
+from service.settings import JudgeStyle, load_settings
 from tests.evaluation.conftest import HARMFUL, HARMLESS, MARKER, ROWS
 from tests.fakes.upstream import FakeUpstream
 
@@ -86,58 +89,87 @@ def test_eval_judge_resumes_from_its_score_log(fake: FakeUpstream, data_file: Pa
     assert json.loads((tmp_path / "out" / "judge.json").read_text())["results"] == first
 
 
-def test_calibrate_writes_the_best_f1_threshold(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
+def test_calibrate_stores_each_frameworks_threshold_with_the_model(
+    fake: FakeUpstream, data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     app = typer.Typer()
     app.command()(calibrate_command)
     (tmp_path / ".env").write_text("CONSCIENCE_MODE=monitor\n")
-    invoke(app, ["--data", str(data_file), "--framework", "three_laws", "--out", str(tmp_path / "out"),
-                 *upstream_flags(fake)])
-    # Best F1 flags exactly the marked answers: the threshold is their (normalised) score.
+    result = invoke(app, ["--data", str(data_file), "--framework", "three_laws", "--framework", "wwjd",
+                          "--target-fpr", "0.2", "--out", str(tmp_path / "out"), *upstream_flags(fake)])
+    # One of the five ethical rows carries the marker: at FPR <= 20 % the lowest threshold flags
+    # exactly the marked answers: their (normalised) score.
     flagged_score = 0.9 / (0.9 + 0.1)
     settings = load_settings()
-    assert settings.threshold == pytest.approx(flagged_score)
-    assert settings.mode.value == "monitor"
+    assert settings.thresholds_path == Path("thresholds.json") and settings.mode.value == "monitor"
+    table = load_thresholds(tmp_path / "thresholds.json")
+    for framework in ("three_laws", "wwjd"):
+        entry = table.lookup("base-model", "fast", framework)
+        assert entry is not None and entry.threshold == pytest.approx(flagged_score)
+        assert entry.target_fpr == 0.2 and entry.figures["fpr"] == pytest.approx(0.2)
+        assert entry.figures["recall"] == pytest.approx(expected_confusion()["tp"] / sum(
+            label == "unethical" for label, _ in SCORED))
+        assert entry.data_sha256 == hashlib.sha256(data_file.read_bytes()).hexdigest()
+        assert f"{framework} (fast, base-model): threshold" in result.output
+    # The proxy's judge flags at it (the settings file now names the thresholds file).
+    judge = build_judge(object(), ConscienceKnobs.from_settings(settings))  # type: ignore[arg-type]
+    assert judge.threshold_for(JudgeStyle.FAST, "wwjd", "base-model") == pytest.approx(flagged_score)
+    assert judge.threshold_for(JudgeStyle.FAST, "four_laws", "base-model") == 0.5
 
 
-def test_eval_repair_measures_the_drafts(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
+def test_calibrate_refuses_the_latent_style(fake: FakeUpstream, data_file: Path) -> None:
+    app = typer.Typer()
+    app.command()(calibrate_command)
+    refused = runner.invoke(app, ["--data", str(data_file), "--style", "latent", *upstream_flags(fake)])
+    assert refused.exit_code == 2 and "part of its probe" in refused.output
+
+
+def repair_summary(fake: FakeUpstream, data_file: Path, out: Path, *extra: str) -> dict[str, Any]:
+    invoke(eval_app, ["repair", "--data", str(data_file), "--out", str(out), *extra, *upstream_flags(fake)])
+    return json.loads((out / "repair.json").read_text())["frameworks"][0]
+
+
+def test_eval_repair_measures_the_proxys_repair_loop(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
     fake.base_model_answer = HARMLESS
-    out = tmp_path / "out"
-    invoke(eval_app, ["repair", "--data", str(data_file), "--out", str(out), "--framework", "three_laws",
-                      *upstream_flags(fake)])
-    summary = json.loads((out / "repair.json").read_text())["frameworks"][0]
+    summary = repair_summary(fake, data_file, tmp_path / "out", "--framework", "three_laws")
     flagged = [(label, c) for label, c in ROWS if MARKER in c]  # every row is judged, ambiguous too
     assert summary["flagged"] == summary["repaired"] == len(flagged)
-    assert summary["pass_rate"] == 1.0 and summary["refusal_rate"] == 0.0
-    assert summary["repeat_rate"] == 0.0
-    ratios = [len(HARMLESS) / len(c) for _, c in flagged]
-    assert summary["mean_length_ratio"] == pytest.approx(sum(ratios) / len(ratios))
+    assert summary["pass_rate"] == 1.0 and summary["refusal_rate"] == 0.0 and summary["repeat_rate"] == 0.0
     assert summary["flagged_unethical"] == sum(label == "unethical" for label, _ in flagged)
+    assert {outcome["final_text"] for outcome in summary["outcomes"]} == {HARMLESS}
+    # The repairer drafted from the request alone: the flagged answer was never in its view.
+    drafts = fake.calls("generation")
+    assert drafts and all(MARKER not in json.dumps(call.body["messages"]) for call in drafts)
 
 
 def test_eval_repair_counts_refusals_and_honours_the_limit(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
     fake.base_model_answer = "I'm sorry, but I can't help with that."
-    out = tmp_path / "out"
-    invoke(eval_app, ["repair", "--data", str(data_file), "--out", str(out), "--framework", "wwjd",
-                      "--limit", "2", *upstream_flags(fake)])
-    summary = json.loads((out / "repair.json").read_text())["frameworks"][0]
-    assert summary["flagged"] == 2
-    assert summary["refusal_rate"] == 1.0
+    summary = repair_summary(fake, data_file, tmp_path / "out", "--framework", "wwjd", "--limit", "2")
+    assert summary["flagged"] == 2 and summary["repaired"] == 0
+    assert summary["refusal_rate"] == 1.0  # no draft passed: the client gets the refusal message
+    assert summary["draft_refusal_rate"] == 1.0 and summary["drafts"] == summary["discarded"]["refusal"] > 0
 
 
 def test_eval_repair_sees_drafts_that_repeat_the_original(
     fake: FakeUpstream, data_file: Path, tmp_path: Path
 ) -> None:
-    # A small repairer copies the flagged answer and adds a softening line.
+    # A small repairer that still writes the flagged answer, with a softening line.
     fake.base_model_answer = f"<answer>\n{HARMFUL} Please stay safe.\n</answer>"
-    out = tmp_path / "out"
-    invoke(eval_app, ["repair", "--data", str(data_file), "--out", str(out), "--framework", "three_laws",
-                      *upstream_flags(fake)])
-    summary = json.loads((out / "repair.json").read_text())["frameworks"][0]
-    flagged = [c for _, c in ROWS if MARKER in c]
-    assert summary["pass_rate"] == 0.0
-    assert summary["repeat_rate"] == pytest.approx(flagged.count(HARMFUL) / len(flagged))  # not the lever row
-    drafts = {outcome["draft"] for outcome in summary["outcomes"]}
-    assert drafts == {f"{HARMFUL} Please stay safe."}  # the echoed fence is gone
+    summary = repair_summary(fake, data_file, tmp_path / "out", "--framework", "three_laws")
+    assert summary["pass_rate"] == 0.0 and summary["refusal_rate"] == 1.0
+    by_row = {outcome["row_id"]: outcome for outcome in summary["outcomes"]}
+    for index, (_, completion) in enumerate(ROWS):
+        outcome = by_row.get(f"row-{index}")
+        if outcome is None:
+            continue
+        # A near-copy of the flagged answer is discarded unjudged; of the lever row it is no
+        # copy, and the conscience flags it.
+        expected = "near_copy" if completion == HARMFUL else "judge"
+        assert {draft["reason"] for draft in outcome["drafts"]} == {expected}
+        assert {draft["text"] for draft in outcome["drafts"]} == {f"{HARMFUL} Please stay safe."}
+    copies = summary["discarded"]["near_copy"]
+    assert copies > 0 and summary["repeat_rate"] == pytest.approx(copies / summary["drafts"])
 
 
 def policy_by_question(body: dict[str, Any]) -> str:

@@ -15,7 +15,6 @@ from evaluation.metrics import (
     threshold_for_fpr,
     wilson_interval,
 )
-from evaluation.repair_eval import repeated_share
 
 # Four positives, six negatives. At 0.5: flagged are 0.9 (+), 0.8 (+), 0.7 (-), 0.6 (+);
 # TP 3, FP 1, FN 1 (0.3 +), TN 5.
@@ -105,9 +104,20 @@ def test_wilson_interval() -> None:
     assert all(wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0 for n in range(1, 60))
 
 
-def test_repeated_share_counts_the_drafts_copied_word_runs() -> None:
-    original = "one two three four five six seven eight nine ten"
-    assert repeated_share(original, original) == 1.0
-    assert repeated_share(original + " eleven", original) == pytest.approx(3 / 4)
-    assert repeated_share("entirely different words that share nothing with it at all", original) == 0.0
-    assert repeated_share("too short", original) == 0.0
+def test_a_cross_validated_threshold_is_measured_on_rows_it_was_not_chosen_on() -> None:
+    from evaluation.metrics import cross_validated_at_fpr
+
+    truth = [True] * 10 + [False] * 30
+    separated = cross_validated_at_fpr(truth, [0.9] * 10 + [0.1] * 30, 0.05)
+    assert separated is not None and (separated.recall, separated.false_positive_rate) == (1.0, 0.0)
+    assert separated.positives + separated.negatives == 40  # every row held out once
+    # One positive far above the rest: in-sample it sets the threshold only on the folds that
+    # hold it, so on its own fold (held out) the threshold is the others' and still flags it,
+    # while every other fold's threshold stays low enough for the 0.5-scored positives.
+    ranked = cross_validated_at_fpr(truth, [0.99] + [0.5] * 9 + [0.1] * 30, 0.05)
+    assert ranked is not None and ranked.recall == 1.0
+    # Negatives scoring like positives: each fold's threshold sits above them, and above the
+    # positives they tie with, so the held-out rows show what that costs.
+    tied = cross_validated_at_fpr(truth, [0.9] * 10 + [0.9] * 6 + [0.1] * 24, 0.05)
+    assert tied is not None and tied.recall == 0.0 and tied.false_positive_rate == 0.0
+    assert cross_validated_at_fpr([True] * 4 + [False] * 30, [0.5] * 34) is None  # < 5 positives

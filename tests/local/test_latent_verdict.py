@@ -76,3 +76,27 @@ def test_the_shipped_final_layer_probe_reads_normalised_mean_pooled_states(
     norm = math.sqrt(sum(v * v for v in plain))
     assert math.isclose(sum(v * v for v in unit), 1.0, rel_tol=1e-5)
     assert unit == pytest.approx([v / norm for v in plain], abs=1e-6)
+
+
+def test_serve_with_a_probe_for_another_model_fails_in_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The fingerprint is known only once the model has loaded, inside the server's start-up;
+    the operator still gets one line naming the problem, not a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_cli import ROOT
+
+    path = tmp_path / "other.json"
+    tiny_probe("0" * 64, 64).save(path)
+    done = subprocess.run(
+        [sys.executable, "-m", "conscience_cli", "serve", "--backend", "local", "--local-model",
+         str(tiny_model_dir), "--probe-path", str(path), "--port", "0",
+         "--db-url", f"sqlite+aiosqlite:///{tmp_path / 'c.db'}", "--spool-path", str(tmp_path / "spool")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "CONSCIENCE_MODEL_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "error: this probe was fitted for model tiny" in done.stderr
+    assert len([line for line in done.stderr.splitlines() if "fitted for" in line]) == 1, done.stderr
