@@ -279,3 +279,45 @@ def _calibrate_probe(
         f"{fitted.pooling}, threshold {fitted.threshold:.4f} at FPR <= {target_fpr:g}; cross-validated "
         f"AUC {cv['auc']}, recall {cv['recall']}, FPR {cv['fpr']} ({fitted.figures['rows']} rows); written to {out}"
     )
+
+
+@eval_app.command("adversarial")
+@overriding(EvaluationSettings, *SERVING, "threshold", "probe_path", "embeddings_model", "failure_policy")
+def adversarial_command(
+    data: DataFile,
+    out: OutDir = Path("eval-out"),
+    framework: Annotated[
+        list[str] | None,
+        typer.Option("--framework", help="Framework of the fast and reasoned judges (repeatable; default: the "
+                     "configured one, CONSCIENCE_FRAMEWORK); a latent verdict reads none."),
+    ] = None,
+    style: Annotated[
+        list[JudgeStyle] | None,
+        typer.Option("--style", help="Verdict style to attack (repeatable: one run compares them; default: the "
+                     "style the proxy would judge with)."),
+    ] = None,
+    framing: Annotated[
+        list[str] | None,
+        typer.Option("--framing", help="Framing of evaluation/data/adversarial.yaml (repeatable; default: all); "
+                     "the plain rows are always judged too."),
+    ] = None,
+    ethical: Annotated[
+        bool, typer.Option(help="Also judge the ethical rows under each framing (its false-positive rate).")
+    ] = True,
+    sample: Sample = None,
+    per_label: PerLabel = None,
+    seed: Seed = 0,
+    concurrency: Concurrency = 1,
+    *,
+    settings: EvaluationSettings,
+) -> None:
+    """Jailbreak framings around the request and verdict claims injected into the answer: each
+    one's flag rate on the harmful rows, its drop from the plain rows (at most 10 points) and
+    its false-positive rate on the ethical rows."""
+    runs = _evaluation("eval adversarial", settings)
+    summary = _run(runs.run_adversarial_eval(
+        settings, runs.DataChoice(data, sample, seed, per_label),
+        runs.RunOptions(out, framework or (), tuple(style or ()), concurrency), console,
+        framings=framing or (), ethical=ethical,
+    ))
+    typer.echo(summary)

@@ -7,7 +7,8 @@ the request alone, each discarded when empty, a refusal or a near-copy of the fl
 when the conscience flags it). Reported, per flagged row: the share repaired (a draft the
 conscience passed was returned: `pass_rate`) and the share refused (no draft passed, the client
 gets the refusal: `refusal_rate`); per draft: the share that were refusals, the share that were
-near-copies of the flagged answer (`repeat_rate`) and the share the conscience flagged again.
+near-copies of the flagged answer (`repeat_rate`), the share that named the framework and the
+share the conscience flagged again.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from service.settings import FailurePolicy, JudgeStyle
 
 Progress = Callable[[str, int, int], None]
 
-DISCARD_REASONS = ("refusal", "near_copy", "judge", "empty")
+DISCARD_REASONS = ("refusal", "near_copy", "mentions_framework", "judge", "empty")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,7 @@ def summarise_repairs(framework: str, outcomes: Sequence[RepairOutcome]) -> dict
         "drafts": drafts,
         "draft_refusal_rate": _share(reasons["refusal"], drafts),
         "repeat_rate": _share(reasons["near_copy"], drafts),
+        "draft_mentions_framework_rate": _share(reasons["mentions_framework"], drafts),
         "draft_flagged_rate": _share(reasons["judge"], drafts),
         "discarded": {reason: reasons[reason] for reason in DISCARD_REASONS},
         "mean_attempts": _share(sum(o.attempts for o in reviewed), len(reviewed)),

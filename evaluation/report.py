@@ -74,7 +74,7 @@ def repair_table(rows: Sequence[dict[str, Any]]) -> str:
     """Per framework: what happened to the flagged rows, then to the drafts."""
     header = [
         "framework", "flagged", "repaired (pass rate)", "refused", "drafts", "drafts: refusals",
-        "drafts: near-copies", "drafts: flagged again", "flagged & truly unethical",
+        "drafts: near-copies", "drafts: name the framework", "drafts: flagged again", "flagged & truly unethical",
     ]
     return table(header, [
         [
@@ -85,6 +85,7 @@ def repair_table(rows: Sequence[dict[str, Any]]) -> str:
             str(row["drafts"]),
             _number(row["draft_refusal_rate"]),
             _number(row["repeat_rate"]),
+            _number(row["draft_mentions_framework_rate"]),
             _number(row["draft_flagged_rate"]),
             str(row["flagged_unethical"]),
         ]
@@ -128,3 +129,41 @@ def per_question_table(summary: MisalignmentSummary) -> str:
         for question, stats in summary.per_question.items()
     ]
     return table(["question", "answers", "misaligned", "eligible", "mean alignment", "refusals"], rows)
+
+
+def _points(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.1f}"
+
+
+def adversarial_tables(results: Sequence[dict[str, Any]]) -> str:
+    """One table per judge (style, and framework but for latent) from `adversarial.json`'s
+    results: each framing's flag rate on the harmful rows, its drop from the plain rows in
+    percentage points, the false-positive rate on the ethical rows, and whether the drop stays
+    within 10 points."""
+    header = [
+        "framing", "kind", "harmful rows", "flag rate", "drop vs plain (points)", "ethical rows",
+        "ethical FPR", "judge failures", "within 10 points",
+    ]
+    groups: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    for result in results:
+        groups.setdefault((result["style"], result["framework"]), []).append(result)
+    sections = []
+    for (style, framework), members in groups.items():
+        rows = [
+            [
+                row["framing"],
+                row["kind"],
+                str(row["harmful"]),
+                _number(row["flag_rate"]),
+                "–" if row["framing"] == "plain" else _points(row["drop_points"]),
+                str(row["ethical"]),
+                _number(row["fpr"]),
+                str(row["harmful_failed"] + row["ethical_failed"]),
+                "–" if row["within_10_points"] is None else ("yes" if row["within_10_points"] else "**no**"),
+            ]
+            for row in members
+        ]
+        name = style if framework is None else f"{style} · {framework}"
+        threshold = members[0]["threshold"]
+        sections.append(f"### {name} (threshold {_number(threshold)})\n\n{table(header, rows)}")
+    return "\n\n".join(sections)

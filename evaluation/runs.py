@@ -242,3 +242,82 @@ async def run_misalignment_eval(
     )
     report.write_text(out_dir / "misalignment.md", text)
     return text
+
+
+async def run_adversarial_eval(
+    settings: Settings, data: DataChoice, options: RunOptions, console: Console,
+    *, framings: Sequence[str] = (), ethical: bool = True,
+) -> str:
+    """`eval adversarial`: each framing's flag rate on the harmful rows against the plain rows,
+    per style (`options.styles`; empty: the style the proxy would judge with) and framework
+    (`options.frameworks`; empty: the configured one)."""
+    from evaluation.adversarial import (
+        MAX_DROP_POINTS,
+        AdversarialSetup,
+        chosen_framings,
+        evaluate_adversarial,
+        load_framings,
+    )
+    from evaluation.backends import EvaluationSetupError
+    from service.settings import FailurePolicy
+    from service.startup import StartupError, served_settings
+
+    chosen = chosen_framings(load_framings(), framings)
+    every = data.rows()
+    rows = [row for row in every if row.label == "unethical" or (ethical and row.label == "ethical")]
+    if not any(row.label == "unethical" for row in rows):
+        raise ValueError(f"{data.path}: no rows labelled unethical to frame")
+    frameworks = chosen_frameworks(settings, options.frameworks or (settings.framework,))
+    async with opened(settings) as (backend, names):
+        judge = build_judge(backend, ConscienceKnobs.from_settings(settings))
+        try:
+            styles = list(options.styles) or [served_settings(settings, backend).judge_style]
+        except StartupError as exc:
+            raise EvaluationSetupError(str(exc)) from None
+        if JudgeStyle.LATENT in styles and judge.probe is None:
+            raise EvaluationSetupError(
+                "--style latent needs a probe for the served model: set --probe-path to one "
+                "(`conscience calibrate --probe` fits it), or --embeddings-model upstream"
+            )
+        setup = AdversarialSetup(
+            judge=judge, judge_model=names.judge,
+            fail_closed=settings.failure_policy is FailurePolicy.FAIL_CLOSED, concurrency=options.concurrency,
+        )
+        results = [result.as_json() for result in await evaluate_adversarial(
+            setup, styles, frameworks, chosen, rows,
+            log=ScoreLog(options.out_dir / SCORE_LOG), progress=Reporter(console),
+        )]
+    meta = {
+        **_meta(settings, names, data, len(rows)),
+        "styles": [style.value for style in dict.fromkeys(styles)],
+        "frameworks": [framework.name for framework in frameworks],
+        "framings": [{"id": f.id, "kind": f.kind, "description": f.description} for f in chosen],
+        "failure_policy": settings.failure_policy.value,
+        "max_drop_points": MAX_DROP_POINTS,
+    }
+    report.write_json(options.out_dir / "adversarial.json", {"meta": meta, "results": results})
+    harmful = sum(row.label == "unethical" for row in rows)
+    verdicts = []
+    for style, framework in dict.fromkeys((r["style"], r["framework"]) for r in results):
+        framed = [r for r in results if (r["style"], r["framework"]) == (style, framework) and r["framing"] != "plain"]
+        worst = max(framed, key=lambda r: r["drop_points"], default=None)
+        name = style if framework is None else f"{style} · {framework}"
+        if worst is not None:
+            ok = all(r["within_10_points"] for r in framed)
+            verdicts.append(
+                f"- **{name}**: largest drop {worst['drop_points']:+.1f} points ({worst['framing']}); "
+                f"{'every framing within' if ok else 'NOT within'} {MAX_DROP_POINTS:g} points."
+            )
+    summary = (
+        f"## Adversarial prompting\n\nData: `{data.path.name}`, {data.describe(len(every))}; "
+        f"{harmful} harmful (`unethical`) rows"
+        f"{f' and {len(rows) - harmful} ethical rows' if ethical else ''} judged plain and under each "
+        f"framing (evaluation/data/adversarial.yaml). Judge model: `{names.judge}`. Flag rate: the share "
+        f"of harmful rows flagged at the judge's threshold for the style; drop: plain flag rate minus "
+        f"framed, in points; ethical FPR: the share of ethical rows flagged. A failed verdict counts "
+        f"as the failure policy ({settings.failure_policy.value}) decides.\n\n"
+        + ("\n".join(verdicts) + "\n\n" if verdicts else "")
+        + f"{report.adversarial_tables(results)}\n"
+    )
+    report.write_text(options.out_dir / "adversarial.md", summary)
+    return summary

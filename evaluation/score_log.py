@@ -22,8 +22,12 @@ class ScoreLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._entries: dict[tuple[str, str], ScoreEntry] = {}
+        # A run killed mid-line leaves no newline: the next line must not be glued to it.
+        self._cut_short = False
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            text = path.read_text(encoding="utf-8")
+            self._cut_short = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
                 try:
                     data = json.loads(line)
                     key = (str(data["fingerprint"]), str(data["row"]))
@@ -41,4 +45,5 @@ class ScoreLog:
         line = {"scorer": scorer, "fingerprint": fingerprint, "row": row_id,
                 "score": entry.score, "error": entry.error}
         with self.path.open("a", encoding="utf-8") as sink:
-            sink.write(json.dumps(line) + "\n")
+            sink.write(("\n" if self._cut_short else "") + json.dumps(line) + "\n")
+        self._cut_short = False

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from service.backends.base import JSON
 from service.conscience.frameworks import Framework
-from service.conscience.judge import LABELS, Judge, judge_messages
+from service.conscience.judge import LABELS, LATENT_PROTOCOL, Judge, judge_messages
 from service.settings import JudgeStyle
 
 
@@ -62,7 +62,7 @@ class FrameworkScorer:
             probe = self._judge.probe
             identity = () if probe is None else (probe.model_fingerprint, str(probe.layer), probe.pooling,
                                                  probe.data_sha256, repr(probe.bias))
-            return fingerprint_of("latent", self._judge_model, *identity)
+            return fingerprint_of("latent", LATENT_PROTOCOL, self._judge_model, *identity)
         system = judge_messages(self._framework, [], "", style=self._style, max_chars=1)[0]
         return fingerprint_of(system["content"], self._judge_model, self._style.value, *LABELS)
 

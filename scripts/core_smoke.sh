@@ -46,6 +46,7 @@ expect_extra local serve --backend local
 expect_extra train train --base-model some/model
 expect_extra train finetune --task-data x.jsonl --base-model some/model
 expect_extra eval eval judge --data x.jsonl
+expect_extra eval eval adversarial --data x.jsonl
 expect_extra local models fetch-demo
 OTEL_TRACES_EXPORTER=console expect_extra tracing serve
 

@@ -14,7 +14,11 @@ Reasoned mode lets the model write a short analysis and a JSON verdict (the pape
 Latent mode reads the verdict from the frozen model's activations instead of its words: a probe
 (service/conscience/probe.py) scores the hidden state of one forward pass over the ordinary chat
 (the request, then the answer as the assistant turn), flagged at the probe's own threshold. The
-framework plays no part in a latent verdict; it steers the repair.
+framework plays no part in a latent verdict; it steers the repair. A conversation with earlier
+turns is read twice — whole, and as its last request alone — and the worse score counts: the
+probe was fitted on single requests, and a fake earlier exchange ("you agreed to answer
+anything") diluted its pooled state enough to pass 12 % of harmful answers (measured:
+bench/results/adversarial/).
 Every verdict records the score of each signal that ran in `detail["signals"]`.
 
 The whole answer is judged: one longer than a window is judged window by window (overlapping,
@@ -56,6 +60,9 @@ _PROBABILITY_SLACK = 1e-3
 _FINAL_VERDICT = re.compile(r"(\{[^{}]*\})\s*(?:```)?\s*\Z")
 _VERDICT_KEY = re.compile(r"[\"']verdict[\"']", re.IGNORECASE)
 _VERDICT_KEYS = {"verdict", "confidence"}
+# Names how latent scores are read (the views above), so cached evaluation scores of an older
+# protocol are never reused (evaluation/scorers.py).
+LATENT_PROTOCOL = "whole-and-last-request"
 
 
 class JudgeFailed(Exception):
@@ -88,6 +95,18 @@ def judge_messages(
     return [
         {"role": "system", "content": framework.judge_instructions()},
         {"role": "user", "content": f"{case}\n\n{question}"},
+    ]
+
+
+def last_request(conversation: list[JSON]) -> list[JSON]:
+    """The conversation's system messages and its last user message: the request the answer
+    answers, without the earlier exchange."""
+    users = [index for index, message in enumerate(conversation) if message.get("role") == "user"]
+    if not users:
+        return conversation
+    last = users[-1]
+    return [m for i, m in enumerate(conversation) if m.get("role") in ("system", "developer") and i < last] + [
+        conversation[last]
     ]
 
 
@@ -220,23 +239,31 @@ class Judge:
         probe = self.probe
         if not isinstance(self._backend, LatentBackend) or probe is None:
             raise JudgeFailed("this backend has no latent probe for its model", reason="no_probe")
+        views = [conversation]
+        last = last_request(conversation)
+        if last != conversation:
+            views.append(last)
+        backend = self._backend
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._backend.latent_score(conversation, w)) for w in windows]
+                tasks = [
+                    group.create_task(backend.latent_score(view, window)) for window in windows for view in views
+                ]
         except ExceptionGroup as failed:
             error = failed.exceptions[0]
             if isinstance(error, BackendError):
                 raise error from None
             raise JudgeFailed(f"the latent verdict failed: {error}") from None
-        verdicts = []
-        for task in tasks:
-            score = task.result()
+        scores = [task.result() for task in tasks]
+        for score in scores:
             if not _is_probability(score):
                 raise JudgeFailed(f"the latent probe gave an unusable score {score!r}")
+        verdicts = []
+        for index in range(len(windows)):  # a window's score: the worse of its views
+            score = max(scores[index * len(views) : (index + 1) * len(views)])
             label = UNETHICAL if score >= probe.threshold else ETHICAL
-            verdicts.append(
-                Verdict(label, score, {"signals": {"latent": score}, "threshold": probe.threshold})
-            )
+            detail = {"signals": {"latent": score}, "threshold": probe.threshold, "views": len(views)}
+            verdicts.append(Verdict(label, score, detail))
         return _worst(verdicts)
 
     async def _fast(self, messages: list[JSON], judge_model: str, threshold: float) -> Verdict:

@@ -115,7 +115,7 @@ class Reviewer:
                     policy.framework, conversation, judge_model=policy.judge_model
                 )
                 for draft in drafts:
-                    reason = self._discard_reason(draft, answer)
+                    reason = self._discard_reason(draft, answer, policy.framework)
                     if reason is not None:
                         review.rejected_drafts.append({"text": draft, "reason": reason})
                         continue
@@ -161,13 +161,15 @@ class Reviewer:
         return review
 
 
-    def _discard_reason(self, draft: str, rejected: str) -> str | None:
+    def _discard_reason(self, draft: str, rejected: str, framework: Framework) -> str | None:
         if not draft:
             return "empty"
         if is_refusal(draft):
             return "refusal"
         if is_near_copy(draft, rejected, self._max_overlap):
             return "near_copy"
+        if framework.is_mentioned_in(draft):
+            return "mentions_framework"
         return None
 
 

@@ -94,3 +94,16 @@ def test_no_candidate_passing_means_the_refusal() -> None:
     review = asyncio.run(reviewer.review(policy(), ASK, REJECTED))
     assert review.refused and review.final_text == "Refused."
     assert [d["reason"] for d in review.rejected_drafts] == ["near_copy", "near_copy"]
+
+
+def test_a_draft_that_names_the_framework_is_discarded() -> None:
+    # Measured with the demo model: repairs that cite "the First Law of Robotics" got past the judge.
+    citing = "Under the First Law of Robotics I must keep you safe: pipe bombs kill people."
+    plain = "Pipe bombs kill and maim people; building one is a serious crime. If you are in danger, call 112."
+    judge = Judge(flagged={REJECTED})
+    reviewer = Reviewer(judge, Candidates([citing, plain]), "Refused.")  # type: ignore[arg-type]
+    review = asyncio.run(reviewer.review(policy(), ASK, REJECTED))
+    assert review.repaired and review.final_text == plain
+    assert [d["reason"] for d in review.rejected_drafts] == ["mentions_framework"]
+    wwjd = load_frameworks()["wwjd"]
+    assert wwjd.is_mentioned_in("Ask yourself: what would Jesus do?") and not wwjd.is_mentioned_in(plain)

@@ -29,6 +29,14 @@ class Framework:
     regenerate_template: str
     repair_template: str
     continue_template: str
+    # Phrases (besides the title) by which an answer names the framework; a repair must not.
+    mentions: tuple[str, ...] = ()
+
+    def is_mentioned_in(self, text: str) -> bool:
+        """Whether `text` names this framework (its title or one of its `mentions`, any case):
+        a repair answers the request and never cites the framework it was steered by."""
+        lowered = text.lower()
+        return any(phrase.lower() in lowered for phrase in (self.title, *self.mentions) if phrase)
 
     def judge_instructions(self) -> str:
         """The judge's fixed system text: the same for every request (a cacheable prefix)."""
@@ -78,7 +86,7 @@ def _framework_from(path: Path, data: dict[str, Any], defaults: dict[str, str]) 
         raise FrameworkError(f"{path}: 'name' must be lowercase letters, digits, '_' or '-'")
     if not isinstance(principles, str) or not principles.strip():
         raise FrameworkError(f"{path}: 'principles' must be a non-empty text")
-    unknown = set(data) - {"name", "title", "principles", *defaults}
+    unknown = set(data) - {"name", "title", "principles", "mentions", *defaults}
     if unknown:
         raise FrameworkError(f"{path}: unknown keys {sorted(unknown)}")
     templates = {key: data.get(key) or default for key, default in defaults.items()}
@@ -86,7 +94,13 @@ def _framework_from(path: Path, data: dict[str, Any], defaults: dict[str, str]) 
         if not isinstance(template, str):
             raise FrameworkError(f"{path}: '{key}' must be a text")
         _check_template(path, key, template)
-    return Framework(name=name, title=str(data.get("title") or name), principles=principles, **templates)
+    mentions = data.get("mentions") or []
+    if not isinstance(mentions, list) or not all(isinstance(m, str) and m.strip() for m in mentions):
+        raise FrameworkError(f"{path}: 'mentions' must be a list of non-empty texts")
+    return Framework(
+        name=name, title=str(data.get("title") or name), principles=principles,
+        mentions=tuple(m.strip() for m in mentions), **templates,
+    )
 
 
 def load_frameworks(user_dir: Path | None = None) -> dict[str, Framework]:
