@@ -6,10 +6,16 @@ the same closed-loop load of `--concurrency` clients. Usage:
 
     .venv/bin/python bench/proxy_overhead.py --concurrency 32 --seconds 10   # needs wrk (apt-get install wrk)
     .venv/bin/python bench/proxy_overhead.py --concurrency 8 --workers 1,2 --modes off
+    .venv/bin/python bench/proxy_overhead.py --concurrency 8 --workers 1,2 --modes off --upstream-delay-ms 5
 
 `--workers 1,2` runs each mode as `serve --workers 1` and `--workers 2` ("proxy off x2"); the
-"% direct" column is its throughput against the upstream alone, and "wrk CPU ms/req" is what the
-load generator itself costs (its CPU time per request), on the same cores as the servers.
+"% direct" column is its throughput against the upstream alone; "wrk CPU ms/req" is what the
+load generator itself costs (its CPU time per request, on the same cores as the servers) and
+"upstream CPU ms/req" what the fake upstream does. `--baseline DIR` runs the proxy of another
+checkout (`git worktree add DIR COMMIT`) beside this one's, in the same rounds ("base off").
+`--upstream-delay-ms` makes the upstream wait that long before each answer, as a model server's
+short completion does: then the clients wait on the upstream, not on the proxy's CPU, and
+"% direct" says what the proxy costs in a deployment's terms. Results: bench/results/proxy_overhead/.
 """
 
 from __future__ import annotations
@@ -43,10 +49,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_upstream(port: int) -> subprocess.Popen[bytes]:
-    """The tests' fake OpenAI server in its own process: instant answers, no request history."""
+def start_upstream(port: int, delay_ms: float = 0.0) -> subprocess.Popen[bytes]:
+    """The tests' fake OpenAI server in its own process: answers after `delay_ms` (0: at once),
+    no request history."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes", "--port", str(port), "--no-record"],
+        [sys.executable, "-m", "tests.fakes", "--port", str(port), "--no-record", "--delay-ms", str(delay_ms)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
@@ -64,10 +71,11 @@ def wait_ready(url: str, timeout_s: float = 60.0) -> None:
 
 
 def start_proxy(
-    mode: str, upstream: str, workdir: Path, workers: int = 1
+    mode: str, upstream: str, workdir: Path, workers: int = 1, root: Path = ROOT, tag: str = ""
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """`conscience serve` from the checkout at `root` (this one, or `--baseline`'s)."""
     port = free_port()
-    name = f"{mode}-{workers}"
+    name = f"{tag}{mode}-{workers}"
     env = {
         **os.environ,
         "CONSCIENCE_UPSTREAM_URL": upstream,
@@ -79,8 +87,9 @@ def start_proxy(
         "CONSCIENCE_SPOOL_PATH": str(workdir / f"{name}.spool"),
         "CONSCIENCE_WORKERS": str(workers),
     }
+    command = "conscience_cli" if (root / "conscience_cli").is_dir() else "service.cli"  # older commits
     process = subprocess.Popen(
-        [sys.executable, "-m", "conscience_cli", "serve"], env=env, cwd=ROOT,
+        [sys.executable, "-m", command, "serve"], env=env, cwd=root,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     origin = f"http://127.0.0.1:{port}"
@@ -114,6 +123,7 @@ class Result:
     seconds: float
     cpu_s: float | None = None  # the proxy process's CPU time during the run
     load_cpu_s: float = 0.0  # wrk's own CPU time
+    upstream_cpu_s: float = 0.0  # the fake upstream's CPU time during the run
 
     @property
     def throughput(self) -> float:
@@ -155,12 +165,16 @@ def main() -> None:
     parser.add_argument("--modes", default="off,monitor,enforce")
     parser.add_argument("--rounds", type=int, default=2, help="Interleaved rounds per target.")
     parser.add_argument("--workers", default="1", help="Worker counts to run each mode with, e.g. 1,2.")
+    parser.add_argument("--baseline", type=Path, help="Another checkout (git worktree add DIR COMMIT) "
+                        "whose proxy runs beside this one's in the same rounds, as 'base ...'.")
+    parser.add_argument("--upstream-delay-ms", type=float, default=0.0,
+                        help="The upstream's latency per answer (0: instant).")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/proxy_overhead.py needs wrk as its load generator: apt-get install wrk")
 
     upstream_port = free_port()
-    upstream_process = start_upstream(upstream_port)
+    upstream_process = start_upstream(upstream_port, args.upstream_delay_ms)
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
     wait_ready(f"{upstream}/models")
     proxies: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
@@ -170,8 +184,12 @@ def main() -> None:
         try:
             for mode in args.modes.split(","):
                 for workers in (int(w) for w in args.workers.split(",")):
-                    name = f"proxy {mode}" + (f" x{workers}" if workers > 1 else "")
-                    proxies[name] = start_proxy(mode, upstream, Path(tmp), workers)
+                    suffix = f" {mode}" + (f" x{workers}" if workers > 1 else "")
+                    if args.baseline:
+                        proxies["base" + suffix] = start_proxy(
+                            mode, upstream, Path(tmp), workers, args.baseline.resolve(), "base-"
+                        )
+                    proxies["proxy" + suffix] = start_proxy(mode, upstream, Path(tmp), workers)
             targets = {"direct": (upstream, None)} | {
                 name: (url, process.pid) for name, (process, url) in proxies.items()
             }
@@ -179,7 +197,9 @@ def main() -> None:
             for _ in range(args.rounds):  # interleave so machine noise hits every target alike
                 for name, (url, pid) in targets.items():
                     before = cpu_seconds(pid) if pid else 0.0
+                    upstream_before = cpu_seconds(upstream_process.pid)
                     result = load(name, url, args.concurrency, args.seconds, script)
+                    result.upstream_cpu_s = cpu_seconds(upstream_process.pid) - upstream_before
                     if pid:
                         result.cpu_s = cpu_seconds(pid) - before
                     results[name].append(result)
@@ -195,10 +215,11 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
     merged = {name: _merge(runs) for name, runs in results.items()}
     direct = merged["direct"]
     off = merged.get("proxy off")
+    upstream = f"{args.upstream_delay_ms:g} ms" if args.upstream_delay_ms else "instant"
     print(f"\nproxy overhead: wrk, {args.concurrency} connections, {args.rounds} rounds x "
-          f"{args.seconds} s per target (interleaved), instant loopback upstream, {os.cpu_count()} cores\n")
+          f"{args.seconds} s per target (interleaved), {upstream} loopback upstream, {os.cpu_count()} cores\n")
     print(f"{'target':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'% direct':>10}{'+p50 ms':>10}{'+p99 ms':>10}"
-          f"{'rps vs off':>12}{'proxy CPU ms/req':>18}{'wrk CPU ms/req':>16}")
+          f"{'rps vs off':>12}{'proxy CPU ms/req':>18}{'upstream CPU ms/req':>21}{'wrk CPU ms/req':>16}")
     for name, result in merged.items():
         proxied = name != "direct"
         added50 = result.p50_ms - direct.p50_ms if proxied else 0.0
@@ -207,8 +228,9 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
         cpu = f"{1000 * result.cpu_s / result.requests:.3f}" if result.cpu_s is not None else "-"
         share = f"{100 * result.throughput / direct.throughput:.0f}%"
         wrk_cpu = 1000 * result.load_cpu_s / max(result.requests, 1)
+        upstream_cpu = 1000 * result.upstream_cpu_s / max(result.requests, 1)
         print(f"{name:<16}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}{result.throughput:>9.0f}{share:>10}"
-              f"{added50:>10.2f}{added99:>10.2f}{versus_off:>12}{cpu:>18}{wrk_cpu:>16.3f}")
+              f"{added50:>10.2f}{added99:>10.2f}{versus_off:>12}{cpu:>18}{upstream_cpu:>21.3f}{wrk_cpu:>16.3f}")
     spread = statistics.pstdev([r.throughput for r in results["direct"]])
     print(f"\ndirect throughput spread across rounds: ±{spread:.0f} req/s (machine noise)")
 
@@ -223,6 +245,7 @@ def _merge(runs: list[Result]) -> Result:
         sum(r.seconds for r in runs),
         sum(r.cpu_s for r in runs) if runs[0].cpu_s is not None else None,
         sum(r.load_cpu_s for r in runs),
+        sum(r.upstream_cpu_s for r in runs),
     )
 
 

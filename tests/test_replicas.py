@@ -1,6 +1,7 @@
 """Two proxy replicas (`conscience serve` subprocesses) on one PostgreSQL: every record lands
 exactly once, also through a database outage both saw (each replays its own spool file); an
-adapter activated through one is followed by the other; a revoked key stops working on both;
+adapter activated through one is followed by the other; a revoked key stops working on both,
+and so does a console session logged out through either;
 two trainers started together: one holds the advisory lock, the other is refused."""
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from service.store.db import Database
 from service.store.migrate import upgrade
 from service.store.models import AdapterVersion, Check
 from tests.fakes.upstream import FakeUpstream
-from tests.processes import free_port, wait_until_up_async
+from tests.processes import ConsoleSession, free_port, wait_until_up_async
 from tests.store.databases import (
     _require_postgres,
     drop_postgres_schema,
@@ -175,6 +176,9 @@ async def test_two_replicas_on_one_database(pg_url: str, up: FakeUpstream, tmp_p
             await repository.revoke_api_key(session, key.id)
         for replica in replicas:
             assert await _eventually(lambda r=replica: _status_is(r, plaintext, 401), timeout_s=5.0)
+
+        # A console session logged out through one replica is refused by both, at once.
+        await asyncio.to_thread(_console_logout_ends_the_session_everywhere, [r.url for r in replicas])
     finally:
         # The replicas drain through the network of this event loop: wait for them off it.
         codes = await asyncio.gather(*(asyncio.to_thread(replica.stop) for replica in replicas))
@@ -183,6 +187,15 @@ async def test_two_replicas_on_one_database(pg_url: str, up: FakeUpstream, tmp_p
         await db.dispose()
     # uvicorn re-raises SIGTERM once its graceful shutdown (the writer's drain) is done.
     assert all(code in (0, -signal.SIGTERM) for code in codes), codes
+
+
+def _console_logout_ends_the_session_everywhere(origins: list[str]) -> None:
+    console = ConsoleSession(origins[0])
+    console.log_in(ADMIN_KEY)
+    assert console.on(origins[1]).page().status_code == 200
+    console.on(origins[1]).log_out()
+    for origin in origins:
+        assert console.on(origin).page().status_code == 303
 
 
 async def _has(db: Database, count: int) -> bool:

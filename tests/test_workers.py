@@ -1,5 +1,6 @@
 """`conscience serve --workers 2`: two worker processes, each with its own spool slot, every
-record in the database once, console sessions valid on any worker, a clean drain on SIGTERM."""
+record in the database once, console sessions valid on any worker (and a logout on one ends
+the session on every other), a clean drain on SIGTERM."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import httpx
 from service.api.ui.session import SessionStore
 from service.settings import Settings
 from service.workers import export_settings, worker_settings
-from tests.processes import free_port, wait_until_up
+from tests.processes import ConsoleSession, free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = {"model": "policy", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
@@ -89,3 +90,50 @@ def test_two_workers_serve_record_and_drain(tmp_path: Path) -> None:
     assert not any(
         path.stat().st_size for path in tmp_path.glob("spool.jsonl*") if not path.name.endswith(".lock")
     )
+
+
+def test_a_console_logout_on_one_process_ends_the_session_on_the_other(tmp_path: Path) -> None:
+    """Two server processes on one SQLite database, as two workers (or replicas) are: a
+    session logged out on either is refused by both, and a fresh one still works on both."""
+    upstream_port = free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes", "--port", str(upstream_port), "--no-record"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    env = {
+        **os.environ,
+        "CONSCIENCE_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}/v1",
+        "CONSCIENCE_JUDGE_MODEL": "base-model",
+        "CONSCIENCE_LOG_LEVEL": "warning",
+        "CONSCIENCE_ADMIN_KEY": ADMIN_KEY,
+        "CONSCIENCE_DB_URL": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+    }
+    servers: list[subprocess.Popen[bytes]] = []
+    origins = []
+    try:
+        wait_until_up(f"http://127.0.0.1:{upstream_port}/v1/models")
+        for n in range(2):  # one after the other: the first migrates the file
+            port = free_port()
+            servers.append(subprocess.Popen(
+                [sys.executable, "-m", "conscience_cli", "serve", "--port", str(port)],
+                cwd=ROOT, env={**env, "CONSCIENCE_SPOOL_PATH": str(tmp_path / f"spool{n}.jsonl")},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+            origins.append(f"http://127.0.0.1:{port}")
+            wait_until_up(f"{origins[-1]}/healthz")
+        for out, other in (origins, origins[::-1]):
+            console = ConsoleSession(out)
+            console.log_in(ADMIN_KEY)
+            assert console.on(other).page().status_code == 200  # valid on the other process
+            kept = ConsoleSession(other)
+            kept.log_in(ADMIN_KEY)
+            console.on(other).log_out()  # logged out on the other process ...
+            for origin in origins:  # ... the copied cookie is refused by both
+                assert console.on(origin).page().status_code == 303
+                assert kept.on(origin).page().status_code == 200  # another session is not ended
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(30)
+        upstream.terminate()
+        upstream.wait(10)

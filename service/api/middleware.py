@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -51,9 +52,18 @@ class RequestContextMiddleware:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self._children: dict[tuple[str, int], Any] = {}
         self._too_large = orjson.dumps(
             error_body(_too_large_message(max_body_bytes), "invalid_request_error")
         )
+
+    def _counter(self, endpoint: str, status: int) -> Any:
+        """The requests counter's child for these labels, looked up once (a bounded set: the
+        endpoint labels are, and so are HTTP statuses)."""
+        child = self._children.get((endpoint, status))
+        if child is None:
+            child = self._children[(endpoint, status)] = self.metrics.requests.labels(endpoint, str(status))
+        return child
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,12 +107,13 @@ class RequestContextMiddleware:
         finally:
             duration = (time.perf_counter() - started) * 1000.0
             path = scope.get("path", "")
-            self.metrics.requests.labels(_endpoint_label(path), str(status_holder[0])).inc()
-            log.info(
-                "request",
-                extra={"method": scope.get("method"), "path": path, "status": status_holder[0],
-                       "duration_ms": round(duration, 2), "request_id": request_id},
-            )
+            self._counter(_endpoint_label(path), status_holder[0]).inc()
+            if log.isEnabledFor(logging.INFO):  # the access log's fields only when it is written
+                log.info(
+                    "request",
+                    extra={"method": scope.get("method"), "path": path, "status": status_holder[0],
+                           "duration_ms": round(duration, 2), "request_id": request_id},
+                )
             request_id_var.reset(token)
             traceparent_var.reset(trace_token)
 

@@ -135,7 +135,8 @@ async def _feed(connection: _Connection, parsed: _Parsed, request: httpx.Request
                 timeout: float | None) -> None:
     wait = _within(parsed.deadline, timeout, request)
     try:
-        data = await asyncio.wait_for(connection.reader.read(_READ_SIZE), wait)
+        async with asyncio.timeout(wait):  # not wait_for: no task per read
+            data = await connection.reader.read(_READ_SIZE)
     except TimeoutError as exc:
         if wait != timeout:
             raise DeadlineExceeded("the call ran past its deadline", request=request) from exc
@@ -171,7 +172,8 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         deadline = None if deadline_s is None else asyncio.get_running_loop().time() + deadline_s
         pool_wait = _within(deadline, timeouts.get("pool"), request)
         try:
-            await asyncio.wait_for(self._slots.acquire(), pool_wait)
+            async with asyncio.timeout(pool_wait):
+                await self._slots.acquire()
         except TimeoutError as exc:
             raise httpx.PoolTimeout("no free upstream connection", request=request) from exc
         try:

@@ -171,3 +171,14 @@ class AdapterVersion(Base):
     failure_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _timestamp(default=utcnow)
     activated_at: Mapped[datetime | None] = _timestamp(nullable=True)
+
+
+class ConsoleSessionRevocation(Base):
+    """A console session logged out before it expired: its id's SHA-256 (the id itself, a bearer
+    secret inside the signed cookie, is never stored) and when the session would have expired,
+    after which the row may go. Every worker and replica reads it (service/api/ui/session.py)."""
+
+    __tablename__ = "console_session_revocations"
+
+    session_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = _timestamp(index=True)

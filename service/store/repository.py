@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Integer, case, cast, func, literal_column, select, update
+from sqlalchemy import ColumnElement, Integer, case, cast, delete, func, literal_column, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.security.keys import generate_key, visible_prefix
-from service.store.models import ApiKey, Check, Triple, TripleStatus, as_utc
+from service.store.models import ApiKey, Check, ConsoleSessionRevocation, Triple, TripleStatus, as_utc
 from service.store.records import utcnow
 
 Bucket = Literal["hour", "day"]
@@ -306,3 +307,25 @@ async def revoke_api_key(session: AsyncSession, key_id: str) -> ApiKey | None:
         .values(revoked_at=utcnow())
     )
     return await session.get(ApiKey, key_id, populate_existing=True)
+
+
+async def revoke_console_session(session: AsyncSession, session_hash: str, expires_at: datetime) -> None:
+    """Record a console logout (twice, from two workers, is once) and forget the revocations
+    of sessions that have expired anyway."""
+    now = utcnow()
+    await session.execute(delete(ConsoleSessionRevocation).where(ConsoleSessionRevocation.expires_at <= now))
+    if expires_at <= now:
+        return
+    insert = sqlite.insert if session.bind.dialect.name == "sqlite" else postgresql.insert
+    await session.execute(
+        insert(ConsoleSessionRevocation)
+        .values(session_hash=session_hash, expires_at=expires_at)
+        .on_conflict_do_nothing(index_elements=["session_hash"])
+    )
+
+
+async def console_session_revoked(session: AsyncSession, session_hash: str) -> bool:
+    found = await session.execute(
+        select(ConsoleSessionRevocation.session_hash).where(ConsoleSessionRevocation.session_hash == session_hash)
+    )
+    return found.first() is not None

@@ -1,15 +1,18 @@
-"""The served proxy (real uvicorn, loopback) bounds request heads in size and time."""
+"""The served proxy (real uvicorn, loopback) bounds request heads in size and time, and sends a
+response's head with its body in one write."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
 import httpx
 
-from service.api.server_limits import uvicorn_config
+from service.api.server_limits import OneWriteResponses, head_limited_protocol, uvicorn_config
 from service.settings import Settings
 from tests.api.conftest import Proxy, ProxyFactory
+from tests.fakes.server import ThreadedServer
 
 
 def connect(proxy: Proxy) -> socket.socket:
@@ -65,3 +68,63 @@ def test_uvicorn_config_carries_every_bound() -> None:
     assert (config["host"], config["port"]) == ("0.0.0.0", 9000)
     assert (config["timeout_keep_alive"], config["limit_concurrency"]) == (7, 50)
     assert (config["http"].max_head_bytes, config["http"].head_timeout_s) == (20_000, 3.0)
+
+
+class _Recorded:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> str:
+        return f"extra {name}"
+
+
+async def test_a_response_head_and_body_go_out_in_one_write() -> None:
+    transport = _Recorded()
+    view = OneWriteResponses(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+    view.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    view.write(b"{}")
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    view.write(b"more")  # after the head, writes pass straight through
+    await asyncio.sleep(0)
+    assert transport.writes[1:] == [b"more"] and view.get_extra_info("peername") == "extra peername"
+
+
+async def test_a_head_without_a_body_yet_is_sent_at_the_end_of_the_loop_turn() -> None:
+    transport = _Recorded()
+    view = OneWriteResponses(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+    view.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+    assert transport.writes == []
+    await asyncio.sleep(0)
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"]
+    held = OneWriteResponses(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+    held.write(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+    held.close()  # closing sends what is held first
+    assert transport.writes[-1].startswith(b"HTTP/1.1 204") and transport.closed
+
+
+def test_a_stream_head_reaches_the_client_before_its_first_chunk() -> None:
+    async def slow_stream(scope: dict, receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await asyncio.sleep(0.5)
+        await send({"type": "http.response.body", "body": b"late", "more_body": False})
+
+    with ThreadedServer(slow_stream, lifespan="off", http=head_limited_protocol(65536, 10.0)) as server:
+        started = time.monotonic()
+        with httpx.stream("GET", server.origin, timeout=5) as response:
+            assert response.status_code == 200
+            assert time.monotonic() - started < 0.4  # the head did not wait for the body
+            assert response.read() == b"late"
+        with httpx.Client(base_url=server.origin) as client:  # and on a kept-alive connection
+            assert [client.get("/").text for _ in range(2)] == ["late", "late"]

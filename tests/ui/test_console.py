@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
 
+from service.api.ui.api_router import router as ui_router
+from service.api.ui.session import SessionStore, session_hash
+from service.security.cache import ApiKeyCache
 from service.settings import Settings
 from service.store import repository
 from service.store.db import Database
+from service.store.models import ConsoleSessionRevocation
 from service.store.records import CheckRecord, TripleRecord
 from service.store.writer import RecordWriter
-from tests.admin.conftest import ADMIN_KEY, store
+from tests.admin.conftest import ADMIN_KEY, build_app, store
 from tests.store.factories import make_check, make_triple
 from tests.ui.conftest import csrf_of, log_in
+
+
+@contextlib.asynccontextmanager
+async def db_url_database(url: str) -> AsyncIterator[Database]:
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
 
 PAGES = ["/ui/review", "/ui/blocked", "/ui/dashboard", "/ui/adapters"]
 
@@ -179,6 +197,44 @@ async def test_logout_ends_the_session(console: httpx.AsyncClient) -> None:
     await console.post("/ui/logout", data={"csrf": csrf_of(page)})
     console.cookies.set("conscience_session", cookie, domain="test", path="/ui")
     assert (await console.get("/ui/review")).status_code == 303
+
+
+async def test_a_logout_through_one_worker_ends_the_session_on_every_other(
+    app: FastAPI, console: httpx.AsyncClient, settings: Settings, db_url: str, writer: RecordWriter,
+    keys: ApiKeyCache,
+) -> None:
+    """Two apps with their own engines on one database, as two workers or replicas are."""
+    other_db = Database(db_url)
+    other = build_app(settings, other_db, keys, writer)
+    other.include_router(ui_router)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="https://test") as worker:
+            cookie = console.cookies["conscience_session"]
+            sent = {"cookie": f"conscience_session={cookie}"}  # the cookie, copied to the other worker
+            page = await worker.get("/ui/review", headers=sent)
+            assert page.status_code == 200  # the session is valid on the other worker
+            logout = await worker.post("/ui/logout", data={"csrf": csrf_of(page)}, headers=sent)
+            assert logout.status_code == 303  # logged out there ...
+            assert (await console.get("/ui/review")).status_code == 303  # ... and so here too
+            assert (await worker.get("/ui/review", headers=sent)).status_code == 303
+            assert (await log_in(console)).status_code == 303  # a new session works on both
+            fresh = {"cookie": f"conscience_session={console.cookies['conscience_session']}"}
+            assert (await worker.get("/ui/review", headers=fresh)).status_code == 200
+    finally:
+        await other_db.dispose()
+    async with db_url_database(db_url) as database, database.sessions() as session:
+        stored = list(await session.scalars(select(ConsoleSessionRevocation.session_hash)))
+    assert stored == [session_hash(SessionStore(ADMIN_KEY).get(cookie).id)]  # its hash, not the id
+
+
+async def test_a_session_that_cannot_be_checked_is_refused(app: FastAPI, console: httpx.AsyncClient) -> None:
+    unreachable = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none", connect_timeout_s=1.0)
+    app.state.db = unreachable
+    try:
+        page = await console.get("/ui/review")
+        assert page.status_code == 503 and "cannot be checked" in page.text
+    finally:
+        await unreachable.dispose()
 
 
 @pytest.mark.parametrize("path", ["/ui/login", "/ui/review"])

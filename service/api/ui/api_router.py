@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from service.api.adapters.serving import list_adapters
@@ -120,9 +121,15 @@ def _enabled(request: Request) -> None:
         ))
 
 
-def _logged_in(request: Request) -> session.Session:
+async def _logged_in(request: Request) -> session.Session:
     _enabled(request)
-    current = session.current(request)
+    try:
+        current = await session.current(request, _db(request))
+    except (SQLAlchemyError, OSError):
+        # Whether the session was logged out on another worker cannot be told: refused.
+        raise _Refusal(_message(
+            request, 503, "The database cannot be reached, so your session cannot be checked: retry shortly."
+        )) from None
     if current is None:
         if request.method == "GET":
             raise _Refusal(RedirectResponse("/ui/login", status_code=303))
@@ -138,7 +145,7 @@ async def _form(request: Request) -> dict[str, list[str]]:
 
 async def _posted(request: Request) -> tuple[session.Session, dict[str, list[str]]]:
     """The session and the form of a state-changing request, whose CSRF token must match."""
-    current = _logged_in(request)
+    current = await _logged_in(request)
     form = await _form(request)
     if not session.tokens_match(_first(form, "csrf"), current.csrf):
         raise _Refusal(_message(request, 403, "The form has expired: reload the page and retry."))
@@ -201,8 +208,15 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     await _posted(request)
-    session.sessions(request).end(request.cookies.get(session.SESSION_COOKIE))
-    response = RedirectResponse("/ui/login", status_code=303)
+    response: Response = RedirectResponse("/ui/login", status_code=303)
+    try:
+        await session.sessions(request).end(_db(request), request.cookies.get(session.SESSION_COOKIE))
+    except (SQLAlchemyError, OSError):
+        response = _message(
+            request, 503, "The logout could not be recorded (the database cannot be reached): this "
+            "browser's cookie is cleared, but a copy of it stays valid until the database is back "
+            "and you log out again, or until it expires.",
+        )
     session.clear_cookie(response, session.SESSION_COOKIE)
     return response
 
@@ -212,7 +226,7 @@ async def logout(request: Request) -> Response:
 
 @router.get("/review")
 async def review_queue(request: Request) -> Response:
-    current = _logged_in(request)
+    current = await _logged_in(request)
     query = TripleQuery.parse(_params(request))
     page = await serving.review_page(_db(request), query)
     return _page(request, "review.html", current, query=query, page=page,
@@ -247,7 +261,7 @@ def _score_of(details: dict[str, Any], key: str) -> float | None:
 
 @router.get("/blocked")
 async def blocked(request: Request) -> Response:
-    current = _logged_in(request)
+    current = await _logged_in(request)
     query = TripleQuery.parse(_params(request))
     where = CheckFilter(framework=query.framework, since=query.since, until=query.until)
     rows, total = await serving.blocked_page(_db(request), where, query.offset)
@@ -260,7 +274,7 @@ async def blocked(request: Request) -> Response:
 
 @router.get("/dashboard")
 async def dashboard(request: Request) -> Response:
-    current = _logged_in(request)
+    current = await _logged_in(request)
     range_name = request.query_params.get("range", "24h")
     if range_name not in serving.RANGES:
         range_name = "24h"
@@ -275,7 +289,7 @@ async def dashboard(request: Request) -> Response:
 
 @router.get("/adapters")
 async def adapters(request: Request) -> Response:
-    current = _logged_in(request)
+    current = await _logged_in(request)
     versions = await list_adapters(_db(request))
     return _page(request, "adapters.html", current, versions=versions,
                  gate=serving.gate_figures, nav="adapters")
@@ -284,7 +298,7 @@ async def adapters(request: Request) -> Response:
 @router.get("/adapters/confirm")
 async def confirm_adapter_change(request: Request) -> Response:
     """The confirmation step before an activation or a rollback changes what serves."""
-    current = _logged_in(request)
+    current = await _logged_in(request)
     name = request.query_params.get("name")
     action = "activate" if name else "rollback"
     return _page(request, "confirm.html", current, action=action, name=name, nav="adapters")

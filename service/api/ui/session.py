@@ -2,11 +2,14 @@
 
 Logging in with the admin key issues a session token that carries everything the session is —
 its id, its CSRF token, its expiry (wall-clock) — signed with HMAC-SHA256 under a key derived
-from the admin key. Nothing is held server-side, so a session works on every worker of
-`serve --workers N` and on every replica that has the same admin key; a restart keeps it, and
-changing the admin key ends every session. Logging out clears the cookie and revokes its id in
-this process (a copied cookie replayed to another worker or replica stays valid until it
-expires, at most `SESSION_TTL_S`). Notices (shown once, on the next page) travel in a signed
+from the admin key. A session works on every worker of `serve --workers N` and on every replica
+that has the same admin key; a restart keeps it, and changing the admin key ends every session.
+Logging out clears the cookie and records the session's id (its SHA-256) in the database all
+workers and replicas share (`console_session_revocations`, until the session would have
+expired); every console request checks its session there, so a copied cookie replayed to any
+worker or replica after a logout is refused at once. That is one indexed lookup per console
+request, never one on the API's path; a console request whose session cannot be checked (the
+database unreachable) is refused. Notices (shown once, on the next page) travel in a signed
 cookie of their own beside the redirect that follows a change, so any worker can show them.
 
 Every state change is a POST whose form carries the session's CSRF token; the login form,
@@ -24,10 +27,14 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+
+from service.store import repository
+from service.store.db import Database
 
 SESSION_COOKIE = "conscience_session"
 LOGIN_CSRF_COOKIE = "conscience_login_csrf"
@@ -88,8 +95,9 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-# Ids logged out in this process, until they would have expired anyway.
-_revoked: dict[str, float] = {}
+def session_hash(session_id: str) -> str:
+    """How a logged-out session is named in the database: not by the bearer secret itself."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 class SessionStore:
@@ -103,20 +111,32 @@ class SessionStore:
         return token, session
 
     def get(self, token: str | None) -> Session | None:
+        """The session a token signs, unexpired; whether it was logged out is `active`'s question."""
         payload = self._signer.verify(token)
         if payload is None or not isinstance(payload.get("sid"), str) or not isinstance(payload.get("csrf"), str):
             return None
-        if payload["sid"] in _revoked:
-            return None
         return Session(id=payload["sid"], csrf=payload["csrf"], expires_at=payload["exp"])
 
-    def end(self, token: str | None) -> None:
-        payload = self._signer.verify(token)
-        if payload is not None and isinstance(payload.get("sid"), str):
-            now = time.time()
-            for sid in [sid for sid, expiry in _revoked.items() if expiry <= now]:
-                del _revoked[sid]
-            _revoked[payload["sid"]] = payload["exp"]
+    async def active(self, db: Database, token: str | None) -> Session | None:
+        """The token's session unless it was logged out, on any worker or replica. Raises the
+        database's error when that cannot be told."""
+        session = self.get(token)
+        if session is None:
+            return None
+        async with db.sessions() as transaction:
+            if await repository.console_session_revoked(transaction, session_hash(session.id)):
+                return None
+        return session
+
+    async def end(self, db: Database, token: str | None) -> None:
+        """Log the token's session out everywhere (a token that signs none: nothing to do)."""
+        session = self.get(token)
+        if session is None:
+            return
+        async with db.sessions.begin() as transaction:
+            await repository.revoke_console_session(
+                transaction, session_hash(session.id), datetime.fromtimestamp(session.expires_at, UTC)
+            )
 
     def notices_cookie(self, session: Session) -> str:
         return self._signer.sign({"sid": session.id, "notices": session.notices, "exp": time.time() + NOTICES_TTL_S})
@@ -136,9 +156,9 @@ def sessions(request: Request) -> SessionStore:
     return SessionStore(key.get_secret_value())
 
 
-def current(request: Request) -> Session | None:
+async def current(request: Request, db: Database) -> Session | None:
     store = sessions(request)
-    session = store.get(request.cookies.get(SESSION_COOKIE))
+    session = await store.active(db, request.cookies.get(SESSION_COOKIE))
     if session is not None:
         session.notices = store.read_notices(session, request.cookies.get(NOTICES_COOKIE))
     return session
