@@ -51,6 +51,8 @@ def test_user_frameworks_add_and_override(tmp_path: Path) -> None:
         ("name: ok\nprinciples: x\ncolour: red\n", "unknown keys ['colour']"),
         ("name: ok\nprinciples: x\njudge_template: 'Hi {user}'\n", "placeholders {name} and {principles}"),
         ("name: ok\nprinciples: [unclosed\n", "cannot read framework"),
+        ("name: ok\nprinciples: x\nmentions: Asimov\n", "'mentions' must be a list of non-empty texts"),
+        ("name: ok\nprinciples: x\nmentions: ['']\n", "'mentions' must be a list of non-empty texts"),
     ],
 )
 def test_bad_framework_files_are_named_with_the_reason(tmp_path: Path, content: str, message: str) -> None:
