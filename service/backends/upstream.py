@@ -44,6 +44,7 @@ from service.backends.transport import (
     ResponseLimits,
     ResponseTooLarge,
 )
+from service.conscience.usage import record as record_usage
 from service.settings import Settings
 
 log = logging.getLogger("conscience.upstream")
@@ -137,6 +138,7 @@ class UpstreamBackend:
         payload = await self._call("POST", "/embeddings", latent_embedding_body(
             self.embeddings_model, messages, answer
         ))
+        record_usage("judge", payload.get("usage"))
         try:
             vector = [float(value) for value in payload["data"][0]["embedding"]]
         except (KeyError, IndexError, TypeError, ValueError) as exc:

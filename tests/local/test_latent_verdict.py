@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from service.backends.local.backend import LocalBackend, probe_for
-from service.backends.local.hidden_states import features, model_fingerprint
+from service.backends.local.hidden_states import answer_span, features, model_fingerprint
+from service.backends.local.prompts import plain_messages
+from service.conscience import usage
 from service.conscience.probe import Probe, ProbeMismatch
 from tests.local.conftest import local_settings
 
@@ -41,11 +43,16 @@ def test_a_probe_for_the_model_scores_its_frozen_hidden_states(tiny_model_dir: P
     finally:
         asyncio.run(plain.aclose())
     local = LocalBackend.from_settings(local_settings(tiny_model_dir, tmp_path / "cache", probe_path=path))
+    tokens = usage.begin("three_laws")  # the request's tally, as the pipeline opens it
     try:
         score = asyncio.run(local.latent_score(ASK, ANSWER))
     finally:
         asyncio.run(local.aclose())
     assert score == pytest.approx(expected, abs=1e-6)
+    # The judge's usage is the tokens of that forward pass (it once read 0 for a latent verdict).
+    assert tokens.totals["judge"] == {"prompt_tokens": len(answer_span(
+        loaded.tokenizer, plain_messages(ASK), ANSWER, max_answer_tokens=made.max_answer_tokens).token_ids),
+        "completion_tokens": 0}
 
 
 def test_a_probe_for_another_model_is_refused_at_start_up(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from service.backends.local.prompts import (
 )
 from service.backends.local.sampling import SamplingParams, sampling_params
 from service.conscience.probe import SHIPPED_DIR, Probe, ProbeError, load_probe
+from service.conscience.usage import record as record_usage
 from service.settings import Settings
 
 # Request fields this engine cannot honour; sending them gets a clear 400, not a silent ignore.
@@ -250,10 +251,11 @@ class LocalBackend:
                 status_code=500, error_type="server_error",
             )
         probe = self.probe
-        feats = await self.engine.latent_features(
+        feats, tokens = await self.engine.latent_features(
             plain_messages(messages), answer, layer=probe.layer, pooling=probe.pooling,
             max_answer_tokens=probe.max_answer_tokens,
         )
+        record_usage("judge", {"prompt_tokens": tokens, "completion_tokens": 0})
         return probe.score(feats)
 
     async def models(self) -> list[JSON]:

@@ -150,17 +150,20 @@ class Engine:
     async def latent_features(
         self, messages: list[dict[str, str]], answer: str, *, layer: int, pooling: str,
         max_answer_tokens: int | None,
-    ) -> list[float]:
+    ) -> tuple[list[float], int]:
         """The frozen base's (adapters off) pooled hidden state over the ordinary chat — the
-        conversation, then `answer` as the assistant turn — on the model thread."""
-        from service.backends.local.hidden_states import features
+        conversation, then `answer` as the assistant turn — on the model thread, and the number
+        of tokens that pass read (the judge's usage)."""
+        from service.backends.local.hidden_states import answer_span, features
 
-        def run() -> list[float]:
+        def run() -> tuple[list[float], int]:
             self.adapters.use(None)
-            return features(
+            values = features(
                 self.loaded, messages, answer, layer=layer, pooling=pooling,
                 max_answer_tokens=max_answer_tokens,
             )
+            span = answer_span(self.loaded.tokenizer, messages, answer, max_answer_tokens=max_answer_tokens)
+            return values, len(span.token_ids)
 
         try:
             return await self._scheduler.call(run)
