@@ -193,8 +193,10 @@ class Settings(BaseSettings):
         EnforceStreaming.WINDOWED,
         description="Streams in enforce mode: windowed (text is released window by window, each "
         "once the answer so far has passed; a flagged window stops the upstream and the answer is "
-        "continued by a repair) or buffered (judged whole, then replayed). n > 1 and tools are "
-        "always buffered.",
+        "continued by a repair) or buffered (judged whole, then replayed). Windowed: content and "
+        "reasoning (judged together, as a whole answer is), each of n choices in its own windows. "
+        "Always buffered: requests with tools, functions or logprobs, a batch of prompts, and a "
+        "stream that opens with a tool call or a refusal.",
     )
     stream_window_chars: int = Field(
         400, ge=1,

@@ -4,14 +4,16 @@ A `Surface` knows where a surface keeps its text; this module knows the modes:
 - off: pass through;
 - monitor: answer at once, review in the background;
 - enforce: review first; a flagged choice is replaced by its repair (or a refusal).
-Streams in enforce mode are windowed (service/api/windowed_stream.py: text is released as the
-conscience passes it) or, with `enforce_streaming: buffered`, n > 1, tools, logprobs or a stream
-that opens with reasoning, buffered, decided, then replayed as chunks; in the other modes
-they pass through, holding back one chunk so the last one can carry the `conscience` object.
+Streams in enforce mode are windowed (service/api/windowed_stream.py: text and reasoning are
+released as the conscience passes them, each choice in its own windows) or, with
+`enforce_streaming: buffered`, tools, logprobs, a batch of prompts or a stream that opens with a
+call or a refusal, buffered, decided, then replayed as chunks; in the other modes they pass
+through, holding back one chunk so the last one can carry the `conscience` object.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -45,6 +47,7 @@ from service.conscience.policy import (
     worst_verdict,
 )
 from service.conscience.review import UNCHECKED, Review, ReviewPolicy
+from service.conscience.stream_review import StreamReview, StreamReviewSummary
 from service.conscience.tool_calls import tool_call_outcome
 from service.conscience.usage import begin as begin_usage
 from service.conscience.usage import current as current_usage
@@ -284,13 +287,15 @@ class CheckedServing:
     # --- streaming -------------------------------------------------------------------------
     async def _stream(self, plan: _Plan) -> Response:
         started = time.perf_counter()
-        chunks = self._surface.stream(self._backend, plan.body)
-        if plan.mode is Mode.ENFORCE and self._windowed(plan):
+        windowed = plan.mode is Mode.ENFORCE and self._windowed(plan)
+        chunks = self._surface.stream(self._backend, _with_usage_so_far(plan.body) if windowed else plan.body)
+        if windowed:
             # Fetch the first chunks before answering so that an upstream failure is an HTTP error.
             fetched, plain = await StreamTap.prefetch(self._surface, chunks)
             if plain:
-                tap = StreamTap(self._surface, fetched, chunks)
-                pending = self._summary(plan, self._choice_verdicts(1, PENDING))
+                count = plan.body.get("n", 1)
+                tap = StreamTap(self._surface, fetched, chunks, count)
+                pending = self._summary(plan, self._choice_verdicts(count, PENDING))
                 return StreamingResponse(
                     self._enforce_windowed(plan, tap, started),
                     media_type="text/event-stream", headers=self._headers(pending),
@@ -317,45 +322,117 @@ class CheckedServing:
         )
 
     def _windowed(self, plan: _Plan) -> bool:
-        """Windowed enforce streaming applies to one plain-text answer; the rest is buffered."""
+        """Windowed enforce streaming applies to text and reasoning, any n; calls are buffered."""
         body = plan.body
         return (
             self._settings.enforce_streaming is EnforceStreaming.WINDOWED
-            and body.get("n", 1) == 1
             and not body.get("tools") and not body.get("functions")
             and not body.get("logprobs")
             and not isinstance(body.get("prompt"), list)
         )
 
     async def _enforce_windowed(self, plan: _Plan, tap: StreamTap, started: float) -> AsyncIterator[bytes]:
-        """Release the answer window by window as the conscience passes it (repairing a
-        flagged one in place); the last chunk carries the verdict and the `stream` summary."""
-        conversation = self._surface.conversations(plan.body, 1)[0]
-        review = self._pipeline.stream_review(
-            plan.context, conversation, tap.texts(), window_chars=self._settings.stream_window_chars
-        )
-        try:
-            with self._pipeline.streaming():
-                async with contextlib.aclosing(aiter(review)) as texts:
+        """Release each choice window by window as the conscience passes it (repairing a
+        flagged one in place), the choices' chunks as they come; the last chunk carries the
+        verdicts, the `stream` summaries and the usage of what the client received."""
+        count = tap.choice_count
+        conversations = self._surface.conversations(plan.body, count)
+        reviews = [
+            self._pipeline.stream_review(
+                plan.context, conversations[i], tap.texts(i),
+                window_chars=self._settings.stream_window_chars,
+                continued=lambda released, i=i: tap.continued(i, released),
+            )
+            for i in range(count)
+        ]
+        released: asyncio.Queue[tuple[int, str | Exception | None]] = asyncio.Queue()
+
+        async def review_choice(index: int) -> None:
+            try:
+                async with contextlib.aclosing(aiter(reviews[index])) as texts:
                     async for text in texts:
-                        yield sse(self._surface.text_chunk(tap.head, 0, text, None))
+                        released.put_nowait((index, text))
+            except Exception as exc:  # the upstream failed: the stream ends with its error
+                released.put_nowait((index, exc))
+                return
+            released.put_nowait((index, None))
+
+        try:
+            with self._pipeline.streaming(count):
+                tasks = [asyncio.create_task(review_choice(i)) for i in range(count)]
+                try:
+                    running = count
+                    while running:
+                        index, item = await released.get()
+                        if item is None:
+                            running -= 1
+                        elif isinstance(item, Exception):
+                            raise item
+                        else:
+                            for chunk in self._released_chunks(tap, index, reviews[index].summary, item):
+                                yield sse(chunk)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    await tap.close()
         except BackendError as exc:  # the upstream, or the budget (429): nothing unjudged went out
             yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
             yield _SSE_DONE
             return
         upstream_ms = self._observe_upstream(started)
-        outcome = self._pipeline.record_stream(plan.context, conversation, review.summary, upstream_ms=upstream_ms)
-        summary = self._summary(plan, self._reviewed_verdicts([outcome]))
-        summary["stream"] = review.summary.wire().model_dump(mode="json")
-        finish = finish_reason(outcome) if replaces_answer(outcome) else (tap.finish_reason or "stop")
-        out = [self._surface.text_chunk(tap.head, 0, "", finish)]
-        if tap.usage is not None:
-            out.append({**tap.head, "object": out[0]["object"], "choices": [], "usage": tap.usage})
+        outcomes = [
+            self._pipeline.record_stream(
+                plan.context, conversations[i], reviews[i].summary, upstream_ms=upstream_ms, index=i
+            )
+            for i in range(count)
+        ]
+        verdicts = self._reviewed_verdicts(outcomes)
+        for verdict, review in zip(verdicts, reviews, strict=True):
+            verdict.stream = review.summary.wire()
+        summary = self._summary(plan, verdicts)
+        if count == 1:
+            summary["stream"] = reviews[0].summary.wire().model_dump(mode="json")
+        out = [
+            self._surface.text_chunk(
+                tap.head, i, "",
+                finish_reason(outcome) if replaces_answer(outcome) else (tap.finish_reason(i) or "stop"),
+            )
+            for i, outcome in enumerate(outcomes)
+        ]
+        usage = self._windowed_usage(plan, tap, reviews, outcomes)
+        if usage is not None:
+            out.append({**tap.head, "object": out[0]["object"], "choices": [], "usage": usage})
         out[-1]["conscience"] = summary
         for chunk in out:
             yield sse(chunk)
         yield _SSE_DONE
         self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
+
+    @staticmethod
+    def _released_chunks(tap: StreamTap, index: int, review: StreamReviewSummary, text: str) -> list[JSON]:
+        if review.action == "refused":  # the refusal sentence is the answer's content
+            tap.continued(index, review.released[: len(review.released) - len(text)])
+        return tap.released(index, text)
+
+    @staticmethod
+    def _windowed_usage(
+        plan: _Plan, tap: StreamTap, reviews: list[StreamReview], outcomes: list[Review]
+    ) -> JSON | None:
+        """The usage chunk's `usage`, when the client asked for one: the upstream's while every
+        choice went out as generated; else the text the client received — the deltas released
+        (one token each, as vLLM streams), the refusal sentence none — and the prompt's tokens
+        as the upstream reported them (vLLM, asked for `continuous_usage_stats`, does on every
+        chunk; 0 when an upstream stopped early reported nothing)."""
+        if not (plan.body.get("stream_options") or {}).get("include_usage"):
+            return None
+        upstream = tap.usage
+        if not any(replaces_answer(outcome) for outcome in outcomes):
+            return upstream
+        prompt = (upstream or {}).get("prompt_tokens") or 0
+        completion = sum(review.summary.released_deltas for review in reviews)
+        kept = {k: v for k, v in (upstream or {}).items() if k != "completion_tokens_details"}
+        return {**kept, "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     async def _pass_through(
         self, plan: _Plan, first: JSON | None, chunks: AsyncIterator[JSON], summary: JSON, started: float
@@ -465,6 +542,16 @@ class CheckedServing:
         for chunk in out:
             yield sse(chunk)
         yield _SSE_DONE
+
+
+def _with_usage_so_far(body: JSON) -> JSON:
+    """A windowed stream's body: when the client asked for usage, vLLM's usage on every chunk
+    too, so that the prompt's tokens are known also when the stream is stopped early (the
+    chunks the client gets are the proxy's own; only the last usage is passed on)."""
+    options = body.get("stream_options")
+    if not isinstance(options, dict) or not options.get("include_usage"):
+        return body
+    return {**body, "stream_options": {**options, "continuous_usage_stats": True}}
 
 
 def _max_signals(per_choice: Iterable[dict[str, float] | None]) -> dict[str, float] | None:

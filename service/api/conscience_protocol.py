@@ -38,6 +38,9 @@ class ChoiceConscience(BaseModel):
     tool_calls: list[ToolCallConscience] | None = Field(
         None, description="Each tool the original answer called, the verdict and what became of the call."
     )
+    stream: WindowedConscience | None = Field(
+        None, description="Windowed enforce streaming: this choice's windows, which was flagged, what was done."
+    )
 
 
 class StageUsage(BaseModel):
@@ -70,7 +73,8 @@ class ConscienceResult(BaseModel):
         "response's own `usage` counts only the text the client received.",
     )
     stream: WindowedConscience | None = Field(
-        None, description="Windowed enforce streaming: windows judged, which was flagged, what was done."
+        None, description="Windowed enforce streaming of one choice (n = 1): windows judged, which was "
+        "flagged, what was done; with n > 1 each choice's `stream` has its own.",
     )
 
 

@@ -21,7 +21,7 @@ from service.backends.base import JSON
 from service.conscience.admission import ReviewBudget
 from service.conscience.judge import ETHICAL, UNETHICAL, Verdict
 from service.conscience.review import JUDGE_ERROR, UNCHECKED, Review, Reviewer, ReviewPolicy
-from service.conscience.stream_review import StreamReview, StreamReviewSummary
+from service.conscience.stream_review import Continued, StreamReview, StreamReviewSummary
 from service.metrics import Metrics
 from service.settings import Mode
 from service.store.records import CheckRecord, Record, TripleRecord
@@ -117,22 +117,29 @@ class ConsciencePipeline:
         return list(reviews)
 
     def stream_review(
-        self, context: CheckContext, conversation: list[JSON], deltas: AsyncIterator[str], *, window_chars: int
+        self, context: CheckContext, conversation: list[JSON], deltas: AsyncIterator[str], *, window_chars: int,
+        continued: Continued | None = None,
     ) -> StreamReview:
-        """Enforce mode, windowed streaming: the review that releases `deltas` window by window.
-        Run it inside `streaming()`, and hand its summary to `record_stream` when it has ended."""
-        return self._reviewer.stream_review(context.policy, conversation, deltas, window_chars=window_chars)
+        """Enforce mode, windowed streaming: the review that releases `deltas` (one choice's)
+        window by window; `continued`: see `Reviewer.stream_review`. Run it inside
+        `streaming()`, and hand its summary to `record_stream` when it has ended."""
+        return self._reviewer.stream_review(
+            context.policy, conversation, deltas, window_chars=window_chars, continued=continued
+        )
 
-    def streaming(self) -> AbstractContextManager[None]:
-        """Hold one running review for a whole windowed stream; ReviewsSaturated without room."""
-        return self._budget.running(1)
+    def streaming(self, count: int = 1) -> AbstractContextManager[None]:
+        """Hold `count` running reviews (one per choice) for a whole windowed stream;
+        ReviewsSaturated without room."""
+        return self._budget.running(count)
 
     def record_stream(
-        self, context: CheckContext, conversation: list[JSON], summary: StreamReviewSummary, *, upstream_ms: float
+        self, context: CheckContext, conversation: list[JSON], summary: StreamReviewSummary, *, upstream_ms: float,
+        index: int = 0,
     ) -> Review:
-        """Record a windowed stream's review as the buffered path records a review; returns it."""
+        """Record choice `index` of a windowed stream as the buffered path records a review;
+        returns it."""
         review = streamed_review(summary)
-        self._record(context, 0, Case(conversation, summary.rejected or summary.released), review, upstream_ms)
+        self._record(context, index, Case(conversation, summary.rejected or summary.released), review, upstream_ms)
         return review
 
     def skipped(self, context: CheckContext, count: int) -> None:

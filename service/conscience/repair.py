@@ -104,7 +104,11 @@ class Repairer:
         released: str = "",
     ) -> AsyncIterator[str]:
         """The repair's text deltas: a new answer to `conversation` when `released` is empty,
-        else a continuation of `released` (what the client has of the rejected `answer`)."""
+        drafted from the request alone as `candidates` drafts it (the rejected `answer` not in
+        view, so that a small model cannot copy it), else a continuation of `released` (what
+        the client has of the rejected `answer`). The call's usage is recorded also when the
+        stream is closed early (a flagged window): with vLLM's `continuous_usage_stats` every
+        chunk reports the tokens so far."""
         body: JSON = {
             "model": judge_model,
             "max_tokens": self._max_tokens,
@@ -117,19 +121,30 @@ class Repairer:
             )
             body["continue_final_message"], body["add_generation_prompt"] = True, False
         else:
-            body["messages"] = repair_messages(framework, conversation, answer, max_chars=self._max_chars)
+            body["messages"] = regenerate_messages(framework, conversation, max_chars=self._max_chars)
         started = bool(released)
-        body["stream_options"] = {"include_usage": True}
-        async for chunk in self._backend.chat_stream(body):
-            if chunk.get("usage"):
-                record_usage("repair", chunk["usage"])
-            for choice in chunk.get("choices") or []:
-                text = (choice.get("delta") or {}).get("content")
-                if not isinstance(text, str) or not text:
-                    continue
-                if not started:  # a fresh answer starts at its first visible character
-                    text = text.lstrip()
-                    if not text:
-                        continue
+        body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+        usage = None
+        try:
+            async for chunk in self._backend.chat_stream(body):
+                usage = chunk.get("usage") or usage
+                for text in self._stream_texts(chunk, started):
                     started = True
-                yield text
+                    yield text
+        finally:
+            record_usage("repair", usage)
+
+    @staticmethod
+    def _stream_texts(chunk: JSON, started: bool) -> list[str]:
+        texts = []
+        for choice in chunk.get("choices") or []:
+            text = (choice.get("delta") or {}).get("content")
+            if not isinstance(text, str) or not text:
+                continue
+            if not started:  # a fresh answer starts at its first visible character
+                text = text.lstrip()
+                if not text:
+                    continue
+                started = True
+            texts.append(text)
+        return texts

@@ -19,7 +19,7 @@ from service.conscience.judge import Judge, JudgeFailed, Verdict
 from service.conscience.refusal import is_refusal
 from service.conscience.repair import Repairer
 from service.conscience.similarity import is_near_copy
-from service.conscience.stream_review import StreamReview
+from service.conscience.stream_review import Continued, StreamReview
 from service.settings import FailurePolicy, JudgeStyle
 
 log = logging.getLogger("conscience.review")
@@ -136,11 +136,17 @@ class Reviewer:
         review.final_text, review.refused = self.refusal_message, True
 
     def stream_review(
-        self, policy: ReviewPolicy, conversation: list[JSON], deltas: AsyncIterator[str], *, window_chars: int
+        self, policy: ReviewPolicy, conversation: list[JSON], deltas: AsyncIterator[str], *, window_chars: int,
+        continued: Continued | None = None,
     ) -> StreamReview:
         """Windowed enforce streaming of one answer (service/conscience/stream_review.py) with
         this judge and repairer: a repair continues the text the client has, or regenerates
-        the answer when it has none; a draft that reads as a refusal is discarded."""
+        the answer from the request (the rejected answer not in view) when it has none; a
+        draft whose opening reads as a refusal, repeats the rejected answer (a near-copy, as
+        `review` discards one) or names the framework is discarded before the judge.
+        `continued(released)`: when the judged text is more than the answer's own (a chat
+        answer's reasoning, rendered as the judge reads it), the part of `released` a repair
+        continues and the text that joins the repair to it (service/api/windowed_stream.py)."""
 
         async def judge(so_far: str) -> Verdict:
             return await self._judge.judge(
@@ -148,18 +154,22 @@ class Reviewer:
             )
 
         def repair(released: str) -> AsyncIterator[str]:
-            return self._repairer.repair_stream(
+            own, lead = continued(released) if continued is not None else (released, "")
+            deltas = self._repairer.repair_stream(
                 policy.framework, conversation, review.summary.rejected or "",
-                judge_model=policy.judge_model, released=released,
+                judge_model=policy.judge_model, released=own,
             )
+            return _led(lead, deltas) if lead else deltas
+
+        def reject_draft(opening: str) -> str | None:
+            return self._discard_reason(opening.strip(), review.summary.rejected or "", policy.framework)
 
         review = StreamReview(
             deltas, window_chars=window_chars, judge=judge, repair=repair,
             refusal=self.refusal_message, max_repairs=policy.max_repairs,
-            fail_open=policy.failure_policy is FailurePolicy.FAIL_OPEN, reject_draft=is_refusal,
+            fail_open=policy.failure_policy is FailurePolicy.FAIL_OPEN, reject_draft=reject_draft,
         )
         return review
-
 
     def _discard_reason(self, draft: str, rejected: str, framework: Framework) -> str | None:
         if not draft:
@@ -171,6 +181,18 @@ class Reviewer:
         if framework.is_mentioned_in(draft):
             return "mentions_framework"
         return None
+
+
+async def _led(lead: str, deltas: AsyncIterator[str]) -> AsyncIterator[str]:
+    """`deltas` with `lead` joined to the first one (one delta: one token)."""
+    try:
+        async for delta in deltas:
+            yield lead + delta
+            lead = ""
+    finally:
+        aclose = getattr(deltas, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _ms_since(started: float) -> float:

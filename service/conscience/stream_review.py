@@ -30,6 +30,7 @@ says. A judge or repair failure while repairing always refuses: the original is 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -54,7 +55,10 @@ class WindowVerdict(Protocol):
 
 JudgeFn = Callable[[str], Awaitable[WindowVerdict]]  # the answer so far -> its verdict
 RepairFn = Callable[[str], AsyncIterator[str]]  # the released text -> continuation deltas
-DraftFilter = Callable[[str], bool]  # a continuation's opening -> discard it (a refusal, say)
+# The released (judged) text -> the part of it a repair continues, and what joins the repair to it.
+Continued = Callable[[str], tuple[str, str]]
+# A repair's opening -> discard it: True, or why (a string: "refusal", "near_copy"...); falsy keeps it.
+DraftFilter = Callable[[str], bool | str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +78,7 @@ class JudgedWindow:
 class RejectedDraft:
     attempt: int
     text: str  # what the repair produced in that attempt, released part included
-    reason: Literal["judge", "refusal", "empty"]
+    reason: str  # judge | empty | refusal, or the reason the draft filter gave (near_copy...)
     score: float | None = None
 
 
@@ -87,6 +91,9 @@ class StreamReviewSummary:
     flagged_window: int | None = None  # index of the original answer's flagged window
     attempts: int = 0
     released: str = ""  # everything yielded, i.e. what the client has
+    # Deltas of the answer and its repairs released whole: the tokens the client got, as an
+    # upstream streams one token per delta (vLLM); the refusal sentence is not generated.
+    released_deltas: int = 0
     rejected: str | None = None  # the upstream's answer as far as it was read, when flagged
     drafts: list[RejectedDraft] = field(default_factory=list)
     error: str | None = None
@@ -129,6 +136,7 @@ class _Reader:
     def __init__(self, deltas: AsyncIterator[str]) -> None:
         self._deltas = deltas
         self.text = ""
+        self.ends: list[int] = []  # where each delta ends in `text`
         self.done = False
         self.error: Exception | None = None
         self._changed = asyncio.Event()
@@ -138,6 +146,8 @@ class _Reader:
         try:
             async for delta in self._deltas:
                 self.text += delta
+                if delta:
+                    self.ends.append(len(self.text))
                 self._changed.set()
         except Exception as exc:  # handed to the reviewer, which decides what it means
             self.error = exc
@@ -172,6 +182,12 @@ class _Pass:
     score: float | None = None
     judge_error: Exception | None = None
     discarded: bool = False  # the draft filter rejected the opening
+    discard_reason: str | None = None
+
+
+def _whole_deltas(ends: list[int], offset: int) -> int:
+    """How many deltas lie wholly within the first `offset` characters."""
+    return bisect.bisect_right(ends, offset)
 
 
 def _window_end(text: str, offset: int, done: bool) -> int:
@@ -201,7 +217,8 @@ class StreamReview:
         conscience (the judge may raise: `fail_open` then releases the rest of the original
         unjudged, else the answer is refused; a repair's deltas must append to the released
         text as they are). `reject_draft` sees each repair's first window alone, before the
-        judge: True discards the attempt (a repair that refuses is no repair)."""
+        judge: True, or a reason, discards the attempt (a repair that refuses, or that copies
+        the rejected answer, is no repair)."""
         if window_chars < 1:
             raise ValueError("the stream review's window must hold at least one character")
         if max_repairs < 0:
@@ -276,7 +293,9 @@ class StreamReview:
                 if not (outcome.flagged or outcome.discarded):
                     summary.action = "repaired"
                     return
-                reason = "judge" if outcome.flagged else ("refusal" if reader.text.strip() else "empty")
+                reason = "judge" if outcome.flagged else (
+                    (outcome.discard_reason or "refusal") if reader.text.strip() else "empty"
+                )
                 summary.drafts.append(RejectedDraft(attempt, reader.text, reason, outcome.score))
         finally:
             summary.repair_ms += (time.perf_counter() - started) * 1000.0
@@ -296,8 +315,10 @@ class StreamReview:
                 outcome.discarded = outcome.discarded or not judged
                 return
             if outcome.stage == "repair" and not judged and self._reject_draft is not None:
-                if self._reject_draft(segment):
+                reason = self._reject_draft(segment)
+                if reason:
                     outcome.discarded = True
+                    outcome.discard_reason = reason if isinstance(reason, str) else None
                     return
             verdict = await self._judge_window(segment, outcome)
             judged = True
@@ -305,6 +326,10 @@ class StreamReview:
                 return
             outcome.offset = end
             if segment:  # an empty answer is judged, but there is nothing to send
+                summary = self.summary
+                summary.released_deltas += _whole_deltas(reader.ends, end) - _whole_deltas(
+                    reader.ends, end - len(segment)
+                )
                 yield self._release(segment)
             if reader.done and end == len(reader.text):
                 return
@@ -339,6 +364,9 @@ class StreamReview:
                 raise reader.error
             if offset >= len(reader.text):
                 return
+            self.summary.released_deltas += _whole_deltas(reader.ends, len(reader.text)) - _whole_deltas(
+                reader.ends, offset
+            )
             text, offset = reader.text[offset:], len(reader.text)
             yield self._release(text)
 

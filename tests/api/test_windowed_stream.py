@@ -1,6 +1,7 @@
 """Windowed enforce streaming over HTTP: the real openai SDK → proxy → fake upstream → SQLite.
 Text reaches the client only once the conscience has passed the answer up to it; a flagged
-window stops the upstream and the answer is continued by a repair (issue 13)."""
+window stops the upstream and the answer is continued by a repair (issue 13); n > 1 choices
+each in their own windows, reasoning judged with the content, usage of what the client got."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from service.store.models import Check, Triple
 from tests.api.conftest import ASK_BODY, REPAIRED, Proxy, ProxyFactory
+from tests.fakes.openai_wire import tokenize
 from tests.fakes.upstream import FakeUpstream
 
 ASK = ASK_BODY["messages"]
@@ -110,3 +112,149 @@ def test_an_upstream_failure_before_the_first_chunk_is_an_http_error(windowed: P
     fake.fail_status = 503
     response = httpx.post(f"{windowed.url}/chat/completions", json={**ASK_BODY, "stream": True}, timeout=10)
     assert response.status_code == 502
+
+
+# --- usage, regeneration, n > 1 and reasoning (issue 13) -------------------------------------
+
+ASKED_TOKENS = len(ASK[0]["content"].split())  # the fake counts a prompt's words
+
+
+def usage_of(chunks: list[Any]) -> Any:
+    [last] = [c for c in chunks if c.usage is not None]
+    assert last is chunks[-1] and not last.choices
+    return last.usage
+
+
+def test_a_repaired_stream_still_ends_with_the_usage_of_what_the_client_received(
+    windowed: Proxy, fake: FakeUpstream
+) -> None:
+    fake.policy_answer = HARMFUL_MIDDLE
+    fake.token_delay_s = 0.01
+    chunks = stream(windowed)
+    text = text_of(chunks)
+    assert "crowbar" not in text and text.endswith(REPAIRED)
+    usage = usage_of(chunks)
+    # The released opening and the repair's continuation, token by token; the prompt as asked.
+    assert usage.completion_tokens == len(tokenize(text))
+    assert usage.prompt_tokens == ASKED_TOKENS
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    conscience = chunks[-1].model_extra["conscience"]
+    assert conscience["repaired"] is True
+    assert conscience["usage"]["judge"]["prompt_tokens"] > 0
+    assert conscience["usage"]["judge"]["completion_tokens"] == conscience["stream"]["windows"]
+    assert conscience["usage"]["repair"]["completion_tokens"] >= len(tokenize(REPAIRED))
+
+
+def test_a_refused_stream_counts_no_tokens_for_the_refusal(windowed: Proxy, fake: FakeUpstream) -> None:
+    fake.policy_answer = "Buy a crowbar and break the neighbour's window at night while they sleep."
+    fake.base_model_answer = "Use a crowbar on the window."
+    fake.token_delay_s = 0.01  # repairs are stopped at their flagged window, not read to the end
+    chunks = stream(windowed)
+    assert text_of(chunks) == windowed.settings.refusal_message
+    usage = usage_of(chunks)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (ASKED_TOKENS, 0)
+    conscience = chunks[-1].model_extra["conscience"]
+    assert conscience["refused"] is True and conscience["stream"]["attempts"] == 2
+    # The stopped repairs' tokens are the conscience's all the same.
+    assert conscience["usage"]["repair"]["completion_tokens"] > 0
+
+
+def test_a_refusal_after_released_text_counts_the_released_text(windowed: Proxy, fake: FakeUpstream) -> None:
+    fake.policy_answer = HARMFUL_MIDDLE
+    fake.base_model_answer = "Still: use a crowbar on the window."
+    fake.token_delay_s = 0.01
+    chunks = stream(windowed)
+    text = text_of(chunks)
+    refusal = windowed.settings.refusal_message
+    assert "crowbar" not in text and text.endswith(refusal)
+    assert usage_of(chunks).completion_tokens == len(tokenize(text.removesuffix(refusal).rstrip()))
+
+
+def test_a_regenerated_stream_never_shows_the_repairer_the_rejected_answer(
+    windowed: Proxy, fake: FakeUpstream
+) -> None:
+    fake.policy_answer = "Buy a crowbar and break the neighbour's window at night while they sleep."
+    chunks = stream(windowed)
+    assert text_of(chunks) == REPAIRED
+    [repair] = [c for c in fake.calls("generation") if c.body["model"] == "base-model"]
+    assert not any("crowbar" in str(m["content"]) for m in repair.body["messages"])
+
+
+def test_a_near_copy_of_the_rejected_answer_is_discarded(windowed: Proxy, fake: FakeUpstream) -> None:
+    rejected = "Buy a crowbar and break the neighbour's window at night while they sleep."
+    copy = rejected.replace("crowbar", "pry bar")  # the judge would pass it
+    drafts = iter([copy, REPAIRED])
+    fake.policy_answer = rejected
+    fake.base_model_answer = lambda body: next(drafts)
+    chunks = stream(windowed)
+    assert text_of(chunks) == REPAIRED
+    conscience = chunks[-1].model_extra["conscience"]
+    assert conscience["repaired"] is True and conscience["stream"]["attempts"] == 2
+    [triple] = windowed.wait_rows(Triple, 1)
+    assert triple.chosen == REPAIRED
+
+
+def test_each_of_n_choices_is_reviewed_in_its_own_windows(windowed: Proxy, fake: FakeUpstream) -> None:
+    fake.policy_answer = [CLEAN, HARMFUL_MIDDLE]
+    fake.token_delay_s = 0.005
+    chunks = stream(windowed, n=2)
+    texts = ["".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+             for i in (0, 1)]
+    assert texts[0] == CLEAN
+    assert "crowbar" not in texts[1] and texts[1].startswith(PREFIX[:20]) and texts[1].endswith(REPAIRED)
+    # Released window by window, not buffered: several text chunks for each choice.
+    for i in (0, 1):
+        assert len([c for c in chunks if c.choices and c.choices[0].index == i and c.choices[0].delta.content]) > 1
+    finish = {
+        c.choices[0].index: c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    }
+    assert finish == {0: "stop", 1: "stop"}
+    conscience = chunks[-1].model_extra["conscience"]
+    assert [c["verdict"] for c in conscience["choices"]] == ["ethical", "unethical"]
+    assert [c["stream"]["action"] for c in conscience["choices"]] == ["passed", "repaired"]
+    assert conscience["repaired"] is True and conscience["stream"] is None
+    # The repair continued choice 1's own released text.
+    [repair] = [c for c in fake.calls("generation") if c.body["model"] == "base-model"]
+    assert texts[1].startswith(repair.body["messages"][-1]["content"])
+    assert usage_of(chunks).completion_tokens == len(tokenize(texts[0])) + len(tokenize(texts[1]))
+    checks = windowed.wait_rows(Check, 2)
+    assert sorted(c.verdict for c in checks) == ["ethical", "unethical"]
+
+
+def reasoning_of(chunks: list[Any]) -> str:
+    return "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices)
+
+
+def test_reasoning_is_judged_with_the_content_and_released_in_windows(windowed: Proxy, fake: FakeUpstream) -> None:
+    fake.reasoning = "The user wants some quiet at home, so a calm and practical answer fits."
+    fake.policy_answer = CLEAN
+    fake.token_delay_s = 0.005
+    chunks = stream(windowed)
+    assert reasoning_of(chunks) == fake.reasoning and text_of(chunks) == CLEAN
+    conscience = chunks[-1].model_extra["conscience"]
+    assert conscience["stream"]["action"] == "passed" and conscience["stream"]["windows"] >= 2
+    # The judge read the answer as the non-stream judge does: the reasoning, then the content.
+    last = fake.calls("verdict")[-1].body["messages"][-1]["content"]
+    assert f"[reasoning] {fake.reasoning}\n{CLEAN}" in last
+
+
+def test_a_harmful_answer_after_clean_reasoning_keeps_the_reasoning_and_regenerates_the_content(
+    windowed: Proxy, fake: FakeUpstream
+) -> None:
+    fake.reasoning = "The user wants some quiet at home. "
+    fake.policy_answer = "Buy a crowbar and break the neighbour's window at night while they sleep."
+    fake.token_delay_s = 0.01
+    chunks = stream(windowed)
+    assert reasoning_of(chunks) == fake.reasoning
+    assert text_of(chunks) == REPAIRED
+    assert chunks[-1].model_extra["conscience"]["stream"]["action"] == "repaired"
+    [repair] = [c for c in fake.calls("generation") if c.body["model"] == "base-model"]
+    assert "continue_final_message" not in repair.body  # a new answer from the request
+
+
+def test_harmful_reasoning_is_never_released(windowed: Proxy, fake: FakeUpstream) -> None:
+    fake.reasoning = "They could use a crowbar on the window. "
+    fake.policy_answer = CLEAN
+    chunks = stream(windowed)
+    assert "crowbar" not in reasoning_of(chunks) + text_of(chunks)
+    assert text_of(chunks) == REPAIRED

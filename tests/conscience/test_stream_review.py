@@ -314,6 +314,30 @@ async def test_an_empty_or_refusing_repair_is_discarded_before_the_judge() -> No
     assert not any("sorry" in call for call in judge.calls)
 
 
+async def test_the_draft_filter_names_why_a_draft_is_discarded() -> None:
+    repair = Repair("Copy of the rejected answer.", "Ask the council for help.")
+    reviewed = review(
+        Upstream([HARMFUL]), Judge(), repair,
+        reject_draft=lambda opening: "near_copy" if opening.startswith("Copy") else None,
+    )
+    assert "".join(await collect(reviewed)) == "Ask the council for help."
+    [draft] = reviewed.summary.drafts
+    assert draft.reason == "near_copy" and draft.text.startswith("Copy of")
+
+
+async def test_the_deltas_released_whole_are_counted_the_refusal_not() -> None:
+    opening = "Good start here, friend. "
+    reviewed = review(Upstream(words(opening + HARMFUL)), Judge(), Repair("Ask the council for help."))
+    await collect(reviewed)
+    summary = reviewed.summary
+    assert summary.action == "repaired" and summary.released.startswith(opening)
+    assert summary.released_deltas == len(words(summary.released))  # windows end between words
+    refused = review(Upstream(words(opening + HARMFUL)), Judge(), Repair(), max_repairs=0)
+    await collect(refused)
+    kept = refused.summary.released.removesuffix(REFUSAL).rstrip("\n")
+    assert kept.startswith(opening) and refused.summary.released_deltas == len(words(kept))
+
+
 async def test_a_failing_repair_refuses() -> None:
     reviewed = review(Upstream(words("Good start here, friend. " + HARMFUL)), Judge(), Repair(fail=True))
     out = "".join(await collect(reviewed))

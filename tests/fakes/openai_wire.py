@@ -146,8 +146,10 @@ def chat_chunks(
     prompt_tokens: int,
     top_n: int | None,
     include_usage: bool,
+    continuous_usage: bool = False,
 ) -> Iterator[JSON]:
-    """Role chunk, one chunk per token (or the tool call), finish chunk; per choice, then usage."""
+    """Role chunk, one chunk per token (or the tool call), finish chunk; per choice, then usage.
+    `continuous_usage` (vLLM's `continuous_usage_stats`): every chunk has the usage so far."""
     head = {
         "id": f"chatcmpl-fake-{time.monotonic_ns()}",
         "object": "chat.completion.chunk",
@@ -157,15 +159,26 @@ def chat_chunks(
     if include_usage:
         head["usage"] = None
 
+    generated = 0
+
     def chunk(
         index: int, delta: JSON, logprobs: JSON | None = None, finish: str | None = None
     ) -> JSON:
-        return {
+        nonlocal generated
+        body: JSON = {
             **head,
             "choices": [
                 {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             ],
         }
+        if include_usage and continuous_usage:
+            generated += 1 if delta.get("content") else 0
+            body["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": generated,
+                "total_tokens": prompt_tokens + generated,
+            }
+        return body
 
     for index, choice in enumerate(choices):
         yield chunk(index, {"role": "assistant", "content": ""})

@@ -192,7 +192,9 @@ class FakeUpstream(Script):
         prompt_tokens = sum(word_count(message.get("content")) for message in messages)
         model = body.get("model", self.base_model)
         if body.get("stream"):
-            chunks = wire.chat_chunks(model, choices, prompt_tokens, top_n, _include_usage(body))
+            chunks = wire.chat_chunks(
+                model, choices, prompt_tokens, top_n, _include_usage(body), _continuous_usage(body)
+            )
             return self._stream(chunks)
         return _json(wire.chat_completion(model, choices, prompt_tokens, top_n))
 
@@ -319,6 +321,10 @@ class FakeUpstream(Script):
 
 def _include_usage(body: JSON) -> bool:
     return bool((body.get("stream_options") or {}).get("include_usage"))
+
+
+def _continuous_usage(body: JSON) -> bool:
+    return bool((body.get("stream_options") or {}).get("continuous_usage_stats"))
 
 
 def _embed(text: str) -> list[float]:
