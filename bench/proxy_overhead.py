@@ -26,48 +26,19 @@ import os
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.processes import free_port, start_fake_upstream, wait_until_up  # noqa: E402
+
 BODY = {"model": "policy", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_upstream(port: int, delay_ms: float = 0.0) -> subprocess.Popen[bytes]:
-    """The tests' fake OpenAI server in its own process: answers after `delay_ms` (0: at once),
-    no request history."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes", "--port", str(port), "--no-record", "--delay-ms", str(delay_ms)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-
-
-def wait_ready(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def start_proxy(
@@ -93,7 +64,7 @@ def start_proxy(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     origin = f"http://127.0.0.1:{port}"
-    wait_ready(f"{origin}/healthz")
+    wait_until_up(f"{origin}/healthz")
     return process, f"{origin}/v1"
 
 
@@ -174,9 +145,9 @@ def main() -> None:
         sys.exit("bench/proxy_overhead.py needs wrk as its load generator: apt-get install wrk")
 
     upstream_port = free_port()
-    upstream_process = start_upstream(upstream_port, args.upstream_delay_ms)
+    upstream_process = start_fake_upstream(upstream_port, args.upstream_delay_ms)
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
-    wait_ready(f"{upstream}/models")
+    wait_until_up(f"{upstream}/models")
     proxies: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"

@@ -1,20 +1,35 @@
-"""Helpers for tests that start servers as subprocesses: a free loopback port, and waiting
-until a URL answers (anything below 500) within a deadline; a console session over plain http."""
+"""Helpers for tests (and benchmarks) that start servers as subprocesses: a free loopback port,
+the fake OpenAI upstream in its own process, waiting until a URL answers (anything below 500)
+within a deadline; a console session over plain http."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_fake_upstream(port: int, delay_ms: float = 0.0) -> subprocess.Popen[bytes]:
+    """The tests' fake OpenAI server (`python -m tests.fakes`) in its own process: answers after
+    `delay_ms` (0: at once), keeps no request history."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes", "--port", str(port), "--no-record", "--delay-ms", str(delay_ms)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_until_up(url: str, timeout_s: float = 60.0) -> None:

@@ -16,7 +16,7 @@ import httpx
 from service.api.ui.session import SessionStore
 from service.settings import Settings
 from service.workers import export_settings, worker_settings
-from tests.processes import ConsoleSession, free_port, wait_until_up
+from tests.processes import ConsoleSession, free_port, start_fake_upstream, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = {"model": "policy", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
@@ -45,10 +45,7 @@ def test_a_session_token_from_one_worker_is_valid_on_another_and_nowhere_else() 
 
 def test_two_workers_serve_record_and_drain(tmp_path: Path) -> None:
     upstream_port, port = free_port(), free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes", "--port", str(upstream_port), "--no-record"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    upstream = start_fake_upstream(upstream_port)
     env = {
         **os.environ,
         "CONSCIENCE_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}/v1",
@@ -96,10 +93,7 @@ def test_a_console_logout_on_one_process_ends_the_session_on_the_other(tmp_path:
     """Two server processes on one SQLite database, as two workers (or replicas) are: a
     session logged out on either is refused by both, and a fresh one still works on both."""
     upstream_port = free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes", "--port", str(upstream_port), "--no-record"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    upstream = start_fake_upstream(upstream_port)
     env = {
         **os.environ,
         "CONSCIENCE_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}/v1",
