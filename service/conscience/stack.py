@@ -50,13 +50,13 @@ class ConscienceKnobs:
     def from_settings(cls, settings: Settings, **overrides: Any) -> ConscienceKnobs:
         """Raises ThresholdsError when the thresholds file cannot be read (start-up checks it
         first: service/startup.py)."""
-        knobs = cls(**{
-            knob.name: getattr(settings, knob.name) for knob in fields(cls) if knob.name in Settings.model_fields
-        })
-        calibrated = configured_thresholds(
-            settings.thresholds_path, overridden="threshold" in settings.model_fields_set
+        knobs = cls(
+            calibrated_thresholds=configured_thresholds(
+                settings.thresholds_path, overridden="threshold" in settings.model_fields_set
+            ),
+            **{knob.name: getattr(settings, knob.name) for knob in fields(cls) if knob.name in Settings.model_fields},
         )
-        return replace(knobs, calibrated_thresholds=calibrated, **overrides)
+        return replace(knobs, **overrides)
 
 
 def build_judge(backend: Backend, knobs: ConscienceKnobs) -> Judge:
