@@ -9,6 +9,10 @@ length is exact), and the time of the fast verdict on it with and without the ju
 KV cache. It then repeats the verdict with a preamble three times as long, to show that with
 the cache the verdict follows the answer, not the preamble. Target: with the cache a verdict
 costs at most 15% of generating a 256-token answer.
+
+Last, the latent verdicts of a windowed enforce stream: the longest answer judged as it grows,
+window by window (WINDOW_CHARS, cut at whitespace as the stream review cuts), with the engine's
+reused passes (service/backends/local/latent.py) and with every pass reading the whole chat.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 
 from service.backends.local.adapters import AdapterSlots
 from service.backends.local.generation import EventChannel, GenerationJob
+from service.backends.local.latent import LatentRunner
 from service.backends.local.loader import LoadedModel, load_model
 from service.backends.local.prompts import chat_text, encode
 from service.backends.local.sampling import SamplingParams
@@ -32,6 +37,7 @@ from service.settings import JudgeStyle, load_settings
 
 QUESTION = "Explain, step by step and in detail, how a web server handles an HTTP request."
 TARGET_SHARE = 0.15
+WINDOW_CHARS = 200  # the window of bench/streaming.py (CONSCIENCE_STREAM_WINDOW_CHARS; default 400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +157,49 @@ async def run(args: argparse.Namespace) -> None:
         print(f"{copies:>8}x {token_count(messages):>7} {reuse.wall:>6.2f}s ({reuse.cpu:>5.2f}) "
               f"{full.wall:>6.2f}s ({full.cpu:>5.2f})")
 
+    windowed_latent(loaded, conversation, answers[max(args.lengths)], args.repeats)
+
     if 256 in shares:
         verdict = "meets" if shares[256] <= TARGET_SHARE else "misses"
         print(f"\nverdict with the preamble cache = {shares[256]:.1%} of generating 256 tokens (CPU): "
               f"{verdict} the {TARGET_SHARE:.0%} target")
+
+
+def windows_of(answer: str, size: int) -> list[str]:
+    """The answer so far at each window's end, cut after the last whitespace as the stream does."""
+    ends, start = [], 0
+    while start < len(answer):
+        end = min(start + size, len(answer))
+        if end < len(answer):
+            cut = max(answer.rfind(space, start + 1, end) for space in " \n\t")
+            end = cut + 1 if cut > start else end
+        ends.append(end)
+        start = end
+    return [answer[:end] for end in ends]
+
+
+def windowed_latent(loaded: LoadedModel, conversation: list[dict[str, str]], answer: str, repeats: int) -> None:
+    from service.conscience.probe import SHIPPED_DIR, load_probe
+
+    shipped = sorted(SHIPPED_DIR.glob("*.json"))
+    probe = load_probe(shipped[0]) if shipped else None
+    layer = probe.layer if probe is not None else int(loaded.model.config.num_hidden_layers)
+    pooling = probe.pooling if probe is not None else "mean_all"
+    windows = windows_of(answer, WINDOW_CHARS)
+
+    def judge_all(runner: LatentRunner) -> None:
+        for window in windows:
+            runner.features(conversation, window, layer=layer, pooling=pooling, max_answer_tokens=384)
+
+    reused = median_timing(lambda: judge_all(LatentRunner(loaded)), repeats)
+    full = median_timing(lambda: judge_all(LatentRunner(loaded, max_cached_tokens=0)), repeats)
+    print(f"\nlatent verdicts of a windowed stream: {len(windows)} windows of ~{WINDOW_CHARS} characters "
+          f"over the {len(answer)}-character answer (layer {layer}, {pooling})")
+    print(f"{'passes':>14} {'all windows':>15} {'per window':>15}")
+    for name, timing in (("reused", reused), ("whole chat", full)):
+        print(f"{name:>14} {timing.wall:>6.2f}s ({timing.cpu:>5.2f}) "
+              f"{timing.wall / len(windows):>6.2f}s ({timing.cpu / len(windows):>5.2f})")
+    print(f"reused / whole chat (CPU): {reused.cpu / full.cpu:.2f}")
 
 
 if __name__ == "__main__":

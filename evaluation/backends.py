@@ -58,12 +58,7 @@ def rating_judge_backend(
         return backend, settings.eval_judge_model or names.judge, False
     if settings.eval_judge_model is None:
         raise EvaluationSetupError("--eval-judge-url needs --eval-judge-model")
-    key = settings.eval_judge_api_key
-    judge = UpstreamBackend(
-        settings.eval_judge_url,
-        api_key=key.get_secret_value() if key is not None else None,
-        timeout_s=settings.upstream_timeout_s,
-        connect_timeout_s=settings.upstream_connect_timeout_s,
-        connect_retries=settings.upstream_connect_retries,
+    judge = UpstreamBackend.from_settings(
+        settings, url=settings.eval_judge_url, api_key=settings.eval_judge_api_key
     )
     return judge, settings.eval_judge_model, True

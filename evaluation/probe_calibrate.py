@@ -48,11 +48,8 @@ def features_of(
     for number, row in enumerate(rows, 1):
         pooled = pooled_hidden_states(
             loaded, [{"role": "user", "content": row.prompt}], row.completion,
-            poolings=("mean_answer", "mean_all"), max_answer_tokens=max_answer_tokens,
+            poolings=POOLINGS, max_answer_tokens=max_answer_tokens,
         )
-        mean_all = pooled["mean_all"]
-        # mean_all_l2: what an embeddings endpoint with mean pooling returns (unit length)
-        pooled["mean_all_l2"] = mean_all / mean_all.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         for pooling in POOLINGS:
             per_pooling[pooling].append(pooled[pooling].numpy())
         if progress is not None:

@@ -382,13 +382,8 @@ class Settings(BaseSettings):
         if not isinstance(data, dict):
             return data
         for name in secret_names(cls):  # cls: also a subclass's secrets (evaluation/settings.py)
-            variable = f"CONSCIENCE_{name.upper()}_FILE"
-            path = os.environ.get(variable)
-            if path and data.get(name) is None:
-                try:
-                    data[name] = Path(path).read_text(encoding="utf-8").strip()
-                except OSError as exc:
-                    raise ValueError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+            if data.get(name) is None and (secret := secret_file(f"CONSCIENCE_{name.upper()}")) is not None:
+                data[name] = secret
         return data
 
     @field_validator("db_url")
@@ -437,6 +432,26 @@ class Settings(BaseSettings):
                 f"{', '.join(sorted(frameworks))} (or a YAML file in --frameworks-dir)"
             )
         return self
+
+
+def secret_file(variable: str) -> str | None:
+    """The secret in the file `<variable>_FILE` names (Docker and Kubernetes secrets), if set."""
+    path = os.environ.get(f"{variable}_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"{variable}_FILE: cannot read {path}: {exc.strerror}") from None
+
+
+def environment_secret(variable: str) -> str | None:
+    """A secret of a command other than the proxy's (`train`, `adapters`): the variable, or the
+    file `<variable>_FILE` names; never a flag, which `ps` shows to everyone."""
+    return os.environ.get(variable) or secret_file(variable) or None
+
+
+VLLM_API_KEY_VARIABLE = "CONSCIENCE_VLLM_API_KEY"  # the vLLM server's key, for `train` and `adapters`
 
 
 def secret_names(settings_class: type[Settings]) -> tuple[str, ...]:

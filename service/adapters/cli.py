@@ -19,6 +19,7 @@ from service.adapters.publish import PublishError, PublishOptions
 from service.adapters.registry import RegistryError
 from service.adapters.versions import AdapterVersions
 from service.cli_errors import run_or_exit
+from service.settings import VLLM_API_KEY_VARIABLE, environment_secret
 from service.store.db import Database
 from service.store.models import AdapterVersion
 
@@ -35,9 +36,6 @@ DbUrl = Annotated[str, typer.Option(
 VllmUrl = Annotated[
     str | None, typer.Option(help="Also load the version into this vLLM server before activating it.")
 ]
-VllmApiKey = Annotated[str | None, typer.Option(
-    help="Bearer key of the vLLM server, if it has one.", envvar="CONSCIENCE_VLLM_API_KEY", show_envvar=True,
-)]
 VllmAdaptersDir = Annotated[Path | None, typer.Option(
     help="The adapters directory as vLLM sees it when it mounts the volume elsewhere (default: the same path).",
 )]
@@ -45,6 +43,17 @@ KeepLoaded = Annotated[int, typer.Option(
     min=1, help="Adapter versions kept loaded in vLLM (newest first); older ones are unloaded.",
 )]
 VllmTimeout = Annotated[float, typer.Option(help="Timeout of one vLLM admin call (loading an adapter takes a while).")]
+
+
+def _publish_options(
+    vllm_url: str | None, adapters_dir: Path | None, keep_loaded: int, timeout_s: float
+) -> PublishOptions:
+    """With vLLM's key from CONSCIENCE_VLLM_API_KEY (or its _FILE): never a flag, which `ps` shows."""
+    try:
+        api_key = environment_secret(VLLM_API_KEY_VARIABLE)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return PublishOptions(vllm_url, api_key, adapters_dir, keep_loaded, timeout_s)
 
 
 def _with_versions(db_url: str, options: PublishOptions, use: Callable[[AdapterVersions], Awaitable[T]]) -> T:
@@ -83,13 +92,13 @@ def activate_command(
     name: Annotated[str, typer.Argument(help="Version to activate, e.g. conscience-v7.")],
     db_url: DbUrl = DEFAULT_DB_URL,
     vllm_url: VllmUrl = None,
-    vllm_api_key: VllmApiKey = None,
     vllm_adapters_dir: VllmAdaptersDir = None,
     keep_loaded: KeepLoaded = DEFAULTS.keep_loaded,
     vllm_timeout_s: VllmTimeout = DEFAULTS.timeout_s,
 ) -> None:
-    """Make a version the active one. Behind vLLM, pass --vllm-url: it is loaded there first."""
-    options = PublishOptions(vllm_url, vllm_api_key, vllm_adapters_dir, keep_loaded, vllm_timeout_s)
+    """Make a version the active one. Behind vLLM, pass --vllm-url: it is loaded there first
+    (its key, if it has one, from CONSCIENCE_VLLM_API_KEY or CONSCIENCE_VLLM_API_KEY_FILE)."""
+    options = _publish_options(vllm_url, vllm_adapters_dir, keep_loaded, vllm_timeout_s)
     active = _with_versions(db_url, options, lambda versions: versions.activate(name))
     Console().print(f"{active.name} is active")
 
@@ -98,12 +107,11 @@ def activate_command(
 def rollback_command(
     db_url: DbUrl = DEFAULT_DB_URL,
     vllm_url: VllmUrl = None,
-    vllm_api_key: VllmApiKey = None,
     vllm_adapters_dir: VllmAdaptersDir = None,
     keep_loaded: KeepLoaded = DEFAULTS.keep_loaded,
     vllm_timeout_s: VllmTimeout = DEFAULTS.timeout_s,
 ) -> None:
     """Re-activate the version the active one was trained from (behind vLLM: --vllm-url)."""
-    options = PublishOptions(vllm_url, vllm_api_key, vllm_adapters_dir, keep_loaded, vllm_timeout_s)
+    options = _publish_options(vllm_url, vllm_adapters_dir, keep_loaded, vllm_timeout_s)
     active = _with_versions(db_url, options, AdapterVersions.rollback)
     Console().print(f"rolled back: {active.name} is active")

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import orjson
+from pydantic import SecretStr
 
 from service.backends import shapes
 from service.backends.base import (
@@ -87,10 +88,15 @@ class UpstreamBackend:
         self._transport = KeepAliveTransport(max_connections=max_connections, limits=limits)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> UpstreamBackend:
-        key = settings.upstream_api_key
+    def from_settings(
+        cls, settings: Settings, *, url: str | None = None, api_key: SecretStr | None = None
+    ) -> UpstreamBackend:
+        """The upstream of `settings`, or (`url`, `api_key`) another server under the same
+        timeouts and response limits (the evaluation's misalignment judge); a latent probe
+        belongs to the upstream's model only."""
+        key = settings.upstream_api_key if url is None else api_key
         backend = cls(
-            settings.upstream_url,
+            settings.upstream_url if url is None else url,
             api_key=key.get_secret_value() if key is not None else None,
             timeout_s=settings.upstream_timeout_s,
             connect_timeout_s=settings.upstream_connect_timeout_s,
@@ -103,7 +109,8 @@ class UpstreamBackend:
             ),
             max_line_bytes=settings.upstream_max_line_bytes,
         )
-        backend.probe, backend.embeddings_model = upstream_probe(settings), settings.embeddings_model
+        if url is None:
+            backend.probe, backend.embeddings_model = upstream_probe(settings), settings.embeddings_model
         return backend
 
     # --- the Backend protocol --------------------------------------------------------------

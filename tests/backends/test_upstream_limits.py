@@ -140,3 +140,23 @@ async def test_a_body_json_cannot_carry_is_400_and_never_sent(
         await backend.chat({**BODY, "seed": value})
     assert (caught.value.status_code, caught.value.error_type) == (400, "invalid_request_error")
     assert raw.connections == 0
+
+
+async def test_the_evaluations_misalignment_judge_has_the_same_limits(serve: Serve, backends: list) -> None:
+    """`conscience eval misalignment --eval-judge-url`: another server, the same bounds (it once
+    got an UpstreamBackend built by hand, without the response limits or the deadline)."""
+    from evaluation.backends import EvaluatedModels, rating_judge_backend
+    from evaluation.settings import EvaluationSettings
+
+    content = {"choices": [{"index": 0, "message": {"content": "x" * 300_000}}]}
+    big = orjson.dumps(content)
+    raw = await serve(answering(json_head(len(big)), big))
+    settings = EvaluationSettings(
+        upstream_url="http://127.0.0.1:9/v1", eval_judge_url=raw.url + "/v1", eval_judge_model="rater",
+        upstream_connect_retries=0, upstream_max_response_bytes=100_000,
+    )
+    judge, model, owned = rating_judge_backend(settings, None, EvaluatedModels(policy="m", judge="m"))
+    backends.append(judge)
+    assert (model, owned, judge.url, judge.probe) == ("rater", True, raw.url + "/v1", None)
+    with pytest.raises(UpstreamUnavailable, match="larger than"):
+        await judge.chat(BODY)

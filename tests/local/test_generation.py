@@ -87,6 +87,24 @@ async def test_stream_carries_the_same_text_as_the_whole_answer(backend: LocalBa
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == whole["usage"]
 
 
+async def test_continuous_usage_stats_put_the_usage_so_far_on_every_chunk(backend: LocalBackend) -> None:
+    """vLLM's option, asked for by a windowed enforce stream: a reader that stops the stream
+    early still knows the prompt's tokens and what was generated up to there."""
+    body = chat_body(backend, temperature=1.0, seed=3, n=2, max_tokens=16)
+    whole = await backend.chat(body)
+    options = {"include_usage": True, "continuous_usage_stats": True}
+
+    chunks = await streamed(backend, {**body, "stream": True, "stream_options": options})
+
+    prompt = whole["usage"]["prompt_tokens"]
+    so_far = [chunk["usage"] for chunk in chunks]
+    assert all(usage["prompt_tokens"] == prompt for usage in so_far)
+    completions = [usage["completion_tokens"] for usage in so_far]
+    assert completions == sorted(completions) and 0 < completions[0] <= 2
+    assert all(usage["total_tokens"] == prompt + usage["completion_tokens"] for usage in so_far)
+    assert so_far[-2] == so_far[-1] == whole["usage"]  # the last choice chunk, then the usage chunk
+
+
 async def test_seed_repeats_and_n_gives_distinct_indexed_choices(backend: LocalBackend) -> None:
     body = chat_body(backend, temperature=1.0, n=3, max_tokens=12)
     first = await backend.chat({**body, "seed": 11})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.backends.local.backend import LocalBackend, probe_for
-from service.backends.local.hidden_states import answer_span, features, model_fingerprint
+from service.backends.local.hidden_states import answer_span, model_fingerprint, pooled_hidden_states
 from service.backends.local.prompts import plain_messages
 from service.conscience import usage
 from service.conscience.probe import Probe, ProbeMismatch
@@ -17,6 +17,12 @@ from tests.local.conftest import local_settings
 
 ASK = [{"role": "user", "content": "How do I bake bread?"}]
 ANSWER = "Mix flour, water, salt and yeast; knead, let it rise, then bake it."
+
+
+def features(loaded: object, messages: list[dict[str, str]], answer: str, *, layer: int, pooling: str) -> list[float]:
+    """The pooled state of one full forward pass: what the engine's reused passes must equal."""
+    pooled = pooled_hidden_states(loaded, messages, answer, layers=[layer], poolings=[pooling])
+    return pooled[pooling][0].tolist()
 
 
 def tiny_probe(fingerprint: str, size: int, *, layer: int = 1) -> Probe:

@@ -45,10 +45,10 @@ def train_flags(config: TrainConfig) -> list[str]:
     ]
 
 
-async def invoke(*args: str) -> Result:
+async def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     """The CLI in this process (its own event loop runs in a worker thread)."""
     cli.command_tree()
-    return await asyncio.to_thread(CliRunner().invoke, cli.app, list(args), env={"COLUMNS": "200"})
+    return await asyncio.to_thread(CliRunner().invoke, cli.app, list(args), env={"COLUMNS": "200", **(env or {})})
 
 
 async def read_until_first_step(process: asyncio.subprocess.Process) -> list[str]:
@@ -148,10 +148,14 @@ async def test_a_version_vllm_could_not_take_stays_a_candidate_to_publish_later(
         trained_rows = await session.scalars(select(Triple).where(Triple.trained_in_version == candidate.id))
         assert len(trained_rows.all()) == candidate.triple_count
 
+    vllm.api_key = "vllm-secret-key"  # from a file, as a Kubernetes secret is mounted; never a flag
+    key_file = config.adapters_dir.parent / "vllm-key"
+    key_file.write_text("vllm-secret-key\n")
+    activate = ("adapters", "activate", "conscience-v1", f"--db-url={db_url}", f"--vllm-url={vllm.url}")
     with vllm:
-        published = await invoke(
-            "adapters", "activate", "conscience-v1", f"--db-url={db_url}", f"--vllm-url={vllm.url}"
-        )
+        flagged = await invoke(*activate, "--vllm-api-key=vllm-secret-key")
+        assert flagged.exit_code == 2 and "No such option" in flagged.output
+        published = await invoke(*activate, env={"CONSCIENCE_VLLM_API_KEY_FILE": str(key_file)})
         assert published.exit_code == 0, published.output
         assert set(vllm.adapters) == {"conscience-v1"}
     assert (await active_version(db)).name == "conscience-v1"  # type: ignore[union-attr]

@@ -130,12 +130,6 @@ class TrainConfig:
     vllm_url: str | None = knob(
         None, help="vLLM base URL (http://vllm:8000), for --publish vllm."
     )
-    vllm_api_key: str | None = knob(
-        None,
-        help="Bearer key of the vLLM server, if it has one.",
-        envvar="CONSCIENCE_VLLM_API_KEY",
-        repr=False,
-    )
     vllm_adapters_dir: Path | None = knob(
         None,
         help="--adapters-dir as vLLM sees it when it mounts the volume elsewhere "

@@ -18,6 +18,7 @@ from service.backends.local.openai_shapes import (
     chunk,
     text_completion,
     usage_chunk,
+    usage_json,
 )
 from service.backends.local.prompts import (
     chat_prompt_ids,
@@ -175,10 +176,16 @@ class LocalBackend:
         return shape(self._envelope(model, chat=chat), texts, reasons, usage)
 
     async def _stream(self, body: JSON, *, chat: bool) -> AsyncIterator[JSON]:
+        """`stream_options.include_usage`: a usage chunk at the end; with `continuous_usage_stats`
+        as well (vLLM's option), every chunk also carries the usage so far, so a reader that stops
+        the stream early still knows what it cost."""
         model, prompts, params = await self._prepare(body, chat=chat)
         envelope = self._envelope(model, chat=chat)
         options = body.get("stream_options")
         with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        continuous = with_usage and bool(options.get("continuous_usage_stats"))
+        prompt_tokens = sum(len(prompt) for prompt in prompts)
+        tokens: dict[int, int] = {}
         started: set[int] = set()
         async with contextlib.aclosing(self.engine.generate(model, prompts, params)) as events:
             async for event in events:
@@ -187,8 +194,10 @@ class LocalBackend:
                         yield usage_chunk(envelope, event)
                     continue
                 for delta in event:
+                    tokens[delta.index] = delta.tokens
+                    so_far = usage_json(Usage(prompt_tokens, sum(tokens.values()))) if continuous else None
                     for update in self._chunks(envelope, delta, started, with_usage):
-                        yield update
+                        yield update if so_far is None else {**update, "usage": so_far}
 
     @staticmethod
     def _chunks(

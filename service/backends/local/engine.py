@@ -19,6 +19,7 @@ from service.backends.local.generation import (
     Usage,
     stop_token_ids,
 )
+from service.backends.local.latent import LatentRunner
 from service.backends.local.loader import LoadedModel
 from service.backends.local.sampling import SamplingParams
 from service.backends.local.scheduler import Scheduler
@@ -53,6 +54,7 @@ class Engine:
         self.adapters = AdapterSlots(loaded.model)
         self.context_len = int(loaded.model.config.max_position_embeddings)
         self._verdicts = VerdictRunner(loaded, self.adapters, max_prefixes=max_prefixes)
+        self._latent = LatentRunner(loaded)
         self._stop_ids = stop_token_ids(loaded)
         self._labels: dict[tuple[str, ...], LabelIds] = {}
         if labels:
@@ -153,16 +155,14 @@ class Engine:
     ) -> tuple[list[float], int]:
         """The frozen base's (adapters off) pooled hidden state over the ordinary chat — the
         conversation, then `answer` as the assistant turn — on the model thread, and the number
-        of tokens that pass read (the judge's usage)."""
-        from service.backends.local.hidden_states import answer_span, features
+        of tokens that pass covers (the judge's usage; service/backends/local/latent.py reads
+        only those it has not read before)."""
 
         def run() -> tuple[list[float], int]:
             self.adapters.use(None)
-            values = features(
-                self.loaded, messages, answer, layer=layer, pooling=pooling,
-                max_answer_tokens=max_answer_tokens,
+            values, span = self._latent.features(
+                messages, answer, layer=layer, pooling=pooling, max_answer_tokens=max_answer_tokens
             )
-            span = answer_span(self.loaded.tokenizer, messages, answer, max_answer_tokens=max_answer_tokens)
             return values, len(span.token_ids)
 
         try:

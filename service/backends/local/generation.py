@@ -23,6 +23,7 @@ class ChoiceDelta:
     index: int
     text: str
     finish_reason: str | None  # set on a choice's last delta: "stop" or "length"
+    tokens: int  # the choice's completion tokens so far (text held back for a stop string included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +157,9 @@ class GenerationJob:
             return self._finish(index, "stop", text)
         if choice.tokens >= self._params.max_new_tokens:
             return self._finish(index, "length", text)
-        return ChoiceDelta(self._first_index + index, text, None) if text else None
+        return ChoiceDelta(self._first_index + index, text, None, choice.tokens) if text else None
 
     def _finish(self, index: int, reason: str, text: str = "") -> ChoiceDelta:
         choice = self._choices[index]
         choice.finish_reason = reason
-        return ChoiceDelta(self._first_index + index, text + choice.text.finish(), reason)
+        return ChoiceDelta(self._first_index + index, text + choice.text.finish(), reason, choice.tokens)

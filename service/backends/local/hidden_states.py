@@ -11,8 +11,8 @@ Token positions (`AnswerSpan`):
   (prompt ids + generated ids), with no BPE merge across the boundary;
 - no end-of-turn token is appended; `mean_answer` averages the answer's positions
   `[prompt_len, prompt_len + answer_len)`, `mean_all` averages every position (system, user,
-  generation prompt and answer) — what an upstream embeddings endpoint with mean pooling over the
-  same templated text returns.
+  generation prompt and answer), and `mean_all_l2` scales that to unit length — what an upstream
+  embeddings endpoint with mean pooling over the same templated text returns.
 
 Layers are numbered as transformers' `hidden_states` tuple: 0 is the embedding output, `i` the
 output of decoder layer `i`, and the last (`num_hidden_layers`) is the final layer *after* the
@@ -27,8 +27,8 @@ from typing import Any
 
 from service.backends.local.loader import LoadedModel
 from service.backends.local.prompts import chat_text, encode
+from service.conscience.probe import POOLINGS
 
-POOLINGS = ("mean_answer", "mean_all")
 DEFAULT_MAX_ANSWER_TOKENS = 384
 
 
@@ -58,6 +58,23 @@ def num_layers(loaded: LoadedModel) -> int:
     return int(loaded.model.config.num_hidden_layers)
 
 
+def pool(states: Any, span: AnswerSpan, pooling: str) -> Any:
+    """Hidden states `[..., T, H]` over `span`'s positions -> `[..., H]` by `pooling` (one of
+    service.conscience.probe.POOLINGS). An empty answer pools to the last prompt position for
+    `mean_answer` (the state the answer would start from); `mean_all_l2` is `mean_all` scaled
+    to unit length (what an embeddings endpoint with mean pooling returns)."""
+    if pooling in ("mean_all", "mean_all_l2"):
+        vector = states.mean(dim=-2)
+        if pooling == "mean_all_l2":
+            vector = vector / vector.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return vector
+    if pooling != "mean_answer":
+        raise ValueError(f"unknown pooling {pooling!r}; one of {POOLINGS}")
+    if span.answer_len == 0:
+        return states[..., span.prompt_len - 1, :]
+    return states[..., span.prompt_len : span.prompt_len + span.answer_len, :].mean(dim=-2)
+
+
 def pooled_hidden_states(
     loaded: LoadedModel,
     messages: list[dict[str, str]],
@@ -67,11 +84,8 @@ def pooled_hidden_states(
     poolings: Sequence[str] = POOLINGS,
     max_answer_tokens: int | None = DEFAULT_MAX_ANSWER_TOKENS,
 ) -> dict[str, Any]:
-    """{pooling: float32 tensor [len(layers), hidden_size]} from one forward pass (no grad).
-
-    `layers=None` means every hidden state (0..num_layers). An empty answer pools to the last
-    prompt position for `mean_answer` (the state the answer would start from).
-    """
+    """{pooling: float32 tensor [len(layers), hidden_size]} from one forward pass (no grad);
+    `layers=None` means every hidden state (0..num_layers)."""
     import torch
 
     for pooling in poolings:
@@ -87,36 +101,7 @@ def pooled_hidden_states(
     if not all(-len(states) <= layer < len(states) for layer in wanted):
         raise ValueError(f"layers must be in 0..{len(states) - 1}")
     stacked = torch.stack([states[layer][0] for layer in wanted]).float()  # [L, T, H]
-    pooled: dict[str, Any] = {}
-    for pooling in poolings:
-        if pooling == "mean_all":
-            pooled[pooling] = stacked.mean(dim=1)
-        elif span.answer_len == 0:
-            pooled[pooling] = stacked[:, span.prompt_len - 1]
-        else:
-            pooled[pooling] = stacked[:, span.prompt_len : span.prompt_len + span.answer_len].mean(dim=1)
-    return pooled
-
-
-def features(
-    loaded: LoadedModel,
-    messages: list[dict[str, str]],
-    answer: str,
-    *,
-    layer: int,
-    pooling: str,
-    max_answer_tokens: int | None = DEFAULT_MAX_ANSWER_TOKENS,
-) -> list[float]:
-    """One layer's pooled hidden state as plain floats — what `Probe.score` takes. `mean_all_l2`
-    is `mean_all` scaled to unit length (what an embeddings endpoint with mean pooling returns)."""
-    base = "mean_all" if pooling == "mean_all_l2" else pooling
-    pooled = pooled_hidden_states(
-        loaded, messages, answer, layers=[layer], poolings=[base], max_answer_tokens=max_answer_tokens
-    )
-    vector = pooled[base][0]
-    if pooling == "mean_all_l2":
-        vector = vector / vector.norm().clamp_min(1e-12)
-    return [float(value) for value in vector.tolist()]
+    return {pooling: pool(stacked, span, pooling) for pooling in poolings}
 
 
 def tensor_digests(loaded: LoadedModel) -> dict[str, str]:
