@@ -214,6 +214,7 @@ class ConsciencePipeline:
             choice_index=index,
             api_key_id=context.api_key_id,
             error=review.error,
+            threshold=None if review.verdict == UNCHECKED else self._reviewer.threshold_for(context.policy),
         )
         if review.attempts and not review.repaired:
             # Blocked: no triple will hold this answer's text, so the check keeps it for review.

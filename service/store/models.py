@@ -96,6 +96,9 @@ class Check(Base):
     mode: Mapped[str] = mapped_column(String(16))
     verdict: Mapped[str] = mapped_column(String(16), index=True)
     score: Mapped[float | None] = mapped_column(Float)
+    # The score at or above which this verdict was flagged (Judge.threshold_for); null when
+    # the verdict failed, and for checks older than migration 0004.
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     repaired: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     choice_index: Mapped[int] = mapped_column(Integer, default=0)

@@ -43,6 +43,7 @@ class CheckRecord:
     choice_index: int = 0
     api_key_id: str | None = None
     error: str | None = None
+    threshold: float | None = None  # what the verdict was flagged at; None: the verdict failed
     # Set only when the answer was blocked (flagged, no repair passed): see models.Check.
     prompt: list[dict[str, Any]] | None = None
     answer: str | None = None

@@ -233,6 +233,17 @@ async def score_histogram(session: AsyncSession, where: CheckFilter, bins: int =
     return counts
 
 
+async def thresholds_in_use(session: AsyncSession, where: CheckFilter) -> list[tuple[str, float]]:
+    """(framework, threshold) of the checks `where` selects, each pair once, by framework: what
+    their scores were flagged at (older checks, which did not record it, are left out)."""
+    query = (
+        select(Check.framework, Check.threshold)
+        .where(Check.threshold.is_not(None), *where.conditions())
+        .distinct().order_by(Check.framework, Check.threshold)
+    )
+    return [(framework, float(threshold)) for framework, threshold in (await session.execute(query)).all()]
+
+
 STAGES = {"upstream": Check.upstream_ms, "judge": Check.judge_ms, "repair": Check.repair_ms}
 
 

@@ -31,6 +31,9 @@ class MarkerJudge:
         await self.gate.wait()
         return Verdict("unethical", 0.9) if "bad" in answer else Verdict("ethical", 0.1)
 
+    def threshold_for(self, style: JudgeStyle, framework: str, judge_model: str) -> float:
+        return {"three_laws": 0.42}.get(framework, 0.5)
+
 
 class ListSink:
     def __init__(self) -> None:
@@ -61,6 +64,7 @@ async def test_enforce_reviews_every_choice_in_order_and_records_checks_and_trip
     checks = [record for record in sink.records if isinstance(record, CheckRecord)]
     triples = [record for record in sink.records if isinstance(record, TripleRecord)]
     assert [(c.choice_index, c.verdict, c.repaired) for c in checks] == [(0, "ethical", False), (1, "unethical", True)]
+    assert [c.threshold for c in checks] == [0.42, 0.42]  # what the judge flags this framework at
     [triple] = triples
     assert (triple.rejected, triple.chosen, triple.check_id) == ("a bad answer", "a kind answer", checks[1].id)
     assert (triple.policy_model, triple.judge_model, triple.prompt) == ("policy", "base", ASK)

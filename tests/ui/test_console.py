@@ -175,19 +175,25 @@ async def test_blocked_answers_are_shown_with_their_text(
     assert page.text.count('class="blocked"') == 1
 
 
-async def test_dashboard_draws_its_charts(
-    console: httpx.AsyncClient, writer: RecordWriter, settings: Settings
-) -> None:
-    checks = [make_check(i, verdict="ethical", score=0.1) for i in range(3)]
-    checks += [make_check(10, verdict="unethical", score=0.9, repaired=True, attempts=1), blocked_check(11)]
-    checks += [make_check(12, verdict="unchecked", score=None, framework="wwjd")]
+async def test_dashboard_draws_its_charts(console: httpx.AsyncClient, writer: RecordWriter) -> None:
+    checks = [make_check(i, verdict="ethical", score=0.1, threshold=0.236) for i in range(3)]
+    checks += [make_check(10, verdict="unethical", score=0.9, repaired=True, attempts=1, threshold=0.236),
+               blocked_check(11)]
+    checks += [make_check(12, verdict="unchecked", score=None, framework="wwjd"),
+               make_check(13, verdict="ethical", score=0.2, framework="wwjd", threshold=0.255)]
     await store(writer, checks)
     page = await console.get("/ui/dashboard")
     assert page.status_code == 200
     assert page.text.count("<svg") >= 4  # verdicts ×2 frameworks, scores, rates, latency
     values = [float(v) for v in re.findall(r'data-value="([^"]+)"', page.text)]
     assert values and max(values) > 0
-    assert 'class="marker"' in page.text and f"threshold {settings.threshold:g}" in page.text
+    # One line per threshold the range's checks were flagged at (calibrated per framework):
+    # not the configured default, which the checks here were not judged at.
+    assert page.text.count('class="marker"') == 2
+    assert ">three_laws 0.236</text>" in page.text and ">wwjd 0.255</text>" in page.text
+    assert "flagged at (three_laws 0.236, wwjd 0.255)" in page.text
+    only_wwjd = await console.get("/ui/dashboard?framework=wwjd")
+    assert only_wwjd.text.count('class="marker"') == 1 and ">wwjd 0.255</text>" in only_wwjd.text
     assert "50.0%" in page.text  # one of two flagged answers repaired, one blocked
 
 

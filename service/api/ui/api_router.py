@@ -279,7 +279,7 @@ async def dashboard(request: Request) -> Response:
     if range_name not in serving.RANGES:
         range_name = "24h"
     framework = request.query_params.get("framework") or None
-    data = await serving.dashboard(_db(request), range_name, framework, _settings(request).threshold)
+    data = await serving.dashboard(_db(request), range_name, framework)
     return _page(request, "dashboard.html", current, data=data, ranges=list(serving.RANGES),
                  nav="dashboard")
 

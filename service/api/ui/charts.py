@@ -45,10 +45,11 @@ def _text(x: float, y: float, text: str, anchor: str = "start") -> str:
 
 def columns(
     label: str, categories: Sequence[str], series: Sequence[Series], *,
-    marker: float | None = None, marker_label: str = "",
+    markers: Sequence[tuple[float, str]] = (),
 ) -> Markup:
-    """One column per category, the series stacked in it. `marker` (0–1 across the plot)
-    draws a vertical line, e.g. the threshold over a score histogram."""
+    """One column per category, the series stacked in it. Each of `markers` (a position 0–1
+    across the plot, a label) draws a labelled vertical line, e.g. a threshold over a score
+    histogram; the labels are stacked so that close lines stay readable."""
     plot_w, plot_h = WIDTH - _LEFT - 8, HEIGHT - _BOTTOM - _TOP
     totals = [sum(s.values[i] for s in series) for i in range(len(categories))]
     top = max(totals, default=0) or 1
@@ -71,10 +72,10 @@ def columns(
     if categories:
         body.append(_text(_LEFT, HEIGHT - 6, categories[0]))
         body.append(_text(WIDTH - 8, HEIGHT - 6, categories[-1], "end"))
-    if marker is not None:
-        x = _LEFT + plot_w * min(max(marker, 0.0), 1.0)
+    for index, (position, marker_label) in enumerate(markers):
+        x = _LEFT + plot_w * min(max(position, 0.0), 1.0)
         body.append(f'<line class="marker" x1="{x:.1f}" y1="{_TOP}" x2="{x:.1f}" y2="{_TOP + plot_h}"/>')
-        body.append(_text(x + 4, _TOP + 10, marker_label))
+        body.append(_text(x + 4, _TOP + 10 + 12 * index, marker_label))
     return _svg(label, body)
 
 

@@ -147,10 +147,10 @@ class Dashboard:
     outcomes: list[repository.OutcomeCount]
     latency_chart: Markup
     latency: dict[str, list[float | None]]
-    threshold: float
+    thresholds: list[tuple[str, float]]  # (framework, threshold) the range's checks were judged at
 
 
-async def dashboard(db: Database, range_name: str, framework: str | None, threshold: float) -> Dashboard:
+async def dashboard(db: Database, range_name: str, framework: str | None) -> Dashboard:
     span, bucket = RANGES[range_name]
     until = utcnow()
     since = until - span
@@ -163,6 +163,7 @@ async def dashboard(db: Database, range_name: str, framework: str | None, thresh
         histogram = await repository.score_histogram(session, where, SCORE_BINS)
         outcomes = await repository.outcome_counts(session, where)
         latency = await repository.stage_latency(session, where)
+        thresholds = await repository.thresholds_in_use(session, where)
     starts = _bucket_starts(since, until, bucket)
     label = "%m-%d %H:00" if bucket == "hour" else "%Y-%m-%d"
     categories = [start.strftime(label) for start in starts]
@@ -184,7 +185,7 @@ async def dashboard(db: Database, range_name: str, framework: str | None, thresh
     bins = [f"{i / SCORE_BINS:.2f}–{(i + 1) / SCORE_BINS:.2f}" for i in range(SCORE_BINS)]
     score_chart = charts.columns(
         "Distribution of scores", bins, [charts.Series("score", histogram)],
-        marker=threshold, marker_label=f"threshold {threshold:g}",
+        markers=[(threshold, f"{name} {threshold:.3g}") for name, threshold in thresholds],
     )
     flagged = [o for o in outcomes if o.flagged]
     rate_chart = charts.bar_groups(
@@ -200,7 +201,7 @@ async def dashboard(db: Database, range_name: str, framework: str | None, thresh
         unit=" ms",
     )
     return Dashboard(range_name, framework, verdict_charts, score_chart, rate_chart, outcomes,
-                     latency_chart, latency, threshold)
+                     latency_chart, latency, thresholds)
 
 
 def gate_figures(metrics: dict[str, Any]) -> dict[str, Any]:
