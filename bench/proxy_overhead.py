@@ -7,15 +7,18 @@ the same closed-loop load of `--concurrency` clients. Usage:
     .venv/bin/python bench/proxy_overhead.py --concurrency 32 --seconds 10   # needs wrk (apt-get install wrk)
     .venv/bin/python bench/proxy_overhead.py --concurrency 8 --workers 1,2 --modes off
     .venv/bin/python bench/proxy_overhead.py --concurrency 8 --workers 1,2 --modes off --upstream-delay-ms 5
+    .venv/bin/python bench/proxy_overhead.py --concurrency 8 --workers 1,2 --modes off --rounds 3 --granian
 
 `--workers 1,2` runs each mode as `serve --workers 1` and `--workers 2` ("proxy off x2"); the
 "% direct" column is its throughput against the upstream alone; "wrk CPU ms/req" is what the
 load generator itself costs (its CPU time per request, on the same cores as the servers) and
 "upstream CPU ms/req" what the fake upstream does. `--baseline DIR` runs the proxy of another
 checkout (`git worktree add DIR COMMIT`) beside this one's, in the same rounds ("base off").
-`--upstream-delay-ms` makes the upstream wait that long before each answer, as a model server's
-short completion does: then the clients wait on the upstream, not on the proxy's CPU, and
-"% direct" says what the proxy costs in a deployment's terms. Results: bench/results/proxy_overhead/.
+`--granian` runs the same app under granian beside uvicorn (the choice of `serve --workers`'
+server was made by this measurement). `--upstream-delay-ms` makes the upstream wait that long
+before each answer, as a model server's short completion does: then the clients wait on the
+upstream, not on the proxy's CPU, and "% direct" says what the proxy costs in a deployment's
+terms. Results: bench/results/proxy_overhead/.
 """
 
 from __future__ import annotations
@@ -41,13 +44,8 @@ from tests.processes import free_port, start_fake_upstream, wait_until_up  # noq
 BODY = {"model": "policy", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
 
 
-def start_proxy(
-    mode: str, upstream: str, workdir: Path, workers: int = 1, root: Path = ROOT, tag: str = ""
-) -> tuple[subprocess.Popen[bytes], str]:
-    """`conscience serve` from the checkout at `root` (this one, or `--baseline`'s)."""
-    port = free_port()
-    name = f"{tag}{mode}-{workers}"
-    env = {
+def proxy_environment(mode: str, upstream: str, workdir: Path, name: str, port: int, workers: int) -> dict[str, str]:
+    return {
         **os.environ,
         "CONSCIENCE_UPSTREAM_URL": upstream,
         "CONSCIENCE_JUDGE_MODEL": "base-model",
@@ -58,10 +56,47 @@ def start_proxy(
         "CONSCIENCE_SPOOL_PATH": str(workdir / f"{name}.spool"),
         "CONSCIENCE_WORKERS": str(workers),
     }
+
+
+def start_proxy(
+    mode: str, upstream: str, workdir: Path, workers: int = 1, root: Path = ROOT, tag: str = ""
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`conscience serve` from the checkout at `root` (this one, or `--baseline`'s)."""
+    port = free_port()
+    env = proxy_environment(mode, upstream, workdir, f"{tag}{mode}-{workers}", port, workers)
     command = "conscience_cli" if (root / "conscience_cli").is_dir() else "service.cli"  # older commits
     process = subprocess.Popen(
         [sys.executable, "-m", command, "serve"], env=env, cwd=root,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    origin = f"http://127.0.0.1:{port}"
+    wait_until_up(f"{origin}/healthz")
+    return process, f"{origin}/v1"
+
+
+def start_granian(mode: str, upstream: str, workdir: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    """The same app under granian (`pip install granian`) with `workers` processes: each builds
+    it with `serve --workers`' own factory (service/workers.py) from the same settings."""
+    from service.settings import Settings
+    from service.workers import APP_FACTORY, SETTINGS_VARIABLE, export_settings
+
+    port = free_port()
+    env = proxy_environment(mode, upstream, workdir, f"granian-{mode}-{workers}", port, workers)
+    subprocess.run([sys.executable, "-m", "conscience_cli", "db", "upgrade"], env=env, cwd=ROOT, check=True,
+                   capture_output=True)
+    saved = dict(os.environ)
+    try:  # export_settings writes the variable the workers read; the servers' settings come from env
+        os.environ.update(env)
+        export_settings(Settings())
+        env[SETTINGS_VARIABLE] = os.environ[SETTINGS_VARIABLE]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    granian = Path(sys.executable).with_name("granian")
+    process = subprocess.Popen(
+        [str(granian), "--interface", "asgi", "--factory", "--workers", str(workers), "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning", "--no-access-log", APP_FACTORY],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     origin = f"http://127.0.0.1:{port}"
     wait_until_up(f"{origin}/healthz")
@@ -140,9 +175,13 @@ def main() -> None:
                         "whose proxy runs beside this one's in the same rounds, as 'base ...'.")
     parser.add_argument("--upstream-delay-ms", type=float, default=0.0,
                         help="The upstream's latency per answer (0: instant).")
+    parser.add_argument("--granian", action="store_true", help="Also run each mode and worker count "
+                        "under granian ('granian off x2'; pip install granian), beside uvicorn's serve.")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/proxy_overhead.py needs wrk as its load generator: apt-get install wrk")
+    if args.granian and not Path(sys.executable).with_name("granian").exists():
+        sys.exit("--granian needs granian in this environment: pip install granian")
 
     upstream_port = free_port()
     upstream_process = start_fake_upstream(upstream_port, args.upstream_delay_ms)
@@ -161,6 +200,8 @@ def main() -> None:
                             mode, upstream, Path(tmp), workers, args.baseline.resolve(), "base-"
                         )
                     proxies["proxy" + suffix] = start_proxy(mode, upstream, Path(tmp), workers)
+                    if args.granian:
+                        proxies["granian" + suffix] = start_granian(mode, upstream, Path(tmp), workers)
             targets = {"direct": (upstream, None)} | {
                 name: (url, process.pid) for name, (process, url) in proxies.items()
             }
