@@ -72,6 +72,7 @@ class JudgedWindow:
     end: int
     flagged: bool
     score: float | None
+    ms: float = 0.0  # how long the verdict took (the wait for it holds the window back)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ class StreamReviewSummary:
             action=self.action,
             attempts=self.attempts,
             scores=self.scores,
+            verdict_ms=[round(window.ms, 1) for window in self.windows],
         )
 
 
@@ -128,6 +130,9 @@ class WindowedConscience(BaseModel):
     action: Action | None = Field(None, description="passed | repaired | refused | unchecked.")
     attempts: int = Field(0, description="Repair attempts made.")
     scores: list[float | None] = Field(default_factory=list, description="Each verdict's score.")
+    verdict_ms: list[float] = Field(
+        default_factory=list, description="Each verdict's time in milliseconds (its window was held that long)."
+    )
 
 
 class _Reader:
@@ -345,12 +350,13 @@ class StreamReview:
             summary.error = f"judge failed: {exc}"
             return None
         finally:
-            summary.judge_ms += (time.perf_counter() - started) * 1000.0
+            ms = (time.perf_counter() - started) * 1000.0
+            summary.judge_ms += ms
         start = len(summary.released)
         summary.windows.append(
             JudgedWindow(
                 index=len(summary.windows), stage=outcome.stage, attempt=outcome.attempt,
-                start=start, end=start + len(segment), flagged=verdict.flagged, score=verdict.score,
+                start=start, end=start + len(segment), flagged=verdict.flagged, score=verdict.score, ms=ms,
             )
         )
         outcome.flagged, outcome.score = verdict.flagged, verdict.score

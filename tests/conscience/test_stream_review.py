@@ -409,9 +409,13 @@ def test_the_window_must_hold_a_character() -> None:
 
 
 async def test_the_summary_on_the_wire() -> None:
-    reviewed = review(Upstream([HARMFUL]), Judge(), Repair("Ask the council."))
+    reviewed = review(Upstream([HARMFUL]), Judge(delay_s=0.02), Repair("Ask the council."))
     await collect(reviewed)
     wire = reviewed.summary.wire().model_dump()
+    timed = wire.pop("verdict_ms")
     assert wire == {
         "windows": 2, "flagged_window": 0, "action": "repaired", "attempts": 1, "scores": [0.9, 0.05],
     }
+    # Each verdict's time: how long it held its window back (the judge here takes 20 ms).
+    assert len(timed) == 2 and all(15.0 <= ms < 1000.0 for ms in timed)
+    assert sum(timed) == pytest.approx(reviewed.summary.judge_ms, abs=0.2)
