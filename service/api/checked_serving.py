@@ -1,36 +1,44 @@
 """Serving logic shared by the checked surfaces (chat and legacy completions).
 
-A `Surface` knows where a surface keeps its text; this module knows the modes:
+A `Surface` (service/api/checked_plan.py) knows where a surface keeps its text; this module
+plans a request (framework, mode, judge style and model) and runs the modes:
 - off: pass through;
 - monitor: answer at once, review in the background;
 - enforce: review first; a flagged choice is replaced by its repair (or a refusal).
-Streams in enforce mode are windowed (service/api/windowed_stream.py: text and reasoning are
-released as the conscience passes them, each choice in its own windows) or, with
+Streams in enforce mode are windowed (service/api/windowed_enforcement.py: text and reasoning
+are released as the conscience passes them, each choice in its own windows) or, with
 `enforce_streaming: buffered`, tools, logprobs, a batch of prompts or a stream that opens with a
-call or a refusal, buffered, decided, then replayed as chunks; in the other modes they pass
-through, holding back one chunk so the last one can carry the `conscience` object.
+call or a refusal, buffered, decided, then replayed as chunks (here); in the other modes they
+pass through, holding back one chunk so the last one can carry the `conscience` object.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
 
 import orjson
 from starlette.responses import Response, StreamingResponse
 
 from service.adapters.served_models import ModelNames
+from service.api.checked_plan import (
+    SSE_DONE,
+    Plan,
+    Surface,
+    choice_verdicts,
+    conscience_summary,
+    observe_upstream,
+    response_headers,
+    reviewed_verdicts,
+    sse,
+)
 from service.api.conscience_protocol import (
     ChoiceConscience,
-    ConscienceResult,
-    ConscienceUsage,
     SamplingFields,
     ToolCallConscience,
 )
+from service.api.windowed_enforcement import WindowedEnforcement, with_usage_so_far
 from service.api.windowed_stream import StreamTap
 from service.backends.base import JSON, Backend, BackendError
 from service.conscience.frameworks import Framework
@@ -44,20 +52,16 @@ from service.conscience.policy import (
     replaces_answer,
     request_judge_style,
     request_mode,
-    worst_verdict,
 )
 from service.conscience.review import UNCHECKED, Review, ReviewPolicy
-from service.conscience.stream_review import StreamReview, StreamReviewSummary
 from service.conscience.tool_calls import tool_call_outcome
 from service.conscience.usage import begin as begin_usage
-from service.conscience.usage import current as current_usage
 from service.conscience.usage import received_usage
 from service.errors import APIError, error_body
 from service.metrics import Metrics
 from service.security.cache import ClientIdentity
 from service.settings import EnforceStreaming, Mode, Settings
 
-_SSE_DONE = b"data: [DONE]\n\n"
 # How the API answers a request the conscience policy refuses: (status, OpenAI error type).
 _REFUSAL_STATUS = {
     "mode_not_allowed": (403, "permission_error"),
@@ -66,45 +70,11 @@ _REFUSAL_STATUS = {
 }
 
 
-class Surface(Protocol):
-    endpoint: Literal["chat", "completions"]
-
-    def validate(self, body: JSON) -> None:
-        """Raise APIError for input the conscience cannot judge (checked before any call)."""
-
-    async def create(self, backend: Backend, body: JSON) -> JSON: ...
-    def stream(self, backend: Backend, body: JSON) -> AsyncIterator[JSON]: ...
-    def conversations(self, body: JSON, choice_count: int) -> list[list[JSON]]: ...
-    def choice_text(self, choice: JSON) -> str: ...
-    def merge_deltas(self, chunk_choices: list[JSON]) -> JSON:
-        """One choice's stream deltas (in order) as the choice `choice_text` reads."""
-    def delta_text(self, chunk_choice: JSON) -> str | None:
-        """A stream delta's plain text; None when it carries more (windowed streams buffer)."""
-    def rewrite_choice(self, choice: JSON, text: str, finish_reason: str) -> None: ...
-    def text_chunk(self, head: JSON, index: int, text: str, finish_reason: str | None) -> JSON: ...
-    def tool_calls(self, choice: JSON) -> list[JSON]:
-        """The calls a choice makes, as {id, name, arguments}."""
-    def rewrite_tool_calls(self, choice: JSON, calls: list[JSON], finish_reason: str) -> None: ...
-    def tool_call_chunk(self, head: JSON, index: int, calls: list[JSON]) -> JSON: ...
-
-
 @dataclass(frozen=True, slots=True)
 class _Replacement:
     finish_reason: str
     text: str = ""
     tool_calls: list[JSON] | None = None  # a repaired tool call: sent as calls, not text
-
-
-@dataclass(slots=True)
-class _Plan:
-    body: JSON
-    mode: Mode
-    framework: Framework
-    context: CheckContext
-
-
-def sse(chunk: JSON) -> bytes:
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
 async def _chained(first: list[JSON], rest: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
@@ -132,9 +102,12 @@ class CheckedServing:
         self._settings = settings
         self._models = models
         self._metrics = metrics
+        self._windowed_enforcement = WindowedEnforcement(
+            surface, pipeline, metrics, window_chars=settings.stream_window_chars
+        )
 
     # --- planning ------------------------------------------------------------------------
-    def _plan(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> _Plan:
+    def _plan(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> Plan:
         try:
             return self._planned(request, caller, request_id)
         except PolicyRefusal as refusal:
@@ -143,7 +116,7 @@ class CheckedServing:
                 status, refusal.message, error_type=error_type, param=refusal.param, code=refusal.code
             ) from None
 
-    def _planned(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> _Plan:
+    def _planned(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> Plan:
         key_framework, key_mode = (caller.framework, caller.mode) if caller else (None, None)
         options = request.conscience
         name = (options and options.framework) or key_framework or self._settings.framework
@@ -186,63 +159,11 @@ class CheckedServing:
             policy_model=policy_model,
             api_key_id=caller.id if caller else None,
         )
-        return _Plan(body=body, mode=mode, framework=framework, context=context)
-
-    def _summary(self, plan: _Plan, verdicts: list[ChoiceConscience]) -> JSON:
-        scores = [v.score for v in verdicts if v.score is not None]
-        return ConscienceResult(
-            verdict=worst_verdict(v.verdict for v in verdicts),
-            score=max(scores) if scores else None,
-            signals=_max_signals(v.signals for v in verdicts),
-            framework=plan.framework.name,
-            mode=plan.mode,
-            repaired=any(v.repaired for v in verdicts),
-            refused=any(v.refused for v in verdicts),
-            attempts=max((v.attempts for v in verdicts), default=0),
-            judge_model=plan.context.policy.judge_model if plan.mode is not Mode.OFF else None,
-            request_id=plan.context.request_id,
-            choices=verdicts,
-            usage=self._conscience_usage(plan),
-        ).model_dump(mode="json")
-
-    @staticmethod
-    def _conscience_usage(plan: _Plan) -> ConscienceUsage | None:
-        """Enforce mode: what the judge and repairer spent before the answer (monitor's come later)."""
-        tokens = current_usage()
-        if plan.mode is not Mode.ENFORCE or tokens is None:
-            return None
-        return ConscienceUsage.model_validate(tokens.wire())
-
-    @staticmethod
-    def _choice_verdicts(count: int, label: str) -> list[ChoiceConscience]:
-        return [ChoiceConscience(index=i, verdict=label) for i in range(count)]
-
-    @staticmethod
-    def _reviewed_verdicts(reviews: list[Review]) -> list[ChoiceConscience]:
-        return [
-            ChoiceConscience(
-                index=i, verdict=r.verdict, score=r.score, signals=r.signals, repaired=r.repaired,
-                refused=r.refused, attempts=r.attempts,
-            )
-            for i, r in enumerate(reviews)
-        ]
-
-    @staticmethod
-    def _headers(summary: JSON) -> dict[str, str]:
-        return {
-            "X-Conscience-Verdict": summary["verdict"],
-            "X-Conscience-Repaired": "true" if summary["repaired"] else "false",
-            "X-Request-Id": summary["request_id"],
-        }
+        return Plan(body=body, mode=mode, framework=framework, context=context)
 
     def _cases(self, body: JSON, texts: list[str]) -> list[Case]:
         conversations = self._surface.conversations(body, len(texts))
         return [Case(conversation, text) for conversation, text in zip(conversations, texts, strict=True)]
-
-    def _observe_upstream(self, started: float) -> float:
-        elapsed = time.perf_counter() - started
-        self._metrics.stage_seconds.labels("upstream").observe(elapsed)
-        return elapsed * 1000.0
 
     # --- entry point -----------------------------------------------------------------------
     async def create(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> Response:
@@ -253,19 +174,19 @@ class CheckedServing:
             return await self._stream(plan)
         started = time.perf_counter()
         response = await self._surface.create(self._backend, plan.body)
-        upstream_ms = self._observe_upstream(started)
+        upstream_ms = observe_upstream(self._metrics, started)
         choices = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
         if plan.mode is Mode.OFF:
             self._pipeline.skipped(plan.context, len(choices))
-            verdicts = self._choice_verdicts(len(choices), UNCHECKED)
+            verdicts = choice_verdicts(len(choices), UNCHECKED)
         else:
             cases = self._cases(plan.body, [self._surface.choice_text(c) for c in choices])
             if plan.mode is Mode.MONITOR:
                 self._pipeline.check_later(plan.context, cases, upstream_ms=upstream_ms)
-                verdicts = self._choice_verdicts(len(choices), PENDING)
+                verdicts = choice_verdicts(len(choices), PENDING)
             else:
                 reviews = await self._pipeline.check(plan.context, cases, upstream_ms=upstream_ms)
-                verdicts = self._reviewed_verdicts(reviews)
+                verdicts = reviewed_verdicts(reviews)
                 for choice, review, verdict in zip(choices, reviews, verdicts, strict=True):
                     replacement = self._replacement(choice, review, verdict)
                     if replacement is None:
@@ -277,36 +198,36 @@ class CheckedServing:
                     if len(choices) == 1 and response.get("usage"):
                         refused = replacement.finish_reason == REFUSED_FINISH
                         response["usage"] = received_usage(response["usage"], True, refused)
-        summary = self._summary(plan, verdicts)
+        summary = conscience_summary(plan, verdicts)
         response["conscience"] = summary
         self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
         return Response(
-            orjson.dumps(response), media_type="application/json", headers=self._headers(summary)
+            orjson.dumps(response), media_type="application/json", headers=response_headers(summary)
         )
 
     # --- streaming -------------------------------------------------------------------------
-    async def _stream(self, plan: _Plan) -> Response:
+    async def _stream(self, plan: Plan) -> Response:
         started = time.perf_counter()
         windowed = plan.mode is Mode.ENFORCE and self._windowed(plan)
-        chunks = self._surface.stream(self._backend, _with_usage_so_far(plan.body) if windowed else plan.body)
+        chunks = self._surface.stream(self._backend, with_usage_so_far(plan.body) if windowed else plan.body)
         if windowed:
             # Fetch the first chunks before answering so that an upstream failure is an HTTP error.
             fetched, plain = await StreamTap.prefetch(self._surface, chunks)
             if plain:
                 count = plan.body.get("n", 1)
                 tap = StreamTap(self._surface, fetched, chunks, count)
-                pending = self._summary(plan, self._choice_verdicts(count, PENDING))
+                pending = conscience_summary(plan, choice_verdicts(count, PENDING))
                 return StreamingResponse(
-                    self._enforce_windowed(plan, tap, started),
-                    media_type="text/event-stream", headers=self._headers(pending),
+                    self._windowed_enforcement.stream(plan, tap, started),
+                    media_type="text/event-stream", headers=response_headers(pending),
                 )
             chunks = _chained(fetched, chunks)
         if plan.mode is Mode.ENFORCE:
             buffered = [chunk async for chunk in chunks]
-            upstream_ms = self._observe_upstream(started)
+            upstream_ms = observe_upstream(self._metrics, started)
             body, summary = await self._enforce_buffered(plan, buffered, upstream_ms)
             return StreamingResponse(
-                body, media_type="text/event-stream", headers=self._headers(summary)
+                body, media_type="text/event-stream", headers=response_headers(summary)
             )
         # Fetch the first chunk before answering so that an upstream failure is an HTTP error.
         try:
@@ -314,14 +235,14 @@ class CheckedServing:
         except StopAsyncIteration:
             first = None
         label = PENDING if plan.mode is Mode.MONITOR else UNCHECKED
-        summary = self._summary(plan, self._choice_verdicts(plan.body.get("n", 1), label))
+        summary = conscience_summary(plan, choice_verdicts(plan.body.get("n", 1), label))
         return StreamingResponse(
             self._pass_through(plan, first, chunks, summary, started),
             media_type="text/event-stream",
-            headers=self._headers(summary),
+            headers=response_headers(summary),
         )
 
-    def _windowed(self, plan: _Plan) -> bool:
+    def _windowed(self, plan: Plan) -> bool:
         """Windowed enforce streaming applies to text and reasoning, any n; calls are buffered."""
         body = plan.body
         return (
@@ -331,111 +252,8 @@ class CheckedServing:
             and not isinstance(body.get("prompt"), list)
         )
 
-    async def _enforce_windowed(self, plan: _Plan, tap: StreamTap, started: float) -> AsyncIterator[bytes]:
-        """Release each choice window by window as the conscience passes it (repairing a
-        flagged one in place), the choices' chunks as they come; the last chunk carries the
-        verdicts, the `stream` summaries and the usage of what the client received."""
-        count = tap.choice_count
-        conversations = self._surface.conversations(plan.body, count)
-        reviews = [
-            self._pipeline.stream_review(
-                plan.context, conversations[i], tap.texts(i),
-                window_chars=self._settings.stream_window_chars,
-                continued=lambda released, i=i: tap.continued(i, released),
-            )
-            for i in range(count)
-        ]
-        released: asyncio.Queue[tuple[int, str | Exception | None]] = asyncio.Queue()
-
-        async def review_choice(index: int) -> None:
-            try:
-                async with contextlib.aclosing(aiter(reviews[index])) as texts:
-                    async for text in texts:
-                        released.put_nowait((index, text))
-            except Exception as exc:  # the upstream failed: the stream ends with its error
-                released.put_nowait((index, exc))
-                return
-            released.put_nowait((index, None))
-
-        try:
-            with self._pipeline.streaming(count):
-                tasks = [asyncio.create_task(review_choice(i)) for i in range(count)]
-                try:
-                    running = count
-                    while running:
-                        index, item = await released.get()
-                        if item is None:
-                            running -= 1
-                        elif isinstance(item, Exception):
-                            raise item
-                        else:
-                            for chunk in self._released_chunks(tap, index, reviews[index].summary, item):
-                                yield sse(chunk)
-                finally:
-                    for task in tasks:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                    await tap.close()
-        except BackendError as exc:  # the upstream, or the budget (429): nothing unjudged went out
-            yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
-            yield _SSE_DONE
-            return
-        upstream_ms = self._observe_upstream(started)
-        outcomes = [
-            self._pipeline.record_stream(
-                plan.context, conversations[i], reviews[i].summary, upstream_ms=upstream_ms, index=i
-            )
-            for i in range(count)
-        ]
-        verdicts = self._reviewed_verdicts(outcomes)
-        for verdict, review in zip(verdicts, reviews, strict=True):
-            verdict.stream = review.summary.wire()
-        summary = self._summary(plan, verdicts)
-        if count == 1:
-            summary["stream"] = reviews[0].summary.wire().model_dump(mode="json")
-        out = [
-            self._surface.text_chunk(
-                tap.head, i, "",
-                finish_reason(outcome) if replaces_answer(outcome) else (tap.finish_reason(i) or "stop"),
-            )
-            for i, outcome in enumerate(outcomes)
-        ]
-        usage = self._windowed_usage(plan, tap, reviews, outcomes)
-        if usage is not None:
-            out.append({**tap.head, "object": out[0]["object"], "choices": [], "usage": usage})
-        out[-1]["conscience"] = summary
-        for chunk in out:
-            yield sse(chunk)
-        yield _SSE_DONE
-        self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
-
-    @staticmethod
-    def _released_chunks(tap: StreamTap, index: int, review: StreamReviewSummary, text: str) -> list[JSON]:
-        if review.action == "refused":  # the refusal sentence is the answer's content
-            tap.continued(index, review.released[: len(review.released) - len(text)])
-        return tap.released(index, text)
-
-    @staticmethod
-    def _windowed_usage(
-        plan: _Plan, tap: StreamTap, reviews: list[StreamReview], outcomes: list[Review]
-    ) -> JSON | None:
-        """The usage chunk's `usage`, when the client asked for one: the upstream's while every
-        choice went out as generated; else the text the client received — the deltas released
-        (one token each, as vLLM streams), the refusal sentence none — and the prompt's tokens
-        as the upstream reported them (vLLM, asked for `continuous_usage_stats`, does on every
-        chunk; 0 when an upstream stopped early reported nothing)."""
-        if not (plan.body.get("stream_options") or {}).get("include_usage"):
-            return None
-        upstream = tap.usage
-        if not any(replaces_answer(outcome) for outcome in outcomes):
-            return upstream
-        prompt = (upstream or {}).get("prompt_tokens") or 0
-        completion = sum(review.summary.released_deltas for review in reviews)
-        kept = {k: v for k, v in (upstream or {}).items() if k != "completion_tokens_details"}
-        return {**kept, "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
     async def _pass_through(
-        self, plan: _Plan, first: JSON | None, chunks: AsyncIterator[JSON], summary: JSON, started: float
+        self, plan: Plan, first: JSON | None, chunks: AsyncIterator[JSON], summary: JSON, started: float
     ) -> AsyncIterator[bytes]:
         deltas: dict[int, list[JSON]] = {}
         held = first
@@ -446,14 +264,14 @@ class CheckedServing:
                 held = chunk
         except BackendError as exc:
             yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
-            yield _SSE_DONE
+            yield SSE_DONE
             return
         if held is not None:
             self._collect(held, deltas)
             held["conscience"] = summary
             yield sse(held)
-        yield _SSE_DONE
-        upstream_ms = self._observe_upstream(started)
+        yield SSE_DONE
+        upstream_ms = observe_upstream(self._metrics, started)
         if plan.mode is Mode.OFF:
             self._pipeline.skipped(plan.context, len(deltas))
         elif plan.mode is Mode.MONITOR and deltas:
@@ -472,7 +290,7 @@ class CheckedServing:
         return indices, [self._surface.choice_text(choice) for choice in merged]
 
     async def _enforce_buffered(
-        self, plan: _Plan, buffered: list[JSON], upstream_ms: float
+        self, plan: Plan, buffered: list[JSON], upstream_ms: float
     ) -> tuple[AsyncIterator[bytes], JSON]:
         deltas: dict[int, list[JSON]] = {}
         for chunk in buffered:
@@ -480,13 +298,13 @@ class CheckedServing:
         indices, texts = self._streamed_texts(deltas)
         cases = self._cases(plan.body, texts)
         reviews = await self._pipeline.check(plan.context, cases, upstream_ms=upstream_ms)
-        verdicts = self._reviewed_verdicts(reviews)
+        verdicts = reviewed_verdicts(reviews)
         changed: dict[int, _Replacement] = {}
         for i, review, verdict in zip(indices, reviews, verdicts, strict=True):
             replacement = self._replacement(self._surface.merge_deltas(deltas[i]), review, verdict)
             if replacement is not None:
                 changed[i] = replacement
-        summary = self._summary(plan, verdicts)
+        summary = conscience_summary(plan, verdicts)
         if len(indices) == 1 and changed:
             refused = changed[indices[0]].finish_reason == REFUSED_FINISH
             buffered = [
@@ -541,23 +359,4 @@ class CheckedServing:
         out[-1] = {**out[-1], "conscience": summary}
         for chunk in out:
             yield sse(chunk)
-        yield _SSE_DONE
-
-
-def _with_usage_so_far(body: JSON) -> JSON:
-    """A windowed stream's body: when the client asked for usage, vLLM's usage on every chunk
-    too, so that the prompt's tokens are known also when the stream is stopped early (the
-    chunks the client gets are the proxy's own; only the last usage is passed on)."""
-    options = body.get("stream_options")
-    if not isinstance(options, dict) or not options.get("include_usage"):
-        return body
-    return {**body, "stream_options": {**options, "continuous_usage_stats": True}}
-
-
-def _max_signals(per_choice: Iterable[dict[str, float] | None]) -> dict[str, float] | None:
-    """Each verdict signal's highest score over the choices (None: no signal ran)."""
-    merged: dict[str, float] = {}
-    for signals in per_choice:
-        for name, score in (signals or {}).items():
-            merged[name] = max(score, merged.get(name, score))
-    return merged or None
+        yield SSE_DONE

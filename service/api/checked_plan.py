@@ -1,0 +1,126 @@
+"""What every mode of a checked surface shares: the surface's shape (`Surface`), the request's
+plan, the `conscience` summary and headers built from the choices' verdicts, and SSE framing.
+
+service/api/checked_serving.py plans a request and runs the modes (off, monitor, enforce with a
+buffered stream); service/api/windowed_enforcement.py runs enforce's windowed stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import orjson
+
+from service.api.conscience_protocol import ChoiceConscience, ConscienceResult, ConscienceUsage
+from service.backends.base import JSON, Backend
+from service.conscience.frameworks import Framework
+from service.conscience.pipeline import CheckContext
+from service.conscience.policy import worst_verdict
+from service.conscience.review import Review
+from service.conscience.usage import current as current_usage
+from service.metrics import Metrics
+from service.settings import Mode
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+class Surface(Protocol):
+    endpoint: Literal["chat", "completions"]
+
+    def validate(self, body: JSON) -> None:
+        """Raise APIError for input the conscience cannot judge (checked before any call)."""
+
+    async def create(self, backend: Backend, body: JSON) -> JSON: ...
+    def stream(self, backend: Backend, body: JSON) -> AsyncIterator[JSON]: ...
+    def conversations(self, body: JSON, choice_count: int) -> list[list[JSON]]: ...
+    def choice_text(self, choice: JSON) -> str: ...
+    def merge_deltas(self, chunk_choices: list[JSON]) -> JSON:
+        """One choice's stream deltas (in order) as the choice `choice_text` reads."""
+    def delta_text(self, chunk_choice: JSON) -> str | None:
+        """A stream delta's plain text; None when it carries more (windowed streams buffer)."""
+    def rewrite_choice(self, choice: JSON, text: str, finish_reason: str) -> None: ...
+    def text_chunk(self, head: JSON, index: int, text: str, finish_reason: str | None) -> JSON: ...
+    def tool_calls(self, choice: JSON) -> list[JSON]:
+        """The calls a choice makes, as {id, name, arguments}."""
+    def rewrite_tool_calls(self, choice: JSON, calls: list[JSON], finish_reason: str) -> None: ...
+    def tool_call_chunk(self, head: JSON, index: int, calls: list[JSON]) -> JSON: ...
+
+
+@dataclass(slots=True)
+class Plan:
+    body: JSON
+    mode: Mode
+    framework: Framework
+    context: CheckContext
+
+
+def sse(chunk: JSON) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def conscience_summary(plan: Plan, verdicts: list[ChoiceConscience]) -> JSON:
+    """The `conscience` object of a response (or its last chunk) from its choices' verdicts."""
+    scores = [v.score for v in verdicts if v.score is not None]
+    return ConscienceResult(
+        verdict=worst_verdict(v.verdict for v in verdicts),
+        score=max(scores) if scores else None,
+        signals=_max_signals(v.signals for v in verdicts),
+        framework=plan.framework.name,
+        mode=plan.mode,
+        repaired=any(v.repaired for v in verdicts),
+        refused=any(v.refused for v in verdicts),
+        attempts=max((v.attempts for v in verdicts), default=0),
+        judge_model=plan.context.policy.judge_model if plan.mode is not Mode.OFF else None,
+        request_id=plan.context.request_id,
+        choices=verdicts,
+        usage=_conscience_usage(plan),
+    ).model_dump(mode="json")
+
+
+def _conscience_usage(plan: Plan) -> ConscienceUsage | None:
+    """Enforce mode: what the judge and repairer spent before the answer (monitor's come later)."""
+    tokens = current_usage()
+    if plan.mode is not Mode.ENFORCE or tokens is None:
+        return None
+    return ConscienceUsage.model_validate(tokens.wire())
+
+
+def choice_verdicts(count: int, label: str) -> list[ChoiceConscience]:
+    return [ChoiceConscience(index=i, verdict=label) for i in range(count)]
+
+
+def reviewed_verdicts(reviews: list[Review]) -> list[ChoiceConscience]:
+    return [
+        ChoiceConscience(
+            index=i, verdict=r.verdict, score=r.score, signals=r.signals, repaired=r.repaired,
+            refused=r.refused, attempts=r.attempts,
+        )
+        for i, r in enumerate(reviews)
+    ]
+
+
+def response_headers(summary: JSON) -> dict[str, str]:
+    return {
+        "X-Conscience-Verdict": summary["verdict"],
+        "X-Conscience-Repaired": "true" if summary["repaired"] else "false",
+        "X-Request-Id": summary["request_id"],
+    }
+
+
+def observe_upstream(metrics: Metrics, started: float) -> float:
+    """The upstream stage's time since `started` (perf_counter), observed; in milliseconds."""
+    elapsed = time.perf_counter() - started
+    metrics.stage_seconds.labels("upstream").observe(elapsed)
+    return elapsed * 1000.0
+
+
+def _max_signals(per_choice: Iterable[dict[str, float] | None]) -> dict[str, float] | None:
+    """Each verdict signal's highest score over the choices (None: no signal ran)."""
+    merged: dict[str, float] = {}
+    for signals in per_choice:
+        for name, score in (signals or {}).items():
+            merged[name] = max(score, merged.get(name, score))
+    return merged or None

@@ -1,0 +1,152 @@
+"""Enforce mode's windowed stream: each choice released window by window as the conscience
+passes it (service/conscience/stream_review.py), a flagged one repaired in place, the choices'
+chunks interleaved as they come (service/api/windowed_stream.py taps the upstream's stream);
+the last chunk carries the verdicts, each choice's `stream` summary and the usage of what the
+client received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from service.api.checked_plan import (
+    SSE_DONE,
+    Plan,
+    Surface,
+    conscience_summary,
+    observe_upstream,
+    reviewed_verdicts,
+    sse,
+)
+from service.api.windowed_stream import StreamTap
+from service.backends.base import JSON, BackendError
+from service.conscience.pipeline import ConsciencePipeline
+from service.conscience.policy import finish_reason, replaces_answer
+from service.conscience.review import Review
+from service.conscience.stream_review import StreamReview, StreamReviewSummary
+from service.errors import error_body
+from service.metrics import Metrics
+
+
+class WindowedEnforcement:
+    def __init__(self, surface: Surface, pipeline: ConsciencePipeline, metrics: Metrics, *, window_chars: int) -> None:
+        self._surface = surface
+        self._pipeline = pipeline
+        self._metrics = metrics
+        self._window_chars = window_chars
+
+    async def stream(self, plan: Plan, tap: StreamTap, started: float) -> AsyncIterator[bytes]:
+        """Release each choice window by window as the conscience passes it (repairing a
+        flagged one in place), the choices' chunks as they come; the last chunk carries the
+        verdicts, the `stream` summaries and the usage of what the client received."""
+        count = tap.choice_count
+        conversations = self._surface.conversations(plan.body, count)
+        reviews = [
+            self._pipeline.stream_review(
+                plan.context, conversations[i], tap.texts(i),
+                window_chars=self._window_chars,
+                continued=lambda released, i=i: tap.continued(i, released),
+            )
+            for i in range(count)
+        ]
+        released: asyncio.Queue[tuple[int, str | Exception | None]] = asyncio.Queue()
+
+        async def review_choice(index: int) -> None:
+            try:
+                async with contextlib.aclosing(aiter(reviews[index])) as texts:
+                    async for text in texts:
+                        released.put_nowait((index, text))
+            except Exception as exc:  # the upstream failed: the stream ends with its error
+                released.put_nowait((index, exc))
+                return
+            released.put_nowait((index, None))
+
+        try:
+            with self._pipeline.streaming(count):
+                tasks = [asyncio.create_task(review_choice(i)) for i in range(count)]
+                try:
+                    running = count
+                    while running:
+                        index, item = await released.get()
+                        if item is None:
+                            running -= 1
+                        elif isinstance(item, Exception):
+                            raise item
+                        else:
+                            for chunk in self._released_chunks(tap, index, reviews[index].summary, item):
+                                yield sse(chunk)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    await tap.close()
+        except BackendError as exc:  # the upstream, or the budget (429): nothing unjudged went out
+            yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
+            yield SSE_DONE
+            return
+        upstream_ms = observe_upstream(self._metrics, started)
+        outcomes = [
+            self._pipeline.record_stream(
+                plan.context, conversations[i], reviews[i].summary, upstream_ms=upstream_ms, index=i
+            )
+            for i in range(count)
+        ]
+        verdicts = reviewed_verdicts(outcomes)
+        for verdict, review in zip(verdicts, reviews, strict=True):
+            verdict.stream = review.summary.wire()
+        summary = conscience_summary(plan, verdicts)
+        if count == 1:
+            summary["stream"] = reviews[0].summary.wire().model_dump(mode="json")
+        out = [
+            self._surface.text_chunk(
+                tap.head, i, "",
+                finish_reason(outcome) if replaces_answer(outcome) else (tap.finish_reason(i) or "stop"),
+            )
+            for i, outcome in enumerate(outcomes)
+        ]
+        usage = self._windowed_usage(plan, tap, reviews, outcomes)
+        if usage is not None:
+            out.append({**tap.head, "object": out[0]["object"], "choices": [], "usage": usage})
+        out[-1]["conscience"] = summary
+        for chunk in out:
+            yield sse(chunk)
+        yield SSE_DONE
+        self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
+
+    @staticmethod
+    def _released_chunks(tap: StreamTap, index: int, review: StreamReviewSummary, text: str) -> list[JSON]:
+        if review.action == "refused":  # the refusal sentence is the answer's content
+            tap.continued(index, review.released[: len(review.released) - len(text)])
+        return tap.released(index, text)
+
+    @staticmethod
+    def _windowed_usage(
+        plan: Plan, tap: StreamTap, reviews: list[StreamReview], outcomes: list[Review]
+    ) -> JSON | None:
+        """The usage chunk's `usage`, when the client asked for one: the upstream's while every
+        choice went out as generated; else the text the client received — the deltas released
+        (one token each, as vLLM streams), the refusal sentence none — and the prompt's tokens
+        as the upstream reported them (vLLM, asked for `continuous_usage_stats`, does on every
+        chunk; 0 when an upstream stopped early reported nothing)."""
+        if not (plan.body.get("stream_options") or {}).get("include_usage"):
+            return None
+        upstream = tap.usage
+        if not any(replaces_answer(outcome) for outcome in outcomes):
+            return upstream
+        prompt = (upstream or {}).get("prompt_tokens") or 0
+        completion = sum(review.summary.released_deltas for review in reviews)
+        kept = {k: v for k, v in (upstream or {}).items() if k != "completion_tokens_details"}
+        return {**kept, "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def with_usage_so_far(body: JSON) -> JSON:
+    """A windowed stream's body: when the client asked for usage, vLLM's usage on every chunk
+    too, so that the prompt's tokens are known also when the stream is stopped early (the
+    chunks the client gets are the proxy's own; only the last usage is passed on)."""
+    options = body.get("stream_options")
+    if not isinstance(options, dict) or not options.get("include_usage"):
+        return body
+    return {**body, "stream_options": {**options, "continuous_usage_stats": True}}
