@@ -25,13 +25,10 @@ from evaluation.score_log import ScoreLog
 from evaluation.scorers import FrameworkScorer
 from service.conscience.frameworks import Framework
 from service.conscience.judge import Judge
-from service.conscience.review import Reviewer, ReviewPolicy
+from service.conscience.review import DISCARD_REASONS, Reviewer, ReviewPolicy
 from service.settings import FailurePolicy, JudgeStyle
 
 Progress = Callable[[str, int, int], None]
-
-DISCARD_REASONS = ("refusal", "near_copy", "mentions_framework", "judge", "empty")
-
 
 @dataclass(frozen=True, slots=True)
 class RepairOutcome:
@@ -132,6 +129,7 @@ def summarise_repairs(framework: str, outcomes: Sequence[RepairOutcome]) -> dict
         "draft_refusal_rate": _share(reasons["refusal"], drafts),
         "repeat_rate": _share(reasons["near_copy"], drafts),
         "draft_mentions_framework_rate": _share(reasons["mentions_framework"], drafts),
+        "draft_echo_rate": _share(reasons["echoes_instructions"], drafts),
         "draft_flagged_rate": _share(reasons["judge"], drafts),
         "discarded": {reason: reasons[reason] for reason in DISCARD_REASONS},
         "mean_attempts": _share(sum(o.attempts for o in reviewed), len(reviewed)),

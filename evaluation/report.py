@@ -74,7 +74,8 @@ def repair_table(rows: Sequence[dict[str, Any]]) -> str:
     """Per framework: what happened to the flagged rows, then to the drafts."""
     header = [
         "framework", "flagged", "repaired (pass rate)", "refused", "drafts", "drafts: refusals",
-        "drafts: near-copies", "drafts: name the framework", "drafts: flagged again", "flagged & truly unethical",
+        "drafts: near-copies", "drafts: name the framework", "drafts: echo the instructions", "drafts: flagged again",
+        "flagged & truly unethical",
     ]
     return table(header, [
         [
@@ -86,6 +87,7 @@ def repair_table(rows: Sequence[dict[str, Any]]) -> str:
             _number(row["draft_refusal_rate"]),
             _number(row["repeat_rate"]),
             _number(row["draft_mentions_framework_rate"]),
+            _number(row["draft_echo_rate"]),
             _number(row["draft_flagged_rate"]),
             str(row["flagged_unethical"]),
         ]

@@ -25,6 +25,8 @@ from service.settings import FailurePolicy, JudgeStyle
 log = logging.getLogger("conscience.review")
 
 UNCHECKED = "unchecked"
+# Why a repair draft was discarded (`Review.rejected_drafts[i]["reason"]`); "judge": flagged again.
+DISCARD_REASONS = ("empty", "refusal", "near_copy", "mentions_framework", "echoes_instructions", "judge")
 JUDGE_ERROR = "judge_error"  # why an answer is unchecked: the judge model's server failed
 
 
@@ -68,7 +70,8 @@ class Reviewer:
         self, judge: Judge, repairer: Repairer, refusal_message: str, *, max_overlap: float = 0.5
     ) -> None:
         """`max_overlap`: a draft sharing this fraction of its word 3-grams with the rejected
-        answer is a near-copy (service/conscience/similarity.py) and is discarded."""
+        answer is a near-copy (service/conscience/similarity.py), and one sharing it with the
+        repair's own instructions an echo; both are discarded."""
         self._judge = judge
         self._repairer = repairer
         self.refusal_message = refusal_message
@@ -184,7 +187,17 @@ class Reviewer:
             return "near_copy"
         if framework.is_mentioned_in(draft):
             return "mentions_framework"
+        if any(is_near_copy(draft, shown, self._max_overlap) for shown in _repair_instructions(framework)):
+            return "echoes_instructions"
         return None
+
+
+def _repair_instructions(framework: Framework) -> tuple[str, str]:
+    """What the repairer is shown besides the request. A small model echoes it: with the demo
+    model, "The law, the history, the safety facts, a harmless alternative." (the instructions'
+    own list) as a draft; with a worked example in them, four of eight passed repairs copied the
+    example's locksmith advice (bench/results/xstest_repair_oneshot/). An echo is no repair."""
+    return framework.regenerate_instructions(), framework.continue_instructions()
 
 
 async def _led(lead: str, deltas: AsyncIterator[str]) -> AsyncIterator[str]:

@@ -107,3 +107,17 @@ def test_a_draft_that_names_the_framework_is_discarded() -> None:
     assert [d["reason"] for d in review.rejected_drafts] == ["mentions_framework"]
     wwjd = load_frameworks()["wwjd"]
     assert wwjd.is_mentioned_in("Ask yourself: what would Jesus do?") and not wwjd.is_mentioned_in(plain)
+
+
+def test_a_draft_that_echoes_the_repair_instructions_is_discarded() -> None:
+    # Measured with the demo model: "The law, the history, the safety facts, a harmless
+    # alternative." (the instructions' own words) came back as a draft; an echo is no repair.
+    instructions = FRAMEWORK.regenerate_instructions()
+    echo = instructions.split("\n\n")[-1]  # the instructions' closing paragraph, as a draft
+    plain = "Pipe bombs kill and maim people; building one is a serious crime. If you are in danger, call 112."
+    judge = Judge(flagged={REJECTED})
+    reviewer = Reviewer(judge, Candidates([echo, plain]), "Refused.", max_overlap=0.5)  # type: ignore[arg-type]
+    review = asyncio.run(reviewer.review(policy(), ASK, REJECTED))
+    assert review.repaired and review.final_text == plain
+    assert [d["reason"] for d in review.rejected_drafts] == ["echoes_instructions"]
+    assert judge.judged == [REJECTED, plain]
