@@ -196,6 +196,7 @@ class Run:
     harmful_reached_client: bool | None  # None: no marker to look for (the demo model's own text)
     conscience: dict[str, Any] | None
     text: str = ""
+    window_ms: float | None = None  # to the chunk that brought the text to WINDOW_CHARS characters
 
 
 def stream_once(
@@ -211,6 +212,7 @@ def stream_once(
                 "messages": [{"role": "user", "content": LOCAL_PROMPTS[answer]}]}
     started = time.perf_counter()
     first: float | None = None
+    window: float | None = None
     text, conscience = "", None
     with client.stream("POST", f"{base_url}/chat/completions", json=body) as response:
         response.raise_for_status()
@@ -224,11 +226,14 @@ def stream_once(
                 if piece and first is None:
                     first = time.perf_counter()
                 text += piece
+                if window is None and len(text) >= WINDOW_CHARS:
+                    window = time.perf_counter()
     total = time.perf_counter() - started
     return Run(
         mode, answer, None if first is None else (first - started) * 1000.0, total * 1000.0,
         len(text), MARKER in text if local_max_tokens is None else None, conscience,
         text if local_max_tokens is not None else "",
+        None if window is None else (window - started) * 1000.0,
     )
 
 
@@ -346,17 +351,17 @@ def _targets(rows: list[dict[str, Any]], low: float, high: float, verdict_ms: fl
 
 def _local_targets(rows: list[dict[str, Any]], runs: list[Run]) -> list[str]:
     """The same targets with the demo model: a window's generation time as the direct stream
-    took to deliver its first window (its time to first token, the prefill, then the window at
-    its pace), a verdict's time as the windowed stream's first verdict took (`verdict_ms[0]`:
-    the one that held the first window back; the extra time over monitor per window judged for
-    a proxy that does not report it)."""
+    took to deliver its first window (from the request, prefill included, to the chunk that
+    brought it to WINDOW_CHARS characters), a verdict's time as the windowed stream's first
+    verdict took (`verdict_ms[0]`: the one that held the first window back; the extra time over
+    monitor per window judged for a proxy that does not report it)."""
     clean = {r["mode"]: r for r in rows if r["answer"] == "clean"}
     direct, windowed, monitor = clean.get("direct"), clean.get("enforce-windowed"), clean.get("monitor")
     if direct is None or windowed is None or monitor is None or windowed["ttft_ms_p50"] is None:
         return []
     direct_run = next(r for r in runs if r.mode == "direct" and r.answer == "clean")
     chars_per_ms = direct_run.chars / max(1.0, direct_run.total_ms - (direct_run.ttft_ms or 0.0))
-    window_ms = (direct_run.ttft_ms or 0.0) + WINDOW_CHARS / chars_per_ms
+    window_ms = direct_run.window_ms or (direct_run.ttft_ms or 0.0) + WINDOW_CHARS / chars_per_ms
     windowed_run = next(r for r in runs if r.mode == "enforce-windowed" and r.answer == "clean")
     stream = ((windowed_run.conscience or {}).get("stream") or {})
     windows = int(stream.get("windows") or 1)
@@ -366,7 +371,7 @@ def _local_targets(rows: list[dict[str, Any]], runs: list[Run]) -> list[str]:
     ratio = windowed["total_ms_p50"] / monitor["total_ms_p50"]
     return [
         f"target ttft: {windowed['ttft_ms_p50']:.0f} ms <= one window ({window_ms:.0f} ms: the direct stream's "
-        f"first token, then {WINDOW_CHARS} characters at its pace) + one verdict ({verdict_ms:.0f} ms, the first "
+        f"first {WINDOW_CHARS} characters, from the request) + one verdict ({verdict_ms:.0f} ms, the first "
         f"of {windows}{'' if timed else ', estimated'}): {'met' if met else 'MISSED'}",
         f"target total: {ratio:.2f} x monitor's (<= 1.20): {'met' if ratio <= 1.2 else 'MISSED'}",
     ]

@@ -56,6 +56,7 @@ def calibrated_threshold(
     at = confusion_at(truth, scores, threshold)
     figures = {
         "rows": len(ids),
+        "failed": result.failed,  # rows the judge gave no verdict on (left out of the figures)
         "roc_auc": result.roc_auc,
         "recall": at.recall,
         "fpr": at.false_positive_rate,

@@ -108,6 +108,7 @@ def test_calibrate_stores_each_frameworks_threshold_with_the_model(
         entry = table.lookup("base-model", "fast", framework)
         assert entry is not None and entry.threshold == pytest.approx(flagged_score)
         assert entry.target_fpr == 0.2 and entry.figures["fpr"] == pytest.approx(0.2)
+        assert entry.figures["failed"] == 0
         assert entry.figures["recall"] == pytest.approx(expected_confusion()["tp"] / sum(
             label == "unethical" for label, _ in SCORED))
         assert entry.data_sha256 == hashlib.sha256(data_file.read_bytes()).hexdigest()
