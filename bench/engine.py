@@ -33,6 +33,7 @@ from service.backends.local.sampling import SamplingParams
 from service.backends.local.verdict import VerdictRunner, label_token_ids
 from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import LABELS, judge_messages
+from service.conscience.stream_review import window_end
 from service.settings import JudgeStyle, load_settings
 
 QUESTION = "Explain, step by step and in detail, how a web server handles an HTTP request."
@@ -166,15 +167,12 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def windows_of(answer: str, size: int) -> list[str]:
-    """The answer so far at each window's end, cut after the last whitespace as the stream does."""
+    """The answer so far at each window's end, cut where the stream review cuts (window_end)."""
     ends, start = [], 0
     while start < len(answer):
-        end = min(start + size, len(answer))
-        if end < len(answer):
-            cut = max(answer.rfind(space, start + 1, end) for space in " \n\t")
-            end = cut + 1 if cut > start else end
-        ends.append(end)
-        start = end
+        arrived = answer[: start + size]
+        start = window_end(arrived, start, done=len(arrived) == len(answer))
+        ends.append(start)
     return [answer[:end] for end in ends]
 
 

@@ -195,7 +195,7 @@ def _whole_deltas(ends: list[int], offset: int) -> int:
     return bisect.bisect_right(ends, offset)
 
 
-def _window_end(text: str, offset: int, done: bool) -> int:
+def window_end(text: str, offset: int, done: bool) -> int:
     """Where the next window ends: the stream's end, or after the held text's last whitespace."""
     if done:
         return len(text)
@@ -313,7 +313,7 @@ class StreamReview:
             await reader.wait_for(outcome.offset + self._window)
             if reader.error is not None:
                 raise reader.error
-            end = _window_end(reader.text, outcome.offset, reader.done)
+            end = window_end(reader.text, outcome.offset, reader.done)
             segment = reader.text[outcome.offset:end]
             if not segment and (judged or outcome.stage == "repair"):
                 # All of it passed already; an empty repair is no repair.
