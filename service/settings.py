@@ -451,9 +451,6 @@ def environment_secret(variable: str) -> str | None:
     return os.environ.get(variable) or secret_file(variable) or None
 
 
-VLLM_API_KEY_VARIABLE = "CONSCIENCE_VLLM_API_KEY"  # the vLLM server's key, for `train` and `adapters`
-
-
 def secret_names(settings_class: type[Settings]) -> tuple[str, ...]:
     """The secrets of a settings class: environment or file only, never flags."""
     return tuple(name for name, info in settings_class.model_fields.items() if info.annotation == SecretStr | None)

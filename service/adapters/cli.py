@@ -19,7 +19,6 @@ from service.adapters.publish import PublishError, PublishOptions
 from service.adapters.registry import RegistryError
 from service.adapters.versions import AdapterVersions
 from service.cli_errors import run_or_exit
-from service.settings import VLLM_API_KEY_VARIABLE, environment_secret
 from service.store.db import Database
 from service.store.models import AdapterVersion
 
@@ -48,12 +47,10 @@ VllmTimeout = Annotated[float, typer.Option(help="Timeout of one vLLM admin call
 def _publish_options(
     vllm_url: str | None, adapters_dir: Path | None, keep_loaded: int, timeout_s: float
 ) -> PublishOptions:
-    """With vLLM's key from CONSCIENCE_VLLM_API_KEY (or its _FILE): never a flag, which `ps` shows."""
     try:
-        api_key = environment_secret(VLLM_API_KEY_VARIABLE)
-    except ValueError as exc:
+        return PublishOptions.for_command(vllm_url, adapters_dir, keep_loaded, timeout_s)
+    except ValueError as exc:  # vLLM's key file cannot be read
         raise typer.BadParameter(str(exc)) from None
-    return PublishOptions(vllm_url, api_key, adapters_dir, keep_loaded, timeout_s)
 
 
 def _with_versions(db_url: str, options: PublishOptions, use: Callable[[AdapterVersions], Awaitable[T]]) -> T:

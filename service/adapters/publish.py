@@ -15,9 +15,11 @@ from typing import Any, Protocol
 import httpx
 
 from service.adapters.registry import list_versions, mark_active
-from service.settings import BackendKind, Settings
+from service.settings import BackendKind, Settings, environment_secret
 from service.store.db import Database
 from service.store.models import AdapterStatus, AdapterVersion
+
+VLLM_API_KEY_VARIABLE = "CONSCIENCE_VLLM_API_KEY"  # vLLM's key for the commands that publish
 
 log = logging.getLogger("conscience.adapters.publish")
 
@@ -47,6 +49,16 @@ class PublishOptions:
     adapters_dir_seen_by_vllm: Path | None = None
     keep_loaded: int = 3
     timeout_s: float = 120.0
+
+    @classmethod
+    def for_command(
+        cls, vllm_url: str | None, adapters_dir_seen_by_vllm: Path | None, keep_loaded: int, timeout_s: float
+    ) -> PublishOptions:
+        """A command's (`train`, `adapters`): vLLM's key, if it has one, from CONSCIENCE_VLLM_API_KEY
+        or the file CONSCIENCE_VLLM_API_KEY_FILE names, never a flag (`ps` shows flags to
+        everyone). ValueError when that file cannot be read."""
+        api_key = environment_secret(VLLM_API_KEY_VARIABLE)
+        return cls(vllm_url, api_key, adapters_dir_seen_by_vllm, keep_loaded, timeout_s)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PublishOptions:

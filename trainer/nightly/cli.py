@@ -22,7 +22,6 @@ from service.adapters.publish import PublishError, PublishOptions, make_publishe
 from service.adapters.registry import RegistryError
 from service.cli_errors import require_extra, run_or_exit
 from service.cli_flags import dataclass_parameters, with_parameters
-from service.settings import VLLM_API_KEY_VARIABLE, environment_secret
 from trainer.nightly.config import PublishTarget, TrainConfig
 
 EXIT_GATE_FAILED = 3
@@ -41,16 +40,15 @@ def train(**flags: Any) -> None:
 
     try:
         config = TrainConfig(**flags)
-        api_key = environment_secret(VLLM_API_KEY_VARIABLE)  # vLLM's key: environment or file only
+        options = PublishOptions.for_command(
+            config.vllm_url if config.publish == PublishTarget.VLLM else None,
+            config.vllm_adapters_dir,
+            config.keep_loaded,
+            config.vllm_timeout_s,
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    publisher = make_publisher(PublishOptions(
-        config.vllm_url if config.publish == PublishTarget.VLLM else None,
-        api_key,
-        config.vllm_adapters_dir,
-        config.keep_loaded,
-        config.vllm_timeout_s,
-    ))
+    publisher = make_publisher(options)
     console = Console()
     result = run_or_exit(
         lambda: run_training(config, publisher, console), (RegistryError, PublishError, ValueError, OSError),
