@@ -90,3 +90,166 @@ def test_kept_passes_stay_within_their_token_budget(loaded: LoadedModel) -> None
 def test_a_layer_the_model_lacks_is_refused(loaded: LoadedModel) -> None:
     with pytest.raises(ValueError, match="layers must be in"):
         run(LatentRunner(loaded), ANSWER, 99, "mean_answer")
+
+
+# --- generations on the base weights: their hidden states are a pass the verdict reuses ---------
+
+
+@pytest.fixture(scope="module")
+def wordy_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model made to say only whole words (" bread", " flour", ...) and never to end its
+    turn: its answers tokenise back to exactly the tokens it generated, as a real model's
+    ordinary text does (the random model's byte fragments do not), so reuse can be counted."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = tmp_path_factory.mktemp("wordy-qwen2")
+    shutil.copytree(tiny_model_dir, target, dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    words = [
+        token_id for token, token_id in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+        if token.startswith("Ġ") and token[1:].isalpha() and len(token) > 3
+        and tokenizer(tokenizer.decode([token_id]), add_special_tokens=False)["input_ids"] == [token_id]
+    ][:8]
+    assert len(words) == 8
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        head = model.lm_head.weight
+        head.zero_()
+        # Four words along +u, four along -u: whichever side the hidden state is on outscores
+        # every other token's 0 by far; the small noise makes those four about as likely.
+        shared = 20.0 * torch.randn(head.shape[1], generator=generator)
+        for index, word in enumerate(words):
+            noise = 0.1 * torch.randn(head.shape[1], generator=generator)
+            head[word] = (shared if index % 2 else -shared) + noise
+    model.save_pretrained(target)
+    return target
+
+
+def greedy(tokens: int):
+    from service.backends.local.sampling import SamplingParams
+
+    return SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=tokens, stop=(), seed=0, n=1)
+
+
+def prompt_ids(loaded: LoadedModel) -> list[int]:
+    return list(answer_span(loaded.tokenizer, ASK, "", max_answer_tokens=None).token_ids)
+
+
+async def generated_text(engine, loaded: LoadedModel, tokens: int, model: str | None = None) -> str:
+    from service.backends.local.generation import Usage
+
+    text = ""
+    async for event in engine.generate(model, [prompt_ids(loaded)], greedy(tokens)):
+        if not isinstance(event, Usage):
+            text += "".join(delta.text for delta in event)
+    return text
+
+
+async def test_a_finished_answer_of_the_base_weights_reads_only_its_last_token_again(
+    wordy_model_dir: Path, tmp_path: Path
+) -> None:
+    from service.backends.local.engine import Engine
+
+    loaded = load_model(str(wordy_model_dir), cache_dir=tmp_path)
+    engine = Engine(loaded, max_queued=4, max_concurrent=2, latent_layer=1)
+    try:
+        answer = await generated_text(engine, loaded, 24)
+        assert len(encode_answer(loaded, answer)) == 24
+        features, covered = await engine.latent_features(
+            ASK, answer, layer=1, pooling="mean_answer", max_answer_tokens=None
+        )
+        assert features == pytest.approx(full_pass(loaded, answer, 1, "mean_answer"), abs=1e-4)
+        assert covered == length(loaded, answer)  # the judge's usage: the chat it judged
+        # The last sampled token was never fed back; every other position was the generation's.
+        assert engine.latent_tokens_read == 1
+        # Another layer was not recorded: a whole pass.
+        await engine.latent_features(ASK, answer, layer=2, pooling="mean_answer", max_answer_tokens=None)
+        assert engine.latent_tokens_read == 1 + length(loaded, answer)
+    finally:
+        await engine.close()
+
+
+async def test_a_window_of_a_running_generation_is_judged_from_what_it_has_read(
+    wordy_model_dir: Path, tmp_path: Path
+) -> None:
+    from service.backends.local.engine import Engine
+    from service.backends.local.generation import Usage
+    from service.conscience.stream_review import window_end
+
+    loaded = load_model(str(wordy_model_dir), cache_dir=tmp_path)
+    engine = Engine(loaded, max_queued=4, max_concurrent=2, latent_layer=1)
+    try:
+        text, windows = "", []
+        stream = engine.generate(None, [prompt_ids(loaded)], greedy(200))
+        async for event in stream:
+            if isinstance(event, Usage):
+                break
+            text += "".join(delta.text for delta in event)
+            if len(text) > 40 * (len(windows) + 1):  # as a windowed stream judges, mid-generation
+                window = text[: window_end(text, 0, False)]  # ends at a space: " ... word "
+                features, _ = await engine.latent_features(
+                    ASK, window, layer=1, pooling="mean_all", max_answer_tokens=None
+                )
+                assert features == pytest.approx(full_pass(loaded, window, 1, "mean_all"), abs=1e-4)
+                windows.append(window)
+            if len(windows) == 3:
+                break
+        await stream.aclose()
+        # Each window re-read only its cut (the trailing space, continued as " word").
+        assert engine.latent_tokens_read <= 2 * len(windows)
+        assert len(windows) == 3
+    finally:
+        await engine.close()
+
+
+async def test_each_of_n_sampled_choices_is_its_own_pass(wordy_model_dir: Path, tmp_path: Path) -> None:
+    from service.backends.local.engine import Engine
+    from service.backends.local.generation import Usage
+    from service.backends.local.sampling import SamplingParams
+
+    loaded = load_model(str(wordy_model_dir), cache_dir=tmp_path)
+    engine = Engine(loaded, max_queued=4, max_concurrent=2, latent_layer=1)
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=20, stop=(), seed=0, n=2)
+    try:
+        answers = ["", ""]
+        async for event in engine.generate(None, [prompt_ids(loaded)], params):
+            if not isinstance(event, Usage):
+                for delta in event:
+                    answers[delta.index] += delta.text
+        assert answers[0] != answers[1]
+        # Sampling may pick a byte fragment that does not tokenise back (this seed does not).
+        assert [len(encode_answer(loaded, answer)) for answer in answers] == [20, 20]
+        for answer in answers:
+            features, _ = await engine.latent_features(
+                ASK, answer, layer=1, pooling="mean_answer", max_answer_tokens=None
+            )
+            assert features == pytest.approx(full_pass(loaded, answer, 1, "mean_answer"), abs=1e-4)
+        assert engine.latent_tokens_read == 2  # each row's last sampled token
+    finally:
+        await engine.close()
+
+
+async def test_an_answer_of_the_adapter_is_not_the_base_models_pass(
+    wordy_model_dir: Path, lora_adapters: list[Path], tmp_path: Path
+) -> None:
+    from service.backends.local.engine import Engine
+
+    loaded = load_model(str(wordy_model_dir), cache_dir=tmp_path)
+    engine = Engine(loaded, max_queued=4, max_concurrent=2, latent_layer=1)
+    try:
+        await engine.activate_adapter("conscience-v1", str(lora_adapters[0]))
+        answer = await generated_text(engine, loaded, 16)  # the policy: the adapter
+        features, _ = await engine.latent_features(ASK, answer, layer=1, pooling="mean_answer", max_answer_tokens=None)
+        assert engine.latent_tokens_read == length(loaded, answer)  # read whole, on the base weights
+        assert features == pytest.approx(full_pass(loaded, answer, 1, "mean_answer"), abs=1e-4)
+    finally:
+        await engine.close()
+
+
+def encode_answer(loaded: LoadedModel, answer: str) -> list[int]:
+    span = answer_span(loaded.tokenizer, ASK, answer, max_answer_tokens=None)
+    return list(span.token_ids[span.prompt_len :])

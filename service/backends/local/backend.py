@@ -96,18 +96,20 @@ class LocalBackend:
             device=settings.local_device,
             dtype=settings.local_dtype,
         )
+        probe = probe_for(loaded, settings.probe_path)
         engine = Engine(
             loaded,
             max_queued=settings.local_max_queue,
             max_concurrent=settings.local_max_concurrent,
             labels=LABELS,
+            latent_layer=None if probe is None else probe.layer,
         )
         return cls(
             engine,
             default_max_tokens=settings.local_default_max_tokens,
             registry=db,
             adapter_poll_s=settings.adapter_poll_s,
-            probe=probe_for(loaded, settings.probe_path),
+            probe=probe,
         )
 
     async def start(self) -> None:

@@ -48,13 +48,17 @@ class Engine:
         max_concurrent: int,
         labels: Sequence[str] = (),
         max_prefixes: int = 16,
+        latent_layer: int | None = None,
     ) -> None:
-        """`labels`: the judge's verdict labels, checked now (LabelTokenError) rather than later."""
+        """`labels`: the judge's verdict labels, checked now (LabelTokenError) rather than later.
+        `latent_layer`: the latent probe's layer; generations on the base weights record it, so
+        that the verdict on their answers reads almost nothing again (service/backends/local/latent.py)."""
         self.loaded = loaded
         self.adapters = AdapterSlots(loaded.model)
         self.context_len = int(loaded.model.config.max_position_embeddings)
         self._verdicts = VerdictRunner(loaded, self.adapters, max_prefixes=max_prefixes)
         self._latent = LatentRunner(loaded)
+        self._latent_layer = latent_layer
         self._stop_ids = stop_token_ids(loaded)
         self._labels: dict[tuple[str, ...], LabelIds] = {}
         if labels:
@@ -68,6 +72,11 @@ class Engine:
     @property
     def active_adapter_name(self) -> str | None:
         return self.adapters.active_name
+
+    @property
+    def latent_tokens_read(self) -> int:
+        """Positions the latent verdict has run through the model itself (generations' not counted)."""
+        return self._latent.tokens_read
 
     @property
     def ready(self) -> bool:
@@ -102,6 +111,11 @@ class Engine:
         try:
             for number, prompt_ids in enumerate(prompts):
                 adapter, release = self._lease(model)
+                # Created on this thread but only filled and read on the model thread.
+                reads = (
+                    self._latent.track(self._latent_layer)
+                    if adapter is None and self._latent_layer is not None else None
+                )
                 job = GenerationJob(
                     loaded=self.loaded,
                     adapters=self.adapters,
@@ -112,6 +126,7 @@ class Engine:
                     first_index=number * params.n,
                     channel=channel,
                     on_release=release,
+                    reads=reads,
                 )
                 try:
                     self._scheduler.submit(job)

@@ -2,7 +2,8 @@
 
 The `n` choices of a request share one prompt, so the prompt is read once and its KV cache
 repeated across a batch of `n` rows; each row samples on its own and finishes on its own
-(end of sequence, a stop string, or the token budget).
+(end of sequence, a stop string, or the token budget). A generation on the base weights may
+record what it reads for the latent verdict (`reads`: service/backends/local/latent.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from service.backends.local.adapters import AdapterSlots
 from service.backends.local.detokenize import ChoiceText
+from service.backends.local.latent import ReadLog
 from service.backends.local.loader import LoadedModel
 from service.backends.local.sampling import SamplingParams, TokenSampler
 
@@ -80,7 +82,9 @@ class GenerationJob:
         first_index: int,
         channel: EventChannel,
         on_release: Callable[[], None],
+        reads: ReadLog | None = None,
     ) -> None:
+        """`reads`: the latent verdict's log of this generation's hidden states (base weights only)."""
         self.cancelled = False
         self._model = loaded.model
         self._adapters = adapters
@@ -91,6 +95,7 @@ class GenerationJob:
         self._first_index = first_index
         self._channel = channel
         self._on_release = on_release
+        self._reads = reads
         self._choices = [_Choice(ChoiceText(loaded.tokenizer, params.stop)) for _ in range(params.n)]
         self._cache: Any = None
         self._last: Any = None
@@ -121,6 +126,8 @@ class GenerationJob:
         self._channel.send(error)
 
     def release(self) -> None:
+        if self._reads is not None:
+            self._reads.close()
         self._cache = None
         self._on_release()
 
@@ -131,8 +138,11 @@ class GenerationJob:
         self._cache = DynamicCache(config=self._model.config)
         prompt = torch.tensor([self._prompt_ids], device=self._model.device)
         output = self._model(
-            input_ids=prompt, past_key_values=self._cache, use_cache=True, logits_to_keep=1
+            input_ids=prompt, past_key_values=self._cache, use_cache=True, logits_to_keep=1,
+            output_hidden_states=self._reads is not None,
         )
+        if self._reads is not None:
+            self._reads.prefill(self._prompt_ids, output.hidden_states, self._cache, self._params.n)
         logits = output.logits[:, -1, :]
         if self._params.n > 1:
             self._cache.batch_repeat_interleave(self._params.n)
@@ -141,8 +151,11 @@ class GenerationJob:
 
     def _decode(self) -> Any:
         output = self._model(
-            input_ids=self._last[:, None], past_key_values=self._cache, use_cache=True
+            input_ids=self._last[:, None], past_key_values=self._cache, use_cache=True,
+            output_hidden_states=self._reads is not None,
         )
+        if self._reads is not None:
+            self._reads.decode(self._last.tolist(), output.hidden_states)
         return output.logits[:, -1, :]
 
     def _advance(self, index: int, token: int) -> ChoiceDelta | None:

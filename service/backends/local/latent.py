@@ -13,6 +13,13 @@ Passes are kept least-recently-used up to `max_cached_tokens` positions in all (
 costs 2 × layers × kv-heads × head-dim floats per position: 25 KB for the demo model). Models
 with sliding-window layers keep only part of the past in their cache, so only their hidden
 states are kept (a shorter or equal sequence is still free). Runs on the model thread only.
+
+A generation on the base weights (the frozen model: the demo's policy until an adapter is
+active) reads exactly the ordinary chat the latent verdict reads — the templated conversation,
+then the answer's tokens. It records the probe layer's states as it goes (`track`: a `ReadLog`),
+and the runner counts what it has read as a pass: the verdict on a streamed window, or on the
+finished answer, then reads only the token or two its cut re-tokenises, instead of the whole
+chat. A finished generation's log is kept like any pass.
 """
 
 from __future__ import annotations
@@ -47,14 +54,91 @@ def _shared_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     return size
 
 
+def _kv_rows(cache: Any, row: int, length: int) -> tuple[tuple[Any, Any], ...] | None:
+    """Views of one batch row's keys and values for the first `length` positions (None for a
+    model with sliding-window layers, whose cache does not hold the whole past). The cache
+    appends by concatenation, so the views stay as they are while the generation goes on."""
+    if any(getattr(cached, "is_sliding", False) for cached in cache.layers):
+        return None
+    return tuple(
+        (cached.keys[row : row + 1, :, :length], cached.values[row : row + 1, :, :length])
+        for cached in cache.layers
+    )
+
+
+class ReadLog:
+    """What one generation on the base weights has read so far: its prompt, then the token
+    each row fed at each step, with the probe layer's hidden state at every position. Filled
+    by the generation job on the model thread (`prefill`, then `decode` per step, `close` when
+    it leaves the scheduler); the runner sees it from its prefill on."""
+
+    def __init__(self, layer: int, runner: LatentRunner) -> None:
+        self.layer = layer
+        self._runner = runner
+        self._prompt: tuple[int, ...] = ()
+        self._prompt_states: Any = None  # [T, H]
+        self._fed: list[list[int]] = []  # per step, each row's token
+        self._step_states: list[Any] = []  # per step, [rows, H]
+        self._cache: Any = None
+        self._rows = 1
+
+    def prefill(self, prompt_ids: list[int], hidden_states: Any, cache: Any, rows: int) -> None:
+        self._prompt = tuple(prompt_ids)
+        self._prompt_states = hidden_states[self.layer][0].float()
+        self._cache, self._rows = cache, rows
+        self._runner.opened(self)
+
+    def decode(self, fed: list[int], hidden_states: Any) -> None:
+        self._fed.append(fed)
+        self._step_states.append(hidden_states[self.layer][:, -1].float())
+
+    def passes(self) -> list[_Pass]:
+        """One pass per row, over every position read so far."""
+        import torch
+
+        if self._prompt_states is None:
+            return []
+        steps = torch.stack(self._step_states) if self._step_states else None  # [S, rows, H]
+        length = len(self._prompt) + len(self._fed)
+        found = []
+        for row in range(self._rows):
+            ids = self._prompt + tuple(step[row] for step in self._fed)
+            states = self._prompt_states if steps is None else torch.cat([self._prompt_states, steps[:, row]])
+            found.append(_Pass(ids, self.layer, states, _kv_rows(self._cache, row, length)))
+        return found
+
+    def close(self) -> None:
+        """The generation is over (finished, failed or cancelled): its passes are kept."""
+        self._runner.closed(self)
+
+
 class LatentRunner:
     def __init__(self, loaded: LoadedModel, *, max_cached_tokens: int = DEFAULT_MAX_CACHED_TOKENS) -> None:
-        """`max_cached_tokens=0` turns the reuse off (every pass reads the whole sequence)."""
+        """`max_cached_tokens=0` turns the reuse off (every pass reads the whole sequence, and
+        generations keep no log)."""
         self._loaded = loaded
         self._max_cached_tokens = max_cached_tokens
         self._passes: OrderedDict[int, _Pass] = OrderedDict()
         self._next_key = 0
+        self._live: list[ReadLog] = []
         self.tokens_read = 0  # positions run through the model, over all passes (for tests, bench)
+
+    def track(self, layer: int) -> ReadLog | None:
+        """A log for a generation on the base weights to fill; once it has read its prompt,
+        its passes count as read. Safe to call from any thread (the log registers itself on
+        the model thread)."""
+        return None if self._max_cached_tokens <= 0 else ReadLog(layer, self)
+
+    def opened(self, log: ReadLog) -> None:
+        """`log`'s prefill is done: from now on its passes are candidates."""
+        self._live.append(log)
+
+    def closed(self, log: ReadLog) -> None:
+        """`log`'s generation left the scheduler: its passes are kept like any other."""
+        if log in self._live:  # a generation cancelled before its prefill never opened
+            self._live.remove(log)
+            for entry in log.passes():
+                self._keep(entry)
 
     @property
     def cached_tokens(self) -> int:
@@ -73,22 +157,32 @@ class LatentRunner:
     def _states(self, token_ids: tuple[int, ...], layer: int) -> Any:
         import torch
 
-        best_key, shared = None, 0
-        for key, entry in self._passes.items():
-            if entry.layer == layer and (size := _shared_prefix(entry.token_ids, token_ids)) > shared:
-                best_key, shared = key, size
-        if best_key is not None and shared == len(token_ids):
-            self._passes.move_to_end(best_key)
-            return self._passes[best_key].states[:shared]
-        base = self._passes[best_key] if best_key is not None else None
-        if base is None or base.kv is None:
-            base, shared = None, 0
+        best_key, best, shared = None, None, 0
+        for key, entry in self._candidates(layer):
+            if (size := _shared_prefix(entry.token_ids, token_ids)) > shared:
+                best_key, best, shared = key, entry, size
+        if best is not None and shared == len(token_ids):
+            if best_key is not None:
+                self._passes.move_to_end(best_key)
+            return best.states[:shared]
+        base = best if best is not None and best.kv is not None else None
+        if base is None:
+            shared = 0
         with torch.inference_mode():
             states, kv = self._run(token_ids, layer, base, shared)
-        if base is not None and len(token_ids) > len(base.token_ids) and len(base.token_ids) - shared <= _CUT_TOKENS:
+        if (
+            best_key is not None and base is not None and len(token_ids) > len(base.token_ids)
+            and len(base.token_ids) - shared <= _CUT_TOKENS
+        ):
             del self._passes[best_key]  # the new pass extends it: it holds all the old one did
         self._keep(_Pass(token_ids, layer, states, kv))
         return states
+
+    def _candidates(self, layer: int) -> list[tuple[int | None, _Pass]]:
+        """Kept passes (by key) and live generations' passes (no key) of this layer."""
+        kept = [(key, entry) for key, entry in self._passes.items() if entry.layer == layer]
+        live = [(None, entry) for log in self._live if log.layer == layer for entry in log.passes()]
+        return kept + live
 
     def _run(
         self, token_ids: tuple[int, ...], layer: int, base: _Pass | None, shared: int
