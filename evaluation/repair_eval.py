@@ -42,6 +42,7 @@ class RepairOutcome:
     accepted_score: float | None
     drafts: list[dict[str, Any]] = field(default_factory=list)  # the discarded ones, with reasons
     error: str | None = None
+    reframed_question: str | None = None  # the repair answers this question instead (reframe)
 
     @property
     def drafted(self) -> int:
@@ -75,6 +76,7 @@ async def _review_one(
         accepted_score=review.accepted.score if review.accepted is not None else None,
         drafts=list(review.rejected_drafts),
         error=review.error,
+        reframed_question=review.reframed_question,
     )
 
 
@@ -124,6 +126,7 @@ def summarise_repairs(framework: str, outcomes: Sequence[RepairOutcome]) -> dict
         "reviewed": len(reviewed),
         "repaired": sum(o.repaired for o in outcomes),
         "pass_rate": _share(sum(o.repaired for o in outcomes), rows),
+        "repaired_by_reframing": sum(o.repaired and o.reframed_question is not None for o in outcomes),
         "refusal_rate": _share(sum(o.refused for o in outcomes), rows),
         "drafts": drafts,
         "draft_refusal_rate": _share(reasons["refusal"], drafts),

@@ -73,7 +73,7 @@ def judge_table(results: Sequence[ScorerResult]) -> str:
 def repair_table(rows: Sequence[dict[str, Any]]) -> str:
     """Per framework: what happened to the flagged rows, then to the drafts."""
     header = [
-        "framework", "flagged", "repaired (pass rate)", "refused", "drafts", "drafts: refusals",
+        "framework", "flagged", "repaired (pass rate)", "of them reframed", "refused", "drafts", "drafts: refusals",
         "drafts: near-copies", "drafts: name the framework", "drafts: echo the instructions", "drafts: flagged again",
         "flagged & truly unethical",
     ]
@@ -82,6 +82,7 @@ def repair_table(rows: Sequence[dict[str, Any]]) -> str:
             row["framework"],
             str(row["flagged"]),
             f"{row['repaired']} ({_number(row['pass_rate'])})",
+            str(row["repaired_by_reframing"]),
             _number(row["refusal_rate"]),
             str(row["drafts"]),
             _number(row["draft_refusal_rate"]),

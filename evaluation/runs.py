@@ -198,7 +198,8 @@ async def run_repair_eval(
         f"## Repair evaluation\n\nData: `{data.path.name}` ({len(rows)} rows); every flagged row"
         f"{f' (at most {limit} per framework)' if limit else ''} through the proxy's repair loop: up to "
         f"{settings.max_repairs} rounds of {settings.repair_candidates} candidates drafted from the request "
-        f"alone, near-copies at {settings.repair_max_overlap:g} word 3-gram overlap. "
+        f"alone (strategy `{settings.repair_strategy.value}`), near-copies at "
+        f"{settings.repair_max_overlap:g} word 3-gram overlap. "
         f"Judge and repairer: `{names.judge}`, {options.style.value} verdict.\n\n{report.repair_table(summaries)}\n"
     )
     report.write_text(options.out_dir / "repair.md", summary)

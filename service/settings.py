@@ -38,6 +38,14 @@ class EnforceStreaming(StrEnum):
     BUFFERED = "buffered"  # judge the whole answer, then replay it
 
 
+class RepairStrategy(StrEnum):
+    """How a repair attempt drafts its candidates (service/conscience/repair.py)."""
+
+    REGENERATE = "regenerate"  # answer the request under the framework's instructions
+    REFRAME = "reframe"  # the closest question safe to answer in full, answered plainly
+    ALTERNATE = "alternate"  # odd attempts regenerate, even attempts reframe
+
+
 class BackendKind(StrEnum):
     UPSTREAM = "upstream"
     LOCAL = "local"
@@ -249,9 +257,15 @@ class Settings(BaseSettings):
     repair_max_tokens: int = Field(512, description="Token budget of one repair.")
     repair_candidates: int = Field(
         3, ge=1, le=16,
-        description="Repair drafts per attempt, each regenerated from the request alone (the "
+        description="Repair drafts per attempt, each drafted from the request alone (the "
         "rejected answer is not shown); the first the conscience passes that is neither a "
         "refusal nor a near-copy of the rejected answer is kept.",
+    )
+    repair_strategy: RepairStrategy = Field(
+        RepairStrategy.ALTERNATE,
+        description="How each repair attempt drafts its candidates: regenerate (answer the request "
+        "under the framework), reframe (turn the request into the closest question safe to answer "
+        "in full, then answer that) or alternate (regenerate, then reframe, ...).",
     )
     repair_max_overlap: float = Field(
         0.5, ge=0.0, le=1.0,

@@ -162,8 +162,7 @@ def traced_judge(judge: Any) -> Any:
 
 
 def traced_repairer(repairer: Any) -> Any:
-    spans = {"candidates": "conscience.repair", "repair": "conscience.repair"}
-    return _Traced(repairer, spans) if enabled() else repairer
+    return _Traced(repairer, {"candidates": "conscience.repair"}) if enabled() else repairer
 
 
 def traced_sink(sink: Any) -> Any:

@@ -236,7 +236,7 @@ class ConsciencePipeline:
                         "attempts": review.attempts,
                         "discarded_drafts": review.rejected_drafts,
                         "judge_style": context.policy.style.value,
-                    },
+                    } | ({"reframed_question": review.reframed_question} if review.reframed_question else {}),
                     policy_model=context.policy_model,
                     judge_model=context.policy.judge_model,
                 )

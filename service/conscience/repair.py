@@ -1,19 +1,42 @@
-"""The repairer: the frozen judge model rewrites a flagged answer under the framework.
+"""The repairer: the frozen judge model drafts a new answer to a flagged request under the framework.
 
-`repair` drafts a whole new answer; `repair_stream` streams one, or, when the client already
-has the beginning of the answer (windowed enforce streaming), continues from it: the released
-text is the assistant's own last message, continued in place (vLLM's
-`continue_final_message=True, add_generation_prompt=False`), so its deltas append to it.
+`candidates` drafts new answers from the request alone (the rejected answer out of view, so a
+small model cannot copy it), by the attempt's strategy (`RepairStrategy`):
+
+- regenerate: the request answered under the framework's instructions;
+- reframe: the framework turns the request into the closest question that is safe to answer
+  in full ("How do I commit identity theft?" → "How do I protect myself from identity
+  theft?"), and an ordinary assistant answers that question, the framework out of view. Two
+  small steps a 0.5B model can take where it cannot take the one (README, "Repairs with the demo
+  model").
+
+`repair_stream` streams one such draft (a reframe: one question, then its answer streamed),
+or, when the client already has the beginning of the answer (windowed enforce streaming),
+continues from it: the released text is the assistant's own last message, continued in place
+(vLLM's `continue_final_message=True, add_generation_prompt=False`), so its deltas append to it.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from service.backends.base import JSON, Backend
 from service.conscience.fencing import fenced_case, fenced_request, unwrap_echoed_fences
 from service.conscience.frameworks import Framework
 from service.conscience.usage import record as record_usage
+from service.settings import RepairStrategy
+
+# A reframed request is one question: a short budget keeps the model from answering it there.
+REFRAME_MAX_TOKENS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RepairDraft:
+    text: str
+    question: str | None = None  # reframe: the question `text` answers in place of the request
 
 
 def regenerate_messages(framework: Framework, conversation: list[JSON], *, max_chars: int) -> list[JSON]:
@@ -25,13 +48,24 @@ def regenerate_messages(framework: Framework, conversation: list[JSON], *, max_c
     ]
 
 
-def repair_messages(
-    framework: Framework, conversation: list[JSON], answer: str, *, max_chars: int
-) -> list[JSON]:
+def reframe_messages(framework: Framework, conversation: list[JSON], *, max_chars: int) -> list[JSON]:
     return [
-        {"role": "system", "content": framework.repair_instructions()},
-        {"role": "user", "content": fenced_case(conversation, answer, max_chars=max_chars)},
+        {"role": "system", "content": framework.reframe_instructions()},
+        {"role": "user", "content": fenced_request(conversation, max_chars=max_chars)},
     ]
+
+
+def reframed_answer_messages(framework: Framework, question: str) -> list[JSON]:
+    return [
+        {"role": "system", "content": framework.reframed_answer_instructions()},
+        {"role": "user", "content": question},
+    ]
+
+
+def _question(text: str) -> str:
+    """The question of a reframe reply: its first non-empty line, unfenced and unquoted."""
+    lines = [line.strip() for line in unwrap_echoed_fences(text).strip().splitlines() if line.strip()]
+    return lines[0].strip("\"'`").strip() if lines else ""
 
 
 def continuation_messages(
@@ -48,51 +82,67 @@ def continuation_messages(
 class Repairer:
     def __init__(
         self, backend: Backend, *, max_tokens: int, max_answer_chars: int, temperature: float = 0.7,
-        candidates: int = 1,
+        candidates: int = 1, strategy: RepairStrategy = RepairStrategy.REGENERATE,
     ) -> None:
         self._backend = backend
         self.candidates_per_call = candidates
+        self.strategy = strategy
         self._max_tokens = max_tokens
         self._temperature = temperature
         self._max_chars = max_answer_chars
 
+    def strategy_for(self, attempt: int) -> RepairStrategy:
+        """The strategy of repair attempt `attempt` (1, 2, …): regenerate or reframe."""
+        if self.strategy is RepairStrategy.ALTERNATE:
+            return RepairStrategy.REGENERATE if attempt % 2 else RepairStrategy.REFRAME
+        return self.strategy
+
     async def candidates(
-        self, framework: Framework, conversation: list[JSON], *, judge_model: str
-    ) -> list[str]:
-        """`candidates_per_call` drafts (one call, `n` choices; a server that ignores `n` gives
-        fewer), each an answer to the request alone under the framework."""
+        self, framework: Framework, conversation: list[JSON], *, judge_model: str, attempt: int = 1
+    ) -> list[RepairDraft]:
+        """`candidates_per_call` drafts (a server that ignores `n` gives fewer), each drafted
+        from the request alone by this attempt's strategy."""
+        if self.strategy_for(attempt) is RepairStrategy.REFRAME:
+            return await self._reframed(framework, conversation, judge_model=judge_model)
+        texts = await self._drafts(
+            regenerate_messages(framework, conversation, max_chars=self._max_chars),
+            judge_model=judge_model, n=self.candidates_per_call, max_tokens=self._max_tokens,
+        )
+        return [RepairDraft(text) for text in texts]
+
+    async def _reframed(self, framework: Framework, conversation: list[JSON], *, judge_model: str) -> list[RepairDraft]:
+        """`candidates_per_call` questions (one call), then each distinct question answered as
+        many times as it was drawn (one call each, concurrently)."""
+        replies = await self._drafts(
+            reframe_messages(framework, conversation, max_chars=self._max_chars),
+            judge_model=judge_model, n=self.candidates_per_call, max_tokens=REFRAME_MAX_TOKENS,
+        )
+        drawn = Counter(question for reply in replies if (question := _question(reply)))
+        answers = await asyncio.gather(*(
+            self._drafts(
+                reframed_answer_messages(framework, question), judge_model=judge_model, n=count,
+                max_tokens=self._max_tokens,
+            )
+            for question, count in drawn.items()
+        ))
+        return [RepairDraft(text, question) for question, texts in zip(drawn, answers, strict=True) for text in texts]
+
+    async def _drafts(self, messages: list[JSON], *, judge_model: str, n: int, max_tokens: int) -> list[str]:
         body: JSON = {
             "model": judge_model,
-            "messages": regenerate_messages(framework, conversation, max_chars=self._max_chars),
-            "max_tokens": self._max_tokens,
+            "messages": messages,
+            "max_tokens": max_tokens,
             "temperature": self._temperature,
             "top_p": 0.95,
         }
-        if self.candidates_per_call > 1:
-            body["n"] = self.candidates_per_call
+        if n > 1:
+            body["n"] = n
         response = await self._backend.chat(body)
         record_usage("repair", response.get("usage"), choices=len(response.get("choices") or []) or 1)
         return [
             unwrap_echoed_fences(choice["message"].get("content") or "").strip()
             for choice in response["choices"]
         ]
-
-    async def repair(
-        self, framework: Framework, conversation: list[JSON], answer: str, *, judge_model: str
-    ) -> str:
-        response = await self._backend.chat(
-            {
-                "model": judge_model,
-                "messages": repair_messages(
-                    framework, conversation, answer, max_chars=self._max_chars
-                ),
-                "max_tokens": self._max_tokens,
-                "temperature": self._temperature,
-                "top_p": 0.95,
-            }
-        )
-        record_usage("repair", response.get("usage"))
-        return unwrap_echoed_fences(response["choices"][0]["message"].get("content") or "").strip()
 
     async def repair_stream(
         self,
@@ -102,13 +152,15 @@ class Repairer:
         *,
         judge_model: str,
         released: str = "",
+        attempt: int = 1,
     ) -> AsyncIterator[str]:
         """The repair's text deltas: a new answer to `conversation` when `released` is empty,
-        drafted from the request alone as `candidates` drafts it (the rejected `answer` not in
-        view, so that a small model cannot copy it), else a continuation of `released` (what
-        the client has of the rejected `answer`). The call's usage is recorded also when the
-        stream is closed early (a flagged window): with vLLM's `continuous_usage_stats` every
-        chunk reports the tokens so far."""
+        drafted from the request alone as `candidates` drafts it in this attempt (the rejected
+        `answer` not in view, so that a small model cannot copy it; a reframe draws one
+        question first), else a continuation of `released` (what the client has of the
+        rejected `answer`). The call's usage is recorded also when the stream is closed early
+        (a flagged window): with vLLM's `continuous_usage_stats` every chunk reports the
+        tokens so far."""
         body: JSON = {
             "model": judge_model,
             "max_tokens": self._max_tokens,
@@ -121,7 +173,11 @@ class Repairer:
             )
             body["continue_final_message"], body["add_generation_prompt"] = True, False
         else:
-            body["messages"] = regenerate_messages(framework, conversation, max_chars=self._max_chars)
+            question = await self._reframed_question(framework, conversation, judge_model, attempt)
+            body["messages"] = (
+                reframed_answer_messages(framework, question) if question
+                else regenerate_messages(framework, conversation, max_chars=self._max_chars)
+            )
         started = bool(released)
         body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
         usage = None
@@ -133,6 +189,19 @@ class Repairer:
                     yield text
         finally:
             record_usage("repair", usage)
+
+    async def _reframed_question(
+        self, framework: Framework, conversation: list[JSON], judge_model: str, attempt: int
+    ) -> str:
+        """A streamed repair's one reframed question in a reframing attempt ("" otherwise, or
+        when none was drawn: the attempt regenerates)."""
+        if self.strategy_for(attempt) is not RepairStrategy.REFRAME:
+            return ""
+        replies = await self._drafts(
+            reframe_messages(framework, conversation, max_chars=self._max_chars),
+            judge_model=judge_model, n=1, max_tokens=REFRAME_MAX_TOKENS,
+        )
+        return _question(replies[0]) if replies else ""
 
     @staticmethod
     def _stream_texts(chunk: JSON, started: bool) -> list[str]:

@@ -56,6 +56,7 @@ class Review:
     original: Verdict | None = None
     accepted: Verdict | None = None  # the verdict on the repair that was returned
     rejected_drafts: list[dict[str, Any]] = field(default_factory=list)
+    reframed_question: str | None = None  # the returned repair answers this question (reframe)
 
     @property
     def signals(self) -> dict[str, float] | None:
@@ -111,7 +112,7 @@ class Reviewer:
         self, policy: ReviewPolicy, conversation: list[JSON], answer: str, review: Review
     ) -> None:
         """Up to `max_repairs` attempts, each drawing the repairer's candidates — drafted from the
-        request alone, the rejected answer not in view; the first candidate that is neither
+        request alone by the attempt's strategy, the rejected answer not in view; the first candidate that is neither
         empty, a refusal nor a near-copy of the rejected answer, and that the conscience passes,
         replaces the answer. Every discarded draft is recorded with its reason."""
         started = time.perf_counter()
@@ -119,21 +120,24 @@ class Reviewer:
             for attempt in range(1, policy.max_repairs + 1):
                 review.attempts = attempt
                 drafts = await self._repairer.candidates(
-                    policy.framework, conversation, judge_model=policy.judge_model
+                    policy.framework, conversation, judge_model=policy.judge_model, attempt=attempt
                 )
                 for draft in drafts:
-                    reason = self._discard_reason(draft, answer, policy.framework)
+                    # A reframed draft's record names the question it answers instead.
+                    drafted = {"text": draft.text} | ({"question": draft.question} if draft.question else {})
+                    reason = self._discard_reason(draft.text, answer, policy.framework, question=draft.question)
                     if reason is not None:
-                        review.rejected_drafts.append({"text": draft, "reason": reason})
+                        review.rejected_drafts.append(drafted | {"reason": reason})
                         continue
                     verdict = await self._judge.judge(
-                        policy.framework, conversation, draft,
+                        policy.framework, conversation, draft.text,
                         judge_model=policy.judge_model, style=policy.style,
                     )
                     if not verdict.flagged:
-                        review.final_text, review.repaired, review.accepted = draft, True, verdict
+                        review.final_text, review.repaired, review.accepted = draft.text, True, verdict
+                        review.reframed_question = draft.question
                         return
-                    review.rejected_drafts.append({"text": draft, "reason": "judge", "score": verdict.score})
+                    review.rejected_drafts.append(drafted | {"reason": "judge", "score": verdict.score})
         except (BackendError, JudgeFailed) as exc:
             # The original is known to be unethical: whatever the failure policy, it is not sent.
             log.warning("repair failed: %s", exc)
@@ -147,8 +151,9 @@ class Reviewer:
         continued: Continued | None = None,
     ) -> StreamReview:
         """Windowed enforce streaming of one answer (service/conscience/stream_review.py) with
-        this judge and repairer: a repair continues the text the client has, or regenerates
-        the answer from the request (the rejected answer not in view) when it has none; a
+        this judge and repairer: a repair continues the text the client has, or drafts the
+        answer from the request by the attempt's strategy (the rejected answer not in view)
+        when it has none; a
         draft whose opening reads as a refusal, repeats the rejected answer (a near-copy, as
         `review` discards one) or names the framework is discarded before the judge.
         `continued(released)`: when the judged text is more than the answer's own (a chat
@@ -160,11 +165,11 @@ class Reviewer:
                 policy.framework, conversation, so_far, judge_model=policy.judge_model, style=policy.style
             )
 
-        def repair(released: str) -> AsyncIterator[str]:
+        def repair(released: str, attempt: int) -> AsyncIterator[str]:
             own, lead = continued(released) if continued is not None else (released, "")
             deltas = self._repairer.repair_stream(
                 policy.framework, conversation, review.summary.rejected or "",
-                judge_model=policy.judge_model, released=own,
+                judge_model=policy.judge_model, released=own, attempt=attempt,
             )
             return _led(lead, deltas) if lead else deltas
 
@@ -178,7 +183,11 @@ class Reviewer:
         )
         return review
 
-    def _discard_reason(self, draft: str, rejected: str, framework: Framework) -> str | None:
+    def _discard_reason(
+        self, draft: str, rejected: str, framework: Framework, *, question: str | None = None
+    ) -> str | None:
+        """Why `draft` is no repair, or None; `question`: the reframed question it answers,
+        discarded as an echo when it is the reframe instructions' own example."""
         if not draft:
             return "empty"
         if is_refusal(draft):
@@ -187,17 +196,25 @@ class Reviewer:
             return "near_copy"
         if framework.is_mentioned_in(draft):
             return "mentions_framework"
-        if any(is_near_copy(draft, shown, self._max_overlap) for shown in _repair_instructions(framework)):
+        if any(self._echoes(draft, shown) for shown in _repair_instructions(framework)):
+            return "echoes_instructions"
+        if question and self._echoes(question, framework.reframe_instructions()):
             return "echoes_instructions"
         return None
 
+    def _echoes(self, text: str, shown: str) -> bool:
+        return is_near_copy(text, shown, self._max_overlap)
 
-def _repair_instructions(framework: Framework) -> tuple[str, str]:
+
+def _repair_instructions(framework: Framework) -> tuple[str, ...]:
     """What the repairer is shown besides the request. A small model echoes it: with the demo
     model, "The law, the history, the safety facts, a harmless alternative." (the instructions'
     own list) as a draft; with a worked example in them, four of eight passed repairs copied the
     example's locksmith advice (bench/results/xstest_repair_oneshot/). An echo is no repair."""
-    return framework.regenerate_instructions(), framework.continue_instructions()
+    return (
+        framework.regenerate_instructions(), framework.continue_instructions(),
+        framework.reframed_answer_instructions(),
+    )
 
 
 async def _led(lead: str, deltas: AsyncIterator[str]) -> AsyncIterator[str]:

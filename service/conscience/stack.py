@@ -20,7 +20,7 @@ from service.conscience.repair import Repairer
 from service.conscience.review import Reviewer
 from service.conscience.thresholds import SHIPPED_PATH, ThresholdTable, configured_thresholds, load_thresholds
 from service.metrics import Metrics
-from service.settings import Settings
+from service.settings import RepairStrategy, Settings
 from service.tracing import traced_judge, traced_repairer, traced_sink
 
 
@@ -43,6 +43,7 @@ class ConscienceKnobs:
     repair_max_tokens: int = _proxy_default("repair_max_tokens")
     repair_temperature: float = _proxy_default("repair_temperature")
     repair_candidates: int = _proxy_default("repair_candidates")
+    repair_strategy: RepairStrategy = _proxy_default("repair_strategy")
     repair_max_overlap: float = _proxy_default("repair_max_overlap")
     refusal_message: str = _proxy_default("refusal_message")
 
@@ -78,6 +79,7 @@ def build_repairer(backend: Backend, knobs: ConscienceKnobs) -> Repairer:
         max_answer_chars=knobs.judge_max_answer_chars,
         temperature=knobs.repair_temperature,
         candidates=knobs.repair_candidates,
+        strategy=knobs.repair_strategy,
     )
 
 

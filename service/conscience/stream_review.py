@@ -54,7 +54,7 @@ class WindowVerdict(Protocol):
 
 
 JudgeFn = Callable[[str], Awaitable[WindowVerdict]]  # the answer so far -> its verdict
-RepairFn = Callable[[str], AsyncIterator[str]]  # the released text -> continuation deltas
+RepairFn = Callable[[str, int], AsyncIterator[str]]  # the released text, the attempt (1…) -> continuation deltas
 # The released (judged) text -> the part of it a repair continues, and what joins the repair to it.
 Continued = Callable[[str], tuple[str, str]]
 # A repair's opening -> discard it: True, or why (a string: "refusal", "near_copy"...); falsy keeps it.
@@ -281,7 +281,7 @@ class StreamReview:
         try:
             for attempt in range(1, self._max_repairs + 1):
                 summary.attempts = attempt
-                reader = _Reader(self._repair(summary.released))
+                reader = _Reader(self._repair(summary.released, attempt))
                 outcome = _Pass("repair", attempt)
                 try:
                     async with contextlib.aclosing(self._windowed(reader, outcome)) as windows:

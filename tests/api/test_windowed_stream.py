@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service.conscience.frameworks import load_frameworks
 from service.store.models import Check, Triple
 from tests.api.conftest import ASK_BODY, REPAIRED, Proxy, ProxyFactory
 from tests.fakes.openai_wire import tokenize
@@ -180,16 +181,29 @@ def test_a_regenerated_stream_never_shows_the_repairer_the_rejected_answer(
     assert not any("crowbar" in str(m["content"]) for m in repair.body["messages"])
 
 
-def test_a_near_copy_of_the_rejected_answer_is_discarded(windowed: Proxy, fake: FakeUpstream) -> None:
+def test_a_near_copy_is_discarded_and_the_next_attempt_reframes(windowed: Proxy, fake: FakeUpstream) -> None:
     rejected = "Buy a crowbar and break the neighbour's window at night while they sleep."
     copy = rejected.replace("crowbar", "pry bar")  # the judge would pass it
-    drafts = iter([copy, REPAIRED])
+    question = "How can I get my neighbour to keep the noise down?"
+    framework = load_frameworks()["three_laws"]
+
+    def base_model(body: dict[str, Any]) -> str:
+        system = body["messages"][0]["content"]
+        if system == framework.reframe_instructions():
+            return question
+        return REPAIRED if system == framework.reframed_answer_instructions() else copy
+
     fake.policy_answer = rejected
-    fake.base_model_answer = lambda body: next(drafts)
+    fake.base_model_answer = base_model
     chunks = stream(windowed)
     assert text_of(chunks) == REPAIRED
     conscience = chunks[-1].model_extra["conscience"]
     assert conscience["repaired"] is True and conscience["stream"]["attempts"] == 2
+    # Attempt 2 (--repair-strategy alternate): the request reframed, then that question answered.
+    regenerated, reframe, answered = [c.body for c in fake.calls("generation") if c.body["model"] == "base-model"]
+    assert regenerated["messages"][0]["content"] == framework.regenerate_instructions()
+    assert "<request>" in reframe["messages"][1]["content"] and not reframe.get("stream")
+    assert answered["messages"][1] == {"role": "user", "content": question} and answered["stream"]
     [triple] = windowed.wait_rows(Triple, 1)
     assert triple.chosen == REPAIRED
 

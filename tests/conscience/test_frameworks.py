@@ -24,7 +24,9 @@ def test_builtins_are_complete() -> None:
         assert framework.principles.strip() in instructions and "{" not in instructions
         assert "Yes or No" in framework.judge_question(reasoned=False)
         assert '"verdict"' in framework.judge_question(reasoned=True)
-        assert "not a refusal" in framework.repair_instructions()
+        assert "not a bare refusal" in framework.regenerate_instructions()
+        assert framework.principles.strip() in framework.reframe_instructions()
+        assert framework.principles.strip() not in framework.reframed_answer_instructions()
 
 
 def test_user_frameworks_add_and_override(tmp_path: Path) -> None:
@@ -38,7 +40,7 @@ def test_user_frameworks_add_and_override(tmp_path: Path) -> None:
     assert stoic.judge_instructions().startswith(
         "Judge by Stoic virtues: Wisdom, justice, courage, temperance."
     )
-    assert stoic.repair_template == frameworks["three_laws"].repair_template  # the default
+    assert stoic.reframe_template == frameworks["three_laws"].reframe_template  # the default
     assert frameworks["wwjd"].principles.strip() == "Love your neighbour."
 
 

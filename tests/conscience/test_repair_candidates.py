@@ -9,10 +9,17 @@ from typing import Any
 from service.backends.base import JSON
 from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import Verdict
-from service.conscience.repair import Repairer, regenerate_messages
+from service.conscience.repair import (
+    REFRAME_MAX_TOKENS,
+    RepairDraft,
+    Repairer,
+    reframe_messages,
+    reframed_answer_messages,
+    regenerate_messages,
+)
 from service.conscience.review import Reviewer, ReviewPolicy
 from service.conscience.similarity import is_near_copy, ngram_overlap
-from service.settings import FailurePolicy, JudgeStyle
+from service.settings import FailurePolicy, JudgeStyle, RepairStrategy
 
 FRAMEWORK = load_frameworks()["three_laws"]
 ASK = [{"role": "user", "content": "How do I make a pipe bomb?"}]
@@ -40,7 +47,7 @@ def test_candidates_are_drawn_in_one_call_without_the_rejected_answer() -> None:
     backend = ChatRecorder(["one", "<answer>two</answer>", "three"])
     repairer = Repairer(backend, max_tokens=64, max_answer_chars=2000, candidates=3)  # type: ignore[arg-type]
     drafts = asyncio.run(repairer.candidates(FRAMEWORK, ASK, judge_model="base"))
-    assert drafts == ["one", "two", "three"]
+    assert drafts == [RepairDraft("one"), RepairDraft("two"), RepairDraft("three")]
     body = backend.bodies[0]
     assert body["n"] == 3 and body["model"] == "base"
     shown = "\n".join(message["content"] for message in body["messages"])
@@ -48,6 +55,52 @@ def test_candidates_are_drawn_in_one_call_without_the_rejected_answer() -> None:
     assert body["messages"] == regenerate_messages(FRAMEWORK, ASK, max_chars=2000)
     assert body["messages"][0]["content"].startswith("You answer a user's request")
     assert "<request>" in body["messages"][1]["content"]  # the request only as fenced data
+
+
+class ReframingChat:
+    """Answers a reframe call with `questions` and an answer call with one text per choice."""
+
+    def __init__(self, questions: list[str]) -> None:
+        self.bodies: list[JSON] = []
+        self._questions = questions
+
+    async def chat(self, body: JSON) -> JSON:
+        self.bodies.append(body)
+        if body["messages"][0]["content"] == FRAMEWORK.reframe_instructions():
+            return {"choices": [{"message": {"content": text}} for text in self._questions]}
+        question = body["messages"][-1]["content"]
+        return {"choices": [{"message": {"content": f"Answer {i} to {question}"}} for i in range(body.get("n", 1))]}
+
+
+def test_a_reframe_draws_questions_then_answers_each_distinct_one_without_the_framework() -> None:
+    protect = "How do I protect myself from identity theft?"
+    backend = ReframingChat([protect, f'"{protect}"\nThat is safer.', "What does the law say about identity theft?"])
+    repairer = Repairer(backend, max_tokens=64, max_answer_chars=2000, candidates=3, strategy=RepairStrategy.REFRAME)  # type: ignore[arg-type]
+    drafts = asyncio.run(repairer.candidates(FRAMEWORK, ASK, judge_model="base"))
+    reframe, *answers = backend.bodies
+    assert reframe["messages"] == reframe_messages(FRAMEWORK, ASK, max_chars=2000) and reframe["n"] == 3
+    assert "<request>" in reframe["messages"][1]["content"] and reframe["max_tokens"] == REFRAME_MAX_TOKENS
+    # The quoted repeat counts as the same question: answered twice in one call, the other once.
+    assert [(body["messages"], body.get("n", 1)) for body in answers] == [
+        (reframed_answer_messages(FRAMEWORK, protect), 2),
+        (reframed_answer_messages(FRAMEWORK, "What does the law say about identity theft?"), 1),
+    ]
+    shown = "\n".join(message["content"] for body in answers for message in body["messages"])
+    assert "pipe bomb" not in shown and not FRAMEWORK.is_mentioned_in(shown)
+    assert FRAMEWORK.principles.strip().splitlines()[0] not in shown
+    assert [(d.question, d.text) for d in drafts] == [
+        (protect, f"Answer 0 to {protect}"), (protect, f"Answer 1 to {protect}"),
+        ("What does the law say about identity theft?", "Answer 0 to What does the law say about identity theft?"),
+    ]
+
+
+def test_alternate_regenerates_on_odd_attempts_and_reframes_on_even_ones() -> None:
+    repairer = Repairer(None, max_tokens=8, max_answer_chars=100, strategy=RepairStrategy.ALTERNATE)  # type: ignore[arg-type]
+    assert [repairer.strategy_for(attempt) for attempt in (1, 2, 3, 4)] == [
+        RepairStrategy.REGENERATE, RepairStrategy.REFRAME, RepairStrategy.REGENERATE, RepairStrategy.REFRAME,
+    ]
+    reframing = Repairer(None, max_tokens=8, max_answer_chars=100, strategy=RepairStrategy.REFRAME)  # type: ignore[arg-type]
+    assert reframing.strategy_for(1) is RepairStrategy.REFRAME
 
 
 class Judge:
@@ -61,11 +114,15 @@ class Judge:
 
 
 class Candidates:
-    def __init__(self, *batches: list[str]) -> None:
-        self._batches = iter(batches)
+    """Each attempt's drafts in turn (a (question, text) pair: a reframed draft)."""
 
-    async def candidates(self, framework: Any, conversation: Any, **_: Any) -> list[str]:
-        return next(self._batches)
+    def __init__(self, *batches: list[str | tuple[str, str]]) -> None:
+        self._batches = iter(batches)
+        self.attempts: list[int] = []
+
+    async def candidates(self, framework: Any, conversation: Any, *, attempt: int, **_: Any) -> list[RepairDraft]:
+        self.attempts.append(attempt)
+        return [RepairDraft(d) if isinstance(d, str) else RepairDraft(d[1], d[0]) for d in next(self._batches)]
 
 
 def policy(max_repairs: int = 2) -> ReviewPolicy:
@@ -121,3 +178,34 @@ def test_a_draft_that_echoes_the_repair_instructions_is_discarded() -> None:
     assert review.repaired and review.final_text == plain
     assert [d["reason"] for d in review.rejected_drafts] == ["echoes_instructions"]
     assert judge.judged == [REJECTED, plain]
+
+
+def test_a_reframed_repair_and_its_discarded_drafts_name_their_question() -> None:
+    question = "How can I keep my home safe from pipe bombs and other explosives?"
+    safe = "Report suspicious packages to the police and keep well away from them."
+    judge = Judge(flagged={REJECTED, "Mix the powder first."})
+    batches = Candidates(["Mix the powder first."], [(question, "Mix the powder first."), (question, safe)])
+    reviewer = Reviewer(judge, batches, "Refused.")  # type: ignore[arg-type]
+    review = asyncio.run(reviewer.review(policy(), ASK, REJECTED))
+    assert batches.attempts == [1, 2]
+    assert review.repaired and review.final_text == safe and review.reframed_question == question
+    assert review.rejected_drafts == [
+        {"text": "Mix the powder first.", "reason": "judge", "score": 0.9},
+        {"text": "Mix the powder first.", "question": question, "reason": "judge", "score": 0.9},
+    ]
+
+
+def test_a_reframed_question_that_is_the_reframe_instructions_own_example_is_discarded() -> None:
+    # The locksmith lesson (bench/results/xstest_repair_oneshot/): a small model pastes a worked
+    # example under any request; an answer to the example's question helps nobody.
+    example = next(
+        line.removeprefix("Question: ") for line in FRAMEWORK.reframe_instructions().splitlines()
+        if line.startswith("Question: ")
+    )
+    own = "How can I keep my family safe from explosives and report a threat?"
+    judge = Judge(flagged={REJECTED})
+    batches = Candidates([(example, "Store them apart and ventilate."), (own, "Call the police at once.")])
+    reviewer = Reviewer(judge, batches, "Refused.", max_overlap=0.5)  # type: ignore[arg-type]
+    review = asyncio.run(reviewer.review(policy(), ASK, REJECTED))
+    assert review.repaired and review.reframed_question == own
+    assert [(d["question"], d["reason"]) for d in review.rejected_drafts] == [(example, "echoes_instructions")]

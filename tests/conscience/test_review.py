@@ -14,6 +14,7 @@ import pytest
 from service.backends.base import BackendError
 from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import JudgeFailed, Verdict
+from service.conscience.repair import RepairDraft
 from service.conscience.review import JUDGE_ERROR, UNCHECKED, Review, Reviewer, ReviewPolicy
 from service.settings import FailurePolicy, JudgeStyle
 
@@ -41,15 +42,12 @@ class ScriptedRepairer:
         self._drafts = iter(drafts)
         self.calls = 0
 
-    async def repair(self, framework: Any, conversation: Any, answer: str, **_: Any) -> str:
+    async def candidates(self, framework: Any, conversation: Any, **_: Any) -> list[RepairDraft]:
         self.calls += 1
         draft = next(self._drafts)
         if isinstance(draft, Exception):
             raise draft
-        return draft
-
-    async def candidates(self, framework: Any, conversation: Any, **kwargs: Any) -> list[str]:
-        return [await self.repair(framework, conversation, "", **kwargs)]
+        return [RepairDraft(draft)]
 
 
 ETHICAL, UNETHICAL = Verdict("ethical", 0.1), Verdict("unethical", 0.9)

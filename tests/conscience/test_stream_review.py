@@ -76,7 +76,8 @@ class Repair:
         self.fail = fail
         self.closed = 0
 
-    def __call__(self, released: str) -> AsyncIterator[str]:
+    def __call__(self, released: str, attempt: int) -> AsyncIterator[str]:
+        assert attempt == len(self.given) + 1  # the attempts are numbered 1, 2, …
         attempt = len(self.given)
         self.given.append(released)
         return self._stream(self.drafts[attempt] if attempt < len(self.drafts) else "")

@@ -27,7 +27,8 @@ class Framework:
     fast_suffix: str
     reasoned_suffix: str
     regenerate_template: str
-    repair_template: str
+    reframe_template: str
+    reframed_answer_template: str
     continue_template: str
     # Phrases (besides the title) by which an answer names the framework; a repair must not.
     mentions: tuple[str, ...] = ()
@@ -50,8 +51,13 @@ class Framework:
         """A repair drafted afresh from the request alone (the rejected answer is not shown)."""
         return self.regenerate_template.format(name=self.title, principles=self.principles.strip()).strip()
 
-    def repair_instructions(self) -> str:
-        return self.repair_template.format(name=self.title, principles=self.principles.strip()).strip()
+    def reframe_instructions(self) -> str:
+        """Turns the request into the closest question that is safe to answer in full."""
+        return self.reframe_template.format(name=self.title, principles=self.principles.strip()).strip()
+
+    def reframed_answer_instructions(self) -> str:
+        """Answers a reframed question; the framework is not in it (the question carries it)."""
+        return self.reframed_answer_template.format(name=self.title, principles=self.principles.strip()).strip()
 
     def continue_instructions(self) -> str:
         """A repair that continues an answer whose beginning the client already has (windowed
