@@ -112,9 +112,10 @@ class Reviewer:
         self, policy: ReviewPolicy, conversation: list[JSON], answer: str, review: Review
     ) -> None:
         """Up to `max_repairs` attempts, each drawing the repairer's candidates — drafted from the
-        request alone by the attempt's strategy, the rejected answer not in view; the first candidate that is neither
-        empty, a refusal nor a near-copy of the rejected answer, and that the conscience passes,
-        replaces the answer. Every discarded draft is recorded with its reason."""
+        request alone by the attempt's strategy, the rejected answer not in view; the first
+        candidate that is neither empty, a refusal nor a near-copy of the rejected answer, and
+        that the conscience passes, replaces the answer. Every discarded draft is recorded with
+        its reason (and, when reframed, its question)."""
         started = time.perf_counter()
         try:
             for attempt in range(1, policy.max_repairs + 1):
@@ -153,9 +154,9 @@ class Reviewer:
         """Windowed enforce streaming of one answer (service/conscience/stream_review.py) with
         this judge and repairer: a repair continues the text the client has, or drafts the
         answer from the request by the attempt's strategy (the rejected answer not in view)
-        when it has none; a
-        draft whose opening reads as a refusal, repeats the rejected answer (a near-copy, as
-        `review` discards one) or names the framework is discarded before the judge.
+        when it has none; a draft whose opening reads as a refusal, repeats the rejected
+        answer (a near-copy, as `review` discards one) or names the framework is discarded
+        before the judge.
         `continued(released)`: when the judged text is more than the answer's own (a chat
         answer's reasoning, rendered as the judge reads it), the part of `released` a repair
         continues and the text that joins the repair to it (service/api/windowed_stream.py)."""
