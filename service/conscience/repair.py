@@ -113,11 +113,7 @@ class Repairer:
     async def _reframed(self, framework: Framework, conversation: list[JSON], *, judge_model: str) -> list[RepairDraft]:
         """`candidates_per_call` questions (one call), then each distinct question answered as
         many times as it was drawn (one call each, concurrently)."""
-        replies = await self._drafts(
-            reframe_messages(framework, conversation, max_chars=self._max_chars),
-            judge_model=judge_model, n=self.candidates_per_call, max_tokens=REFRAME_MAX_TOKENS,
-        )
-        drawn = Counter(question for reply in replies if (question := _question(reply)))
+        drawn = Counter(await self._questions(framework, conversation, judge_model, n=self.candidates_per_call))
         answers = await asyncio.gather(*(
             self._drafts(
                 reframed_answer_messages(framework, question), judge_model=judge_model, n=count,
@@ -197,11 +193,18 @@ class Repairer:
         when none was drawn: the attempt regenerates)."""
         if self.strategy_for(attempt) is not RepairStrategy.REFRAME:
             return ""
+        questions = await self._questions(framework, conversation, judge_model, n=1)
+        return questions[0] if questions else ""
+
+    async def _questions(
+        self, framework: Framework, conversation: list[JSON], judge_model: str, *, n: int
+    ) -> list[str]:
+        """`n` reframed questions drawn in one call (empty replies left out)."""
         replies = await self._drafts(
             reframe_messages(framework, conversation, max_chars=self._max_chars),
-            judge_model=judge_model, n=1, max_tokens=REFRAME_MAX_TOKENS,
+            judge_model=judge_model, n=n, max_tokens=REFRAME_MAX_TOKENS,
         )
-        return _question(replies[0]) if replies else ""
+        return [question for reply in replies if (question := _question(reply))]
 
     @staticmethod
     def _stream_texts(chunk: JSON, started: bool) -> list[str]:
