@@ -4,7 +4,10 @@ only the tokens no kept pass covers."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -149,14 +152,23 @@ async def generated_text(engine, loaded: LoadedModel, tokens: int, model: str | 
     return text
 
 
+@contextlib.asynccontextmanager
+async def recording_engine(model_dir: Path, cache_dir: Path) -> AsyncIterator[tuple[LoadedModel, Any]]:
+    """The model and an engine whose base-weight generations record layer 1 for the latent verdict."""
+    from service.backends.local.engine import Engine
+
+    loaded = load_model(str(model_dir), cache_dir=cache_dir)
+    engine = Engine(loaded, max_queued=4, max_concurrent=2, latent_layer=1)
+    try:
+        yield loaded, engine
+    finally:
+        await engine.close()
+
+
 async def test_a_finished_answer_of_the_base_weights_reads_only_its_last_token_again(
     wordy_model_dir: Path, tmp_path: Path
 ) -> None:
-    from service.backends.local.engine import Engine
-
-    loaded = load_model(str(wordy_model_dir), cache_dir=tmp_path)
-    engine = Engine(loaded, max_queued=4, max_concurrent=2, latent_layer=1)
-    try:
+    async with recording_engine(wordy_model_dir, tmp_path) as (loaded, engine):
         answer = await generated_text(engine, loaded, 24)
         assert len(encode_answer(loaded, answer)) == 24
         features, covered = await engine.latent_features(
@@ -169,20 +181,15 @@ async def test_a_finished_answer_of_the_base_weights_reads_only_its_last_token_a
         # Another layer was not recorded: a whole pass.
         await engine.latent_features(ASK, answer, layer=2, pooling="mean_answer", max_answer_tokens=None)
         assert engine.latent_tokens_read == 1 + length(loaded, answer)
-    finally:
-        await engine.close()
 
 
 async def test_a_window_of_a_running_generation_is_judged_from_what_it_has_read(
     wordy_model_dir: Path, tmp_path: Path
 ) -> None:
-    from service.backends.local.engine import Engine
     from service.backends.local.generation import Usage
     from service.conscience.stream_review import window_end
 
-    loaded = load_model(str(wordy_model_dir), cache_dir=tmp_path)
-    engine = Engine(loaded, max_queued=4, max_concurrent=2, latent_layer=1)
-    try:
+    async with recording_engine(wordy_model_dir, tmp_path) as (loaded, engine):
         text, windows = "", []
         stream = engine.generate(None, [prompt_ids(loaded)], greedy(200))
         async for event in stream:
@@ -202,19 +209,14 @@ async def test_a_window_of_a_running_generation_is_judged_from_what_it_has_read(
         # Each window re-read only its cut (the trailing space, continued as " word").
         assert engine.latent_tokens_read <= 2 * len(windows)
         assert len(windows) == 3
-    finally:
-        await engine.close()
 
 
 async def test_each_of_n_sampled_choices_is_its_own_pass(wordy_model_dir: Path, tmp_path: Path) -> None:
-    from service.backends.local.engine import Engine
     from service.backends.local.generation import Usage
     from service.backends.local.sampling import SamplingParams
 
-    loaded = load_model(str(wordy_model_dir), cache_dir=tmp_path)
-    engine = Engine(loaded, max_queued=4, max_concurrent=2, latent_layer=1)
     params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=20, stop=(), seed=0, n=2)
-    try:
+    async with recording_engine(wordy_model_dir, tmp_path) as (loaded, engine):
         answers = ["", ""]
         async for event in engine.generate(None, [prompt_ids(loaded)], params):
             if not isinstance(event, Usage):
@@ -229,25 +231,17 @@ async def test_each_of_n_sampled_choices_is_its_own_pass(wordy_model_dir: Path, 
             )
             assert features == pytest.approx(full_pass(loaded, answer, 1, "mean_answer"), abs=1e-4)
         assert engine.latent_tokens_read == 2  # each row's last sampled token
-    finally:
-        await engine.close()
 
 
 async def test_an_answer_of_the_adapter_is_not_the_base_models_pass(
     wordy_model_dir: Path, lora_adapters: list[Path], tmp_path: Path
 ) -> None:
-    from service.backends.local.engine import Engine
-
-    loaded = load_model(str(wordy_model_dir), cache_dir=tmp_path)
-    engine = Engine(loaded, max_queued=4, max_concurrent=2, latent_layer=1)
-    try:
+    async with recording_engine(wordy_model_dir, tmp_path) as (loaded, engine):
         await engine.activate_adapter("conscience-v1", str(lora_adapters[0]))
         answer = await generated_text(engine, loaded, 16)  # the policy: the adapter
         features, _ = await engine.latent_features(ASK, answer, layer=1, pooling="mean_answer", max_answer_tokens=None)
         assert engine.latent_tokens_read == length(loaded, answer)  # read whole, on the base weights
         assert features == pytest.approx(full_pass(loaded, answer, 1, "mean_answer"), abs=1e-4)
-    finally:
-        await engine.close()
 
 
 def encode_answer(loaded: LoadedModel, answer: str) -> list[int]:
