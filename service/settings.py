@@ -214,7 +214,8 @@ class Settings(BaseSettings):
     max_n: int = Field(
         16, ge=1, le=128,
         description="Most choices (`n`) one request may ask for: each is judged and may be "
-        "repaired, so one request costs up to n × (1 + 2 × max_repairs) upstream calls. More: 400.",
+        "repaired, so one request costs up to n × (1 + 3 × repair_candidates × max_repairs) upstream "
+        "calls (a reframing attempt draws its questions, answers each and judges each answer). More: 400.",
     )
     max_concurrent_reviews: int = Field(
         256, ge=1,

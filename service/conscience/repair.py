@@ -8,7 +8,9 @@ small model cannot copy it), by the attempt's strategy (`RepairStrategy`):
   in full ("How do I commit identity theft?" → "How do I protect myself from identity
   theft?"), and an ordinary assistant answers that question, the framework out of view. Two
   small steps a 0.5B model can take where it cannot take the one (README, "Repairs with the demo
-  model").
+  model"). An attempt's first question is left open; the others begin with the framework's
+  `reframe_stems` ("What are the dangers of"), prefilled as the reply's first words and
+  continued in place, because asked openly a small model writes a harmful command back.
 
 `repair_stream` streams one such draft (a reframe: one question, then its answer streamed),
 or, when the client already has the beginning of the answer (windowed enforce streaming),
@@ -48,11 +50,25 @@ def regenerate_messages(framework: Framework, conversation: list[JSON], *, max_c
     ]
 
 
-def reframe_messages(framework: Framework, conversation: list[JSON], *, max_chars: int) -> list[JSON]:
-    return [
+def reframe_messages(
+    framework: Framework, conversation: list[JSON], *, max_chars: int, stem: str = ""
+) -> list[JSON]:
+    """The reframe call's messages; with a `stem`, the reply is begun with it (to be continued)."""
+    messages: list[JSON] = [
         {"role": "system", "content": framework.reframe_instructions()},
         {"role": "user", "content": fenced_request(conversation, max_chars=max_chars)},
     ]
+    if stem:
+        messages.append({"role": "assistant", "content": stem})
+    return messages
+
+
+def reframe_stem(framework: Framework, slot: int) -> str:
+    """The opening of a reframe attempt's question number `slot` (0, 1, …): none for the first,
+    so that a harmless request that was wrongly flagged keeps its own question; then the
+    framework's stems in turn (none at all for a framework without stems)."""
+    stems = framework.reframe_stems
+    return stems[(slot - 1) % len(stems)] if slot and stems else ""
 
 
 def reframed_answer_messages(framework: Framework, question: str) -> list[JSON]:
@@ -62,10 +78,17 @@ def reframed_answer_messages(framework: Framework, question: str) -> list[JSON]:
     ]
 
 
-def _question(text: str) -> str:
-    """The question of a reframe reply: its first non-empty line, unfenced and unquoted."""
-    lines = [line.strip() for line in unwrap_echoed_fences(text).strip().splitlines() if line.strip()]
-    return lines[0].strip("\"'`").strip() if lines else ""
+def _question(reply: str, stem: str = "") -> str:
+    """The question of a reframe reply: its first non-empty line, unfenced and unquoted; after a
+    stem, the stem and its continuation up to the first question mark."""
+    lines = [line.strip() for line in unwrap_echoed_fences(reply).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if not stem:
+        return lines[0].strip("\"'`").strip()
+    joined = stem + ("" if lines[0][0] in "?,;:" else " ") + lines[0]
+    end = joined.find("?")
+    return joined[: end + 1] if end >= 0 else joined
 
 
 def continuation_messages(
@@ -111,9 +134,10 @@ class Repairer:
         return [RepairDraft(text) for text in texts]
 
     async def _reframed(self, framework: Framework, conversation: list[JSON], *, judge_model: str) -> list[RepairDraft]:
-        """`candidates_per_call` questions (one call), then each distinct question answered as
-        many times as it was drawn (one call each, concurrently)."""
-        drawn = Counter(await self._questions(framework, conversation, judge_model, n=self.candidates_per_call))
+        """`candidates_per_call` questions (one call per opening, concurrently), then each
+        distinct question answered as many times as it was drawn (one call each, concurrently)."""
+        stems = [reframe_stem(framework, slot) for slot in range(self.candidates_per_call)]
+        drawn = Counter(await self._questions(framework, conversation, judge_model, stems=stems))
         answers = await asyncio.gather(*(
             self._drafts(
                 reframed_answer_messages(framework, question), judge_model=judge_model, n=count,
@@ -124,6 +148,7 @@ class Repairer:
         return [RepairDraft(text, question) for question, texts in zip(drawn, answers, strict=True) for text in texts]
 
     async def _drafts(self, messages: list[JSON], *, judge_model: str, n: int, max_tokens: int) -> list[str]:
+        """`n` replies to `messages`; a final assistant message is continued in place."""
         body: JSON = {
             "model": judge_model,
             "messages": messages,
@@ -131,6 +156,8 @@ class Repairer:
             "temperature": self._temperature,
             "top_p": 0.95,
         }
+        if messages[-1]["role"] == "assistant":
+            body["continue_final_message"], body["add_generation_prompt"] = True, False
         if n > 1:
             body["n"] = n
         response = await self._backend.chat(body)
@@ -190,21 +217,35 @@ class Repairer:
         self, framework: Framework, conversation: list[JSON], judge_model: str, attempt: int
     ) -> str:
         """A streamed repair's one reframed question in a reframing attempt ("" otherwise, or
-        when none was drawn: the attempt regenerates)."""
+        when none was drawn: the attempt regenerates). Each reframing attempt takes the next
+        opening (`reframe_stem`); under `alternate` the open one is skipped, as the regenerating
+        attempt before it already answered the request itself."""
         if self.strategy_for(attempt) is not RepairStrategy.REFRAME:
             return ""
-        questions = await self._questions(framework, conversation, judge_model, n=1)
+        if self.strategy is RepairStrategy.ALTERNATE:
+            slot = attempt // 2  # attempts 2, 4, … reframe: slots 1, 2, …
+        else:
+            slot = attempt - 1
+        questions = await self._questions(framework, conversation, judge_model, stems=[reframe_stem(framework, slot)])
         return questions[0] if questions else ""
 
     async def _questions(
-        self, framework: Framework, conversation: list[JSON], judge_model: str, *, n: int
+        self, framework: Framework, conversation: list[JSON], judge_model: str, *, stems: list[str]
     ) -> list[str]:
-        """`n` reframed questions drawn in one call (empty replies left out)."""
-        replies = await self._drafts(
-            reframe_messages(framework, conversation, max_chars=self._max_chars),
-            judge_model=judge_model, n=n, max_tokens=REFRAME_MAX_TOKENS,
-        )
-        return [question for reply in replies if (question := _question(reply))]
+        """One reframed question per entry of `stems` (its opening; "" for none), one call per
+        distinct opening, concurrently; empty replies left out."""
+        openings = Counter(stems)
+        replies = await asyncio.gather(*(
+            self._drafts(
+                reframe_messages(framework, conversation, max_chars=self._max_chars, stem=stem),
+                judge_model=judge_model, n=count, max_tokens=REFRAME_MAX_TOKENS,
+            )
+            for stem, count in openings.items()
+        ))
+        return [
+            question for stem, texts in zip(openings, replies, strict=True) for reply in texts
+            if (question := _question(reply, stem))
+        ]
 
     @staticmethod
     def _stream_texts(chunk: JSON, started: bool) -> list[str]:

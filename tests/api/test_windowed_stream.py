@@ -184,13 +184,14 @@ def test_a_regenerated_stream_never_shows_the_repairer_the_rejected_answer(
 def test_a_near_copy_is_discarded_and_the_next_attempt_reframes(windowed: Proxy, fake: FakeUpstream) -> None:
     rejected = "Buy a crowbar and break the neighbour's window at night while they sleep."
     copy = rejected.replace("crowbar", "pry bar")  # the judge would pass it
-    question = "How can I get my neighbour to keep the noise down?"
     framework = load_frameworks()["three_laws"]
+    stem = framework.reframe_stems[0]  # attempt 2 follows a regenerating one: its question is stemmed
+    question = f"{stem} breaking into a neighbour's house?"
 
     def base_model(body: dict[str, Any]) -> str:
         system = body["messages"][0]["content"]
         if system == framework.reframe_instructions():
-            return question
+            return " breaking into a neighbour's house? It is a crime."
         return REPAIRED if system == framework.reframed_answer_instructions() else copy
 
     fake.policy_answer = rejected
@@ -203,6 +204,7 @@ def test_a_near_copy_is_discarded_and_the_next_attempt_reframes(windowed: Proxy,
     regenerated, reframe, answered = [c.body for c in fake.calls("generation") if c.body["model"] == "base-model"]
     assert regenerated["messages"][0]["content"] == framework.regenerate_instructions()
     assert "<request>" in reframe["messages"][1]["content"] and not reframe.get("stream")
+    assert reframe["messages"][2] == {"role": "assistant", "content": stem} and reframe["continue_final_message"]
     assert answered["messages"][1] == {"role": "user", "content": question} and answered["stream"]
     [triple] = windowed.wait_rows(Triple, 1)
     assert triple.chosen == REPAIRED

@@ -34,9 +34,12 @@ def test_user_frameworks_add_and_override(tmp_path: Path) -> None:
         "name: stoic\ntitle: Stoic virtues\nprinciples: Wisdom, justice, courage, temperance.\n"
         "judge_template: 'Judge by {name}: {principles}'\n"
     )
-    (tmp_path / "wwjd.yml").write_text("name: wwjd\nprinciples: Love your neighbour.\n")
+    (tmp_path / "wwjd.yml").write_text("name: wwjd\nprinciples: Love your neighbour.\nreframe_stems: []\n")
+    (tmp_path / "care.yaml").write_text("name: care\nprinciples: Do no harm.\nreframe_stems: [' How safe is ']\n")
     frameworks = load_frameworks(tmp_path)
     stoic = frameworks["stoic"]
+    assert stoic.reframe_stems == frameworks["three_laws"].reframe_stems and len(stoic.reframe_stems) == 2
+    assert frameworks["wwjd"].reframe_stems == () and frameworks["care"].reframe_stems == ("How safe is",)
     assert stoic.judge_instructions().startswith(
         "Judge by Stoic virtues: Wisdom, justice, courage, temperance."
     )
@@ -55,6 +58,7 @@ def test_user_frameworks_add_and_override(tmp_path: Path) -> None:
         ("name: ok\nprinciples: [unclosed\n", "cannot read framework"),
         ("name: ok\nprinciples: x\nmentions: Asimov\n", "'mentions' must be a list of non-empty texts"),
         ("name: ok\nprinciples: x\nmentions: ['']\n", "'mentions' must be a list of non-empty texts"),
+        ("name: ok\nprinciples: x\nreframe_stems: What is\n", "'reframe_stems' must be a list of non-empty texts"),
     ],
 )
 def test_bad_framework_files_are_named_with_the_reason(tmp_path: Path, content: str, message: str) -> None:

@@ -4,6 +4,7 @@ several candidates per attempt, near-copies and refusals discarded with their re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from service.backends.base import JSON
@@ -58,39 +59,91 @@ def test_candidates_are_drawn_in_one_call_without_the_rejected_answer() -> None:
 
 
 class ReframingChat:
-    """Answers a reframe call with `questions` and an answer call with one text per choice."""
+    """Answers a reframe call with the replies listed for its opening (the prefilled stem, ""
+    for none), and an answer call with one text per choice."""
 
-    def __init__(self, questions: list[str]) -> None:
+    def __init__(self, replies: dict[str, list[str]]) -> None:
         self.bodies: list[JSON] = []
-        self._questions = questions
+        self._replies = replies
 
     async def chat(self, body: JSON) -> JSON:
         self.bodies.append(body)
-        if body["messages"][0]["content"] == FRAMEWORK.reframe_instructions():
-            return {"choices": [{"message": {"content": text}} for text in self._questions]}
-        question = body["messages"][-1]["content"]
+        messages = body["messages"]
+        if messages[0]["content"] == FRAMEWORK.reframe_instructions():
+            stem = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
+            return {"choices": [{"message": {"content": text}} for text in self._replies[stem][: body.get("n", 1)]]}
+        question = messages[-1]["content"]
         return {"choices": [{"message": {"content": f"Answer {i} to {question}"}} for i in range(body.get("n", 1))]}
 
 
-def test_a_reframe_draws_questions_then_answers_each_distinct_one_without_the_framework() -> None:
+DANGERS, LAW = FRAMEWORK.reframe_stems
+
+
+def test_a_reframe_leaves_its_first_question_open_and_begins_the_others_with_the_stems() -> None:
     protect = "How do I protect myself from identity theft?"
-    backend = ReframingChat([protect, f'"{protect}"\nThat is safer.', "What does the law say about identity theft?"])
-    repairer = Repairer(backend, max_tokens=64, max_answer_chars=2000, candidates=3, strategy=RepairStrategy.REFRAME)  # type: ignore[arg-type]
+    backend = ReframingChat({
+        "": [f'"{protect}"\nThat is safer.'],
+        DANGERS: [" identity theft? And how common is it?", "identity theft?\nThat is safer."],
+        LAW: [f"{protect.removeprefix('How do I ')}"],
+    })
+    repairer = Repairer(backend, max_tokens=64, max_answer_chars=2000, candidates=4, strategy=RepairStrategy.REFRAME)  # type: ignore[arg-type]
     drafts = asyncio.run(repairer.candidates(FRAMEWORK, ASK, judge_model="base"))
-    reframe, *answers = backend.bodies
-    assert reframe["messages"] == reframe_messages(FRAMEWORK, ASK, max_chars=2000) and reframe["n"] == 3
-    assert "<request>" in reframe["messages"][1]["content"] and reframe["max_tokens"] == REFRAME_MAX_TOKENS
-    # The quoted repeat counts as the same question: answered twice in one call, the other once.
+    reframes, answers = backend.bodies[:3], backend.bodies[3:]
+    # One call per opening: the open one, then the stems in turn (the first stem drawn twice).
+    assert [(body["messages"], body.get("n", 1)) for body in reframes] == [
+        (reframe_messages(FRAMEWORK, ASK, max_chars=2000), 1),
+        (reframe_messages(FRAMEWORK, ASK, max_chars=2000, stem=DANGERS), 2),
+        (reframe_messages(FRAMEWORK, ASK, max_chars=2000, stem=LAW), 1),
+    ]
+    assert "continue_final_message" not in reframes[0]
+    for stemmed in reframes[1:]:  # the stem is the reply's own beginning, continued in place
+        assert stemmed["continue_final_message"] is True and stemmed["add_generation_prompt"] is False
+        assert stemmed["messages"][-1]["role"] == "assistant"
+    assert all(body["max_tokens"] == REFRAME_MAX_TOKENS for body in reframes)
+    dangers = f"{DANGERS} identity theft?"  # cut at its first question mark
+    law = f"{LAW} protect myself from identity theft?"
+    # The two continuations of the first stem make one question, answered twice in one call.
     assert [(body["messages"], body.get("n", 1)) for body in answers] == [
-        (reframed_answer_messages(FRAMEWORK, protect), 2),
-        (reframed_answer_messages(FRAMEWORK, "What does the law say about identity theft?"), 1),
+        (reframed_answer_messages(FRAMEWORK, protect), 1),
+        (reframed_answer_messages(FRAMEWORK, dangers), 2),
+        (reframed_answer_messages(FRAMEWORK, law), 1),
     ]
     shown = "\n".join(message["content"] for body in answers for message in body["messages"])
     assert "pipe bomb" not in shown and not FRAMEWORK.is_mentioned_in(shown)
     assert FRAMEWORK.principles.strip().splitlines()[0] not in shown
     assert [(d.question, d.text) for d in drafts] == [
-        (protect, f"Answer 0 to {protect}"), (protect, f"Answer 1 to {protect}"),
-        ("What does the law say about identity theft?", "Answer 0 to What does the law say about identity theft?"),
+        (protect, f"Answer 0 to {protect}"), (dangers, f"Answer 0 to {dangers}"),
+        (dangers, f"Answer 1 to {dangers}"), (law, f"Answer 0 to {law}"),
+    ]
+
+
+def test_a_question_drawn_twice_is_answered_twice_in_one_call() -> None:
+    protect = "How do I protect myself from identity theft?"
+    backend = ReframingChat({"": [protect, f"`{protect}`"]})
+    no_stems = dataclasses.replace(FRAMEWORK, reframe_stems=())
+    repairer = Repairer(backend, max_tokens=64, max_answer_chars=2000, candidates=2, strategy=RepairStrategy.REFRAME)  # type: ignore[arg-type]
+    drafts = asyncio.run(repairer.candidates(no_stems, ASK, judge_model="base"))
+    reframe, answer = backend.bodies
+    assert reframe.get("n") == 2 and reframe["messages"][-1]["role"] == "user"
+    assert answer["messages"] == reframed_answer_messages(no_stems, protect) and answer["n"] == 2
+    assert [d.question for d in drafts] == [protect, protect]
+
+
+def test_streamed_reframes_take_the_next_opening_each_attempt() -> None:
+    replies = {"": ["How do I stay safe?"], DANGERS: [" pipe bombs?"], LAW: [" pipe bombs?"]}
+
+    def first_question(strategy: RepairStrategy, attempt: int) -> str | None:
+        backend = ReframingChat(replies)
+        repairer = Repairer(backend, max_tokens=64, max_answer_chars=2000, strategy=strategy)  # type: ignore[arg-type]
+        question = asyncio.run(repairer._reframed_question(FRAMEWORK, ASK, "base", attempt))
+        return question if backend.bodies else None
+
+    # alternate: attempt 1 regenerated the request itself, so attempt 2 begins with a stem.
+    assert [first_question(RepairStrategy.ALTERNATE, a) for a in (1, 2, 3, 4, 6)] == [
+        None, f"{DANGERS} pipe bombs?", None, f"{LAW} pipe bombs?", f"{DANGERS} pipe bombs?",
+    ]
+    assert [first_question(RepairStrategy.REFRAME, a) for a in (1, 2, 3)] == [
+        "How do I stay safe?", f"{DANGERS} pipe bombs?", f"{LAW} pipe bombs?",
     ]
 
 

@@ -32,6 +32,10 @@ class Framework:
     continue_template: str
     # Phrases (besides the title) by which an answer names the framework; a repair must not.
     mentions: tuple[str, ...] = ()
+    # Openings of reframed questions, prefilled as the reframe reply's first words: a 0.5B model
+    # asked for a safe question writes the harmful request back; begun for it, it finishes a
+    # safe one (README, "Repairs with the demo model").
+    reframe_stems: tuple[str, ...] = ()
 
     def is_mentioned_in(self, text: str) -> bool:
         """Whether `text` names this framework (its title or one of its `mentions`, any case):
@@ -85,14 +89,22 @@ def _check_template(path: Path, key: str, template: str) -> None:
         ) from exc
 
 
-def _framework_from(path: Path, data: dict[str, Any], defaults: dict[str, str]) -> Framework:
+def _texts(path: Path, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+        raise FrameworkError(f"{path}: '{key}' must be a list of non-empty texts")
+    return tuple(item.strip() for item in value)
+
+
+def _framework_from(
+    path: Path, data: dict[str, Any], defaults: dict[str, str], default_stems: tuple[str, ...]
+) -> Framework:
     name = data.get("name")
     principles = data.get("principles")
     if not isinstance(name, str) or not _NAME.match(name):
         raise FrameworkError(f"{path}: 'name' must be lowercase letters, digits, '_' or '-'")
     if not isinstance(principles, str) or not principles.strip():
         raise FrameworkError(f"{path}: 'principles' must be a non-empty text")
-    unknown = set(data) - {"name", "title", "principles", "mentions", *defaults}
+    unknown = set(data) - {"name", "title", "principles", "mentions", "reframe_stems", *defaults}
     if unknown:
         raise FrameworkError(f"{path}: unknown keys {sorted(unknown)}")
     templates = {key: data.get(key) or default for key, default in defaults.items()}
@@ -100,18 +112,18 @@ def _framework_from(path: Path, data: dict[str, Any], defaults: dict[str, str]) 
         if not isinstance(template, str):
             raise FrameworkError(f"{path}: '{key}' must be a text")
         _check_template(path, key, template)
-    mentions = data.get("mentions") or []
-    if not isinstance(mentions, list) or not all(isinstance(m, str) and m.strip() for m in mentions):
-        raise FrameworkError(f"{path}: 'mentions' must be a list of non-empty texts")
+    stems = _texts(path, "reframe_stems", data["reframe_stems"]) if "reframe_stems" in data else default_stems
     return Framework(
         name=name, title=str(data.get("title") or name), principles=principles,
-        mentions=tuple(m.strip() for m in mentions), **templates,
+        mentions=_texts(path, "mentions", data.get("mentions") or []), reframe_stems=stems, **templates,
     )
 
 
 def load_frameworks(user_dir: Path | None = None) -> dict[str, Framework]:
     """Built-ins, then user files (`*.yaml`/`*.yml`) which may override a built-in by name."""
-    defaults = {key: str(value) for key, value in _read_yaml(_TEMPLATES_FILE).items()}
+    shipped = _read_yaml(_TEMPLATES_FILE)
+    default_stems = _texts(_TEMPLATES_FILE, "reframe_stems", shipped.pop("reframe_stems", []))
+    defaults = {key: str(value) for key, value in shipped.items()}
     paths = sorted(p for p in BUILTIN_DIR.glob("*.yaml") if not p.name.startswith("_"))
     if user_dir is not None:
         if not user_dir.is_dir():
@@ -119,6 +131,6 @@ def load_frameworks(user_dir: Path | None = None) -> dict[str, Framework]:
         paths += sorted([*user_dir.glob("*.yaml"), *user_dir.glob("*.yml")])
     frameworks: dict[str, Framework] = {}
     for path in paths:
-        framework = _framework_from(path, _read_yaml(path), defaults)
+        framework = _framework_from(path, _read_yaml(path), defaults, default_stems)
         frameworks[framework.name] = framework
     return frameworks
