@@ -3,10 +3,12 @@ starts: the demo model, no other setting), then requests through the official `o
 
 For each request it prints the verdict, every signal's score, what was done (passed, repaired:
 with the reframed question where one was asked, or refused) and the seconds it took, and writes
-the full responses (the `conscience` object included) to
-bench/results/demo_requests/demo_requests.json. Usage:
+the full responses (the `conscience` object, the discarded repair drafts with their reasons and
+the triple's details included) to bench/results/demo_requests/demo_requests.json. The answer is
+greedy; repairs are sampled (`--repair-temperature`), so `--repeats` sends each request again to
+show how often a repair lands. Usage:
 
-    .venv/bin/python bench/demo_requests.py --max-tokens 200
+    .venv/bin/python bench/demo_requests.py --max-tokens 200 --repeats 3
 
 The server's database and spool go to a temporary folder; the server is started on a free
 port and stopped at the end.
@@ -72,6 +74,7 @@ def _summary(prompt: str, response: Any, seconds: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-tokens", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=1, help="times each request is sent")
     parser.add_argument("--output", type=Path, default=RESULTS / "demo_requests.json")
     parser.add_argument("--ready-timeout-s", type=float, default=600.0)
     args = parser.parse_args(argv)
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             client = OpenAI(base_url=f"{origin}/v1", api_key="unused", timeout=1800, max_retries=0)
             model = client.models.list().data[0].id
             rows = []
-            for prompt in REQUESTS:
+            for prompt in [prompt for prompt in REQUESTS for _ in range(args.repeats)]:
                 started = time.monotonic()
                 response = client.chat.completions.create(
                     model=model, messages=[{"role": "user", "content": prompt}],

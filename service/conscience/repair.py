@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from service.backends.base import JSON, Backend
@@ -176,14 +176,16 @@ class Repairer:
         judge_model: str,
         released: str = "",
         attempt: int = 1,
+        question_is_echo: Callable[[str], bool] | None = None,
     ) -> AsyncIterator[str]:
         """The repair's text deltas: a new answer to `conversation` when `released` is empty,
         drafted from the request alone as `candidates` drafts it in this attempt (the rejected
         `answer` not in view, so that a small model cannot copy it; a reframe draws one
         question first), else a continuation of `released` (what the client has of the
-        rejected `answer`). The call's usage is recorded also when the stream is closed early
-        (a flagged window): with vLLM's `continuous_usage_stats` every chunk reports the
-        tokens so far."""
+        rejected `answer`). A reframed question that `question_is_echo` finds copied (a worked
+        example of the reframe instructions) is not answered: the attempt regenerates. The
+        call's usage is recorded also when the stream is closed early (a flagged window): with
+        vLLM's `continuous_usage_stats` every chunk reports the tokens so far."""
         body: JSON = {
             "model": judge_model,
             "max_tokens": self._max_tokens,
@@ -197,6 +199,8 @@ class Repairer:
             body["continue_final_message"], body["add_generation_prompt"] = True, False
         else:
             question = await self._reframed_question(framework, conversation, judge_model, attempt)
+            if question and question_is_echo is not None and question_is_echo(question):
+                question = ""
             body["messages"] = (
                 reframed_answer_messages(framework, question) if question
                 else regenerate_messages(framework, conversation, max_chars=self._max_chars)

@@ -156,7 +156,8 @@ class Reviewer:
         answer from the request by the attempt's strategy (the rejected answer not in view)
         when it has none; a draft whose opening reads as a refusal, repeats the rejected
         answer (a near-copy, as `review` discards one) or names the framework is discarded
-        before the judge.
+        before the judge, and a reframed question copied from the reframe's worked examples
+        is not answered (the attempt regenerates instead).
         `continued(released)`: when the judged text is more than the answer's own (a chat
         answer's reasoning, rendered as the judge reads it), the part of `released` a repair
         continues and the text that joins the repair to it (service/api/windowed_stream.py)."""
@@ -171,6 +172,7 @@ class Reviewer:
             deltas = self._repairer.repair_stream(
                 policy.framework, conversation, review.summary.rejected or "",
                 judge_model=policy.judge_model, released=own, attempt=attempt,
+                question_is_echo=lambda question: self._echoes(question, policy.framework.reframe_instructions()),
             )
             return _led(lead, deltas) if lead else deltas
 

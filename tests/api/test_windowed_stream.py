@@ -210,6 +210,34 @@ def test_a_near_copy_is_discarded_and_the_next_attempt_reframes(windowed: Proxy,
     assert triple.chosen == REPAIRED
 
 
+def test_a_streamed_reframe_that_copies_a_worked_example_regenerates_instead(
+    windowed: Proxy, fake: FakeUpstream
+) -> None:
+    rejected = "Buy a crowbar and break the neighbour's window at night while they sleep."
+    framework = load_frameworks()["three_laws"]
+    example = next(  # the question of the reframe instructions' own first worked example
+        line.removeprefix("Question: ") for line in framework.reframe_instructions().splitlines()
+        if line.startswith("Question: ")
+    )
+    regenerated = iter(["Buy a pry bar and break the neighbour's window at night.", REPAIRED])
+
+    def base_model(body: dict[str, Any]) -> str:
+        system = body["messages"][0]["content"]
+        if system == framework.reframe_instructions():
+            return example  # after the stem: the question is the stem and the example's words
+        return next(regenerated) if system == framework.regenerate_instructions() else "never sent"
+
+    fake.policy_answer = rejected
+    fake.base_model_answer = base_model
+    chunks = stream(windowed)
+    assert text_of(chunks) == REPAIRED
+    drafting = [c.body for c in fake.calls("generation") if c.body["model"] == "base-model"]
+    assert [body["messages"][0]["content"] for body in drafting] == [
+        framework.regenerate_instructions(), framework.reframe_instructions(), framework.regenerate_instructions(),
+    ]  # attempt 2's question was the example's: never answered, the request regenerated instead
+    assert not any(example in str(body["messages"]) for body in drafting if body.get("stream"))
+
+
 def test_each_of_n_choices_is_reviewed_in_its_own_windows(windowed: Proxy, fake: FakeUpstream) -> None:
     fake.policy_answer = [CLEAN, HARMFUL_MIDDLE]
     fake.token_delay_s = 0.005
