@@ -233,6 +233,33 @@ async def test_each_of_n_sampled_choices_is_its_own_pass(wordy_model_dir: Path, 
         assert engine.latent_tokens_read == 2  # each row's last sampled token
 
 
+async def test_the_kept_choices_of_an_n_generation_hold_only_their_own_rows(
+    wordy_model_dir: Path, tmp_path: Path
+) -> None:
+    from service.backends.local.generation import Usage
+    from service.backends.local.sampling import SamplingParams
+
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=20, stop=(), seed=0, n=3)
+    async with recording_engine(wordy_model_dir, tmp_path) as (loaded, engine):
+        answers = ["", "", ""]
+        async for event in engine.generate(None, [prompt_ids(loaded)], params):
+            if not isinstance(event, Usage):
+                for delta in event:
+                    answers[delta.index] += delta.text
+        # The first choice judged: its kept pass is extended by its last token and replaced;
+        # the other two stay kept as the generation left them.
+        await engine.latent_features(ASK, answers[0], layer=1, pooling="mean_answer", max_answer_tokens=None)
+        config = loaded.model.config
+        per_token = 4 * 2 * config.num_hidden_layers * config.num_key_value_heads * (
+            config.hidden_size // config.num_attention_heads
+        )  # float32 keys and values, every layer
+        cache = engine.latent_cache
+        assert cache.cached_tokens == 3 * (len(prompt_ids(loaded)) + 20) - 2  # two rows' last tokens unfed
+        # Each row's cache in tensors of its own: the memory is what the LRU budget counts, not
+        # the whole batch held by the rows still kept.
+        assert cache.cached_kv_bytes == cache.cached_tokens * per_token
+
+
 async def test_an_answer_of_the_adapter_is_not_the_base_models_pass(
     wordy_model_dir: Path, lora_adapters: list[Path], tmp_path: Path
 ) -> None:

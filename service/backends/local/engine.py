@@ -79,6 +79,11 @@ class Engine:
         return self._latent.tokens_read
 
     @property
+    def latent_cache(self) -> LatentRunner:
+        """The latent verdict's kept passes (their token and byte counts: tests, bench)."""
+        return self._latent
+
+    @property
     def ready(self) -> bool:
         return self._scheduler.alive
 

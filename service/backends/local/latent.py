@@ -54,16 +54,19 @@ def _shared_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     return size
 
 
-def _kv_rows(cache: Any, row: int, length: int) -> tuple[tuple[Any, Any], ...] | None:
-    """Views of one batch row's keys and values for the first `length` positions (None for a
-    model with sliding-window layers, whose cache does not hold the whole past). The cache
-    appends by concatenation, so the views stay as they are while the generation goes on."""
+def _kv_rows(cache: Any, row: int, length: int, *, copied: bool) -> tuple[tuple[Any, Any], ...] | None:
+    """One batch row's keys and values for the first `length` positions (None for a model with
+    sliding-window layers, whose cache does not hold the whole past): views while the
+    generation goes on (the cache appends by concatenation, so they stay as they are), or
+    `copied` into tensors of their own for a pass that outlives it, since a view of one row
+    would hold every row's storage, more than the kept tokens count."""
     if any(getattr(cached, "is_sliding", False) for cached in cache.layers):
         return None
-    return tuple(
+    rows = tuple(
         (cached.keys[row : row + 1, :, :length], cached.values[row : row + 1, :, :length])
         for cached in cache.layers
     )
+    return tuple((keys.clone(), values.clone()) for keys, values in rows) if copied else rows
 
 
 class ReadLog:
@@ -92,8 +95,9 @@ class ReadLog:
         self._fed.append(fed)
         self._step_states.append(hidden_states[self.layer][:, -1].float())
 
-    def passes(self) -> list[_Pass]:
-        """One pass per row, over every position read so far."""
+    def passes(self, *, kept: bool = False) -> list[_Pass]:
+        """One pass per row, over every position read so far; `kept`: to outlive the
+        generation, each row's cache in tensors of its own (one row's needs no copy)."""
         import torch
 
         if self._prompt_states is None:
@@ -104,7 +108,8 @@ class ReadLog:
         for row in range(self._rows):
             ids = self._prompt + tuple(step[row] for step in self._fed)
             states = self._prompt_states if steps is None else torch.cat([self._prompt_states, steps[:, row]])
-            found.append(_Pass(ids, self.layer, states, _kv_rows(self._cache, row, length)))
+            kv = _kv_rows(self._cache, row, length, copied=kept and self._rows > 1)
+            found.append(_Pass(ids, self.layer, states, kv))
         return found
 
     def close(self) -> None:
@@ -137,12 +142,21 @@ class LatentRunner:
         """`log`'s generation left the scheduler: its passes are kept like any other."""
         if log in self._live:  # a generation cancelled before its prefill never opened
             self._live.remove(log)
-            for entry in log.passes():
+            for entry in log.passes(kept=True):
                 self._keep(entry)
 
     @property
     def cached_tokens(self) -> int:
         return sum(len(entry.token_ids) for entry in self._passes.values())
+
+    @property
+    def cached_kv_bytes(self) -> int:
+        """Bytes of the storage the kept passes' KV caches hold (each storage counted once)."""
+        storages = {
+            tensor.untyped_storage().data_ptr(): tensor.untyped_storage().nbytes()
+            for entry in self._passes.values() for layer in entry.kv or () for tensor in layer
+        }
+        return sum(storages.values())
 
     def features(
         self, messages: list[dict[str, str]], answer: str, *, layer: int, pooling: str,
