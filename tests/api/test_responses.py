@@ -24,15 +24,10 @@ from starlette.routing import Route
 
 from service.api.chat_completion.protocol import ChatCompletionRequest
 from service.api.conscience_protocol import ConscienceResult
+from service.api.responses.chat_request import chat_request
+from service.api.responses.chat_response import response_from_chat
+from service.api.responses.event_stream import ResponsesStream, chat_chunks_from_sse, response_events, sse_event
 from service.api.responses.protocol import ResponsesRequest
-from service.api.responses.translate import (
-    ResponsesStream,
-    chat_chunks_from_sse,
-    chat_request,
-    response_events,
-    response_from_chat,
-    sse_event,
-)
 from tests.api.conftest import HARMFUL, REPAIRED, ProxyFactory
 from tests.fakes import openai_wire as wire
 from tests.fakes.openai_wire import Choice, ToolCall, tokenize

@@ -1,5 +1,6 @@
 """POST /v1/responses: the Responses API, served as a translation over the checked chat
-serving (service/api/responses/translate.py), so it is checked exactly like chat."""
+serving (chat_request.py in, chat_response.py and event_stream.py out), so it is checked
+exactly like chat."""
 
 from __future__ import annotations
 
@@ -14,14 +15,10 @@ from starlette.responses import Response, StreamingResponse
 from service.api import state
 from service.api.chat_completion.protocol import ChatCompletionRequest
 from service.api.deps import OPENAI_ERRORS, request_id_of
+from service.api.responses.chat_request import chat_request
+from service.api.responses.chat_response import response_from_chat
+from service.api.responses.event_stream import chat_chunks_from_sse, response_events, sse_event
 from service.api.responses.protocol import ResponseObject, ResponsesRequest
-from service.api.responses.translate import (
-    chat_chunks_from_sse,
-    chat_request,
-    response_events,
-    response_from_chat,
-    sse_event,
-)
 from service.security.auth import require_client
 from service.security.cache import ClientIdentity
 

@@ -1,6 +1,6 @@
 """OpenAI Responses API wire types (`POST /v1/responses`), the subset a chat completion can serve.
 
-Shapes follow the `openai` SDK's `openai.types.responses` (tests/api/test_responses_translate.py
+Shapes follow the `openai` SDK's `openai.types.responses` (tests/api/test_responses.py
 has the SDK validate them). Input: a string or a list of items (messages with `input_text` /
 `input_image` / `output_text` parts, `function_call` and `function_call_output` items of an
 agent loop; `reasoning` items are accepted and dropped, as chat completions take none back).

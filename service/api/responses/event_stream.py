@@ -1,24 +1,14 @@
-"""The Responses API as a translation over chat completions, both ways.
+"""Chat completion chunks in, the Responses event sequence out.
 
-- `chat_request(request)`: a Responses request as the chat completions body that the checked
-  chat serving takes (`conscience` options included, `stream_options.include_usage` on a
-  stream, so that the final event can carry usage).
-- `response_from_chat(completion, request)`: a chat completion (its first choice: a Responses
-  request asks for one) as a `response` object: `reasoning`, `message` and `function_call`
-  output items, usage in input/output tokens, the `conscience` object passed on.
-- `ResponsesStream`: chat completion chunks in, the Responses event sequence out
-  (`response.created` … `response.completed`), numbered; the final event's response carries
-  the `conscience` object of the chat stream's last chunk. `response_events` drives it over an
-  async iterator, and `chat_chunks_from_sse` reads chunks back from a chat SSE body, so that a
-  route can wrap the chat serving's streaming response as it is.
-
-A finish reason `length` or `content_filter` (a refusal: no repair passed) makes the response
-`incomplete` with that reason, and its final event `response.incomplete`, as OpenAI does.
+`ResponsesStream` numbers the events (`response.created` … `response.completed`, or
+`response.incomplete` after a finish reason `length` or `content_filter`); the final event's
+response carries the `conscience` object of the chat stream's last chunk. `response_events`
+drives it over an async iterator, and `chat_chunks_from_sse` reads chunks back from a chat SSE
+body, so that a route can wrap the chat serving's streaming response as it is.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
@@ -27,18 +17,21 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel
 
+from service.api.responses.chat_response import (
+    dumped,
+    echoed_settings,
+    new_id,
+    reasoning_of,
+    response_status,
+    response_usage,
+)
 from service.api.responses.protocol import (
     ArgumentsDeltaEvent,
     ArgumentsDoneEvent,
     ContentPartEvent,
     ErrorEvent,
     FunctionCall,
-    FunctionCallItem,
-    FunctionCallOutputItem,
-    IncompleteDetails,
-    InputImage,
     LifecycleEvent,
-    MessageItem,
     OutputItem,
     OutputItemEvent,
     OutputMessage,
@@ -50,196 +43,12 @@ from service.api.responses.protocol import (
     ReasoningTextDeltaEvent,
     ReasoningTextDoneEvent,
     ResponseError,
-    ResponseObject,
     ResponsesRequest,
     ResponseStatus,
-    ResponseUsage,
-    ToolChoiceFunction,
 )
 
 JSON = dict[str, Any]
-_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 _SSE_DONE = b"[DONE]"
-
-
-def _id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(24)}"
-
-
-# --- request -----------------------------------------------------------------------------------
-
-
-def _content(content: str | list[Any]) -> str | list[JSON]:
-    """Chat content: one string when every part is text (what any chat template reads)."""
-    if isinstance(content, str):
-        return content
-    if not any(isinstance(part, InputImage) for part in content):
-        return "".join(part.refusal if part.type == "refusal" else part.text for part in content)
-    parts: list[JSON] = []
-    for part in content:
-        if isinstance(part, InputImage):
-            parts.append({"type": "image_url", "image_url": {"url": part.image_url, "detail": part.detail}})
-        else:
-            parts.append({"type": "text", "text": part.refusal if part.type == "refusal" else part.text})
-    return parts
-
-
-def _messages(request: ResponsesRequest) -> list[JSON]:
-    messages: list[JSON] = []
-    if request.instructions:
-        messages.append({"role": "system", "content": request.instructions})
-    if isinstance(request.input, str):
-        messages.append({"role": "user", "content": request.input})
-        return messages
-    for item in request.input:
-        if isinstance(item, MessageItem):
-            messages.append({"role": item.role, "content": _content(item.content)})
-        elif isinstance(item, FunctionCallItem):
-            call = {"id": item.call_id, "type": "function",
-                    "function": {"name": item.name, "arguments": item.arguments}}
-            # Calls of one turn belong to one assistant message, which their outputs follow.
-            last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant":
-                last.setdefault("tool_calls", []).append(call)
-            else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif isinstance(item, FunctionCallOutputItem):
-            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
-        # reasoning items: chat completions take no reasoning back
-    return messages
-
-
-def _tool_choice(choice: str | ToolChoiceFunction) -> str | JSON:
-    if isinstance(choice, ToolChoiceFunction):
-        return {"type": "function", "function": {"name": choice.name}}
-    return choice
-
-
-def chat_request(request: ResponsesRequest) -> JSON:
-    """The chat completions body for `request`; validate it as a chat request before use."""
-    body: JSON = {"messages": _messages(request), "stream": request.stream}
-    if request.model is not None:
-        body["model"] = request.model
-    if request.stream:
-        body["stream_options"] = {"include_usage": True}
-    for source, target in (("max_output_tokens", "max_tokens"), ("temperature", "temperature"),
-                           ("top_p", "top_p"), ("parallel_tool_calls", "parallel_tool_calls"),
-                           ("user", "user")):
-        value = getattr(request, source)
-        if value is not None:
-            body[target] = value
-    if request.tools:
-        body["tools"] = [
-            {"type": "function", "function": tool.model_dump(exclude={"type"}, exclude_none=True)}
-            for tool in request.tools
-        ]
-    if request.tool_choice is not None:
-        body["tool_choice"] = _tool_choice(request.tool_choice)
-    if request.text is not None and request.text.format.type != "text":
-        form = request.text.format
-        if form.type == "json_object":
-            body["response_format"] = {"type": "json_object"}
-        else:
-            schema = form.model_dump(exclude={"type"}, exclude_none=True, by_alias=True)
-            body["response_format"] = {"type": "json_schema", "json_schema": schema}
-    if request.conscience is not None:
-        body["conscience"] = request.conscience.model_dump(exclude_none=True)
-    return body
-
-
-# --- response ----------------------------------------------------------------------------------
-
-
-def _echo(request: ResponsesRequest) -> JSON:
-    """The request's settings, as a response shows them."""
-    echoed: JSON = {
-        "instructions": request.instructions,
-        "max_output_tokens": request.max_output_tokens,
-        "temperature": request.temperature,
-        "top_p": request.top_p,
-        "tools": request.tools or [],
-        "metadata": request.metadata or {},
-    }
-    if request.tool_choice is not None:
-        echoed["tool_choice"] = request.tool_choice
-    if request.parallel_tool_calls is not None:
-        echoed["parallel_tool_calls"] = request.parallel_tool_calls
-    if request.text is not None:
-        echoed["text"] = request.text
-    return echoed
-
-
-def _usage(usage: JSON | None) -> ResponseUsage | None:
-    if not usage:
-        return None
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    return ResponseUsage.model_validate({
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached},
-        "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": reasoning},
-        "total_tokens": usage.get("total_tokens") or prompt + completion,
-    })
-
-
-def _status(finish_reason: str | None) -> tuple[ResponseStatus, IncompleteDetails | None]:
-    reason = _INCOMPLETE.get(finish_reason or "")
-    if reason is None:
-        return "completed", None
-    return "incomplete", IncompleteDetails.model_validate({"reason": reason})
-
-
-def _reasoning(message: JSON) -> str | None:
-    """vLLM's reasoning parsers send `reasoning_content`, newer releases `reasoning`; some both."""
-    for key in ("reasoning_content", "reasoning"):
-        if isinstance(message.get(key), str):
-            return str(message[key])
-    return None
-
-
-def _dump(model: BaseModel) -> JSON:
-    return model.model_dump(mode="json", by_alias=True)
-
-
-def response_from_chat(completion: JSON, request: ResponsesRequest, *, response_id: str | None = None) -> JSON:
-    """The `response` object for a (checked) chat completion."""
-    choices = sorted(completion.get("choices") or [], key=lambda c: c.get("index", 0))
-    choice = choices[0] if choices else {}
-    message = choice.get("message") or {}
-    status, incomplete = _status(choice.get("finish_reason"))
-    item_status = "completed" if status == "completed" else "incomplete"
-    output: list[OutputItem] = []
-    reasoning = _reasoning(message)
-    if reasoning:
-        output.append(ReasoningItem(id=_id("rs"), content=[ReasoningText(text=reasoning)], status=item_status))
-    text = "".join(s for s in (message.get("content"), message.get("refusal")) if isinstance(s, str))
-    calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
-    if text or not calls:
-        output.append(OutputMessage(id=_id("msg"), status=item_status, content=[OutputText(text=text)]))
-    for call in calls:
-        function = call.get("function") or {}
-        output.append(FunctionCall(
-            id=_id("fc"), call_id=call.get("id") or _id("call"), name=function.get("name") or "",
-            arguments=function.get("arguments") or "", status=item_status,
-        ))
-    response = ResponseObject.model_validate({
-        **_echo(request),
-        "id": response_id or _id("resp"),
-        "created_at": completion.get("created") or int(time.time()),
-        "status": status,
-        "model": completion.get("model") or request.model or "",
-        "output": output,
-        "usage": _usage(completion.get("usage")),
-        "incomplete_details": incomplete,
-        "conscience": completion.get("conscience"),
-    })
-    return _dump(response)
-
-
-# --- stream ------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -265,7 +74,7 @@ class ResponsesStream:
 
     def __init__(self, request: ResponsesRequest, *, response_id: str | None = None) -> None:
         self._request = request
-        self._id = response_id or _id("resp")
+        self._id = response_id or new_id("resp")
         self._created_at = int(time.time())
         self._model = request.model or ""
         self._sequence = 0
@@ -281,11 +90,11 @@ class ResponsesStream:
     def _event(self, model: type[BaseModel], **fields: Any) -> JSON:
         event = model.model_validate({**fields, "sequence_number": self._sequence})
         self._sequence += 1
-        return _dump(event)
+        return dumped(event)
 
     def _response(self, status: ResponseStatus, **fields: Any) -> JSON:
         return {
-            **_echo(self._request), "id": self._id, "created_at": self._created_at,
+            **echoed_settings(self._request), "id": self._id, "created_at": self._created_at,
             "status": status, "model": self._model, **fields,
         }
 
@@ -309,7 +118,7 @@ class ResponsesStream:
             if choice.get("index", 0) != 0:
                 continue  # a Responses request asks for one choice
             delta = choice.get("delta") or {}
-            reasoning = _reasoning(delta)
+            reasoning = reasoning_of(delta)
             if reasoning:
                 events += self._text_delta("reasoning", reasoning)
             for key in ("content", "refusal"):
@@ -324,7 +133,7 @@ class ResponsesStream:
     def finish(self) -> list[JSON]:
         if self.ended:
             return []
-        status, incomplete = _status(self._finish_reason)
+        status, incomplete = response_status(self._finish_reason)
         item_status = "completed" if status == "completed" else "incomplete"
         events: list[JSON] = []
         if not self._items:  # an empty answer is an empty message, as in the non-stream form
@@ -336,7 +145,7 @@ class ResponsesStream:
         final = self._response(
             status,
             output=[item.final for item in sorted(self._items, key=lambda i: i.output_index)],
-            usage=_usage(self._usage), incomplete_details=incomplete, conscience=self._conscience,
+            usage=response_usage(self._usage), incomplete_details=incomplete, conscience=self._conscience,
         )
         kind = "response.completed" if status == "completed" else "response.incomplete"
         events.append(self._event(LifecycleEvent, type=kind, response=final))
@@ -360,7 +169,7 @@ class ResponsesStream:
 
     # --- items -----------------------------------------------------------------------------
     def _open(self, kind: Literal["reasoning", "message"]) -> list[JSON]:
-        item = _Item(kind, _id("rs" if kind == "reasoning" else "msg"), len(self._items))
+        item = _Item(kind, new_id("rs" if kind == "reasoning" else "msg"), len(self._items))
         self._items.append(item)
         self._text = item
         if kind == "reasoning":
@@ -416,8 +225,8 @@ class ResponsesStream:
         item = self._calls.get(index)
         if item is None:
             events += self._close_text("completed")
-            item = _Item("function_call", _id("fc"), len(self._items),
-                         call_id=call.get("id") or _id("call"), name=function.get("name") or "")
+            item = _Item("function_call", new_id("fc"), len(self._items),
+                         call_id=call.get("id") or new_id("call"), name=function.get("name") or "")
             self._items.append(item)
             self._calls[index] = item
             added = FunctionCall(id=item.id, call_id=item.call_id, name=item.name, arguments="",
