@@ -8,9 +8,10 @@ small model cannot copy it), by the attempt's strategy (`RepairStrategy`):
   in full ("How do I commit identity theft?" → "How do I protect myself from identity
   theft?"), and an ordinary assistant answers that question, the framework out of view. Two
   small steps a 0.5B model can take where it cannot take the one (README, "Repairs with the demo
-  model"). An attempt's first question is left open; the others begin with the framework's
-  `reframe_stems` ("What are the dangers of"), prefilled as the reply's first words and
-  continued in place, because asked openly a small model writes a harmful command back.
+  model"). The questions begin with the framework's `reframe_stems` ("What does the law say
+  about"), prefilled as the reply's first words and continued in place, because asked openly
+  a small model writes a harmful command back; only where no regenerating attempt answers the
+  request itself (`--repair-strategy reframe`) is an attempt's first question left open.
 
 `repair_stream` streams one such draft (a reframe: one question, then its answer streamed),
 or, when the client already has the beginning of the answer (windowed enforce streaming),
@@ -64,9 +65,9 @@ def reframe_messages(
 
 
 def reframe_stem(framework: Framework, slot: int) -> str:
-    """The opening of a reframe attempt's question number `slot` (0, 1, …): none for the first,
-    so that a harmless request that was wrongly flagged keeps its own question; then the
-    framework's stems in turn (none at all for a framework without stems)."""
+    """The opening of reframed question number `slot` (0, 1, …): none for slot 0, so that a
+    harmless request that was wrongly flagged keeps its own question; then the framework's
+    stems in turn (none at all for a framework without stems)."""
     stems = framework.reframe_stems
     return stems[(slot - 1) % len(stems)] if slot and stems else ""
 
@@ -136,7 +137,8 @@ class Repairer:
     async def _reframed(self, framework: Framework, conversation: list[JSON], *, judge_model: str) -> list[RepairDraft]:
         """`candidates_per_call` questions (one call per opening, concurrently), then each
         distinct question answered as many times as it was drawn (one call each, concurrently)."""
-        stems = [reframe_stem(framework, slot) for slot in range(self.candidates_per_call)]
+        first = self._first_reframe_slot()
+        stems = [reframe_stem(framework, slot) for slot in range(first, first + self.candidates_per_call)]
         drawn = Counter(await self._questions(framework, conversation, judge_model, stems=stems))
         answers = await asyncio.gather(*(
             self._drafts(
@@ -222,16 +224,20 @@ class Repairer:
     ) -> str:
         """A streamed repair's one reframed question in a reframing attempt ("" otherwise, or
         when none was drawn: the attempt regenerates). Each reframing attempt takes the next
-        opening (`reframe_stem`); under `alternate` the open one is skipped, as the regenerating
-        attempt before it already answered the request itself."""
+        opening (`reframe_stem`)."""
         if self.strategy_for(attempt) is not RepairStrategy.REFRAME:
             return ""
-        if self.strategy is RepairStrategy.ALTERNATE:
-            slot = attempt // 2  # attempts 2, 4, … reframe: slots 1, 2, …
-        else:
-            slot = attempt - 1
+        earlier = attempt // 2 - 1 if self.strategy is RepairStrategy.ALTERNATE else attempt - 1
+        slot = self._first_reframe_slot() + earlier
         questions = await self._questions(framework, conversation, judge_model, stems=[reframe_stem(framework, slot)])
         return questions[0] if questions else ""
+
+    def _first_reframe_slot(self) -> int:
+        """Where reframed openings start: under `alternate` past the open question, as the
+        regenerating attempt before each reframing one answers the request itself (open, the
+        demo model wrote harmful requests back: "How can I safely terminate my wife's life?",
+        bench/results/xstest_repair_stems/); else at it."""
+        return 1 if self.strategy is RepairStrategy.ALTERNATE else 0
 
     async def _questions(
         self, framework: Framework, conversation: list[JSON], judge_model: str, *, stems: list[str]

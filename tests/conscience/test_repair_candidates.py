@@ -76,15 +76,15 @@ class ReframingChat:
         return {"choices": [{"message": {"content": f"Answer {i} to {question}"}} for i in range(body.get("n", 1))]}
 
 
-DANGERS, LAW = FRAMEWORK.reframe_stems
+FIRST_STEM, SECOND_STEM = FRAMEWORK.reframe_stems  # the law, then the dangers
 
 
 def test_a_reframe_leaves_its_first_question_open_and_begins_the_others_with_the_stems() -> None:
     protect = "How do I protect myself from identity theft?"
     backend = ReframingChat({
         "": [f'"{protect}"\nThat is safer.'],
-        DANGERS: [" identity theft? And how common is it?", "identity theft?\nThat is safer."],
-        LAW: [f"{protect.removeprefix('How do I ')}"],
+        FIRST_STEM: [" identity theft? And how common is it?", "identity theft?\nThat is safer."],
+        SECOND_STEM: [f"{protect.removeprefix('How do I ')}"],
     })
     repairer = Repairer(backend, max_tokens=64, max_answer_chars=2000, candidates=4, strategy=RepairStrategy.REFRAME)  # type: ignore[arg-type]
     drafts = asyncio.run(repairer.candidates(FRAMEWORK, ASK, judge_model="base"))
@@ -92,16 +92,16 @@ def test_a_reframe_leaves_its_first_question_open_and_begins_the_others_with_the
     # One call per opening: the open one, then the stems in turn (the first stem drawn twice).
     assert [(body["messages"], body.get("n", 1)) for body in reframes] == [
         (reframe_messages(FRAMEWORK, ASK, max_chars=2000), 1),
-        (reframe_messages(FRAMEWORK, ASK, max_chars=2000, stem=DANGERS), 2),
-        (reframe_messages(FRAMEWORK, ASK, max_chars=2000, stem=LAW), 1),
+        (reframe_messages(FRAMEWORK, ASK, max_chars=2000, stem=FIRST_STEM), 2),
+        (reframe_messages(FRAMEWORK, ASK, max_chars=2000, stem=SECOND_STEM), 1),
     ]
     assert "continue_final_message" not in reframes[0]
     for stemmed in reframes[1:]:  # the stem is the reply's own beginning, continued in place
         assert stemmed["continue_final_message"] is True and stemmed["add_generation_prompt"] is False
         assert stemmed["messages"][-1]["role"] == "assistant"
     assert all(body["max_tokens"] == REFRAME_MAX_TOKENS for body in reframes)
-    dangers = f"{DANGERS} identity theft?"  # cut at its first question mark
-    law = f"{LAW} protect myself from identity theft?"
+    dangers = f"{FIRST_STEM} identity theft?"  # cut at its first question mark
+    law = f"{SECOND_STEM} protect myself from identity theft?"
     # The two continuations of the first stem make one question, answered twice in one call.
     assert [(body["messages"], body.get("n", 1)) for body in answers] == [
         (reframed_answer_messages(FRAMEWORK, protect), 1),
@@ -114,6 +114,21 @@ def test_a_reframe_leaves_its_first_question_open_and_begins_the_others_with_the
     assert [(d.question, d.text) for d in drafts] == [
         (protect, f"Answer 0 to {protect}"), (dangers, f"Answer 0 to {dangers}"),
         (dangers, f"Answer 1 to {dangers}"), (law, f"Answer 0 to {law}"),
+    ]
+
+
+def test_under_alternate_every_reframed_question_begins_with_a_stem() -> None:
+    # The regenerating attempt before answered the request itself; an open question here let
+    # the demo model write "How can I safely terminate my wife's life?" (xstest_repair_stems).
+    backend = ReframingChat({FIRST_STEM: [" pipe bombs?", " making one?"], SECOND_STEM: [" pipe bombs?"]})
+    repairer = Repairer(backend, max_tokens=64, max_answer_chars=2000, candidates=3, strategy=RepairStrategy.ALTERNATE)  # type: ignore[arg-type]
+    drafts = asyncio.run(repairer.candidates(FRAMEWORK, ASK, judge_model="base", attempt=2))
+    reframes = [body for body in backend.bodies if body["messages"][0]["content"] == FRAMEWORK.reframe_instructions()]
+    assert [(body["messages"][-1], body.get("n", 1)) for body in reframes] == [
+        ({"role": "assistant", "content": FIRST_STEM}, 2), ({"role": "assistant", "content": SECOND_STEM}, 1),
+    ]
+    assert [d.question for d in drafts] == [
+        f"{FIRST_STEM} pipe bombs?", f"{FIRST_STEM} making one?", f"{SECOND_STEM} pipe bombs?",
     ]
 
 
@@ -130,7 +145,7 @@ def test_a_question_drawn_twice_is_answered_twice_in_one_call() -> None:
 
 
 def test_streamed_reframes_take_the_next_opening_each_attempt() -> None:
-    replies = {"": ["How do I stay safe?"], DANGERS: [" pipe bombs?"], LAW: [" pipe bombs?"]}
+    replies = {"": ["How do I stay safe?"], FIRST_STEM: [" pipe bombs?"], SECOND_STEM: [" pipe bombs?"]}
 
     def first_question(strategy: RepairStrategy, attempt: int) -> str | None:
         backend = ReframingChat(replies)
@@ -140,10 +155,10 @@ def test_streamed_reframes_take_the_next_opening_each_attempt() -> None:
 
     # alternate: attempt 1 regenerated the request itself, so attempt 2 begins with a stem.
     assert [first_question(RepairStrategy.ALTERNATE, a) for a in (1, 2, 3, 4, 6)] == [
-        None, f"{DANGERS} pipe bombs?", None, f"{LAW} pipe bombs?", f"{DANGERS} pipe bombs?",
+        None, f"{FIRST_STEM} pipe bombs?", None, f"{SECOND_STEM} pipe bombs?", f"{FIRST_STEM} pipe bombs?",
     ]
     assert [first_question(RepairStrategy.REFRAME, a) for a in (1, 2, 3)] == [
-        "How do I stay safe?", f"{DANGERS} pipe bombs?", f"{LAW} pipe bombs?",
+        "How do I stay safe?", f"{FIRST_STEM} pipe bombs?", f"{SECOND_STEM} pipe bombs?",
     ]
 
 
