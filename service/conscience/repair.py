@@ -227,7 +227,7 @@ class Repairer:
         opening (`reframe_stem`)."""
         if self.strategy_for(attempt) is not RepairStrategy.REFRAME:
             return ""
-        earlier = attempt // 2 - 1 if self.strategy is RepairStrategy.ALTERNATE else attempt - 1
+        earlier = sum(self.strategy_for(before) is RepairStrategy.REFRAME for before in range(1, attempt))
         slot = self._first_reframe_slot() + earlier
         questions = await self._questions(framework, conversation, judge_model, stems=[reframe_stem(framework, slot)])
         return questions[0] if questions else ""

@@ -172,7 +172,7 @@ class Reviewer:
             deltas = self._repairer.repair_stream(
                 policy.framework, conversation, review.summary.rejected or "",
                 judge_model=policy.judge_model, released=own, attempt=attempt,
-                question_is_echo=lambda question: self._echoes(question, policy.framework.reframe_instructions()),
+                question_is_echo=lambda question: self._question_echoes(question, policy.framework),
             )
             return _led(lead, deltas) if lead else deltas
 
@@ -201,12 +201,16 @@ class Reviewer:
             return "mentions_framework"
         if any(self._echoes(draft, shown) for shown in _repair_instructions(framework)):
             return "echoes_instructions"
-        if question and self._echoes(question, framework.reframe_instructions()):
+        if question and self._question_echoes(question, framework):
             return "echoes_instructions"
         return None
 
     def _echoes(self, text: str, shown: str) -> bool:
         return is_near_copy(text, shown, self._max_overlap)
+
+    def _question_echoes(self, question: str, framework: Framework) -> bool:
+        """A reframed question copied from the reframe instructions (their worked examples)."""
+        return self._echoes(question, framework.reframe_instructions())
 
 
 def _repair_instructions(framework: Framework) -> tuple[str, ...]:

@@ -95,5 +95,3 @@ def chat_request(request: ResponsesRequest) -> JSON:
     if request.conscience is not None:
         body["conscience"] = request.conscience.model_dump(exclude_none=True)
     return body
-
-

@@ -124,5 +124,3 @@ def response_from_chat(completion: JSON, request: ResponsesRequest, *, response_
         "conscience": completion.get("conscience"),
     })
     return dumped(response)
-
-
