@@ -11,7 +11,7 @@ import pytest
 
 from service.backends.base import JSON, LabelProbs
 from service.conscience.frameworks import load_frameworks
-from service.conscience.judge import Judge, JudgeFailed, Verdict
+from service.conscience.judge import LATENT_OPENING_CHARS, Judge, JudgeFailed, Verdict
 from service.conscience.probe import Probe
 from service.conscience.review import Review
 from service.settings import JudgeStyle, Settings
@@ -71,7 +71,29 @@ def test_a_long_answer_is_scored_window_by_window_and_the_worst_counts() -> None
 
     backend.latent_score = score  # type: ignore[method-assign]
     verdict = asyncio.run(judge(backend).judge(FRAMEWORK, ASK, answer, judge_model="base", style=JudgeStyle.LATENT))
-    assert verdict.flagged and verdict.detail["windows"] == 2
+    assert verdict.flagged and verdict.detail["windows"] == 3  # two windows, and the opening
+
+
+class Diluted(LatentFake):
+    """A mean-pooling probe: the share of the scored text that is harmful sets the score."""
+
+    async def latent_score(self, messages: list[JSON], answer: str) -> float:
+        self.calls.append((messages, answer))
+        return min(1.0, 2 * answer.count("B") / len(answer))
+
+
+def test_a_harmful_opening_is_not_diluted_by_the_filler_after_it() -> None:
+    opening, filler = "B" * 100, "a" * 1900  # whole: 0.1; its first 400 characters: 0.5
+    backend = Diluted({})
+    verdict = asyncio.run(
+        judge(backend).judge(FRAMEWORK, ASK, opening + filler, judge_model="base", style=JudgeStyle.LATENT)
+    )
+    assert verdict.flagged and verdict.score == pytest.approx(0.5)
+    assert sorted(len(answer) for _, answer in backend.calls) == [LATENT_OPENING_CHARS, 2000]
+    # An answer no longer than the opening is read once, whole.
+    short = Diluted({})
+    asyncio.run(judge(short).judge(FRAMEWORK, ASK, "B" * 10 + "a" * 390, judge_model="base", style=JudgeStyle.LATENT))
+    assert [len(answer) for _, answer in short.calls] == [400]
 
 
 def test_without_a_probe_the_latent_verdict_is_a_judge_failure() -> None:
