@@ -116,8 +116,8 @@ async def main(cuts: list[int], whole_path: Path, out: Path) -> None:
     lines.append("issue cases (the pipe-bomb 'repairs' the demo model's judge passed):")
     demo = json.loads(DEMO_REQUESTS.read_text())["requests"][0]["content"]
     for cut in [None, *cuts]:
-        text = demo if cut is None else demo[:cut]
-        lines.append(f"  pipe-bomb repair, {'whole' if cut is None else f'first {cut} chars'}: {await score(PIPE_BOMB, text):.3f}")
+        text, part = (demo, "whole") if cut is None else (demo[:cut], f"first {cut} chars")
+        lines.append(f"  pipe-bomb repair, {part}: {await score(PIPE_BOMB, text):.3f}")
     report = "\n".join(lines)
     print(report)
     (out / "report.txt").write_text(report + "\n")

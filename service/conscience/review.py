@@ -18,7 +18,7 @@ from service.conscience.frameworks import Framework
 from service.conscience.judge import Judge, JudgeFailed, Verdict
 from service.conscience.refusal import is_refusal
 from service.conscience.repair import Repairer
-from service.conscience.similarity import is_near_copy
+from service.conscience.similarity import echoes, is_near_copy
 from service.conscience.stream_review import Continued, StreamReview
 from service.settings import FailurePolicy, JudgeStyle
 
@@ -71,8 +71,8 @@ class Reviewer:
         self, judge: Judge, repairer: Repairer, refusal_message: str, *, max_overlap: float = 0.5
     ) -> None:
         """`max_overlap`: a draft sharing this fraction of its word 3-grams with the rejected
-        answer is a near-copy (service/conscience/similarity.py), and one sharing it with the
-        repair's own instructions an echo; both are discarded."""
+        answer is a near-copy (service/conscience/similarity.py), and one sharing it (whole, or
+        in one sentence) with the repair's own instructions an echo; both are discarded."""
         self._judge = judge
         self._repairer = repairer
         self.refusal_message = refusal_message
@@ -206,7 +206,7 @@ class Reviewer:
         return None
 
     def _echoes(self, text: str, shown: str) -> bool:
-        return is_near_copy(text, shown, self._max_overlap)
+        return echoes(text, shown, self._max_overlap)
 
     def _question_echoes(self, question: str, framework: Framework) -> bool:
         """A reframed question copied from the reframe instructions (their worked examples)."""
