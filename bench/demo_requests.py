@@ -121,7 +121,7 @@ def _attach_records(rows: list[dict[str, Any]], database: Path) -> None:
             request_id = row["conscience"].get("request_id")
             drafts = db.execute("SELECT drafts FROM checks WHERE request_id = ?", (request_id,)).fetchone()
             details = db.execute("SELECT details FROM triples WHERE request_id = ?", (request_id,)).fetchone()
-            row["discarded_drafts"] = json.loads(drafts[0]) if drafts and drafts[0] else []
+            row["discarded_drafts"] = (json.loads(drafts[0]) if drafts and drafts[0] else None) or []
             row["triple_details"] = json.loads(details[0]) if details else None
             reasons = [f"{d.get('reason')} {d.get('score', '')}".strip() for d in row["discarded_drafts"]]
             print(f"{row['request']}: discarded drafts {reasons}; triple {row['triple_details']}")
