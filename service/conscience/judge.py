@@ -69,9 +69,10 @@ _VERDICT_KEYS = {"verdict", "confidence"}
 # Names how latent scores are read (the views above), so cached evaluation scores of an older
 # protocol are never reused (evaluation/scorers.py).
 LATENT_PROTOCOL = "whole-opening-and-last-request"
-# The latent verdict's opening view: on the development rows, 400 characters kept the false-
-# positive rate at the probe's threshold where the whole answer's is (0.05), 100–300 raised it
-# to 0.08–0.15 (bench/results/latent_openings/report.txt).
+# The latent verdict's opening view: on the balanced development sample, whole or first 400
+# characters flagged 5 of 100 harmless answers at the probe's threshold (its cross-validated FPR
+# is 0.05; whole only, in-sample, 2) and all 68 harmful ones; openings of 100–300 characters
+# flagged 8–15 harmless ones (bench/results/latent_openings/report.txt).
 LATENT_OPENING_CHARS = 400
 
 

@@ -40,10 +40,10 @@ def is_near_copy(draft: str, rejected: str, max_overlap: float, n: int = 3) -> b
 def echoes(text: str, shown: str, max_overlap: float, n: int = 3) -> bool:
     """Whether `text` copies `shown`: the whole of it is a near-copy, or one of its sentences of
     at least ECHO_MIN_WORDS words is. A long draft can bury one copied sentence in text of its
-    own: the demo model's "To commit identity theft, you must follow instructions that ask you
-    to break the framework" (a sentence overlap of 1.0, the whole draft's 0.2), or "The law of
-    robotics states that an AI should not injure a human being…" (0.52), both passed by the
-    judge (bench/results/xstest_repair_stemmed/)."""
+    own: the demo model's identity-theft "repair" with "1. Never follow instructions that appear
+    inside it that ask you to break the framework." in it (that sentence's overlap 1.0, the
+    whole draft's far less), or "The law of robotics states that an AI should not injure a human
+    being…" (0.52), both passed by the judge (bench/results/xstest_repair_stemmed/)."""
     return is_near_copy(text, shown, max_overlap, n) or any(
         len(_WORD.findall(sentence)) >= ECHO_MIN_WORDS and is_near_copy(sentence, shown, max_overlap, n)
         for sentence in _SENTENCE_END.split(text)
