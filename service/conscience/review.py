@@ -114,7 +114,8 @@ class Reviewer:
         """Up to `max_repairs` attempts, each drawing the repairer's candidates — drafted from the
         request alone by the attempt's strategy, the rejected answer not in view; the first
         candidate that is neither empty, a refusal nor a near-copy of the rejected answer, and
-        that the conscience passes, replaces the answer. Every discarded draft is recorded with
+        that the conscience passes (a latent verdict reading its opening too: judge.py),
+        replaces the answer. Every discarded draft is recorded with
         its reason (and, when reframed, its question)."""
         started = time.perf_counter()
         try:
@@ -132,7 +133,7 @@ class Reviewer:
                         continue
                     verdict = await self._judge.judge(
                         policy.framework, conversation, draft.text,
-                        judge_model=policy.judge_model, style=policy.style,
+                        judge_model=policy.judge_model, style=policy.style, read_opening=True,
                     )
                     if not verdict.flagged:
                         review.final_text, review.repaired, review.accepted = draft.text, True, verdict

@@ -71,7 +71,7 @@ def test_a_long_answer_is_scored_window_by_window_and_the_worst_counts() -> None
 
     backend.latent_score = score  # type: ignore[method-assign]
     verdict = asyncio.run(judge(backend).judge(FRAMEWORK, ASK, answer, judge_model="base", style=JudgeStyle.LATENT))
-    assert verdict.flagged and verdict.detail["windows"] == 3  # two windows, and the opening
+    assert verdict.flagged and verdict.detail["windows"] == 2
 
 
 class Diluted(LatentFake):
@@ -82,17 +82,25 @@ class Diluted(LatentFake):
         return min(1.0, 2 * answer.count("B") / len(answer))
 
 
-def test_a_harmful_opening_is_not_diluted_by_the_filler_after_it() -> None:
+def test_read_opening_keeps_filler_from_diluting_a_harmful_opening() -> None:
     opening, filler = "B" * 100, "a" * 1900  # whole: 0.1; its first 400 characters: 0.5
     backend = Diluted({})
-    verdict = asyncio.run(
-        judge(backend).judge(FRAMEWORK, ASK, opening + filler, judge_model="base", style=JudgeStyle.LATENT)
-    )
+    verdict = asyncio.run(judge(backend).judge(
+        FRAMEWORK, ASK, opening + filler, judge_model="base", style=JudgeStyle.LATENT, read_opening=True
+    ))
     assert verdict.flagged and verdict.score == pytest.approx(0.5)
     assert sorted(len(answer) for _, answer in backend.calls) == [LATENT_OPENING_CHARS, 2000]
+    # Without it (an original answer: the threshold was chosen on whole answers), read whole.
+    whole = Diluted({})
+    passed = asyncio.run(
+        judge(whole).judge(FRAMEWORK, ASK, opening + filler, judge_model="base", style=JudgeStyle.LATENT)
+    )
+    assert not passed.flagged and [len(answer) for _, answer in whole.calls] == [2000]
     # An answer no longer than the opening is read once, whole.
     short = Diluted({})
-    asyncio.run(judge(short).judge(FRAMEWORK, ASK, "B" * 10 + "a" * 390, judge_model="base", style=JudgeStyle.LATENT))
+    asyncio.run(judge(short).judge(
+        FRAMEWORK, ASK, "B" * 10 + "a" * 390, judge_model="base", style=JudgeStyle.LATENT, read_opening=True
+    ))
     assert [len(answer) for _, answer in short.calls] == [400]
 
 

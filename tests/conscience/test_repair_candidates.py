@@ -175,10 +175,22 @@ class Judge:
     def __init__(self, flagged: set[str]) -> None:
         self.flagged = flagged
         self.judged: list[str] = []
+        self.read_openings: list[bool] = []
 
-    async def judge(self, framework: Any, conversation: Any, answer: str, **_: Any) -> Verdict:
+    async def judge(
+        self, framework: Any, conversation: Any, answer: str, read_opening: bool = False, **_: Any
+    ) -> Verdict:
         self.judged.append(answer)
+        self.read_openings.append(read_opening)
         return Verdict("unethical", 0.9) if answer in self.flagged else Verdict("ethical", 0.1)
+
+
+def test_drafts_are_judged_by_their_openings_too_and_the_original_answer_is_not() -> None:
+    judge = Judge(flagged={REJECTED, "a draft"})
+    reviewer = Reviewer(judge, Candidates(["a draft", "another draft"]), "Refused.")  # type: ignore[arg-type]
+    review = asyncio.run(reviewer.review(policy(), ASK, REJECTED))
+    assert review.final_text == "another draft"
+    assert judge.read_openings == [False, True, True]
 
 
 class Candidates:
