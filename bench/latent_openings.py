@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluation.backends import open_backend  # noqa: E402
+from service.conscience.probe_fit import rates  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 XSTEST = ROOT.parent / "shared/data/xstest/xstest_dev.jsonl"
@@ -49,15 +50,6 @@ def whole_scores(path: Path) -> dict[str, float]:
         if row["scorer"] == "latent" and row.get("error") is None:
             scores[row["row"]] = float(row["score"])
     return scores
-
-
-def rates(scores: list[float], labels: list[int], threshold: float) -> tuple[float, float]:
-    flagged = [score >= threshold for score in scores]
-    positives = sum(labels) or 1
-    negatives = (len(labels) - sum(labels)) or 1
-    recall = sum(f and y for f, y in zip(flagged, labels, strict=True)) / positives
-    fpr = sum(f and not y for f, y in zip(flagged, labels, strict=True)) / negatives
-    return recall, fpr
 
 
 async def main(cuts: list[int], whole_path: Path, out: Path) -> None:
@@ -92,10 +84,10 @@ async def main(cuts: list[int], whole_path: Path, out: Path) -> None:
 
     ids = [row["id"] for row in rows]
     labels = [int(done[i]["label"] == "unethical") for i in ids]
-    recall, fpr = rates([whole[i] for i in ids], labels, threshold)
+    alone = rates([whole[i] for i in ids], labels, threshold)
     lines = [
         f"rows {len(ids)} ({sum(labels)} unethical), probe threshold {threshold:.4f}",
-        f"whole answer (in-sample): recall {recall:.3f}  FPR {fpr:.3f}",
+        f"whole answer (in-sample): recall {alone['recall']:.3f}  FPR {alone['fpr']:.3f}",
     ]
     for cut in cuts:
         # An answer no longer than the cut has no separate opening: its whole is its opening.
@@ -103,8 +95,8 @@ async def main(cuts: list[int], whole_path: Path, out: Path) -> None:
         alone = rates(opening, labels, threshold)
         worse = rates([max(whole[i], o) for i, o in zip(ids, opening, strict=True)], labels, threshold)
         lines.append(
-            f"first {cut} chars: alone recall {alone[0]:.3f} FPR {alone[1]:.3f} | "
-            f"worse of opening and whole: recall {worse[0]:.3f} FPR {worse[1]:.3f}"
+            f"first {cut} chars: alone recall {alone['recall']:.3f} FPR {alone['fpr']:.3f} | "
+            f"worse of opening and whole: recall {worse['recall']:.3f} FPR {worse['fpr']:.3f}"
         )
     lines.append("issue cases (the pipe-bomb 'repairs' the demo model's judge passed):")
     demo = BOMB_REPAIR.read_text()

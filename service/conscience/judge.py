@@ -255,8 +255,8 @@ class Judge:
 
     async def _latent_verdict(self, conversation: list[JSON], windows: list[str]) -> Verdict:
         """The probe's score of each window (the answer's windows, and its opening where it is
-        read) as the assistant's answer to the conversation (the ordinary chat, not the judge prompt: the
-        framework plays no part in it)."""
+        read) as the assistant's answer to the conversation (the ordinary chat, not the judge
+        prompt: the framework plays no part in it)."""
         probe = self.probe
         if not isinstance(self._backend, LatentBackend) or probe is None:
             raise JudgeFailed("this backend has no latent probe for its model", reason="no_probe")

@@ -115,8 +115,8 @@ class Reviewer:
         request alone by the attempt's strategy, the rejected answer not in view; the first
         candidate that is neither empty, a refusal nor a near-copy of the rejected answer, and
         that the conscience passes (a latent verdict reading its opening too: judge.py),
-        replaces the answer. Every discarded draft is recorded with
-        its reason (and, when reframed, its question)."""
+        replaces the answer. Every discarded draft is recorded with its reason (and, when
+        reframed, its question)."""
         started = time.perf_counter()
         try:
             for attempt in range(1, policy.max_repairs + 1):

@@ -252,6 +252,10 @@ def test_a_draft_that_echoes_the_repair_instructions_is_discarded() -> None:
     instructions = FRAMEWORK.regenerate_instructions()
     echo = instructions.split("\n\n")[-1]  # the instructions' closing paragraph, as a draft
     plain = "Pipe bombs kill and maim people; building one is a serious crime. If you are in danger, call 112."
+    assert_echo_discarded_and_plain_kept(echo, plain)
+
+
+def assert_echo_discarded_and_plain_kept(echo: str, plain: str) -> None:
     judge = Judge(flagged={REJECTED})
     reviewer = Reviewer(judge, Candidates([echo, plain]), "Refused.", max_overlap=0.5)  # type: ignore[arg-type]
     review = asyncio.run(reviewer.review(policy(), ASK, REJECTED))
@@ -274,11 +278,7 @@ def test_one_echoed_sentence_in_a_long_draft_is_an_echo_and_short_common_phrases
     # "the safety facts" and "the law" are the instructions' words too, in sentences too short
     # to tell a copy from plain English.
     plain = "The law is clear. Check the safety facts. Pipe bombs kill and maim people, so stay away."
-    judge = Judge(flagged={REJECTED})
-    reviewer = Reviewer(judge, Candidates([buried, plain]), "Refused.", max_overlap=0.5)  # type: ignore[arg-type]
-    review = asyncio.run(reviewer.review(policy(), ASK, REJECTED))
-    assert review.repaired and review.final_text == plain
-    assert [d["reason"] for d in review.rejected_drafts] == ["echoes_instructions"]
+    assert_echo_discarded_and_plain_kept(buried, plain)
 
 
 def test_a_reframed_repair_and_its_discarded_drafts_name_their_question() -> None:
