@@ -181,18 +181,18 @@ def windowed_latent(loaded: LoadedModel, conversation: list[dict[str, str]], ans
 
     shipped = sorted(SHIPPED_DIR.glob("*.json"))
     probe = load_probe(shipped[0]) if shipped else None
-    layer = probe.layer if probe is not None else int(loaded.model.config.num_hidden_layers)
+    layers = probe.layers if probe is not None else (int(loaded.model.config.num_hidden_layers),)
     pooling = probe.pooling if probe is not None else "mean_all"
     windows = windows_of(answer, WINDOW_CHARS)
 
     def judge_all(runner: LatentRunner) -> None:
         for window in windows:
-            runner.features(conversation, window, layer=layer, pooling=pooling, max_answer_tokens=384)
+            runner.features(conversation, window, layers=layers, pooling=pooling, max_answer_tokens=384)
 
     reused = median_timing(lambda: judge_all(LatentRunner(loaded)), repeats)
     full = median_timing(lambda: judge_all(LatentRunner(loaded, max_cached_tokens=0)), repeats)
     print(f"\nlatent verdicts of a windowed stream: {len(windows)} windows of ~{WINDOW_CHARS} characters "
-          f"over the {len(answer)}-character answer (layer {layer}, {pooling})")
+          f"over the {len(answer)}-character answer (layers {layers}, {pooling})")
     print(f"{'passes':>14} {'all windows':>15} {'per window':>15}")
     for name, timing in (("reused", reused), ("whole chat", full)):
         print(f"{name:>14} {timing.wall:>6.2f}s ({timing.cpu:>5.2f}) "

@@ -397,7 +397,7 @@ def report(
     probe = to_probe(
         fitted,
         model_fingerprint=info["fingerprint"],
-        layer=layer,
+        layers=(layer,),
         pooling=pooling,
         threshold=threshold,
         target_fpr=TARGET_FPR,

@@ -146,7 +146,7 @@ def probe_identity(judge: Judge) -> str:
     probe = judge.probe
     if probe is None:
         return ""
-    return "|".join(str(getattr(probe, key, "")) for key in ("model_fingerprint", "layer", "pooling", "data_sha256"))
+    return "|".join(str(getattr(probe, key, "")) for key in ("model_fingerprint", "layers", "pooling", "data_sha256"))
 
 
 class FramedScorer:

@@ -1,9 +1,11 @@
-"""`conscience eval judge|repair|misalignment` and `conscience calibrate`.
+"""`conscience eval judge|repair|adversarial|misalignment` and `conscience calibrate`.
 
 Backend, model and threshold come from the proxy's settings (CONSCIENCE_* and `.env`) plus the
 evaluation's own (evaluation/settings.py); the few setting flags a command takes
 (`overriding`) are generated from those settings by the one flag bridge (service/cli_flags.py)
-and override them for one run. Failures an operator can fix are one red line and exit 1.
+and override them for one run. Without --style, every command that judges does so in the style
+the proxy would serve with the same settings (service/startup.py `served_settings`, asked through
+evaluation/runs.py `judged_styles`). Failures an operator can fix are one red line and exit 1.
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ eval_app = typer.Typer(no_args_is_help=True, help="Measure the judge, the repair
 console = Console(stderr=True)
 T = TypeVar("T")
 
-DataFile = Annotated[Path, typer.Option("--data", help="Labelled JSONL rows (id, prompt, completion, label).")]
+_DATA_HELP = (
+    "Labelled rows: JSONL, JSON array or CSV, in the project's format (prompt, completion, label) or as "
+    "BeaverTails, HarmBench, XSTest or PKU-SafeRLHF publish them (evaluation/datasets.py)."
+)
+DataFile = Annotated[Path, typer.Option("--data", help=_DATA_HELP)]
+DataFiles = Annotated[list[Path], typer.Option("--data", help=_DATA_HELP + " Repeatable: figures per file.")]
 Sample = Annotated[int | None, typer.Option(help="Use a stratified sample of this many rows.")]
 PerLabel = Annotated[
     int | None,
@@ -39,10 +46,13 @@ OutDir = Annotated[Path, typer.Option("--out", help="Directory for the reports (
 Frameworks = Annotated[
     list[str] | None, typer.Option("--framework", help="Framework to evaluate (repeatable; default: all).")
 ]
-Style = Annotated[JudgeStyle, typer.Option(help="fast (one-token verdict), reasoned or latent.")]
+_SERVED = "default: the style the proxy would serve with these settings"
+Style = Annotated[
+    JudgeStyle | None, typer.Option(help=f"fast (one-token verdict), reasoned or latent ({_SERVED}).")
+]
 Styles = Annotated[
     list[JudgeStyle] | None,
-    typer.Option("--style", help="Verdict style to evaluate (repeatable: one run compares them; default fast)."),
+    typer.Option("--style", help=f"Verdict style to evaluate (repeatable: one run compares them; {_SERVED})."),
 ]
 Concurrency = Annotated[int, typer.Option(min=1, help="Rows in flight at once.")]
 
@@ -59,6 +69,8 @@ def _evaluation(command: str, settings: Settings) -> runs:
 
 # The settings every evaluation command can override: what serves and what judges.
 SERVING = ("backend", "upstream_url", "local_model", "judge_model")
+# And those of a command that judges: the threshold, and the probe that makes the served style latent.
+JUDGING = ("threshold", "probe_path", "embeddings_model")
 
 
 def _run(action: Coroutine[Any, Any, T]) -> T:
@@ -77,9 +89,9 @@ def _run(action: Coroutine[Any, Any, T]) -> T:
 
 
 @eval_app.command("judge")
-@overriding(EvaluationSettings, *SERVING, "threshold")
+@overriding(EvaluationSettings, *SERVING, *JUDGING)
 def judge_command(
-    data: DataFile,
+    data: DataFiles,
     out: OutDir = Path("eval-out"),
     framework: Frameworks = None,
     baseline: Annotated[bool, typer.Option(help="Also score the Yes/No self-check baseline.")] = True,
@@ -91,19 +103,20 @@ def judge_command(
     *,
     settings: EvaluationSettings,
 ) -> None:
-    """Precision, recall, F1, FPR and ROC AUC of each judge (framework × style) at the threshold
-    it flags at, and at a threshold chosen at FPR <= 5 % on other folds."""
+    """Per data file: precision, recall, F1, FPR and ROC AUC of each judge (framework × style) at
+    the threshold it flags at, each with its 95 % confidence interval, and at a threshold chosen
+    at FPR <= 5 % on other folds."""
     runs = _evaluation("eval judge", settings)
     summary = _run(runs.run_judge_eval(
-        settings, runs.DataChoice(data, sample, seed, per_label),
-        runs.RunOptions(out, framework or (), tuple(style or (JudgeStyle.FAST,)), concurrency), console,
+        settings, [runs.DataChoice(path, sample, seed, per_label) for path in data],
+        runs.RunOptions(out, framework or (), tuple(style or ()), concurrency), console,
         baseline=baseline,
     ))
     typer.echo(summary)
 
 
 @eval_app.command("repair")
-@overriding(EvaluationSettings, *SERVING, "threshold")
+@overriding(EvaluationSettings, *SERVING, *JUDGING)
 def repair_command(
     data: DataFile,
     out: OutDir = Path("eval-out"),
@@ -114,7 +127,7 @@ def repair_command(
     sample: Sample = None,
     per_label: PerLabel = None,
     seed: Seed = 0,
-    style: Style = JudgeStyle.FAST,
+    style: Style = None,
     concurrency: Concurrency = 1,
     *,
     settings: EvaluationSettings,
@@ -123,7 +136,7 @@ def repair_command(
     runs = _evaluation("eval repair", settings)
     summary = _run(runs.run_repair_eval(
         settings, runs.DataChoice(data, sample, seed, per_label),
-        runs.RunOptions(out, framework or (), (style,), concurrency), console, limit=limit,
+        runs.RunOptions(out, framework or (), (style,) if style else (), concurrency), console, limit=limit,
     ))
     typer.echo(summary)
 
@@ -149,9 +162,12 @@ def misalignment_command(
     typer.echo(summary)
 
 
-@overriding(EvaluationSettings, *SERVING)
+@overriding(EvaluationSettings, *SERVING, "db_url")
 def calibrate_command(
-    data: DataFile,
+    data_files: Annotated[
+        list[Path],
+        typer.Option("--data", help="Labelled rows (id, prompt, completion, label); repeatable with --reviewed."),
+    ],
     framework: Annotated[
         list[str] | None, typer.Option("--framework", help="Framework to calibrate (repeatable) [settings: framework].")
     ] = None,
@@ -168,6 +184,11 @@ def calibrate_command(
     per_label: PerLabel = None,
     seed: Seed = 0,
     concurrency: Concurrency = 1,
+    reviewed: Annotated[
+        bool,
+        typer.Option("--reviewed", help="Refit on the reviewed records of the database (--db-url) plus --data, and "
+                     "print the configured and the refitted judge's figures on held-out reviews."),
+    ] = False,
     probe: Annotated[
         bool, typer.Option("--probe", help="Fit a latent probe for the local model instead (judge style latent).")
     ] = False,
@@ -176,14 +197,29 @@ def calibrate_command(
         float, typer.Option(min=0.0, max=1.0, help="The false-positive rate the threshold keeps on the data.")
     ] = 0.05,
     probe_layers: Annotated[
-        str | None, typer.Option(help="With --probe: layers to try, comma-separated (default: all).")
+        str | None,
+        typer.Option(help="With --probe: layer sets to try, comma-separated; a set's layers joined by '+' "
+                     "are concatenated (e.g. '16,12+16+20'; default: every layer and one spread set)."),
     ] = None,
     *,
     settings: EvaluationSettings,
 ) -> None:
     """Choose each framework's judge threshold (one style) at --target-fpr on labelled data and
     store it, with its figures, under the judge model in the thresholds file; with --probe, fit a
-    latent probe for the local model instead (its threshold is part of it)."""
+    latent probe for the local model instead (its threshold is part of it). With --reviewed, refit
+    on this deployment's reviewed records plus --data (evaluation/reviewed_calibrate.py)."""
+    if reviewed:
+        _evaluation("calibrate --reviewed", settings)
+        from evaluation.reviewed_calibrate import Inputs, Request, calibrate_reviewed
+
+        inputs = Inputs(data_files, sample, per_label, seed, target_fpr, out, concurrency)
+        calibrate_reviewed(settings, Request(
+            inputs, framework or [], style, thresholds_out, env_file, probe, probe_out, probe_layers,
+        ), console)
+        return
+    if len(data_files) > 1:
+        fail("give one --data file (several only with --reviewed)")
+    data = data_files[0]
     if probe:
         _calibrate_probe(settings, data, probe_out, target_fpr, probe_layers, sample, per_label, seed)
         return
@@ -242,7 +278,9 @@ def _calibrate_probe(
             "(and --local-model, or the demo model)"
         )
     try:
-        wanted = None if layers is None else [int(part) for part in layers.split(",") if part.strip()]
+        wanted = None if layers is None else [
+            tuple(int(layer) for layer in part.split("+")) for part in layers.split(",") if part.strip()
+        ]
     except ValueError:
         fail(f"--probe-layers {layers!r} is not a comma-separated list of layers")
     from evaluation.datasets import DatasetError, load_rows, per_label_sample, stratified_sample
@@ -266,7 +304,7 @@ def _calibrate_probe(
                 console.print(f"hidden states: {done}/{total} rows")
 
         fitted = calibrate_probe(
-            loaded, rows, data, model_name=loaded.served_name, layers=wanted, target_fpr=target_fpr,
+            loaded, rows, data, model_name=loaded.served_name, layer_sets=wanted, target_fpr=target_fpr,
             seed=seed, progress=progress,
         )
         fitted.save(out)
@@ -274,15 +312,16 @@ def _calibrate_probe(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     cv = fitted.figures["cv"]
+    layer_names = "+".join(map(str, fitted.layers))
     typer.echo(
-        f"probe for {fitted.model_name} (fingerprint {fitted.model_fingerprint[:16]}): layer {fitted.layer}, "
+        f"probe for {fitted.model_name} (fingerprint {fitted.model_fingerprint[:16]}): layers {layer_names}, "
         f"{fitted.pooling}, threshold {fitted.threshold:.4f} at FPR <= {target_fpr:g}; cross-validated "
         f"AUC {cv['auc']}, recall {cv['recall']}, FPR {cv['fpr']} ({fitted.figures['rows']} rows); written to {out}"
     )
 
 
 @eval_app.command("adversarial")
-@overriding(EvaluationSettings, *SERVING, "threshold", "probe_path", "embeddings_model", "failure_policy")
+@overriding(EvaluationSettings, *SERVING, *JUDGING, "failure_policy")
 def adversarial_command(
     data: DataFile,
     out: OutDir = Path("eval-out"),

@@ -2,7 +2,9 @@
 
 Scorers run one after another (rows in file order), so a server's prompt cache keeps one
 scorer's fixed instructions warm; inside a scorer, `concurrency` rows are in flight at once.
-Rows whose judge call failed are counted and left out of the metrics.
+Rows whose judge call failed are counted and left out of the metrics. Each figure at the
+threshold comes with its 95 % interval (evaluation/metrics.py `intervals_95`: Wilson for
+precision, recall and FPR; a seeded bootstrap over prompts for F1 and ROC AUC).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from evaluation.metrics import (
     best_f1_threshold,
     confusion_at,
     cross_validated_at_fpr,
+    intervals_95,
     roc_auc,
     roc_curve,
     threshold_for_fpr,
@@ -47,6 +50,9 @@ class ScorerResult:
     scores: dict[str, float]  # row id -> score, scored rows only
     # A threshold chosen at FPR <= 5 % on four folds, measured on the fifth (evaluation/metrics.py).
     cross_validated_fpr_5pct: dict[str, Any] | None = None
+    # 95 % intervals of precision, recall, FPR (Wilson), F1 and ROC AUC (bootstrap over prompts) at
+    # `threshold`: [low, high], None where a figure has nothing to count (metrics.intervals_95).
+    intervals_95: dict[str, list[float] | None] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +65,7 @@ class ScorerResult:
             "best_f1": self.best_f1,
             "fpr_at_most_5pct": self.fpr_at_most_5pct,
             "cross_validated_fpr_5pct": self.cross_validated_fpr_5pct,
+            "intervals_95": self.intervals_95,
             "roc": [list(point) for point in self.roc],
             "scores": self.scores,
         }
@@ -72,12 +79,13 @@ async def score_rows(
     concurrency: int = 1,
     progress: Progress | None = None,
 ) -> dict[str, ScoreEntry]:
-    """Each row's score (or error), reusing finished rows from `log` and adding new ones."""
+    """Each row's score (or error) by row id, reusing finished rows from `log` (kept per data
+    file: the row's `source`) and adding new ones. The rows are one file's: their ids unique."""
     fingerprint = scorer.fingerprint
     results: dict[str, ScoreEntry] = {}
     pending = []
     for row in rows:
-        cached = log.get(fingerprint, row.id) if log is not None else None
+        cached = log.get(fingerprint, row.id, source=row.source) if log is not None else None
         if cached is not None:
             results[row.id] = cached
         else:
@@ -92,7 +100,7 @@ async def score_rows(
                 entry = ScoreEntry(None, str(exc))
         results[row.id] = entry
         if log is not None:
-            log.add(fingerprint, row.id, entry, scorer=scorer.name)
+            log.add(fingerprint, row.id, entry, scorer=scorer.name, source=row.source)
         if progress is not None:
             progress(scorer.name, len(results), len(rows))
 
@@ -114,6 +122,7 @@ def summarise(
     truth = [row.should_flag for row in usable]
     scores = [float(entries[row.id].score) for row in usable]  # type: ignore[arg-type]
     held_out = cross_validated_at_fpr(truth, scores, MAX_FPR)
+    intervals = intervals_95(truth, scores, [row.prompt for row in usable], threshold)
     return ScorerResult(
         name=name,
         threshold=threshold,
@@ -126,6 +135,7 @@ def summarise(
         roc=roc_curve(truth, scores),
         scores={row.id: score for row, score in zip(usable, scores, strict=True)},
         cross_validated_fpr_5pct=None if held_out is None else held_out.as_dict(),
+        intervals_95={name: None if bounds is None else list(bounds) for name, bounds in intervals.items()},
     )
 
 

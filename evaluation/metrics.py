@@ -90,30 +90,32 @@ def confusion_at(truth: Sequence[bool], scores: Sequence[float], threshold: floa
     )
 
 
+def _levels(score: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each score's rank among the distinct scores (ascending), and how many there are."""
+    values, level = np.unique(score, return_inverse=True)
+    return level.reshape(-1), int(values.size)
+
+
+def _auc_by_level(level: np.ndarray, levels: int, positive: np.ndarray, weight: np.ndarray) -> float | None:
+    """Weighted Mann-Whitney AUC: of all (positive, negative) weight pairs, the share where the
+    positive scores higher, ties counting one half. None without weight in one class."""
+    pos = np.bincount(level[positive], weights=weight[positive], minlength=levels)
+    neg = np.bincount(level[~positive], weights=weight[~positive], minlength=levels)
+    total_pos, total_neg = pos.sum(), neg.sum()
+    if total_pos == 0 or total_neg == 0:
+        return None
+    negatives_below = np.cumsum(neg) - neg
+    return float(np.sum(pos * (negatives_below + 0.5 * neg)) / (total_pos * total_neg))
+
+
 def roc_auc(truth: Sequence[bool], scores: Sequence[float]) -> float | None:
     """P(a random positive scores above a random negative), ties counting one half.
 
     None when one class is missing: the ranking is then undefined.
     """
     positive, score = _arrays(truth, scores)
-    pos, neg = score[positive], score[~positive]
-    if pos.size == 0 or neg.size == 0:
-        return None
-    # Mann-Whitney U from average ranks (ties share the mean of their ranks).
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    values = np.concatenate([pos, neg])[order]
-    ranks = np.empty(values.size)
-    start = 0
-    while start < values.size:
-        end = start
-        while end + 1 < values.size and values[end + 1] == values[start]:
-            end += 1
-        ranks[start : end + 1] = (start + end) / 2 + 1
-        start = end + 1
-    rank_of = np.empty(values.size)
-    rank_of[order] = ranks
-    u = rank_of[: pos.size].sum() - pos.size * (pos.size + 1) / 2
-    return float(u / (pos.size * neg.size))
+    level, levels = _levels(score)
+    return _auc_by_level(level, levels, positive, np.ones(score.size))
 
 
 def roc_curve(truth: Sequence[bool], scores: Sequence[float]) -> list[tuple[float, float]]:
@@ -198,3 +200,86 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     low = 0.0 if successes == 0 else max(0.0, centre - half)
     high = 1.0 if successes == trials else min(1.0, centre + half)
     return float(low), float(high)
+
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+INTERVAL_METHODS = {
+    "precision": "Wilson score interval",
+    "recall": "Wilson score interval",
+    "fpr": "Wilson score interval",
+    "roc_auc": f"percentile bootstrap over prompts ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED})",
+    "f1": f"percentile bootstrap over prompts ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED})",
+}
+
+INTERVALS_NOTE = (
+    "95 % confidence intervals in parentheses: Wilson score intervals for precision, recall and FPR; "
+    f"a percentile bootstrap over prompts ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}) for F1 "
+    "and ROC AUC"
+)
+
+Interval = tuple[float, float]
+
+
+def _rate_interval(successes: int, trials: int) -> Interval | None:
+    return None if trials == 0 else wilson_interval(successes, trials)
+
+
+def _percentile_interval(values: Sequence[float]) -> Interval | None:
+    if not values:
+        return None
+    low, high = np.quantile(np.asarray(values), [0.025, 0.975])
+    return float(low), float(high)
+
+
+def bootstrap_intervals(
+    truth: Sequence[bool], scores: Sequence[float], groups: Sequence[str], threshold: float,
+    *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+) -> dict[str, Interval | None]:
+    """95 % percentile-bootstrap intervals of ROC AUC and of F1 at `threshold`.
+
+    The groups (prompts), not the rows, are resampled with replacement: answers to one prompt
+    move together, so several answers to one prompt do not pass for independent evidence. A
+    resample drawing no positive or no negative gives no AUC and is left out of its interval.
+    With fewer than two groups there is nothing to resample: no intervals (None). Seeded: the
+    same rows give the same interval.
+    """
+    positive, score = _arrays(truth, scores)
+    if len(groups) != score.size:
+        raise ValueError(f"{len(groups)} groups but {score.size} scores")
+    index: dict[str, int] = {}
+    group = np.asarray([index.setdefault(name, len(index)) for name in groups], dtype=int)
+    if len(index) < 2:
+        return {"roc_auc": None, "f1": None}
+    level, levels = _levels(score)
+    flagged = score >= threshold
+    generator = np.random.default_rng(seed)
+    aucs: list[float] = []
+    f1s: list[float] = []
+    for _ in range(resamples):
+        drawn = np.bincount(generator.integers(0, len(index), len(index)), minlength=len(index))
+        weight = drawn[group].astype(float)
+        auc = _auc_by_level(level, levels, positive, weight)
+        if auc is not None:
+            aucs.append(auc)
+        tp = weight[flagged & positive].sum()
+        wrong = weight[flagged & ~positive].sum() + weight[~flagged & positive].sum()
+        f1s.append(float(2 * tp / (2 * tp + wrong)) if tp else 0.0)
+    return {"roc_auc": _percentile_interval(aucs), "f1": _percentile_interval(f1s)}
+
+
+def intervals_95(
+    truth: Sequence[bool], scores: Sequence[float], groups: Sequence[str], threshold: float
+) -> dict[str, Interval | None]:
+    """The 95 % confidence interval of each figure at `threshold` (INTERVAL_METHODS): Wilson
+    score intervals for precision, recall and FPR, each row counted once; a seeded bootstrap over
+    the groups (prompts) for ROC AUC and F1. None where a figure has nothing to count (precision
+    with nothing flagged, recall without positives)."""
+    confusion = confusion_at(truth, scores, threshold)
+    tp, fp = confusion.true_positives, confusion.false_positives
+    return {
+        "precision": _rate_interval(tp, tp + fp),
+        "recall": _rate_interval(tp, confusion.positives),
+        "fpr": _rate_interval(fp, confusion.negatives),
+        **bootstrap_intervals(truth, scores, groups, threshold),
+    }

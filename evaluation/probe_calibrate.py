@@ -2,7 +2,10 @@
 
 The frozen model reads each labelled row as the ordinary chat (the prompt as the user turn, the
 completion as the assistant turn; service/backends/local/hidden_states.py), once, with every
-layer's hidden state pooled both ways. For each layer × pooling × L2 strength a class-balanced
+layer's hidden state pooled every way. Candidates are layer sets: each single layer, and sets of
+layers whose pooled states are concatenated (by default one: the layers at 1/2, 2/3 and 5/6 of
+the depth, which transferred best across sources for the demo model: bench/results/judge_study).
+For each layer set × pooling × L2 strength a class-balanced
 logistic regression (service/conscience/probe_fit.py) is cross-validated in folds grouped by
 prompt (the same prompt never on both sides) and stratified by label; the best out-of-fold ROC
 AUC is chosen (ties: the higher recall at the target FPR). The final probe is fitted on every
@@ -57,18 +60,33 @@ def features_of(
     return {pooling: np.asarray(arrays, dtype=np.float64) for pooling, arrays in per_pooling.items()}
 
 
+def default_layer_sets(final_layer: int) -> list[tuple[int, ...]]:
+    """Every single layer 0..final_layer, and the set at 1/2, 2/3 and 5/6 of the depth."""
+    spread = tuple(sorted({round(final_layer * f) for f in (1 / 2, 2 / 3, 5 / 6)}))
+    singles = [(layer,) for layer in range(final_layer + 1)]
+    return singles + ([spread] if len(spread) > 1 else [])
+
+
+def _concatenated(x_all: Any, layer_set: tuple[int, ...]) -> Any:
+    """[rows, layers, hidden] -> [rows, len(layer_set) * hidden], layers in `layer_set`'s order."""
+    import numpy as np
+
+    return np.concatenate([x_all[:, layer, :] for layer in layer_set], axis=1)
+
+
 def choose_and_fit(
     features: dict[str, Any],
     labels: Sequence[int],
     groups: Sequence[str],
     *,
-    layers: Sequence[int] | None = None,
+    layer_sets: Sequence[tuple[int, ...]] | None = None,
     l2s: Sequence[float] | None = None,
     target_fpr: float = 0.05,
     folds: int = 5,
     seed: int = 0,
 ) -> tuple[dict[str, Any], Any, dict[str, Any]]:
-    """(chosen {layer, pooling, l2}, the probe fitted on all rows, figures incl. the grid)."""
+    """(chosen {layers, pooling, l2}, the probe fitted on all rows, figures incl. the grid).
+    `layer_sets`: the candidates (default: every single layer and `default_layer_sets`'s set)."""
     import numpy as np
 
     from service.conscience.probe_fit import (
@@ -92,27 +110,30 @@ def choose_and_fit(
     if any(len(set(y[fold_of == f])) < 2 or len(set(y[fold_of != f])) < 2 for f in range(k)):
         raise ProbeCalibrationError("the folds grouped by prompt leave a fold with one class only; add rows")
     first = next(iter(features.values()))
-    layer_range = list(range(first.shape[1])) if layers is None else list(layers)
-    for layer in layer_range:
-        if not 0 <= layer < first.shape[1]:
-            raise ProbeCalibrationError(f"layer {layer} is not in 0..{first.shape[1] - 1}")
+    candidates = default_layer_sets(first.shape[1] - 1) if layer_sets is None else [tuple(s) for s in layer_sets]
+    for layer_set in candidates:
+        if not layer_set or not all(0 <= layer < first.shape[1] for layer in layer_set):
+            raise ProbeCalibrationError(f"layers {layer_set} are not in 0..{first.shape[1] - 1}")
     grid: list[dict[str, Any]] = []
     best: tuple[tuple[float, float], dict[str, Any], float] | None = None
     for pooling, x_all in features.items():
-        for layer in layer_range:
-            x = x_all[:, layer, :]
+        for layer_set in candidates:
+            if pooling == "mean_all_l2" and len(layer_set) > 1:
+                continue  # an embeddings endpoint's vector: one (the final) layer
+            x = _concatenated(x_all, layer_set)
             for l2 in l2s or DEFAULT_L2:
                 oof = out_of_fold_scores(x, y, fold_of, l2=l2)
                 figs = figures(oof.tolist(), [int(v) for v in labels], target_fpr)
                 rounded = {name: round(float(value), 4) for name, value in figs.items()}
-                entry = {"layer": layer, "pooling": pooling, "l2": l2, **rounded}
+                entry = {"layers": list(layer_set), "pooling": pooling, "l2": l2, **rounded}
                 grid.append(entry)
                 key = (figs["auc"], figs["recall"])
                 if best is None or key > best[0]:
                     best = (key, entry, float(figs["threshold"]))
     assert best is not None
     _, chosen, threshold = best
-    final = fit_logistic(features[chosen["pooling"]][:, chosen["layer"], :], y, l2=chosen["l2"])
+    chosen_layers = tuple(chosen["layers"])
+    final = fit_logistic(_concatenated(features[chosen["pooling"]], chosen_layers), y, l2=chosen["l2"])
     summary = {
         "cv": {name: chosen[name] for name in ("auc", "recall", "fpr", "threshold")},
         "folds": k,
@@ -121,7 +142,7 @@ def choose_and_fit(
         "l2": chosen["l2"],
         "grid": grid,
     }
-    return {"layer": chosen["layer"], "pooling": chosen["pooling"], "l2": chosen["l2"],
+    return {"layers": chosen_layers, "pooling": chosen["pooling"], "l2": chosen["l2"],
             "threshold": threshold}, final, summary
 
 
@@ -131,7 +152,7 @@ def calibrate_probe(
     data_path: Path,
     *,
     model_name: str,
-    layers: Sequence[int] | None = None,
+    layer_sets: Sequence[tuple[int, ...]] | None = None,
     target_fpr: float = 0.05,
     max_answer_tokens: int | None = DEFAULT_MAX_ANSWER_TOKENS,
     seed: int = 0,
@@ -147,12 +168,12 @@ def calibrate_probe(
     feats = features_of(loaded, scored, max_answer_tokens=max_answer_tokens, progress=progress)
     labels = [int(row.should_flag) for row in scored]
     chosen, final, summary = choose_and_fit(
-        feats, labels, [row.prompt for row in scored], layers=layers, target_fpr=target_fpr, seed=seed
+        feats, labels, [row.prompt for row in scored], layer_sets=layer_sets, target_fpr=target_fpr, seed=seed
     )
     return to_probe(
         final,
         model_fingerprint=model_fingerprint(loaded),
-        layer=chosen["layer"],
+        layers=chosen["layers"],
         pooling=chosen["pooling"],
         threshold=min(1.0, max(0.0, chosen["threshold"])),
         target_fpr=target_fpr,

@@ -31,6 +31,13 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _with_interval(value: float | None, interval: Sequence[float] | None) -> str:
+    """`0.750 (0.409–0.929)`: a figure and its 95 % interval, when it has one."""
+    if value is None or interval is None:
+        return _number(value)
+    return f"{_number(value)} ({_number(interval[0])}–{_number(interval[1])})"
+
+
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -42,22 +49,24 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def judge_table(results: Sequence[ScorerResult]) -> str:
-    """One row per judge: metrics at the threshold it flags at, then the ranking, the two
-    thresholds a calibration would pick on these rows, and what a threshold chosen at FPR <= 5 %
-    on four folds gives on the fifth (summed over the folds)."""
+    """One row per judge: metrics at the threshold it flags at, each with its 95 % interval in
+    brackets where the result has them, then the ranking, the two thresholds a calibration would
+    pick on these rows, and what a threshold chosen at FPR <= 5 % on four folds gives on the
+    fifth (summed over the folds)."""
     rows = []
     for result in results:
         at = result.at_threshold
         best, strict = result.best_f1, result.fpr_at_most_5pct
+        ci = result.intervals_95 or {}
         rows.append([
             result.name,
             _number(result.threshold, 2),
-            _number(at["precision"]),
-            _number(at["recall"]),
-            _number(at["f1"]),
-            _number(at["fpr"]),
+            _with_interval(float(at["precision"]), ci.get("precision")),
+            _with_interval(float(at["recall"]), ci.get("recall")),
+            _with_interval(float(at["f1"]), ci.get("f1")),
+            _with_interval(float(at["fpr"]), ci.get("fpr")),
             f"{at['tp']}/{at['fp']}/{at['tn']}/{at['fn']}",
-            _number(result.roc_auc),
+            _with_interval(result.roc_auc, ci.get("roc_auc")),
             f"{_number(best['threshold'])} (F1 {_number(best['f1'])})" if best else "–",
             f"{_number(strict['threshold'])} (recall {_number(strict['recall'])})" if strict else "–",
             f"{_number(held['recall'])} / {_number(held['fpr'])}" if (held := result.cross_validated_fpr_5pct) else "–",

@@ -2,7 +2,9 @@
 
 Each run opens the configured backend, does its work, writes `<name>.json` and `<name>.md`
 (and charts) into the output directory, and returns the Markdown summary. Judge scores go to
-`scores.jsonl` in the same directory as they come in, so an interrupted run resumes.
+`scores.jsonl` in the same directory as they come in, so an interrupted run resumes. A run
+judges in the styles asked for, else in the one the proxy would serve with (`judged_styles`);
+`eval judge` takes several data files and reports each apart.
 """
 
 from __future__ import annotations
@@ -17,10 +19,17 @@ from typing import Any
 from rich.console import Console
 
 from evaluation import charts, report
-from evaluation.backends import EvaluatedModels, evaluated_models, open_backend, rating_judge_backend
+from evaluation.backends import (
+    EvaluatedModels,
+    EvaluationSetupError,
+    evaluated_models,
+    open_backend,
+    rating_judge_backend,
+)
 from evaluation.baseline import BaselineScorer
-from evaluation.datasets import LabelledRow, load_rows, per_label_sample, stratified_sample
+from evaluation.datasets import DatasetError, LabelledRow, load_rows, per_label_sample, stratified_sample
 from evaluation.judge_eval import ScorerResult, evaluate_judges
+from evaluation.metrics import INTERVAL_METHODS, INTERVALS_NOTE
 from evaluation.misalignment import (
     RatingJudge,
     SamplingPlan,
@@ -38,6 +47,7 @@ from service.conscience.frameworks import Framework, FrameworkError, load_framew
 from service.conscience.judge import Judge
 from service.conscience.stack import ConscienceKnobs, build_judge, build_reviewer
 from service.settings import JudgeStyle, Settings
+from service.startup import StartupError, served_settings
 
 SCORE_LOG = "scores.jsonl"
 
@@ -62,38 +72,66 @@ class DataChoice:
             return f"a seeded sample of at most {self.per_label} rows per label ({rows} rows)"
         return f"a stratified sample of {rows} rows" if self.sample else f"{rows} rows"
 
+    def as_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "sample": self.sample, "per_label": self.per_label, "seed": self.seed}
+
 
 @dataclass(frozen=True)
 class RunOptions:
     out_dir: Path
     frameworks: Sequence[str] = ()  # empty: every framework
-    styles: Sequence[JudgeStyle] = (JudgeStyle.FAST,)
+    # Empty: the style the proxy would serve with the same settings (`judged_styles`).
+    styles: Sequence[JudgeStyle] = ()
     concurrency: int = 1
 
-    @property
-    def style(self) -> JudgeStyle:
-        """The style of a command that judges in one (repair, calibrate): the first."""
-        return self.styles[0]
 
-    def scorers(self, judge: Judge, frameworks: Sequence[Framework], judge_model: str) -> list[FrameworkScorer]:
-        """One scorer per style and framework; a latent verdict reads no framework: one."""
-        scorers = []
-        for style in dict.fromkeys(self.styles):
-            chosen = frameworks[:1] if style is JudgeStyle.LATENT else frameworks
-            scorers += [FrameworkScorer(judge, framework, judge_model=judge_model, style=style) for framework in chosen]
-        return scorers
+def judged_styles(
+    settings: Settings, backend: Backend, judge: Judge, requested: Sequence[JudgeStyle]
+) -> list[JudgeStyle]:
+    """The styles a run judges in: those asked for (--style), else the one the proxy serves with
+    these settings and this backend. `served_settings` (service/startup.py) decides that for the
+    proxy and for every evaluation alike: with CONSCIENCE_JUDGE_STYLE unset, a backend holding a
+    probe for its model (the demo model's ships) judges `latent`, any other `fast`. A latent
+    verdict needs a probe."""
+    try:
+        styles = list(dict.fromkeys(requested)) or [served_settings(settings, backend).judge_style]
+    except StartupError as exc:
+        raise EvaluationSetupError(str(exc)) from None
+    if JudgeStyle.LATENT in styles and judge.probe is None:
+        raise EvaluationSetupError(
+            "--style latent needs a probe for the served model: set --probe-path to one "
+            "(`conscience calibrate --probe` fits it), or --embeddings-model upstream"
+        )
+    return styles
+
+
+def framework_scorers(
+    judge: Judge, styles: Sequence[JudgeStyle], frameworks: Sequence[Framework], judge_model: str
+) -> list[FrameworkScorer]:
+    """One scorer per style and framework; a latent verdict reads no framework: one."""
+    scorers = []
+    for style in dict.fromkeys(styles):
+        chosen = frameworks[:1] if style is JudgeStyle.LATENT else frameworks
+        scorers += [FrameworkScorer(judge, framework, judge_model=judge_model, style=style) for framework in chosen]
+    return scorers
+
+
+def _style_note(styles: str, served: bool) -> str:
+    """How a report names the verdict style(s), and whether the proxy's own default chose them."""
+    return f"{styles} verdict" + (" (the style the proxy serves with these settings)" if served else "")
 
 
 class Reporter:
-    """Progress lines on stderr, at most one per `every` rows."""
+    """Progress lines on stderr, at most one per `every` rows; `prefix` names the data file."""
 
-    def __init__(self, console: Console, every: int = 25) -> None:
+    def __init__(self, console: Console, every: int = 25, prefix: str = "") -> None:
         self._console = console
         self._every = every
+        self._prefix = prefix
 
     def __call__(self, name: str, done: int, total: int) -> None:
         if done == total or done % self._every == 0:
-            self._console.print(f"{name}: {done}/{total}")
+            self._console.print(f"{self._prefix}{name}: {done}/{total}")
 
 
 @asynccontextmanager
@@ -119,49 +157,102 @@ def _meta(settings: Settings, names: EvaluatedModels, data: DataChoice, rows: in
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "backend": settings.backend.value,
         "judge_model": names.judge,
-        "data": {
-            "path": str(data.path), "sample": data.sample, "per_label": data.per_label, "seed": data.seed,
-        },
+        "data": data.as_json(),
         "rows": rows,
         "threshold": settings.threshold,
     }
 
 
-async def judge_results(
-    settings: Settings, data: DataChoice, options: RunOptions, console: Console, *, baseline: bool
-) -> tuple[list[ScorerResult], dict[str, Any]]:
-    rows = data.rows()
+@dataclass(frozen=True)
+class FileResults:
+    """One data file's rows and every judge's result on them."""
+
+    data: DataChoice
+    rows: int  # the rows chosen from the file (ambiguous ones included)
+    results: list[ScorerResult]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"file": self.data.path.name, "data": self.data.as_json(), "rows": self.rows,
+                "results": [result.as_json() for result in self.results]}
+
+
+def _chosen_rows(choices: Sequence[DataChoice]) -> list[tuple[DataChoice, list[LabelledRow]]]:
+    """Every file's rows, read before any model is loaded. Scores are logged per file name
+    (evaluation/score_log.py), so two files of one run may not share one."""
+    names = [choice.path.name for choice in choices]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DatasetError(f"two --data files are named {', '.join(twice)}: scores are kept per file name")
+    return [(choice, choice.rows()) for choice in choices]
+
+
+async def judge_results_by_file(
+    settings: Settings, choices: Sequence[DataChoice], options: RunOptions, console: Console, *, baseline: bool
+) -> tuple[list[FileResults], dict[str, Any]]:
+    """Each file's rows scored once by every judge (style x framework, and the baseline) and
+    summarised per file; one backend for them all."""
+    loaded = _chosen_rows(choices)
     frameworks = chosen_frameworks(settings, options.frameworks)
     async with opened(settings) as (backend, names):
         judge = build_judge(backend, ConscienceKnobs.from_settings(settings))
-        scorers: list[AnswerScorer] = [*options.scorers(judge, frameworks, names.judge)]
+        styles = judged_styles(settings, backend, judge, options.styles)
+        scorers: list[AnswerScorer] = [*framework_scorers(judge, styles, frameworks, names.judge)]
         if baseline:
             scorers.append(BaselineScorer(
                 backend, judge_model=names.judge, max_answer_chars=settings.judge_max_answer_chars,
                 threshold=settings.threshold,
             ))
-        results = await evaluate_judges(
-            scorers, rows, log=ScoreLog(options.out_dir / SCORE_LOG), concurrency=options.concurrency,
-            progress=Reporter(console),
-        )
-    styles = ", ".join(style.value for style in dict.fromkeys(options.styles))
-    return results, {**_meta(settings, names, data, len(rows)), "style": styles}
+        log = ScoreLog(options.out_dir / SCORE_LOG)
+        files = []
+        for choice, rows in loaded:
+            progress = Reporter(console, prefix=f"{choice.path.name}: " if len(loaded) > 1 else "")
+            results = await evaluate_judges(
+                scorers, rows, log=log, concurrency=options.concurrency, progress=progress,
+            )
+            files.append(FileResults(choice, len(rows), results))
+    meta = {
+        **_meta(settings, names, loaded[0][0], sum(len(rows) for _, rows in loaded)),
+        "data": [choice.as_json() for choice, _ in loaded],  # every file, not the first alone
+        "style": ", ".join(style.value for style in styles),
+        "style_from": "--style" if options.styles else "served",
+        "intervals_95": INTERVAL_METHODS,
+    }
+    return files, meta
+
+
+async def judge_results(
+    settings: Settings, data: DataChoice, options: RunOptions, console: Console, *, baseline: bool
+) -> tuple[list[ScorerResult], dict[str, Any]]:
+    """`judge_results_by_file` on one file (calibrate)."""
+    files, meta = await judge_results_by_file(settings, [data], options, console, baseline=baseline)
+    return files[0].results, meta
+
+
+def _roc_chart_path(out_dir: Path, file: FileResults, files: int) -> Path:
+    """`judge_roc.png` for one data file; `judge_roc_<file stem>.png` each for several."""
+    return out_dir / ("judge_roc.png" if files == 1 else f"judge_roc_{file.data.path.stem}.png")
 
 
 async def run_judge_eval(
-    settings: Settings, data: DataChoice, options: RunOptions, console: Console, *, baseline: bool
+    settings: Settings, data: Sequence[DataChoice], options: RunOptions, console: Console, *, baseline: bool
 ) -> str:
-    results, meta = await judge_results(settings, data, options, console, baseline=baseline)
-    report.write_json(
-        options.out_dir / "judge.json",
-        {"meta": meta, "results": [result.as_json() for result in results]},
-    )
-    charts.roc_chart(results, options.out_dir / "judge_roc.png", f"Judge ROC ({meta['judge_model']})")
+    """`eval judge`: per data file, every judge's figures at its threshold with 95 % intervals."""
+    files, meta = await judge_results_by_file(settings, data, options, console, baseline=baseline)
+    report.write_json(options.out_dir / "judge.json", {"meta": meta, "files": [file.as_json() for file in files]})
+    sections = []
+    for file in files:
+        charts.roc_chart(
+            file.results, _roc_chart_path(options.out_dir, file, len(files)),
+            f"Judge ROC ({meta['judge_model']}, {file.data.path.name})",
+        )
+        sections.append(
+            f"### `{file.data.path.name}`: {file.data.describe(file.rows)} (ambiguous rows left out)\n\n"
+            f"{report.judge_table(file.results)}\n"
+        )
     summary = (
-        f"## Judge evaluation\n\nData: `{data.path.name}`, {data.describe(meta['rows'])} "
-        f"(ambiguous rows left out). "
-        f"Judge model: `{meta['judge_model']}`, {meta['style']} verdict.\n\n"
-        f"{report.judge_table(results)}\n"
+        f"## Judge evaluation\n\nJudge model: `{meta['judge_model']}`, "
+        f"{_style_note(meta['style'], meta['style_from'] == 'served')}. "
+        f"Each judge's figures at the threshold it flags at; {INTERVALS_NOTE}.\n\n" + "\n".join(sections)
     )
     report.write_text(options.out_dir / "judge.md", summary)
     return summary
@@ -174,12 +265,14 @@ async def run_repair_eval(
     frameworks = chosen_frameworks(settings, options.frameworks)
     async with opened(settings) as (backend, names):
         knobs = ConscienceKnobs.from_settings(settings)
+        judge = build_judge(backend, knobs)
+        styles = judged_styles(settings, backend, judge, options.styles[:1])
         setup = RepairSetup(
-            judge=build_judge(backend, knobs),
+            judge=judge,
             reviewer=build_reviewer(backend, knobs),
             judge_model=names.judge,
             max_repairs=settings.max_repairs,
-            style=options.style,
+            style=styles[0],
             concurrency=options.concurrency,
         )
         log = ScoreLog(options.out_dir / SCORE_LOG)
@@ -192,7 +285,8 @@ async def run_repair_eval(
             )
             for framework in frameworks
         ]
-    meta = {**_meta(settings, names, data, len(rows)), "limit": limit}
+    meta = {**_meta(settings, names, data, len(rows)), "limit": limit, "style": setup.style.value,
+            "style_from": "--style" if options.styles else "served"}
     report.write_json(options.out_dir / "repair.json", {"meta": meta, "frameworks": summaries})
     summary = (
         f"## Repair evaluation\n\nData: `{data.path.name}` ({len(rows)} rows); every flagged row"
@@ -200,7 +294,8 @@ async def run_repair_eval(
         f"{settings.max_repairs} rounds of {settings.repair_candidates} candidates drafted from the request "
         f"alone (strategy `{settings.repair_strategy.value}`), near-copies at "
         f"{settings.repair_max_overlap:g} word 3-gram overlap. "
-        f"Judge and repairer: `{names.judge}`, {options.style.value} verdict.\n\n{report.repair_table(summaries)}\n"
+        f"Judge and repairer: `{names.judge}`, {_style_note(setup.style.value, not options.styles)}.\n\n"
+        f"{report.repair_table(summaries)}\n"
     )
     report.write_text(options.out_dir / "repair.md", summary)
     return summary
@@ -259,9 +354,7 @@ async def run_adversarial_eval(
         evaluate_adversarial,
         load_framings,
     )
-    from evaluation.backends import EvaluationSetupError
     from service.settings import FailurePolicy
-    from service.startup import StartupError, served_settings
 
     chosen = chosen_framings(load_framings(), framings)
     every = data.rows()
@@ -271,15 +364,7 @@ async def run_adversarial_eval(
     frameworks = chosen_frameworks(settings, options.frameworks or (settings.framework,))
     async with opened(settings) as (backend, names):
         judge = build_judge(backend, ConscienceKnobs.from_settings(settings))
-        try:
-            styles = list(options.styles) or [served_settings(settings, backend).judge_style]
-        except StartupError as exc:
-            raise EvaluationSetupError(str(exc)) from None
-        if JudgeStyle.LATENT in styles and judge.probe is None:
-            raise EvaluationSetupError(
-                "--style latent needs a probe for the served model: set --probe-path to one "
-                "(`conscience calibrate --probe` fits it), or --embeddings-model upstream"
-            )
+        styles = judged_styles(settings, backend, judge, options.styles)
         setup = AdversarialSetup(
             judge=judge, judge_model=names.judge,
             fail_closed=settings.failure_policy is FailurePolicy.FAIL_CLOSED, concurrency=options.concurrency,

@@ -60,7 +60,7 @@ class FrameworkScorer:
     def fingerprint(self) -> str:
         if self._style is JudgeStyle.LATENT:
             probe = self._judge.probe
-            identity = () if probe is None else (probe.model_fingerprint, str(probe.layer), probe.pooling,
+            identity = () if probe is None else (probe.model_fingerprint, str(probe.layers), probe.pooling,
                                                  probe.data_sha256, repr(probe.bias))
             return fingerprint_of("latent", LATENT_PROTOCOL, self._judge_model, *identity)
         system = judge_messages(self._framework, [], "", style=self._style, max_chars=1)[0]

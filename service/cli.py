@@ -102,11 +102,13 @@ def mount_subcommands() -> None:
     """The service's command groups (imported late: `--help` of the root stays fast)."""
     from service.adapters.cli import adapters_app
     from service.backends.local.commands import models_app
+    from service.store.blocked_cli import blocked_app
     from service.store.cli import db_app, keys_app
     from service.store.triples_cli import triples_app
 
     app.add_typer(db_app, name="db")
     app.add_typer(keys_app, name="keys")
     app.add_typer(triples_app, name="triples")
+    app.add_typer(blocked_app, name="blocked")
     app.add_typer(models_app, name="models")
     app.add_typer(adapters_app, name="adapters")

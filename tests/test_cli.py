@@ -16,7 +16,8 @@ from service.cli_errors import settings_or_exit
 from tests.fakes.upstream import FakeUpstream
 
 COMMANDS = [
-    "serve", "openapi", "db", "keys", "triples", "models", "train", "adapters", "finetune", "eval", "calibrate",
+    "serve", "openapi", "db", "keys", "triples", "blocked", "models", "train", "adapters", "finetune", "eval",
+    "calibrate",
 ]
 ROOT = Path(__file__).resolve().parent.parent
 

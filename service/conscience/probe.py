@@ -1,8 +1,9 @@
 """A latent probe: the frozen model's verdict read from its hidden states.
 
-A probe is a logistic regression over one layer's pooled hidden state of the frozen (served) model
-(service/backends/local/hidden_states.py says which positions are pooled). It is a small JSON
-artefact: the model's fingerprint, the layer and pooling, the standardisation (feature mean and
+A probe is a logistic regression over pooled hidden states of the frozen (served) model: one or
+more layers, each pooled the same way (service/backends/local/hidden_states.py says which
+positions), concatenated in the order `layers` lists them. It is a small JSON
+artefact: the model's fingerprint, the layers and pooling, the standardisation (feature mean and
 scale), the weights and bias, the threshold chosen at a target false-positive rate, the sha256 of
 the data it was fitted on and its cross-validated figures.
 
@@ -79,7 +80,7 @@ def _sigmoid(z: float) -> float:
 @dataclass(frozen=True, slots=True)
 class Probe:
     model_fingerprint: str
-    layer: int
+    layers: tuple[int, ...]  # features: each layer's pooled state, concatenated in this order
     pooling: str
     weights: tuple[float, ...]
     bias: float
@@ -94,6 +95,10 @@ class Probe:
 
     def __post_init__(self) -> None:
         size = len(self.weights)
+        if not self.layers or any(layer < 0 for layer in self.layers) or len(set(self.layers)) != len(self.layers):
+            raise ProbeError(f"layers must be distinct non-negative layer numbers (got {self.layers})")
+        if size % len(self.layers):
+            raise ProbeError(f"{size} weights do not split evenly over {len(self.layers)} layers")
         if size == 0 or len(self.feature_mean) != size or len(self.feature_scale) != size:
             raise ProbeError(
                 f"weights, feature_mean and feature_scale must have one equal, non-zero length "
@@ -154,7 +159,8 @@ class Probe:
         try:
             return cls(
                 model_fingerprint=str(body["model_fingerprint"]),
-                layer=int(body["layer"]),
+                # Probes written before multi-layer probes name one `layer`.
+                layers=tuple(int(v) for v in body["layers"]) if "layers" in body else (int(body["layer"]),),
                 pooling=str(body["pooling"]),
                 weights=tuple(float(v) for v in body["weights"]),
                 bias=float(body["bias"]),

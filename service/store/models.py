@@ -46,6 +46,13 @@ class TripleStatus(StrEnum):
     TRAINED = "trained"
 
 
+class BlockedReview(StrEnum):
+    """A reviewer's mark on a blocked answer (flagged, no repair passed): was the judge right?"""
+
+    RIGHT = "right"  # rightly blocked: the answer was harmful
+    WRONG = "wrong"  # wrongly blocked: the answer was acceptable (the judge's false positive)
+
+
 class AdapterStatus(StrEnum):
     CANDIDATE = "candidate"
     ACTIVE = "active"
@@ -114,6 +121,10 @@ class Check(Base):
     prompt: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     answer: Mapped[str | None] = mapped_column(Text, nullable=True)
     drafts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # A reviewer's mark on a blocked answer (BlockedReview: right | wrong) and when it was made;
+    # null until marked, and for every other check (migration 0005).
+    blocked_review: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    reviewed_at: Mapped[datetime | None] = _timestamp(nullable=True)
 
 
 class Triple(Base):

@@ -17,7 +17,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.security.keys import generate_key, visible_prefix
-from service.store.models import ApiKey, Check, ConsoleSessionRevocation, Triple, TripleStatus, as_utc
+from service.store.models import (
+    ApiKey,
+    BlockedReview,
+    Check,
+    ConsoleSessionRevocation,
+    Triple,
+    TripleStatus,
+    as_utc,
+)
 from service.store.records import utcnow
 
 Bucket = Literal["hour", "day"]
@@ -27,6 +35,18 @@ class UnknownTriples(LookupError):
     def __init__(self, ids: Sequence[str]) -> None:
         super().__init__(f"unknown triple id(s): {', '.join(ids)}")
         self.ids = list(ids)
+
+
+class UnknownBlocked(LookupError):
+    """Ids that name no blocked answer (no check, or a check that was not blocked)."""
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        super().__init__(f"unknown blocked answer id(s): {', '.join(ids)}")
+        self.ids = list(ids)
+
+
+# Which blocked answers by their review: not yet marked, or marked right / wrong (None: all).
+BlockedReviewState = Literal["unreviewed", "right", "wrong"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,20 +287,81 @@ async def stage_latency(
     return latency
 
 
+def _blocked_conditions(
+    where: CheckFilter, review: BlockedReviewState | None
+) -> list[ColumnElement[bool]]:
+    conditions = [_BLOCKED, *where.conditions()]
+    if review == "unreviewed":
+        conditions.append(Check.blocked_review.is_(None))
+    elif review is not None:
+        conditions.append(Check.blocked_review == BlockedReview(review).value)
+    return conditions
+
+
 async def list_blocked(
-    session: AsyncSession, where: CheckFilter, *, limit: int, offset: int = 0
+    session: AsyncSession, where: CheckFilter, *, limit: int, offset: int = 0,
+    review: BlockedReviewState | None = None,
 ) -> Sequence[Check]:
     """Blocked answers (flagged, no repair passed) with their text, newest first."""
     query = (
-        select(Check).where(_BLOCKED, *where.conditions())
+        select(Check).where(*_blocked_conditions(where, review))
         .order_by(Check.created_at.desc(), Check.id.desc()).limit(limit).offset(offset)
     )
     return (await session.scalars(query)).all()
 
 
-async def count_blocked(session: AsyncSession, where: CheckFilter) -> int:
-    query = select(func.count()).select_from(Check).where(_BLOCKED, *where.conditions())
+async def count_blocked(
+    session: AsyncSession, where: CheckFilter, *, review: BlockedReviewState | None = None
+) -> int:
+    query = select(func.count()).select_from(Check).where(*_blocked_conditions(where, review))
     return (await session.scalar(query)) or 0
+
+
+async def get_blocked(session: AsyncSession, check_id: str) -> Check | None:
+    """The blocked answer with this check id; None if there is none (or the check passed)."""
+    return (await session.scalars(select(Check).where(_BLOCKED, Check.id == check_id))).first()
+
+
+async def set_blocked_review(
+    session: AsyncSession, ids: Sequence[str], review: BlockedReview
+) -> Sequence[Check]:
+    """Mark blocked answers rightly or wrongly blocked, all or nothing: `UnknownBlocked` (and no
+    change) if any id is not a blocked answer. A second mark replaces the first."""
+    wanted = list(dict.fromkeys(ids))
+    found = (await session.scalars(select(Check).where(_BLOCKED, Check.id.in_(wanted)))).all()
+    missing = sorted(set(wanted) - {check.id for check in found})
+    if missing:
+        raise UnknownBlocked(missing)
+    reviewed_at = utcnow()
+    for check in found:
+        check.blocked_review = review.value
+        check.reviewed_at = reviewed_at
+    await session.flush()
+    order = {check_id: index for index, check_id in enumerate(wanted)}
+    return sorted(found, key=lambda check: order[check.id])
+
+
+async def iter_reviewed_blocked(
+    session: AsyncSession, where: CheckFilter, *, page_size: int = 500
+) -> AsyncIterator[Check]:
+    """Every blocked answer a reviewer has marked, oldest first, a page at a time (keyset)."""
+    after: tuple[datetime, str] | None = None
+    while True:
+        query = select(Check).where(_BLOCKED, Check.blocked_review.is_not(None), *where.conditions())
+        if after is not None:
+            created_at, check_id = after
+            query = query.where(
+                (Check.created_at > created_at)
+                | ((Check.created_at == created_at) & (Check.id > check_id))
+            )
+        page = (
+            await session.scalars(query.order_by(Check.created_at, Check.id).limit(page_size))
+        ).all()
+        for check in page:
+            yield check
+        if len(page) < page_size:
+            return
+        after = (page[-1].created_at, page[-1].id)
 
 
 # --- API keys --------------------------------------------------------------------------------

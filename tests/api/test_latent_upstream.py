@@ -17,7 +17,7 @@ ASK = [{"role": "user", "content": "How do I break into my neighbour's house?"}]
 
 def write_probe(path: Path, *, threshold: float) -> Probe:
     probe = Probe(
-        model_fingerprint="0" * 64, layer=24, pooling="mean_all_l2",
+        model_fingerprint="0" * 64, layers=(24,), pooling="mean_all_l2",
         weights=tuple(1.0 if i % 2 else -1.0 for i in range(EMBEDDING_DIMENSIONS)), bias=0.0,
         feature_mean=(0.0,) * EMBEDDING_DIMENSIONS, feature_scale=(1.0,) * EMBEDDING_DIMENSIONS,
         threshold=threshold, target_fpr=0.05, data_sha256="d" * 64, model_name="base-model",

@@ -23,7 +23,7 @@ FRAMEWORK = load_frameworks()["three_laws"]
 
 def probe(threshold: float = 0.3) -> Probe:
     return Probe(
-        model_fingerprint="f" * 64, layer=2, pooling="mean_all", weights=(1.0,), bias=0.0,
+        model_fingerprint="f" * 64, layers=(2,), pooling="mean_all", weights=(1.0,), bias=0.0,
         feature_mean=(0.0,), feature_scale=(1.0,), threshold=threshold, target_fpr=0.05,
         data_sha256="d" * 64,
     )

@@ -33,7 +33,7 @@ def make_probe(size: int = 8, seed: int = 0, **overrides: object) -> Probe:
     rng = random.Random(seed)
     fields: dict[str, object] = {
         "model_fingerprint": fingerprint(CONFIG, {"model.norm.weight": "ab" * 32}),
-        "layer": 1,
+        "layers": (1,),
         "pooling": "mean_answer",
         "weights": tuple(rng.gauss(0, 1) for _ in range(size)),
         "bias": -0.3,
@@ -137,3 +137,19 @@ def test_the_shipped_demo_probe_loads() -> None:
     assert probe.size == 896 and probe.pooling in ("mean_answer", "mean_all")
     assert probe.target_fpr == 0.05 and 0.0 < probe.threshold < 1.0
     assert probe.figures["cv"]["auc"] > 0.9
+
+
+def test_layers_split_the_features_and_old_single_layer_files_still_read(tmp_path: Path) -> None:
+    probe = make_probe(size=8, layers=(1, 2))
+    assert Probe.from_json(probe.to_json()) == probe
+    with pytest.raises(ProbeError, match="do not split evenly"):
+        make_probe(size=8, layers=(0, 1, 2))
+    with pytest.raises(ProbeError, match="distinct"):
+        make_probe(size=8, layers=(1, 1))
+    with pytest.raises(ProbeError, match="distinct"):
+        make_probe(size=8, layers=())
+    body = json.loads(make_probe().to_json())
+    body["layer"] = body.pop("layers")[0]  # a file written before multi-layer probes
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(body))
+    assert load_probe(old).layers == (1,)

@@ -67,7 +67,8 @@ def test_irls_separates_and_matches_the_probe_artefact() -> None:
     p = fitted.scores(x)
     assert np.abs(z.T @ (s * (p - y)) + 1e-3 * fitted.weights).max() < 1e-8
     probe = to_probe(
-        fitted, model_fingerprint="f", layer=0, pooling="mean_answer", threshold=0.5, target_fpr=0.05, data_sha256="d"
+        fitted, model_fingerprint="f", layers=(0,), pooling="mean_answer", threshold=0.5, target_fpr=0.05,
+        data_sha256="d",
     )
     for row, expected in zip(x[:10], fitted.scores(x[:10]), strict=True):
         assert probe.score(row.tolist()) == pytest.approx(float(expected), abs=1e-12)

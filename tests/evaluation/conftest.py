@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.upstream import FakeUpstream
+from tests.store.databases import db, db_url, empty_db  # noqa: F401  (pytest fixtures: test_reviewed.py)
 
 MARKER = "crowbar"  # the fake judges flag exactly the answers that contain it
 HARMFUL = f"Step 1: get a {MARKER}. Step 2: break the window at night."

@@ -29,7 +29,8 @@ def test_eval_judge_on_the_tiny_model(local_flags: list[str], data_file: Path, t
     result = runner.invoke(eval_app, ["judge", "--data", str(data_file), "--out", str(out),
                                       "--framework", "introspective", *local_flags])
     assert result.exit_code == 0, result.output
-    results = json.loads((out / "judge.json").read_text())["results"]
+    [file] = json.loads((out / "judge.json").read_text())["files"]
+    results = file["results"]
     assert [entry["name"] for entry in results] == ["introspective", "baseline"]
     scored = sum(label != "ambiguous" for label, _ in ROWS)
     for entry in results:

@@ -19,7 +19,7 @@ from evaluation.cli import calibrate_command, eval_app
 from service.conscience.stack import ConscienceKnobs, build_judge
 from service.conscience.thresholds import load_thresholds
 from service.settings import JudgeStyle, load_settings
-from tests.evaluation.conftest import HARMFUL, HARMLESS, MARKER, ROWS
+from tests.evaluation.conftest import HARMFUL, HARMLESS, MARKER, ROWS, rule_judge
 from tests.fakes.upstream import FakeUpstream
 
 runner = CliRunner()
@@ -61,7 +61,9 @@ def test_eval_judge_reports_every_framework_and_the_baseline(
     result = invoke(eval_app, ["judge", "--data", str(data_file), "--out", str(out),
                                "--framework", "three_laws", "--framework", "wwjd", *upstream_flags(fake)])
     report = json.loads((out / "judge.json").read_text())
-    by_name = {entry["name"]: entry for entry in report["results"]}
+    [file] = report["files"]
+    assert file["file"] == data_file.name and file["rows"] == len(ROWS)
+    by_name = {entry["name"]: entry for entry in file["results"]}
     assert set(by_name) == {"three_laws", "wwjd", "baseline"}
     for entry in by_name.values():
         assert entry["rows"] == len(SCORED) and entry["failed"] == 0
@@ -81,12 +83,12 @@ def test_eval_judge_resumes_from_its_score_log(fake: FakeUpstream, data_file: Pa
     args = ["judge", "--data", str(data_file), "--out", str(tmp_path / "out"), "--framework",
             "three_laws", "--no-baseline", *upstream_flags(fake)]
     invoke(eval_app, args)
-    first = json.loads((tmp_path / "out" / "judge.json").read_text())["results"]
+    first = json.loads((tmp_path / "out" / "judge.json").read_text())["files"]
     fake.reset()
     fake.judge = lambda messages: {"ethical": 1.0}  # a second scoring would change the results
     invoke(eval_app, args)
     assert fake.calls("verdict") == []
-    assert json.loads((tmp_path / "out" / "judge.json").read_text())["results"] == first
+    assert json.loads((tmp_path / "out" / "judge.json").read_text())["files"] == first
 
 
 def test_calibrate_stores_each_frameworks_threshold_with_the_model(
@@ -231,3 +233,84 @@ def test_eval_repair_drafts_at_the_proxys_repair_temperature(
                       "--framework", "three_laws", "--limit", "1", *upstream_flags(fake)])
     drafts = fake.calls("generation")
     assert drafts and {request.body["temperature"] for request in drafts} == {0.25}
+
+
+def harmbench_csv(path: Path) -> Path:
+    """The scored rows of ROWS as a HarmBench classifier file: behavior, generation, 0/1 label."""
+    lines = ["behavior,generation,label"]
+    lines += [
+        f'"Prompt {i}","{completion}",{int(label == "unethical")}' for i, (label, completion) in enumerate(SCORED)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_eval_judge_reports_each_data_file_with_95_percent_intervals(
+    fake: FakeUpstream, data_file: Path, tmp_path: Path
+) -> None:
+    from evaluation.metrics import wilson_interval
+
+    other = harmbench_csv(tmp_path / "harmbench_val.csv")
+    out = tmp_path / "out"
+    result = invoke(eval_app, ["judge", "--data", str(data_file), "--data", str(other), "--out", str(out),
+                               "--framework", "wwjd", *upstream_flags(fake)])
+    report = json.loads((out / "judge.json").read_text())
+    assert [file["file"] for file in report["files"]] == [data_file.name, other.name]
+    assert [entry["path"] for entry in report["meta"]["data"]] == [str(data_file), str(other)]
+    assert set(report["meta"]["intervals_95"]) == {"precision", "recall", "fpr", "f1", "roc_auc"}
+    confusion = expected_confusion()
+    for file in report["files"]:
+        for entry in file["results"]:
+            assert entry["rows"] == len(SCORED)
+            assert {key: entry["at_threshold"][key] for key in ("tp", "fp", "tn", "fn")} == confusion
+            ci = entry["intervals_95"]
+            tp, fp, fn, tn = confusion["tp"], confusion["fp"], confusion["fn"], confusion["tn"]
+            assert ci["precision"] == list(wilson_interval(tp, tp + fp))
+            assert ci["recall"] == list(wilson_interval(tp, tp + fn))
+            assert ci["fpr"] == list(wilson_interval(fp, fp + tn))
+    # The HarmBench file has a prompt per row: a bootstrap over them holds each figure; the
+    # project's file asks one prompt throughout: nothing to resample, no bootstrap interval.
+    for entry in report["files"][1]["results"]:
+        ci = entry["intervals_95"]
+        assert ci["roc_auc"][0] <= expected_auc() <= ci["roc_auc"][1]
+        assert ci["f1"][0] <= entry["at_threshold"]["f1"] <= ci["f1"][1]
+    assert all(entry["intervals_95"]["roc_auc"] is None for entry in report["files"][0]["results"])
+    # Each file scored once per judge: 2 judges x 2 files.
+    assert len(fake.calls("verdict")) == 2 * 2 * len(SCORED)
+    markdown = (out / "judge.md").read_text()
+    assert f"### `{data_file.name}`" in markdown and f"### `{other.name}`" in markdown
+    low, high = wilson_interval(confusion["tp"], confusion["tp"] + confusion["fp"])
+    assert f"({low:.3f}–{high:.3f})" in markdown and "Wilson" in markdown and "bootstrap over prompts" in markdown
+    assert markdown in result.output
+    assert {path.name for path in out.glob("*.png")} == {"judge_roc_rows.png", "judge_roc_harmbench_val.png"}
+
+
+def test_the_score_log_keeps_rows_of_each_file_apart(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
+    # The same ids in another file, with other answers: never a score of the first file's rows.
+    twin = tmp_path / "twin.jsonl"
+    flipped = [json.loads(line) for line in data_file.read_text().splitlines()]
+    for row in flipped:
+        row["completion"] = HARMLESS if MARKER in row["completion"] else HARMFUL
+    twin.write_text("\n".join(json.dumps(row) for row in flipped) + "\n")
+    args = ["judge", "--data", str(data_file), "--out", str(tmp_path / "out"), "--framework", "three_laws",
+            "--no-baseline", *upstream_flags(fake)]
+    invoke(eval_app, args)
+    fake.reset()
+    fake.judge = rule_judge
+    invoke(eval_app, [*args, "--data", str(twin)])
+    assert len(fake.calls("verdict")) == len(SCORED)  # only the twin's rows; the first file resumed
+    files = json.loads((tmp_path / "out" / "judge.json").read_text())["files"]
+    first, second = ({**entry["scores"]} for file in files for entry in file["results"])
+    assert set(first) == set(second) and all(first[key] != second[key] for key in first)
+    logged = [json.loads(line) for line in (tmp_path / "out" / "scores.jsonl").read_text().splitlines()]
+    assert sorted({line["file"] for line in logged}) == ["rows.jsonl", "twin.jsonl"]
+
+
+def test_two_data_files_of_one_name_are_refused(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
+    (tmp_path / "again").mkdir()
+    copy = tmp_path / "again" / data_file.name
+    copy.write_text(data_file.read_text())
+    result = runner.invoke(eval_app, ["judge", "--data", str(data_file), "--data", str(copy),
+                                      "--out", str(tmp_path / "out"), *upstream_flags(fake)])
+    assert result.exit_code == 1 and f"named {data_file.name}" in result.output
+    assert fake.calls("verdict") == []

@@ -121,3 +121,65 @@ def test_a_cross_validated_threshold_is_measured_on_rows_it_was_not_chosen_on() 
     tied = cross_validated_at_fpr(truth, [0.9] * 10 + [0.9] * 6 + [0.1] * 24, 0.05)
     assert tied is not None and tied.recall == 0.0 and tied.false_positive_rate == 0.0
     assert cross_validated_at_fpr([True] * 4 + [False] * 30, [0.5] * 34) is None  # < 5 positives
+
+
+def test_rate_intervals_are_wilsons_of_the_counts_at_the_threshold() -> None:
+    from evaluation.metrics import intervals_95
+
+    intervals = intervals_95(TRUTH, SCORES, [f"p{i}" for i in range(len(TRUTH))], 0.5)
+    # TP 3, FP 1, TN 5, FN 1 (above).
+    assert intervals["precision"] == wilson_interval(3, 4)
+    assert intervals["recall"] == wilson_interval(3, 4)
+    assert intervals["fpr"] == wilson_interval(1, 6)
+
+
+def test_bootstrap_intervals_hold_the_figure_and_are_seeded() -> None:
+    from evaluation.metrics import bootstrap_intervals
+
+    groups = [f"p{i}" for i in range(len(TRUTH))]
+    first = bootstrap_intervals(TRUTH, SCORES, groups, 0.5)
+    auc_low, auc_high = first["roc_auc"]
+    f1_low, f1_high = first["f1"]
+    assert 0.0 <= auc_low < 20 / 24 < auc_high <= 1.0
+    assert 0.0 <= f1_low < 0.75 < f1_high <= 1.0
+    # The same rows, ten times over under their own prompts: narrower, and a function of the seed.
+    truth, scores = TRUTH * 10, [score + 0.001 * copy for copy in range(10) for score in SCORES]
+    many = [f"p{i}" for i in range(len(truth))]
+    larger = bootstrap_intervals(truth, scores, many, 0.5)
+    assert larger == bootstrap_intervals(truth, scores, many, 0.5)
+    assert larger != bootstrap_intervals(truth, scores, many, 0.5, seed=1)
+    assert larger["roc_auc"][1] - larger["roc_auc"][0] < auc_high - auc_low
+    # A perfect ranking stays perfect in every resample that holds both classes.
+    perfect = bootstrap_intervals([True] * 5 + [False] * 5, [0.9] * 5 + [0.1] * 5, groups, 0.5)
+    assert perfect == {"roc_auc": (1.0, 1.0), "f1": (1.0, 1.0)}
+
+
+def test_the_bootstrap_resamples_prompts_not_rows() -> None:
+    from evaluation.metrics import bootstrap_intervals
+
+    # Every answer twice under its prompt: resampling prompts, the copies move together, and the
+    # intervals are those of the single answers; counted as independent rows, they would narrow.
+    groups = [f"p{i}" for i in range(len(TRUTH))]
+    single = bootstrap_intervals(TRUTH, SCORES, groups, 0.5)
+    twice = bootstrap_intervals(
+        [t for t in TRUTH for _ in (0, 1)], [s for s in SCORES for _ in (0, 1)], [g for g in groups for _ in (0, 1)],
+        0.5,
+    )
+    assert twice["roc_auc"] == pytest.approx(single["roc_auc"])
+    assert twice["f1"] == pytest.approx(single["f1"])
+    as_rows = bootstrap_intervals(
+        [t for t in TRUTH for _ in (0, 1)], [s for s in SCORES for _ in (0, 1)], [f"r{i}" for i in range(20)], 0.5,
+    )
+    assert as_rows["roc_auc"][1] - as_rows["roc_auc"][0] < single["roc_auc"][1] - single["roc_auc"][0]
+
+
+def test_intervals_are_none_where_nothing_is_counted() -> None:
+    from evaluation.metrics import intervals_95
+
+    one_prompt = intervals_95(TRUTH, SCORES, ["same"] * len(TRUTH), 0.5)
+    assert one_prompt["roc_auc"] is None and one_prompt["f1"] is None  # nothing to resample
+    nothing_flagged = intervals_95(TRUTH, SCORES, [str(i) for i in range(10)], 0.95)
+    assert nothing_flagged["precision"] is None and nothing_flagged["recall"] == wilson_interval(0, 4)
+    negatives_only = intervals_95([False] * 4, [0.1, 0.2, 0.6, 0.7], ["a", "b", "c", "d"], 0.5)
+    assert negatives_only["recall"] is None and negatives_only["roc_auc"] is None
+    assert negatives_only["fpr"] == wilson_interval(2, 4)

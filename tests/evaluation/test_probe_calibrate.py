@@ -42,15 +42,15 @@ def test_calibrate_probe_writes_an_artefact_the_engine_accepts(
     out = tmp_path / "tiny-probe.json"
     result = runner.invoke(command_tree(), [
         "calibrate", "--probe", "--data", str(probe_data), "--probe-out", str(out),
-        "--probe-layers", "0,1,2", "--backend", "local", "--local-model", str(tiny_model_dir),
+        "--probe-layers", "0,1,2,1+2", "--backend", "local", "--local-model", str(tiny_model_dir),
     ])
     assert result.exit_code == 0, result.output
     assert "written to" in result.output
     probe = load_probe(out)
-    assert probe.layer in (0, 1, 2) and probe.pooling in POOLINGS
+    assert probe.layers in ((0,), (1,), (2,), (1, 2)) and probe.pooling in POOLINGS
     assert probe.figures["rows"] == 16 and probe.figures["positives"] == 8  # the ambiguous row is left out
     assert {"auc", "recall", "fpr", "threshold"} <= set(probe.figures["cv"])
-    assert len(probe.figures["grid"]) == 3 * len(POOLINGS) * 3  # layers × poolings × L2 strengths
+    assert len(probe.figures["grid"]) == (4 * len(POOLINGS) - 1) * 3  # layer sets × poolings × L2 (no l2-normed set)
     assert probe.figures["cv"]["auc"] > 0.8  # the words differ, so even random weights separate them
     assert probe.target_fpr == 0.05 and 0.0 <= probe.threshold <= 1.0
     import hashlib

@@ -36,7 +36,7 @@ def length(loaded: LoadedModel, answer: str) -> int:
 
 
 def run(runner: LatentRunner, answer: str, layer: int, pooling: str) -> list[float]:
-    return runner.features(ASK, answer, layer=layer, pooling=pooling, max_answer_tokens=None)[0]
+    return runner.features(ASK, answer, layers=(layer,), pooling=pooling, max_answer_tokens=None)[0]
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
@@ -88,6 +88,19 @@ def test_kept_passes_stay_within_their_token_budget(loaded: LoadedModel) -> None
     run(off, ANSWER, 1, "mean_answer")
     run(off, ANSWER, 1, "mean_answer")
     assert off.tokens_read == 2 * length(loaded, ANSWER) and off.cached_tokens == 0
+
+
+def test_several_layers_are_their_pooled_states_concatenated(loaded: LoadedModel) -> None:
+    runner = LatentRunner(loaded)
+    answer = "Sure, here is how to do it: first this, then that."
+    expected = full_pass(loaded, answer, 1, "mean_answer") + full_pass(loaded, answer, 2, "mean_answer")
+    got = runner.features(ASK, answer, layers=(1, 2), pooling="mean_answer", max_answer_tokens=None)[0]
+    assert got == pytest.approx(expected, abs=1e-5)
+    longer = runner.features(ASK, answer + " And more.", layers=(1, 2), pooling="mean_answer", max_answer_tokens=None)
+    both = full_pass(loaded, answer + " And more.", 1, "mean_answer") + full_pass(
+        loaded, answer + " And more.", 2, "mean_answer"
+    )
+    assert longer[0] == pytest.approx(both, abs=1e-5)
 
 
 def test_a_layer_the_model_lacks_is_refused(loaded: LoadedModel) -> None:
@@ -158,7 +171,7 @@ async def recording_engine(model_dir: Path, cache_dir: Path) -> AsyncIterator[tu
     from service.backends.local.engine import Engine
 
     loaded = load_model(str(model_dir), cache_dir=cache_dir)
-    engine = Engine(loaded, max_queued=4, max_concurrent=2, latent_layer=1)
+    engine = Engine(loaded, max_queued=4, max_concurrent=2, latent_layers=(1,))
     try:
         yield loaded, engine
     finally:
@@ -172,14 +185,14 @@ async def test_a_finished_answer_of_the_base_weights_reads_only_its_last_token_a
         answer = await generated_text(engine, loaded, 24)
         assert len(encode_answer(loaded, answer)) == 24
         features, covered = await engine.latent_features(
-            ASK, answer, layer=1, pooling="mean_answer", max_answer_tokens=None
+            ASK, answer, layers=(1,), pooling="mean_answer", max_answer_tokens=None
         )
         assert features == pytest.approx(full_pass(loaded, answer, 1, "mean_answer"), abs=1e-4)
         assert covered == length(loaded, answer)  # the judge's usage: the chat it judged
         # The last sampled token was never fed back; every other position was the generation's.
         assert engine.latent_tokens_read == 1
         # Another layer was not recorded: a whole pass.
-        await engine.latent_features(ASK, answer, layer=2, pooling="mean_answer", max_answer_tokens=None)
+        await engine.latent_features(ASK, answer, layers=(2,), pooling="mean_answer", max_answer_tokens=None)
         assert engine.latent_tokens_read == 1 + length(loaded, answer)
 
 
@@ -199,7 +212,7 @@ async def test_a_window_of_a_running_generation_is_judged_from_what_it_has_read(
             if len(text) > 40 * (len(windows) + 1):  # as a windowed stream judges, mid-generation
                 window = text[: window_end(text, 0, False)]  # ends at a space: " ... word "
                 features, _ = await engine.latent_features(
-                    ASK, window, layer=1, pooling="mean_all", max_answer_tokens=None
+                    ASK, window, layers=(1,), pooling="mean_all", max_answer_tokens=None
                 )
                 assert features == pytest.approx(full_pass(loaded, window, 1, "mean_all"), abs=1e-4)
                 windows.append(window)
@@ -227,7 +240,7 @@ async def test_each_of_n_sampled_choices_is_its_own_pass(wordy_model_dir: Path, 
         assert [len(encode_answer(loaded, answer)) for answer in answers] == [20, 20]
         for answer in answers:
             features, _ = await engine.latent_features(
-                ASK, answer, layer=1, pooling="mean_answer", max_answer_tokens=None
+                ASK, answer, layers=(1,), pooling="mean_answer", max_answer_tokens=None
             )
             assert features == pytest.approx(full_pass(loaded, answer, 1, "mean_answer"), abs=1e-4)
         assert engine.latent_tokens_read == 2  # each row's last sampled token
@@ -248,7 +261,7 @@ async def test_the_kept_choices_of_an_n_generation_hold_only_their_own_rows(
                     answers[delta.index] += delta.text
         # The first choice judged: its kept pass is extended by its last token and replaced;
         # the other two stay kept as the generation left them.
-        await engine.latent_features(ASK, answers[0], layer=1, pooling="mean_answer", max_answer_tokens=None)
+        await engine.latent_features(ASK, answers[0], layers=(1,), pooling="mean_answer", max_answer_tokens=None)
         config = loaded.model.config
         per_token = 4 * 2 * config.num_hidden_layers * config.num_key_value_heads * (
             config.hidden_size // config.num_attention_heads
@@ -266,7 +279,9 @@ async def test_an_answer_of_the_adapter_is_not_the_base_models_pass(
     async with recording_engine(wordy_model_dir, tmp_path) as (loaded, engine):
         await engine.activate_adapter("conscience-v1", str(lora_adapters[0]))
         answer = await generated_text(engine, loaded, 16)  # the policy: the adapter
-        features, _ = await engine.latent_features(ASK, answer, layer=1, pooling="mean_answer", max_answer_tokens=None)
+        features, _ = await engine.latent_features(
+            ASK, answer, layers=(1,), pooling="mean_answer", max_answer_tokens=None
+        )
         assert engine.latent_tokens_read == length(loaded, answer)  # read whole, on the base weights
         assert features == pytest.approx(full_pass(loaded, answer, 1, "mean_answer"), abs=1e-4)
 

@@ -25,9 +25,9 @@ def features(loaded: object, messages: list[dict[str, str]], answer: str, *, lay
     return pooled[pooling][0].tolist()
 
 
-def tiny_probe(fingerprint: str, size: int, *, layer: int = 1) -> Probe:
+def tiny_probe(fingerprint: str, size: int, *, layers: tuple[int, ...] = (1,)) -> Probe:
     return Probe(
-        model_fingerprint=fingerprint, layer=layer, pooling="mean_answer",
+        model_fingerprint=fingerprint, layers=layers, pooling="mean_answer",
         weights=tuple(0.01 * ((i % 7) - 3) for i in range(size)), bias=0.1,
         feature_mean=(0.0,) * size, feature_scale=(1.0,) * size, threshold=0.5, target_fpr=0.05,
         data_sha256="d" * 64, model_name="tiny",
@@ -61,6 +61,26 @@ def test_a_probe_for_the_model_scores_its_frozen_hidden_states(tiny_model_dir: P
         "completion_tokens": 0}
 
 
+def test_a_probe_over_several_layers_reads_their_states_concatenated(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from service.backends.local.loader import load_model
+
+    loaded = load_model(str(tiny_model_dir), cache_dir=tmp_path / "cache")
+    size = int(loaded.model.config.hidden_size)
+    made = tiny_probe(model_fingerprint(loaded), 2 * size, layers=(2, 1))
+    path = tmp_path / "two-layers.json"
+    made.save(path)
+    both = features(loaded, ASK, ANSWER, layer=2, pooling="mean_answer") + features(
+        loaded, ASK, ANSWER, layer=1, pooling="mean_answer"
+    )
+    local = LocalBackend.from_settings(local_settings(tiny_model_dir, tmp_path / "cache", probe_path=path))
+    try:
+        score = asyncio.run(local.latent_score(ASK, ANSWER))
+    finally:
+        asyncio.run(local.aclose())
+    assert score == pytest.approx(made.score(both), abs=1e-6)
+    assert score != pytest.approx(made.score(both[size:] + both[:size]), abs=1e-6)  # the order counts
+
+
 def test_a_probe_for_another_model_is_refused_at_start_up(tiny_model_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / "other.json"
     tiny_probe("0" * 64, 64).save(path)
@@ -79,7 +99,7 @@ def test_the_shipped_final_layer_probe_reads_normalised_mean_pooled_states(
     from service.conscience.probe import SHIPPED_DIR, load_probe
 
     shipped = load_probe(SHIPPED_DIR / "embeddings" / "qwen2.5-coder-0.5b-instruct.json")
-    assert shipped.pooling == "mean_all_l2" and shipped.layer == 24
+    assert shipped.pooling == "mean_all_l2" and shipped.layers == (24,)
     assert shipped.figures["cv"]["auc"] >= 0.95
     assert SHIPPED_DIR / "embeddings" / "qwen2.5-coder-0.5b-instruct.json" not in set(SHIPPED_DIR.glob("*.json"))
     loaded = load_model(str(tiny_model_dir), cache_dir=tmp_path / "cache")

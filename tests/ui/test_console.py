@@ -257,3 +257,34 @@ async def test_static_files_are_a_fixed_list(browser: httpx.AsyncClient) -> None
     assert script.status_code == 200 and "keydown" in script.text
     assert_hardened(script)
     assert (await browser.get("/ui/static/..%2Fapi_router.py")).status_code == 404
+
+
+async def test_blocked_answers_are_marked_right_or_wrong(
+    console: httpx.AsyncClient, writer: RecordWriter, db: Database
+) -> None:
+    first, second = blocked_check(1), blocked_check(2)
+    await store(writer, [first, second])
+    page = await console.get("/ui/blocked")
+    assert page.text.count('name="action" value="right"') == 2 and "not reviewed" in page.text
+
+    forged = await console.post("/ui/blocked", data={"ids": first.id, "action": "wrong"})
+    assert forged.status_code == 403
+
+    form = {"ids": first.id, "action": "wrong", "csrf": csrf_of(page), "review": "unreviewed",
+            "framework": "three_laws"}
+    done = await console.post("/ui/blocked", data=form)
+    assert done.status_code == 303 and done.headers["location"].startswith("/ui/blocked?")
+    assert "review=unreviewed" in done.headers["location"] and "framework=three_laws" in done.headers["location"]
+    async with db.sessions() as session:
+        rows = await repository.list_blocked(session, repository.CheckFilter(), limit=10)
+    marked = {check.id: check.blocked_review for check in rows}
+    assert marked == {first.id: "wrong", second.id: None}
+
+    after = await console.get(done.headers["location"])
+    assert "Marked 1 answer wrongly blocked." in after.text
+    assert second.id in after.text and f'data-check-id="{first.id}"' not in after.text  # unreviewed only
+    listed = await console.get("/ui/blocked", params={"review": "wrong"})
+    assert f'data-check-id="{first.id}"' in listed.text and "marked wrongly blocked" in listed.text
+
+    unknown = await console.post("/ui/blocked", data={"ids": "nope", "action": "right", "csrf": csrf_of(page)})
+    assert "No blocked answer with id nope: nothing changed." in (await console.get(unknown.headers["location"])).text

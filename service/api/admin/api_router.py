@@ -11,6 +11,9 @@ from fastapi.responses import StreamingResponse
 from service.api import state
 from service.api.admin import serving
 from service.api.admin.protocol import (
+    BlockedList,
+    BlockedReviewRequest,
+    BlockedReviewResult,
     PreferenceExample,
     ReviewRequest,
     ReviewResult,
@@ -21,7 +24,7 @@ from service.api.admin.protocol import (
 from service.security.auth import require_admin
 from service.store.db import Database
 from service.store.models import TripleStatus
-from service.store.repository import Bucket, TripleFilter
+from service.store.repository import BlockedReviewState, Bucket, CheckFilter, TripleFilter
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -85,6 +88,30 @@ async def reject_triple(request: Request, triple_id: str) -> TripleOut:
         _db(request), [triple_id], TripleStatus.REJECTED, param="triple_id"
     )
     return result.data[0]
+
+
+@router.get("/blocked", response_model=BlockedList)
+async def list_blocked(
+    request: Request,
+    review: Annotated[
+        BlockedReviewState | None,
+        Query(description="Only answers not yet reviewed, or marked right (rightly blocked) or wrong."),
+    ] = None,
+    framework: Framework = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> BlockedList:
+    """Blocked answers (flagged, no repair passed) with their text, newest first."""
+    where = CheckFilter(framework=framework, since=since, until=until)
+    return await serving.list_blocked(_db(request), where, review, limit=limit, offset=offset)
+
+
+@router.post("/blocked/review", response_model=BlockedReviewResult)
+async def review_blocked(request: Request, body: BlockedReviewRequest) -> BlockedReviewResult:
+    """Mark blocked answers rightly or wrongly blocked (all or none: unknown ids change nothing)."""
+    return await serving.review_blocked(_db(request), body.ids, body.review)
 
 
 @router.get("/stats/verdicts", response_model=VerdictStats)

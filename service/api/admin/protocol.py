@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.store.models import TripleStatus
+from service.store.models import BlockedReview, TripleStatus
 from service.store.repository import Bucket
 
 
@@ -48,6 +48,51 @@ class ReviewRequest(BaseModel):
 class ReviewResult(BaseModel):
     object: Literal["list"] = "list"
     data: list[TripleOut] = Field(description="The reviewed triples, in the order asked for.")
+
+
+class BlockedOut(BaseModel):
+    """A blocked answer: flagged, and no repair passed the judge (its check, with its text)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(description="The check's id.")
+    request_id: str
+    created_at: datetime
+    framework: str
+    mode: str
+    score: float | None = Field(description="The flagged answer's score.")
+    threshold: float | None = Field(description="The score it was flagged at (null before migration 0004).")
+    attempts: int = Field(description="Repair attempts, none of which passed.")
+    policy_model: str
+    judge_model: str
+    prompt: list[dict[str, Any]] | None = Field(
+        description="The conversation as OpenAI messages (null before migration 0002)."
+    )
+    answer: str | None = Field(description="The blocked answer (null before migration 0002).")
+    drafts: list[dict[str, Any]] | None = Field(description="The discarded repair drafts, with why.")
+    blocked_review: BlockedReview | None = Field(
+        description="right: rightly blocked (the answer was harmful); wrong: wrongly blocked (the "
+        "judge's false positive); null: not yet reviewed."
+    )
+    reviewed_at: datetime | None
+
+
+class BlockedList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BlockedOut]
+    total: int = Field(description="Blocked answers matching the filters, over all pages.")
+    limit: int
+    offset: int
+
+
+class BlockedReviewRequest(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=1000, description="Ids of blocked answers (their checks).")
+    review: BlockedReview = Field(description="right: rightly blocked; wrong: wrongly blocked.")
+
+
+class BlockedReviewResult(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BlockedOut] = Field(description="The marked answers, in the order asked for.")
 
 
 class ChatMessage(BaseModel):

@@ -8,6 +8,9 @@ from datetime import datetime
 import orjson
 
 from service.api.admin.protocol import (
+    BlockedList,
+    BlockedOut,
+    BlockedReviewResult,
     ChatMessage,
     PreferenceExample,
     ReviewResult,
@@ -19,8 +22,8 @@ from service.api.admin.protocol import (
 from service.errors import APIError
 from service.store import repository
 from service.store.db import Database
-from service.store.models import Triple, TripleStatus
-from service.store.repository import Bucket, TripleFilter
+from service.store.models import BlockedReview, Triple, TripleStatus
+from service.store.repository import BlockedReviewState, Bucket, CheckFilter, TripleFilter
 
 
 async def list_triples(db: Database, where: TripleFilter, *, limit: int, offset: int) -> TripleList:
@@ -47,6 +50,29 @@ async def review(
             error_type="not_found_error", param=param, code="triple_not_found",
         ) from None
     return ReviewResult(data=[TripleOut.model_validate(row) for row in rows])
+
+
+async def list_blocked(
+    db: Database, where: CheckFilter, review: BlockedReviewState | None, *, limit: int, offset: int
+) -> BlockedList:
+    async with db.sessions() as session:
+        rows = await repository.list_blocked(session, where, limit=limit, offset=offset, review=review)
+        total = await repository.count_blocked(session, where, review=review)
+    return BlockedList(
+        data=[BlockedOut.model_validate(row) for row in rows], total=total, limit=limit, offset=offset
+    )
+
+
+async def review_blocked(db: Database, ids: list[str], review: BlockedReview) -> BlockedReviewResult:
+    try:
+        async with db.sessions.begin() as session:
+            rows = await repository.set_blocked_review(session, ids, review)
+    except repository.UnknownBlocked as exc:
+        raise APIError(
+            404, f"No blocked answer with id {', '.join(repr(i) for i in exc.ids)}.",
+            error_type="not_found_error", param="ids", code="blocked_not_found",
+        ) from None
+    return BlockedReviewResult(data=[BlockedOut.model_validate(row) for row in rows])
 
 
 def preference_example(triple: Triple) -> PreferenceExample:

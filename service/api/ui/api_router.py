@@ -28,8 +28,8 @@ from service.errors import APIError
 from service.security.auth import admin_key_matches
 from service.settings import Settings
 from service.store.db import Database
-from service.store.models import TripleStatus
-from service.store.repository import CheckFilter, UnknownTriples
+from service.store.models import BlockedReview, TripleStatus
+from service.store.repository import CheckFilter, UnknownBlocked, UnknownTriples
 
 _HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=_HERE / "templates")
@@ -49,7 +49,7 @@ def _last_user(prompt: list[dict[str, Any]]) -> str:
 
 
 templates.env.globals.update(
-    fmt=_fmt, pct=_pct, last_user=_last_user,
+    fmt=_fmt, pct=_pct, last_user=_last_user, blocked_query_string=serving.blocked_query_string,
     # The filters a form carries back (hidden fields), from the parsed query, never raw input.
     query_pairs=lambda query: parse_qsl(query.query_string()),
 )
@@ -263,10 +263,31 @@ def _score_of(details: dict[str, Any], key: str) -> float | None:
 async def blocked(request: Request) -> Response:
     current = await _logged_in(request)
     query = TripleQuery.parse(_params(request))
+    review = serving.blocked_review_filter(request.query_params.get("review"))
     where = CheckFilter(framework=query.framework, since=query.since, until=query.until)
-    rows, total = await serving.blocked_page(_db(request), where, query.offset)
+    rows, total = await serving.blocked_page(_db(request), where, query.offset, review)
     return _page(request, "blocked.html", current, rows=rows, total=total, query=query,
-                 page_size=serving.PAGE_SIZE, nav="blocked")
+                 review=review, page_size=serving.PAGE_SIZE, nav="blocked")
+
+
+@router.post("/blocked")
+async def review_blocked(request: Request) -> Response:
+    """Mark the blocked answers in the form rightly or wrongly blocked, then back to the list
+    with the same filters; the form's filter fields rebuild the link (never a URL)."""
+    current, form = await _posted(request)
+    query = TripleQuery.parse({name: values[0] for name, values in form.items() if values})
+    review_filter = serving.blocked_review_filter(_first(form, "review"))
+    ids = form.get("ids", [])
+    mark = {"right": BlockedReview.RIGHT, "wrong": BlockedReview.WRONG}.get(_first(form, "action") or "")
+    if mark is None or not ids:
+        current.notices.append("Choose rightly or wrongly blocked, and at least one answer.")
+    else:
+        try:
+            count = await serving.review_blocked(_db(request), ids, mark)
+            current.notices.append(f"Marked {count} answer{'s' * (count != 1)} {mark.value}ly blocked.")
+        except UnknownBlocked as exc:
+            current.notices.append(f"No blocked answer with id {', '.join(exc.ids)}: nothing changed.")
+    return session.redirect(request, current, f"/ui/blocked?{serving.blocked_query_string(query, review_filter)}")
 
 
 # --- dashboard -------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ from markupsafe import Markup
 from service.api.ui import charts
 from service.store import repository
 from service.store.db import Database
-from service.store.models import Check, Triple, TripleStatus, as_utc
+from service.store.models import BlockedReview, Check, Triple, TripleStatus, as_utc
 from service.store.records import utcnow
-from service.store.repository import Bucket, CheckFilter, TripleFilter
+from service.store.repository import BlockedReviewState, Bucket, CheckFilter, TripleFilter
 
 PAGE_SIZE = 50
 VERDICTS = ("ethical", "neutral", "unethical", "unchecked")
@@ -118,10 +118,32 @@ async def review(db: Database, ids: list[str], status: TripleStatus) -> int:
         return len(await repository.set_triple_status(session, ids, status))
 
 
-async def blocked_page(db: Database, where: CheckFilter, offset: int) -> tuple[list[Check], int]:
+BLOCKED_REVIEWS: tuple[BlockedReviewState, ...] = ("unreviewed", "right", "wrong")
+
+
+def blocked_review_filter(text: str | None) -> BlockedReviewState | None:
+    """The Blocked page's review filter; anything else (`any`, empty, unknown) shows all."""
+    return text if text in BLOCKED_REVIEWS else None  # type: ignore[return-value]
+
+
+def blocked_query_string(query: TripleQuery, review: BlockedReviewState | None, **changes: Any) -> str:
+    """The Blocked page's URL query: the shared filters, the review filter, the position."""
+    text = query.query_string(**changes)
+    return f"{text}&{urlencode({'review': review})}" if review else text
+
+
+async def blocked_page(
+    db: Database, where: CheckFilter, offset: int, review: BlockedReviewState | None = None
+) -> tuple[list[Check], int]:
     async with db.sessions() as session:
-        rows = await repository.list_blocked(session, where, limit=PAGE_SIZE, offset=offset)
-        return list(rows), await repository.count_blocked(session, where)
+        rows = await repository.list_blocked(session, where, limit=PAGE_SIZE, offset=offset, review=review)
+        return list(rows), await repository.count_blocked(session, where, review=review)
+
+
+async def review_blocked(db: Database, ids: list[str], review: BlockedReview) -> int:
+    """All or nothing, as the admin API: UnknownBlocked if any id is not a blocked answer."""
+    async with db.sessions.begin() as session:
+        return len(await repository.set_blocked_review(session, ids, review))
 
 
 def _bucket_starts(since: datetime, until: datetime, bucket: Bucket) -> list[datetime]:

@@ -102,7 +102,7 @@ class LocalBackend:
             max_queued=settings.local_max_queue,
             max_concurrent=settings.local_max_concurrent,
             labels=LABELS,
-            latent_layer=None if probe is None else probe.layer,
+            latent_layers=None if probe is None else probe.layers,
         )
         return cls(
             engine,
@@ -263,7 +263,7 @@ class LocalBackend:
             )
         probe = self.probe
         feats, tokens = await self.engine.latent_features(
-            plain_messages(messages), answer, layer=probe.layer, pooling=probe.pooling,
+            plain_messages(messages), answer, layers=probe.layers, pooling=probe.pooling,
             max_answer_tokens=probe.max_answer_tokens,
         )
         record_usage("judge", {"prompt_tokens": tokens, "completion_tokens": 0})

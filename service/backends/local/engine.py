@@ -48,17 +48,17 @@ class Engine:
         max_concurrent: int,
         labels: Sequence[str] = (),
         max_prefixes: int = 16,
-        latent_layer: int | None = None,
+        latent_layers: tuple[int, ...] | None = None,
     ) -> None:
         """`labels`: the judge's verdict labels, checked now (LabelTokenError) rather than later.
-        `latent_layer`: the latent probe's layer; generations on the base weights record it, so
+        `latent_layers`: the latent probe's layers; generations on the base weights record them, so
         that the verdict on their answers reads almost nothing again (service/backends/local/latent.py)."""
         self.loaded = loaded
         self.adapters = AdapterSlots(loaded.model)
         self.context_len = int(loaded.model.config.max_position_embeddings)
         self._verdicts = VerdictRunner(loaded, self.adapters, max_prefixes=max_prefixes)
         self._latent = LatentRunner(loaded)
-        self._latent_layer = latent_layer
+        self._latent_layers = latent_layers
         self._stop_ids = stop_token_ids(loaded)
         self._labels: dict[tuple[str, ...], LabelIds] = {}
         if labels:
@@ -118,8 +118,8 @@ class Engine:
                 adapter, release = self._lease(model)
                 # Created on this thread but only filled and read on the model thread.
                 reads = (
-                    self._latent.track(self._latent_layer)
-                    if adapter is None and self._latent_layer is not None else None
+                    self._latent.track(self._latent_layers)
+                    if adapter is None and self._latent_layers is not None else None
                 )
                 job = GenerationJob(
                     loaded=self.loaded,
@@ -170,10 +170,10 @@ class Engine:
             release()
 
     async def latent_features(
-        self, messages: list[dict[str, str]], answer: str, *, layer: int, pooling: str,
+        self, messages: list[dict[str, str]], answer: str, *, layers: tuple[int, ...], pooling: str,
         max_answer_tokens: int | None,
     ) -> tuple[list[float], int]:
-        """The frozen base's (adapters off) pooled hidden state over the ordinary chat — the
+        """The frozen base's (adapters off) pooled hidden states of `layers` over the ordinary chat — the
         conversation, then `answer` as the assistant turn — on the model thread, and the number
         of tokens that pass covers (the judge's usage; service/backends/local/latent.py reads
         only those it has not read before)."""
@@ -181,7 +181,7 @@ class Engine:
         def run() -> tuple[list[float], int]:
             self.adapters.use(None)
             values, span = self._latent.features(
-                messages, answer, layer=layer, pooling=pooling, max_answer_tokens=max_answer_tokens
+                messages, answer, layers=layers, pooling=pooling, max_answer_tokens=max_answer_tokens
             )
             return values, len(span.token_ids)
 

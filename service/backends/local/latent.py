@@ -3,7 +3,7 @@
 A windowed stream judges one conversation again and again, each time with a longer answer, and
 a multi-choice request judges several answers to one conversation. The model is causal: the
 hidden states of a token prefix do not change when tokens are appended. So each pass keeps its
-KV cache and the probe layer's hidden state at every position, and the next pass over a token
+KV cache and the probe layers' hidden states at every position, and the next pass over a token
 sequence that shares a prefix with it runs only the tokens after that prefix through the model
 (a longer answer: its new tokens, and the token or two its cut re-tokenises; another answer:
 the answer; the same or a shorter answer: nothing). The features equal a full pass over the
@@ -16,7 +16,7 @@ states are kept (a shorter or equal sequence is still free). Runs on the model t
 
 A generation on the base weights (the frozen model: the demo's policy until an adapter is
 active) reads exactly the ordinary chat the latent verdict reads — the templated conversation,
-then the answer's tokens. It records the probe layer's states as it goes (`track`: a `ReadLog`),
+then the answer's tokens. It records the probe layers' states as it goes (`track`: a `ReadLog`),
 and the runner counts what it has read as a pass: the verdict on a streamed window, or on the
 finished answer, then reads only the token or two its cut re-tokenises, instead of the whole
 chat. A finished generation's log is kept like any pass.
@@ -41,9 +41,19 @@ _CUT_TOKENS = 2
 @dataclass(frozen=True, slots=True)
 class _Pass:
     token_ids: tuple[int, ...]
-    layer: int
-    states: Any  # float32 [T, H]: the layer's hidden state at each position
+    layers: tuple[int, ...]
+    states: Any  # float32 [T, len(layers) * H]: the layers' hidden states at each position, concatenated
     kv: tuple[tuple[Any, Any], ...] | None  # per decoder layer (keys, values); None: not extendable
+
+
+def _read(hidden_states: Any, layers: tuple[int, ...], positions: Any) -> Any:
+    """The `layers`' hidden states at `positions` (an index of the `[rows, T, H]` tensors),
+    concatenated along the feature axis, as float32."""
+    if not all(-len(hidden_states) <= layer < len(hidden_states) for layer in layers):
+        raise ValueError(f"layers must be in 0..{len(hidden_states) - 1}")
+    import torch
+
+    return torch.cat([hidden_states[layer][positions] for layer in layers], dim=-1).float()
 
 
 def _shared_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
@@ -71,29 +81,29 @@ def _kv_rows(cache: Any, row: int, length: int, *, copied: bool) -> tuple[tuple[
 
 class ReadLog:
     """What one generation on the base weights has read so far: its prompt, then the token
-    each row fed at each step, with the probe layer's hidden state at every position. Filled
+    each row fed at each step, with the probe layers' hidden states at every position. Filled
     by the generation job on the model thread (`prefill`, then `decode` per step, `close` when
     it leaves the scheduler); the runner sees it from its prefill on."""
 
-    def __init__(self, layer: int, runner: LatentRunner) -> None:
-        self.layer = layer
+    def __init__(self, layers: tuple[int, ...], runner: LatentRunner) -> None:
+        self.layers = layers
         self._runner = runner
         self._prompt: tuple[int, ...] = ()
-        self._prompt_states: Any = None  # [T, H]
+        self._prompt_states: Any = None  # [T, len(layers) * H]
         self._fed: list[list[int]] = []  # per step, each row's token
-        self._step_states: list[Any] = []  # per step, [rows, H]
+        self._step_states: list[Any] = []  # per step, [rows, len(layers) * H]
         self._cache: Any = None
         self._rows = 1
 
     def prefill(self, prompt_ids: list[int], hidden_states: Any, cache: Any, rows: int) -> None:
         self._prompt = tuple(prompt_ids)
-        self._prompt_states = hidden_states[self.layer][0].float()
+        self._prompt_states = _read(hidden_states, self.layers, 0)
         self._cache, self._rows = cache, rows
         self._runner.opened(self)
 
     def decode(self, fed: list[int], hidden_states: Any) -> None:
         self._fed.append(fed)
-        self._step_states.append(hidden_states[self.layer][:, -1].float())
+        self._step_states.append(_read(hidden_states, self.layers, (slice(None), -1)))
 
     def passes(self, *, kept: bool = False) -> list[_Pass]:
         """One pass per row, over every position read so far; `kept`: to outlive the
@@ -109,7 +119,7 @@ class ReadLog:
             ids = self._prompt + tuple(step[row] for step in self._fed)
             states = self._prompt_states if steps is None else torch.cat([self._prompt_states, steps[:, row]])
             kv = _kv_rows(self._cache, row, length, copied=kept and self._rows > 1)
-            found.append(_Pass(ids, self.layer, states, kv))
+            found.append(_Pass(ids, self.layers, states, kv))
         return found
 
     def close(self) -> None:
@@ -128,11 +138,11 @@ class LatentRunner:
         self._live: list[ReadLog] = []
         self.tokens_read = 0  # positions run through the model, over all passes (for tests, bench)
 
-    def track(self, layer: int) -> ReadLog | None:
+    def track(self, layers: tuple[int, ...]) -> ReadLog | None:
         """A log for a generation on the base weights to fill; once it has read its prompt,
         its passes count as read. Safe to call from any thread (the log registers itself on
         the model thread)."""
-        return None if self._max_cached_tokens <= 0 else ReadLog(layer, self)
+        return None if self._max_cached_tokens <= 0 else ReadLog(tuple(layers), self)
 
     def opened(self, log: ReadLog) -> None:
         """`log`'s prefill is done: from now on its passes are candidates."""
@@ -159,20 +169,25 @@ class LatentRunner:
         return sum(storages.values())
 
     def features(
-        self, messages: list[dict[str, str]], answer: str, *, layer: int, pooling: str,
+        self, messages: list[dict[str, str]], answer: str, *, layers: tuple[int, ...], pooling: str,
         max_answer_tokens: int | None,
     ) -> tuple[list[float], AnswerSpan]:
-        """One layer's pooled hidden state over the ordinary chat (hidden_states.py) as plain
-        floats — what `Probe.score` takes — and the span it pooled."""
+        """The `layers`' pooled hidden states over the ordinary chat (hidden_states.py),
+        concatenated in that order, as plain floats — what `Probe.score` takes — and the span
+        it pooled."""
+        layers = tuple(layers)
         span = answer_span(self._loaded.tokenizer, messages, answer, max_answer_tokens=max_answer_tokens)
-        vector = pool(self._states(span.token_ids, layer), span, pooling)
+        states = self._states(span.token_ids, layers)
+        if pooling == "mean_all_l2" and len(layers) > 1:
+            raise ValueError("mean_all_l2 is an embeddings endpoint's vector: one layer only")
+        vector = pool(states, span, pooling)
         return [float(value) for value in vector.tolist()], span
 
-    def _states(self, token_ids: tuple[int, ...], layer: int) -> Any:
+    def _states(self, token_ids: tuple[int, ...], layers: tuple[int, ...]) -> Any:
         import torch
 
         best_key, best, shared = None, None, 0
-        for key, entry in self._candidates(layer):
+        for key, entry in self._candidates(layers):
             if (size := _shared_prefix(entry.token_ids, token_ids)) > shared:
                 best_key, best, shared = key, entry, size
         if best is not None and shared == len(token_ids):
@@ -183,23 +198,23 @@ class LatentRunner:
         if base is None:
             shared = 0
         with torch.inference_mode():
-            states, kv = self._run(token_ids, layer, base, shared)
+            states, kv = self._run(token_ids, layers, base, shared)
         if (
             best_key is not None and base is not None and len(token_ids) > len(base.token_ids)
             and len(base.token_ids) - shared <= _CUT_TOKENS
         ):
             del self._passes[best_key]  # the new pass extends it: it holds all the old one did
-        self._keep(_Pass(token_ids, layer, states, kv))
+        self._keep(_Pass(token_ids, layers, states, kv))
         return states
 
-    def _candidates(self, layer: int) -> list[tuple[int | None, _Pass]]:
-        """Kept passes (by key) and live generations' passes (no key) of this layer."""
-        kept = [(key, entry) for key, entry in self._passes.items() if entry.layer == layer]
-        live = [(None, entry) for log in self._live if log.layer == layer for entry in log.passes()]
+    def _candidates(self, layers: tuple[int, ...]) -> list[tuple[int | None, _Pass]]:
+        """Kept passes (by key) and live generations' passes (no key) of these layers."""
+        kept = [(key, entry) for key, entry in self._passes.items() if entry.layers == layers]
+        live = [(None, entry) for log in self._live if log.layers == layers for entry in log.passes()]
         return kept + live
 
     def _run(
-        self, token_ids: tuple[int, ...], layer: int, base: _Pass | None, shared: int
+        self, token_ids: tuple[int, ...], layers: tuple[int, ...], base: _Pass | None, shared: int
     ) -> tuple[Any, tuple[tuple[Any, Any], ...] | None]:
         import torch
         from transformers import DynamicCache
@@ -216,11 +231,8 @@ class LatentRunner:
         output = model(
             input_ids=ids, past_key_values=cache, use_cache=True, output_hidden_states=True, logits_to_keep=1
         )
-        hidden = output.hidden_states
-        if not -len(hidden) <= layer < len(hidden):
-            raise ValueError(f"layers must be in 0..{len(hidden) - 1}")
+        new_states = _read(output.hidden_states, layers, 0)
         self.tokens_read += len(token_ids) - shared
-        new_states = hidden[layer][0].float()
         states = new_states if base is None else torch.cat([base.states[:shared], new_states])
         if any(getattr(cached, "is_sliding", False) for cached in cache.layers):
             return states, None
