@@ -134,9 +134,11 @@ def test_the_shipped_demo_probe_loads() -> None:
     if not path.exists():
         pytest.skip("no shipped probe yet")
     probe = load_probe(path)
-    assert probe.size == 896 and probe.pooling in ("mean_answer", "mean_all")
-    assert probe.target_fpr == 0.05 and 0.0 < probe.threshold < 1.0
-    assert probe.figures["cv"]["auc"] > 0.9
+    assert probe.size == 896 * len(probe.layers) and probe.pooling in ("mean_answer", "mean_all")
+    assert 0.0 < probe.threshold < 1.0
+    # Fitted on the broad data, its nested cross-validated figures per source ship with it.
+    assert {"beavertails", "xstest", "onpolicy"} <= set(probe.figures["cv"])
+    assert probe.figures["cv"]["xstest"]["fpr"] <= 0.08 and probe.figures["cv"]["beavertails"]["f1"] >= 0.8
 
 
 def test_layers_split_the_features_and_old_single_layer_files_still_read(tmp_path: Path) -> None:
