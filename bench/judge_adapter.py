@@ -12,7 +12,7 @@ the study's out-of-fold scores (the same rows, the same grouping), so the two ar
 identical data. Also scored: the base model's own Yes/No reading of the same question (no
 adapter), the "words" signal.
 
-    PYTHONPATH=. python bench/judge_adapter.py --train-rows 1600 --out bench/results/judge_adapter
+    PYTHONPATH=. python bench/judge_adapter.py --train-rows 640 --test-rows 400
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--train-rows", type=int, default=1600)
+    parser.add_argument("--test-rows", type=int, default=None, help="a stratified sample of the held-out fold")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     rows, folds = rows_and_folds()
     test = [r for r, f in zip(rows, folds, strict=True) if f == 0]
+    if args.test_rows is not None and args.test_rows < len(test):
+        keep = args.test_rows / len(test)
+        test = [r for lab in ("ethical", "unethical") for r in random.Random(2).sample(
+            [t for t in test if t["label"] == lab], round(keep * sum(t["label"] == lab for t in test)))]
     pool = [r for r, f in zip(rows, folds, strict=True) if f != 0]
     random.Random(0).shuffle(pool)
     share = min(1.0, args.train_rows / len(pool))

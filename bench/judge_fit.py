@@ -99,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             {"id": r["id"], "label": r["label"], "score": round(float(v), 4)}
             for r, v in zip(held_data.rows, s, strict=True)
         ]
+    for name in args.without:  # a source left out of the fit: measured as one never seen
+        unseen = Data([dict(r, _source=name) for r in read_jsonl(SOURCES[name]) if r["label"] != "ambiguous"],
+                      directory)
+        u = fitted.scores(unseen.x(LAYERS))
+        figures[f"unseen_{name}"] = summarise(u, unseen, np.full(len(u), threshold))[name]
     probe = to_probe(
         fitted,
         model_fingerprint=(directory / "fingerprint.txt").read_text().strip(),

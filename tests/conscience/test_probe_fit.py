@@ -72,3 +72,23 @@ def test_irls_separates_and_matches_the_probe_artefact() -> None:
     )
     for row, expected in zip(x[:10], fitted.scores(x[:10]), strict=True):
         assert probe.score(row.tolist()) == pytest.approx(float(expected), abs=1e-12)
+
+
+@pytest.mark.parametrize("l2", [1e-3, 1e-2, 1e-1])
+def test_many_features_reach_the_same_minimum_by_conjugate_gradients(
+    l2: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe over several layers has thousands of features: its Newton steps are solved by
+    conjugate gradients instead of the d x d Hessian, and must land on the same probe."""
+    import service.conscience.probe_fit as probe_fit
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 120)) * rng.uniform(0.1, 10.0, size=120)  # badly scaled, like hidden states
+    y = (x[:, :10].sum(axis=1) / 10 + rng.normal(size=400) > 0).astype(float)
+    direct = fit_logistic(x, y, l2=l2)
+    monkeypatch.setattr(probe_fit, "DIRECT_MAX_FEATURES", 50)
+    iterative = fit_logistic(x, y, l2=l2)
+    assert np.abs(direct.scores(x) - iterative.scores(x)).max() < 1e-6
+    assert np.abs(direct.weights - iterative.weights).max() < 1e-4
+    monkeypatch.setattr(probe_fit, "DIRECT_MAX_FEATURES", 1024)
+    assert fit_logistic(x, y, l2=l2).iterations == direct.iterations  # the direct path below the limit
