@@ -128,38 +128,53 @@ async def set_triple_status(
     session: AsyncSession, ids: Sequence[str], status: TripleStatus
 ) -> Sequence[Triple]:
     """Review triples all or nothing: `UnknownTriples` (and no change) if any id is missing."""
-    wanted = list(dict.fromkeys(ids))
-    found = (await session.scalars(select(Triple).where(Triple.id.in_(wanted)))).all()
-    missing = sorted(set(wanted) - {triple.id for triple in found})
-    if missing:
-        raise UnknownTriples(missing)
-    reviewed_at = utcnow()
-    for triple in found:
-        triple.status = status.value
-        triple.reviewed_at = reviewed_at
-    await session.flush()
-    order = {triple_id: index for index, triple_id in enumerate(wanted)}
-    return sorted(found, key=lambda triple: order[triple.id])
+    return await _review_all(session, Triple, ids, UnknownTriples, status=status.value)
 
 
 async def iter_triples(
     session: AsyncSession, where: TripleFilter, *, page_size: int = 500
 ) -> AsyncIterator[Triple]:
     """Every matching triple, oldest first, read a page at a time (keyset paging)."""
+    async for triple in _oldest_first(session, select(Triple).where(*where.conditions()), Triple, page_size):
+        yield triple
+
+
+async def _review_all(
+    session: AsyncSession, model: Any, ids: Sequence[str], unknown: type[LookupError],
+    *conditions: ColumnElement[bool], **marks: str,
+) -> Sequence[Any]:
+    """Set `marks` and `reviewed_at` on every row of `model` named by `ids` (and matching
+    `conditions`), all or nothing: `unknown(missing ids)` and no change if any is not found.
+    The rows come back in the order of `ids`."""
+    wanted = list(dict.fromkeys(ids))
+    found = (await session.scalars(select(model).where(*conditions, model.id.in_(wanted)))).all()
+    missing = sorted(set(wanted) - {row.id for row in found})
+    if missing:
+        raise unknown(missing)
+    reviewed_at = utcnow()
+    for row in found:
+        for column, value in marks.items():
+            setattr(row, column, value)
+        row.reviewed_at = reviewed_at
+    await session.flush()
+    order = {row_id: index for index, row_id in enumerate(wanted)}
+    return sorted(found, key=lambda row: order[row.id])
+
+
+async def _oldest_first(session: AsyncSession, query: Any, model: Any, page_size: int) -> AsyncIterator[Any]:
+    """The rows of `query` (over `model`), oldest first, a page at a time: keyset paging on
+    (created_at, id), so rows written meanwhile neither repeat nor shift a page."""
     after: tuple[datetime, str] | None = None
     while True:
-        query = select(Triple).where(*where.conditions())
+        paged = query
         if after is not None:
-            created_at, triple_id = after
-            query = query.where(
-                (Triple.created_at > created_at)
-                | ((Triple.created_at == created_at) & (Triple.id > triple_id))
+            created_at, row_id = after
+            paged = query.where(
+                (model.created_at > created_at) | ((model.created_at == created_at) & (model.id > row_id))
             )
-        page = (
-            await session.scalars(query.order_by(Triple.created_at, Triple.id).limit(page_size))
-        ).all()
-        for triple in page:
-            yield triple
+        page = (await session.scalars(paged.order_by(model.created_at, model.id).limit(page_size))).all()
+        for row in page:
+            yield row
         if len(page) < page_size:
             return
         after = (page[-1].created_at, page[-1].id)
@@ -327,41 +342,16 @@ async def set_blocked_review(
 ) -> Sequence[Check]:
     """Mark blocked answers rightly or wrongly blocked, all or nothing: `UnknownBlocked` (and no
     change) if any id is not a blocked answer. A second mark replaces the first."""
-    wanted = list(dict.fromkeys(ids))
-    found = (await session.scalars(select(Check).where(_BLOCKED, Check.id.in_(wanted)))).all()
-    missing = sorted(set(wanted) - {check.id for check in found})
-    if missing:
-        raise UnknownBlocked(missing)
-    reviewed_at = utcnow()
-    for check in found:
-        check.blocked_review = review.value
-        check.reviewed_at = reviewed_at
-    await session.flush()
-    order = {check_id: index for index, check_id in enumerate(wanted)}
-    return sorted(found, key=lambda check: order[check.id])
+    return await _review_all(session, Check, ids, UnknownBlocked, _BLOCKED, blocked_review=review.value)
 
 
 async def iter_reviewed_blocked(
     session: AsyncSession, where: CheckFilter, *, page_size: int = 500
 ) -> AsyncIterator[Check]:
     """Every blocked answer a reviewer has marked, oldest first, a page at a time (keyset)."""
-    after: tuple[datetime, str] | None = None
-    while True:
-        query = select(Check).where(_BLOCKED, Check.blocked_review.is_not(None), *where.conditions())
-        if after is not None:
-            created_at, check_id = after
-            query = query.where(
-                (Check.created_at > created_at)
-                | ((Check.created_at == created_at) & (Check.id > check_id))
-            )
-        page = (
-            await session.scalars(query.order_by(Check.created_at, Check.id).limit(page_size))
-        ).all()
-        for check in page:
-            yield check
-        if len(page) < page_size:
-            return
-        after = (page[-1].created_at, page[-1].id)
+    query = select(Check).where(_BLOCKED, Check.blocked_review.is_not(None), *where.conditions())
+    async for check in _oldest_first(session, query, Check, page_size):
+        yield check
 
 
 # --- API keys --------------------------------------------------------------------------------
