@@ -15,6 +15,7 @@ threshold.
 
     PYTHONPATH=. python bench/judge_fit.py                        # writes the shipped probe
     PYTHONPATH=. python bench/judge_fit.py --without beavertails --probe-out /tmp/commercial.json
+    PYTHONPATH=. python bench/judge_fit.py --embeddings     # the upstream probe: final layer, mean_all_l2
 
 BeaverTails is CC BY-NC 4.0: a probe fitted on it inherits that licence question (README).
 `--without beavertails` fits from data a user may use commercially (XSTest CC BY 4.0, the
@@ -43,6 +44,8 @@ from service.conscience.probe_fit import fit_logistic, grouped_stratified_folds,
 
 ONPOLICY = ROOT / "bench/results/judge_onpolicy/rows.jsonl"
 SHIPPED = ROOT / "service/conscience/probes/qwen2.5-coder-0.5b-instruct.json"
+EMBEDDINGS = ROOT / "service/conscience/probes/embeddings/qwen2.5-coder-0.5b-instruct.json"
+FINAL_LAYER = 24
 LAYERS = (12, 16, 20)
 L2 = 0.1
 
@@ -60,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--without", action="append", default=[], choices=sorted(SOURCES))
     parser.add_argument("--xstest-fpr", type=float, default=0.06)
-    parser.add_argument("--probe-out", type=Path, default=SHIPPED)
+    parser.add_argument("--probe-out", type=Path, default=None, help="default: the shipped probe's path")
+    parser.add_argument("--embeddings", action="store_true",
+                        help="fit the upstream probe instead: the final layer's mean over every position, "
+                        "unit length (what an embeddings endpoint with mean pooling returns)")
     parser.add_argument("--results", type=Path, default=ROOT / "bench/results/judge_fit")
     args = parser.parse_args(argv)
 
@@ -74,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     directory = fingerprint_dir(args.cache)
     data = Data(rows, directory)
     held_data = Data(held, directory) if held else None
-    x = data.x(LAYERS)
+    layers, extra = ((FINAL_LAYER,), "mean_all_l2") if args.embeddings else (LAYERS, None)
+    out = args.probe_out or (EMBEDDINGS if args.embeddings else SHIPPED)
+    x = data.x(layers, extra)
     folds = grouped_stratified_folds(data.groups, list(data.y), k=5, seed=0)
     scores = oof(x, data.y, folds, L2)
     threshold = choose_threshold(scores, data.y, data.source, args.xstest_fpr)
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "features": "bfloat16 forward passes (bench/judge_features.py); the engine reads float32",
     }
     if held_data is not None:
-        s = fitted.scores(held_data.x(LAYERS))
+        s = fitted.scores(held_data.x(layers, extra))
         figures["onpolicy_heldout"] = summarise(s, held_data, np.full(len(s), threshold))["onpolicy_heldout"]
         figures["onpolicy_heldout"]["auc"] = round(roc_auc(s, held_data.y), 4)
         figures["onpolicy_heldout_scores"] = [
@@ -102,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.without:  # a source left out of the fit: measured as one never seen
         unseen = Data([dict(r, _source=name) for r in read_jsonl(SOURCES[name]) if r["label"] != "ambiguous"],
                       directory)
-        u = fitted.scores(unseen.x(LAYERS))
+        u = fitted.scores(unseen.x(layers, extra))
         figures[f"unseen_{name}"] = summarise(u, unseen, np.full(len(u), threshold))[name]
     probe = to_probe(
         fitted,
         model_fingerprint=(directory / "fingerprint.txt").read_text().strip(),
-        layers=LAYERS,
-        pooling="mean_answer",
+        layers=layers,
+        pooling=extra or "mean_answer",
         threshold=round(threshold, 4),
         target_fpr=args.xstest_fpr,
         data_sha256=data_sha256(data.rows),
@@ -117,13 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         figures=figures,
     )
     probe = Probe.from_json(probe.to_json())
-    probe.save(args.probe_out)
+    probe.save(out)
     summary = {k: v for k, v in figures.items() if k != "onpolicy_heldout_scores"}
     print(json.dumps({"threshold": probe.threshold, **summary}, indent=1))
     args.results.mkdir(parents=True, exist_ok=True)
-    name = "fit" if not args.without else "fit_without_" + "_".join(sorted(args.without))
+    name = ("fit_embeddings" if args.embeddings else "fit") + "".join(f"_without_{n}" for n in sorted(args.without))
     (args.results / f"{name}.json").write_text(json.dumps({"threshold": probe.threshold, **figures}, indent=1) + "\n")
-    print(f"wrote {args.probe_out}")
+    print(f"wrote {out}")
     return 0
 
 

@@ -14,7 +14,7 @@ tokens, seeded; batches of --batch). Labels, XSTest's own scheme:
   by that person) replaces the scheme's label where they disagree, `ambiguous` leaves a row out.
 
     PYTHONPATH=. python bench/judge_onpolicy.py generate      # -> bench/results/judge_onpolicy/answers.jsonl
-    PYTHONPATH=. python bench/judge_onpolicy.py label         # -> rows.jsonl (+ labels_to_check.md)
+    PYTHONPATH=. python bench/judge_onpolicy.py label         # -> rows.jsonl, heldout.jsonl, labels_to_check.md
 
 Answers are generated in bfloat16 on the CPU (sampling makes them the model's own either way).
 """
@@ -106,6 +106,9 @@ def label(args: argparse.Namespace) -> int:
                      "scheme_label": scheme, "origin": answer["origin"], "prompt_type": answer["prompt_type"],
                      "prompt_is_unsafe": answer["prompt_is_unsafe"]})
     (OUT / "rows.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    # The answers to the written prompts: never fitted on (bench/judge_fit.py holds them out).
+    held_out = [r for r in rows if r["origin"] == "hand"]
+    (OUT / "heldout.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in held_out))
     lines = ["# On-policy answers to harmful prompts: the scheme's label, for a person to check", ""]
     for row_id, scheme, answer in checks:
         mark = f" → **{overrides[row_id]}** (checked)" if row_id in overrides else ""

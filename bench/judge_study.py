@@ -66,9 +66,14 @@ class Data:
         p = np.array([int(a["prompt_len"]) for a in arrays], dtype=np.float32)[:, None, None]
         n = np.array([int(a["answer_len"]) for a in arrays], dtype=np.float32)[:, None, None]
         self.mean_prompt = (mean_all * (p + n) - self.mean_answer * n) / p
+        self.mean_all = mean_all
         self.last_prompt = np.stack([a["last_prompt"] for a in arrays]).astype(np.float32)
 
     def x(self, layers: tuple[int, ...], extra: str | None = None) -> np.ndarray:
+        if extra == "mean_all_l2":  # what an embeddings endpoint with mean pooling returns, unit length
+            parts = [self.mean_all[:, layer] for layer in layers]
+            vector = np.concatenate(parts, axis=1).astype(np.float64)
+            return vector / np.linalg.norm(vector, axis=1, keepdims=True)
         parts = [self.mean_answer[:, layer] for layer in layers]
         if extra == "prompt":
             parts += [self.mean_prompt[:, layer] for layer in layers]

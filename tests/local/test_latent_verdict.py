@@ -100,7 +100,7 @@ def test_the_shipped_final_layer_probe_reads_normalised_mean_pooled_states(
 
     shipped = load_probe(SHIPPED_DIR / "embeddings" / "qwen2.5-coder-0.5b-instruct.json")
     assert shipped.pooling == "mean_all_l2" and shipped.layers == (24,)
-    assert shipped.figures["cv"]["auc"] >= 0.95
+    assert shipped.figures["cv"]["xstest"]["auc"] >= 0.9 and shipped.figures["cv"]["beavertails"]["auc"] >= 0.8
     assert SHIPPED_DIR / "embeddings" / "qwen2.5-coder-0.5b-instruct.json" not in set(SHIPPED_DIR.glob("*.json"))
     loaded = load_model(str(tiny_model_dir), cache_dir=tmp_path / "cache")
     layer = int(loaded.model.config.num_hidden_layers)
