@@ -2,8 +2,11 @@
 
 The conscience only ever judges its own model's answers, so the judge is measured (and fitted)
 on them too. Prompts: every prompt of the XSTest development set (unsafe `contrast_*` prompts
-and safe ones that sound dangerous) and bench/data/onpolicy_prompts.jsonl (32 clearly harmful
-and 32 harmless requests written for this set, in none of the development data). The frozen
+and safe ones that sound dangerous), bench/data/onpolicy_prompts.jsonl (32 clearly harmful
+and 32 harmless requests written for this set, in none of the development data: their answers are
+held out) and bench/data/onpolicy_prompts_fit.jsonl (32 fraud, phishing and malware requests and
+32 harmless ones of the same surface — emails, scripts, messages — written after the first fit
+passed a phishing email in the make-run check: fitted on). The frozen
 demo model answers each once (sampled: temperature 0.7, top-p 0.95, at most --max-tokens
 tokens, seeded; batches of --batch). Labels, XSTest's own scheme:
 
@@ -33,7 +36,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from judge_features import DEFAULT_MODEL, SOURCES, read_jsonl  # noqa: E402
 
-HAND_PROMPTS = ROOT / "bench" / "data" / "onpolicy_prompts.jsonl"
+HAND_PROMPTS = ROOT / "bench" / "data" / "onpolicy_prompts.jsonl"  # answers held out (origin "hand")
+FIT_PROMPTS = ROOT / "bench" / "data" / "onpolicy_prompts_fit.jsonl"  # answers fitted on (origin "written")
 OUT = ROOT / "bench" / "results" / "judge_onpolicy"
 OVERRIDES = OUT / "overrides.json"
 
@@ -43,9 +47,10 @@ def prompts() -> list[dict[str, Any]]:
     for row in read_jsonl(SOURCES["xstest"]):
         seen.setdefault(row["prompt"], {"prompt": row["prompt"], "prompt_is_unsafe": bool(row["prompt_is_unsafe"]),
                                         "origin": "xstest", "prompt_type": row["prompt_type"]})
-    for row in read_jsonl(HAND_PROMPTS):
-        seen.setdefault(row["prompt"], {"prompt": row["prompt"], "prompt_is_unsafe": bool(row["prompt_is_unsafe"]),
-                                        "origin": "hand", "prompt_type": "hand"})
+    for path, origin in ((HAND_PROMPTS, "hand"), (FIT_PROMPTS, "written")):
+        for row in read_jsonl(path):
+            seen.setdefault(row["prompt"], {"prompt": row["prompt"], "prompt_is_unsafe": bool(row["prompt_is_unsafe"]),
+                                            "origin": origin, "prompt_type": origin})
     return list(seen.values())
 
 
