@@ -99,6 +99,8 @@ class Probe:
             raise ProbeError(f"layers must be distinct non-negative layer numbers (got {self.layers})")
         if size % len(self.layers):
             raise ProbeError(f"{size} weights do not split evenly over {len(self.layers)} layers")
+        if self.pooling == "mean_all_l2" and len(self.layers) > 1:
+            raise ProbeError("mean_all_l2 is an embeddings endpoint's vector: it reads one layer")
         if size == 0 or len(self.feature_mean) != size or len(self.feature_scale) != size:
             raise ProbeError(
                 f"weights, feature_mean and feature_scale must have one equal, non-zero length "

@@ -150,6 +150,8 @@ def test_layers_split_the_features_and_old_single_layer_files_still_read(tmp_pat
         make_probe(size=8, layers=(1, 1))
     with pytest.raises(ProbeError, match="distinct"):
         make_probe(size=8, layers=())
+    with pytest.raises(ProbeError, match="one layer"):
+        make_probe(size=8, layers=(1, 2), pooling="mean_all_l2")
     body = json.loads(make_probe().to_json())
     body["layer"] = body.pop("layers")[0]  # a file written before multi-layer probes
     old = tmp_path / "old.json"

@@ -176,11 +176,10 @@ class LatentRunner:
         concatenated in that order, as plain floats — what `Probe.score` takes — and the span
         it pooled."""
         layers = tuple(layers)
-        span = answer_span(self._loaded.tokenizer, messages, answer, max_answer_tokens=max_answer_tokens)
-        states = self._states(span.token_ids, layers)
         if pooling == "mean_all_l2" and len(layers) > 1:
             raise ValueError("mean_all_l2 is an embeddings endpoint's vector: one layer only")
-        vector = pool(states, span, pooling)
+        span = answer_span(self._loaded.tokenizer, messages, answer, max_answer_tokens=max_answer_tokens)
+        vector = pool(self._states(span.token_ids, layers), span, pooling)
         return [float(value) for value in vector.tolist()], span
 
     def _states(self, token_ids: tuple[int, ...], layers: tuple[int, ...]) -> Any:
