@@ -4,7 +4,8 @@ The frozen model reads each labelled row as the ordinary chat (the prompt as the
 completion as the assistant turn; service/backends/local/hidden_states.py), once, with every
 layer's hidden state pooled every way. Candidates are layer sets: each single layer, and sets of
 layers whose pooled states are concatenated (by default one: the layers at 1/2, 2/3 and 5/6 of
-the depth, which transferred best across sources for the demo model: bench/results/judge_study).
+the depth, what the demo model's shipped probe reads: as broad as one layer on BeaverTails, a
+little better on XSTest; bench/results/judge_study).
 For each layer set × pooling × L2 strength a class-balanced
 logistic regression (service/conscience/probe_fit.py) is cross-validated in folds grouped by
 prompt (the same prompt never on both sides) and stratified by label; the best out-of-fold ROC
