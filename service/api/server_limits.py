@@ -24,7 +24,11 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a bound on each request head's size and time.
 
     Sizes are counted as bytes arrive, before the parser buffers them, so a head is refused
-    within one read (at most 256 KiB) past the limit."""
+    within one read (at most 256 KiB) past the limit. Only the head counts: a read that holds
+    the end of the head (its blank line) and the start of the body — every long prompt sent in
+    one write — counts up to that blank line; the body is bounded by `max_body_bytes`."""
+
+    _END_OF_HEAD = b"\r\n\r\n"
 
     max_head_bytes = 64 * 1024
     head_timeout_s = 10.0
@@ -32,6 +36,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes: int | None = 0  # of the request head being read; None once complete
+        self._head_tail = b""  # the head's last bytes so far: its blank line may span two reads
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -46,7 +51,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._head_bytes is not None:
-            self._head_bytes += len(data)
+            self._head_bytes += self._head_part(data)
             if self._head_bytes > self.max_head_bytes:
                 self._refuse_head()
                 return
@@ -54,8 +59,19 @@ class HeadLimitedProtocol(HttpToolsProtocol):
                 self._arm()
         super().data_received(data)
 
+    def _head_part(self, data: bytes) -> int:
+        """How many bytes of `data` belong to the head being read: up to and including its
+        blank line when that is in `data`, else all of it."""
+        seen = self._head_tail + data
+        end = seen.find(self._END_OF_HEAD)
+        self._head_tail = seen[-(len(self._END_OF_HEAD) - 1) :]
+        if end < 0:
+            return len(data)
+        return max(end + len(self._END_OF_HEAD) - (len(seen) - len(data)), 0)
+
     def on_headers_complete(self) -> None:
         self._head_bytes = None
+        self._head_tail = b""
         self._disarm()
         before = self.cycle
         super().on_headers_complete()
@@ -65,6 +81,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._head_bytes = 0  # what comes next on this connection is the next request's head
+        self._head_tail = b""
 
     def _arm(self) -> None:
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)

@@ -128,3 +128,62 @@ def test_a_stream_head_reaches_the_client_before_its_first_chunk() -> None:
             assert response.read() == b"late"
         with httpx.Client(base_url=server.origin) as client:  # and on a kept-alive connection
             assert [client.get("/").text for _ in range(2)] == ["late", "late"]
+
+
+def _post(path: bytes, body: bytes, *, expect_continue: bool) -> bytes:
+    head = (
+        b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + (b"Expect: 100-continue\r\n" if expect_continue else b"")
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    return head + body
+
+
+def _read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One response on a kept-alive connection (skipping a 100 Continue): its status and body."""
+    buffer = b""
+    while True:
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            assert chunk, f"the connection closed mid-response: {buffer[:200]!r}"
+            buffer += chunk
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        if status == 100:
+            continue
+        length = int(next(
+            line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        ))
+        while len(buffer) < length:
+            buffer += sock.recv(65536)
+        return status, buffer[:length]
+
+
+def test_long_bodies_never_count_against_the_head_limit(start_proxy: ProxyFactory) -> None:
+    """A body that arrives in the same read as its head is not head: long prompts (64 KiB to
+    4 MiB, well under the body limit) are served on every try, sent in one write or in many,
+    with and without `Expect: 100-continue`, one after another on a kept-alive connection."""
+    proxy = start_proxy(max_header_bytes=16_384)
+    sizes = [64 * 1024, 300 * 1024, 1024 * 1024, 4 * 1024 * 1024 - 4096]
+    with connect(proxy) as sock:
+        for size in sizes:
+            for expect_continue in (False, True):
+                for pieces in (1, 7):
+                    # Not JSON on purpose: the proxy reads the whole body and answers 400 itself.
+                    request = _post(b"/v1/chat/completions", b"x" * size, expect_continue=expect_continue)
+                    step = -(-len(request) // pieces)
+                    for start in range(0, len(request), step):
+                        sock.sendall(request[start : start + step])
+                    status, body = _read_response(sock)
+                    assert status == 400, (size, expect_continue, pieces, status, body[:200])
+                    assert b"invalid_request_error" in body
+        # The blank line that ends the head split across two reads, a megabyte of body after it.
+        request = _post(b"/v1/chat/completions", b"y" * 1024 * 1024, expect_continue=False)
+        cut = request.index(b"\r\n\r\n") + 3
+        sock.sendall(request[:cut])
+        time.sleep(0.05)
+        sock.sendall(request[cut:])
+        assert _read_response(sock)[0] == 400
+        # The same connection still refuses a head that is too large.
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+        assert read_all(sock).startswith(b"HTTP/1.1 431 ")
