@@ -79,6 +79,16 @@ class Settings(BaseSettings):
         description="Longest a client may take to send a request's head, from connecting or "
         "from its first byte; then the connection is closed (slow or idle clients hold no slot).",
     )
+    body_timeout_s: float = Field(
+        60.0, gt=0,
+        description="Longest a client may take to send a request's body once its head is in; "
+        "then the connection is closed (a body trickled a byte at a time holds no slot).",
+    )
+    body_idle_timeout_s: float = Field(
+        10.0, gt=0,
+        description="Longest a client may pause between bytes of a request's body; then the "
+        "connection is closed.",
+    )
     keep_alive_timeout_s: int = Field(
         5, ge=1, description="How long an idle keep-alive connection stays open between requests."
     )

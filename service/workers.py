@@ -42,15 +42,15 @@ def worker_settings() -> Settings:
 
 def worker_app() -> FastAPI:
     """uvicorn's app factory in each worker process."""
-    from service.api.server_limits import HeadLimitedProtocol
+    from service.api.server_limits import HeadLimitedProtocol, protocol_bounds
     from service.app import create_app
     from service.logs import configure_logging
 
     settings = worker_settings()
     configure_logging(settings.log_level)
     # uvicorn imports the protocol by name in each worker: its bounds are set here, per process.
-    HeadLimitedProtocol.max_head_bytes = settings.max_header_bytes
-    HeadLimitedProtocol.head_timeout_s = settings.header_timeout_s
+    for name, value in protocol_bounds(settings).items():
+        setattr(HeadLimitedProtocol, name, value)
     return create_app(settings)
 
 

@@ -4,7 +4,9 @@ uvicorn's httptools protocol (the one it picks when httptools is installed, as h
 on a request head's size and no timeout until a first response: a 200 MiB header was read into
 memory, and connections that never send a byte stayed open. `HeadLimitedProtocol` adds both:
 a head larger than `max_head_bytes` gets 431, and one not complete within `head_timeout_s` of
-the connection (or of its first byte, on a kept-alive connection) closes the connection.
+the connection (or of its first byte, on a kept-alive connection) closes the connection. A body
+must then arrive within `body_timeout_s` of its head, with no pause between bytes longer than
+`body_idle_timeout_s`, or the connection is closed (the app sees a disconnect).
 uvicorn's own options bound the rest: idle keep-alive time and connections at once (503 beyond).
 """
 
@@ -32,12 +34,16 @@ class HeadLimitedProtocol(HttpToolsProtocol):
 
     max_head_bytes = 64 * 1024
     head_timeout_s = 10.0
+    body_timeout_s = 60.0
+    body_idle_timeout_s = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes: int | None = 0  # of the request head being read; None once complete
         self._head_tail = b""  # the head's last bytes so far: its blank line may span two reads
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_deadline: asyncio.TimerHandle | None = None  # set while a body is being read
+        self._body_idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -45,6 +51,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._body_read()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -57,6 +64,8 @@ class HeadLimitedProtocol(HttpToolsProtocol):
                 return
             if self._head_timer is None:
                 self._arm()
+        elif self._body_deadline is not None:  # a byte of the body: the pause starts again
+            self._restart_body_idle()
         super().data_received(data)
 
     def _head_part(self, data: bytes) -> int:
@@ -74,11 +83,16 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._head_tail = b""
         self._disarm()
         before = self.cycle
+        # Until the message is complete, what arrives is its body (on_message_complete stops
+        # these in the same read for a request without one).
+        self._body_deadline = self.loop.call_later(self.body_timeout_s, self._body_timed_out)
+        self._restart_body_idle()
         super().on_headers_complete()
         if self.cycle is not None and self.cycle is not before:  # a request's cycle, not yet run
             self.cycle.transport = OneWriteResponses(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
+        self._body_read()
         super().on_message_complete()
         self._head_bytes = 0  # what comes next on this connection is the next request's head
         self._head_tail = b""
@@ -90,6 +104,21 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def _restart_body_idle(self) -> None:
+        if self._body_idle is not None:
+            self._body_idle.cancel()
+        self._body_idle = self.loop.call_later(self.body_idle_timeout_s, self._body_timed_out)
+
+    def _body_read(self) -> None:
+        for timer in (self._body_deadline, self._body_idle):
+            if timer is not None:
+                timer.cancel()
+        self._body_deadline = self._body_idle = None
+
+    def _body_timed_out(self) -> None:
+        self._body_read()
+        self.transport.close()
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -146,10 +175,19 @@ class OneWriteResponses:
         return getattr(self._transport, name)
 
 
-def head_limited_protocol(max_head_bytes: int, head_timeout_s: float) -> type[HeadLimitedProtocol]:
-    """The protocol class with these bounds (uvicorn takes a class, not an instance)."""
-    bounds = {"max_head_bytes": max_head_bytes, "head_timeout_s": head_timeout_s}
-    return type("HeadLimitedProtocol", (HeadLimitedProtocol,), bounds)
+def protocol_bounds(settings: Settings) -> dict[str, float]:
+    """HeadLimitedProtocol's class attributes for these settings."""
+    return {
+        "max_head_bytes": settings.max_header_bytes,
+        "head_timeout_s": settings.header_timeout_s,
+        "body_timeout_s": settings.body_timeout_s,
+        "body_idle_timeout_s": settings.body_idle_timeout_s,
+    }
+
+
+def head_limited_protocol(settings: Settings) -> type[HeadLimitedProtocol]:
+    """The protocol class with these settings' bounds (uvicorn takes a class, not an instance)."""
+    return type("HeadLimitedProtocol", (HeadLimitedProtocol,), protocol_bounds(settings))
 
 
 def uvicorn_config(settings: Settings) -> dict[str, Any]:
@@ -160,7 +198,7 @@ def uvicorn_config(settings: Settings) -> dict[str, Any]:
         "port": settings.port,
         "log_config": None,
         "access_log": False,
-        "http": head_limited_protocol(settings.max_header_bytes, settings.header_timeout_s),
+        "http": head_limited_protocol(settings),
         "timeout_keep_alive": settings.keep_alive_timeout_s,
         "limit_concurrency": settings.max_connections,
     }

@@ -63,11 +63,13 @@ def test_silent_and_slow_clients_are_dropped(start_proxy: ProxyFactory) -> None:
 
 def test_uvicorn_config_carries_every_bound() -> None:
     settings = Settings(host="0.0.0.0", port=9000, keep_alive_timeout_s=7, max_connections=50,
-                        max_header_bytes=20_000, header_timeout_s=3.0)
+                        max_header_bytes=20_000, header_timeout_s=3.0, body_timeout_s=30.0,
+                        body_idle_timeout_s=4.0)
     config = uvicorn_config(settings)
     assert (config["host"], config["port"]) == ("0.0.0.0", 9000)
     assert (config["timeout_keep_alive"], config["limit_concurrency"]) == (7, 50)
     assert (config["http"].max_head_bytes, config["http"].head_timeout_s) == (20_000, 3.0)
+    assert (config["http"].body_timeout_s, config["http"].body_idle_timeout_s) == (30.0, 4.0)
 
 
 class _Recorded:
@@ -120,7 +122,7 @@ def test_a_stream_head_reaches_the_client_before_its_first_chunk() -> None:
         await asyncio.sleep(0.5)
         await send({"type": "http.response.body", "body": b"late", "more_body": False})
 
-    with ThreadedServer(slow_stream, lifespan="off", http=head_limited_protocol(65536, 10.0)) as server:
+    with ThreadedServer(slow_stream, lifespan="off", http=head_limited_protocol(Settings())) as server:
         started = time.monotonic()
         with httpx.stream("GET", server.origin, timeout=5) as response:
             assert response.status_code == 200
@@ -187,3 +189,37 @@ def test_long_bodies_never_count_against_the_head_limit(start_proxy: ProxyFactor
         # The same connection still refuses a head that is too large.
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
         assert read_all(sock).startswith(b"HTTP/1.1 431 ")
+
+
+def _trickle(sock: socket.socket, every_s: float, limit_s: float) -> float:
+    """Send a head promising 1,000 bytes of body, then one byte every `every_s` until the
+    proxy closes the connection; the seconds that took (or `limit_s` if it never did)."""
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    started = time.monotonic()
+    sock.settimeout(every_s)
+    while time.monotonic() - started < limit_s:
+        try:
+            sock.sendall(b"x")
+            if sock.recv(65536) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - started
+    return limit_s
+
+
+def test_slow_bodies_do_not_hold_connections(start_proxy: ProxyFactory) -> None:
+    """A body trickled in (a byte now and then, each pause under the head timeout) was held
+    open forever once its head was complete: its pauses and its whole time are bounded now."""
+    proxy = start_proxy(body_idle_timeout_s=0.4, body_timeout_s=1.5, header_timeout_s=5.0)
+    with connect(proxy) as paused:  # pauses longer than the idle bound
+        assert _trickle(paused, every_s=0.8, limit_s=10) < 3
+    with connect(proxy) as trickled:  # each pause short, the whole too long
+        assert 1.2 < _trickle(trickled, every_s=0.1, limit_s=10) < 4
+    # A body that arrives in time is read and answered, and the kept-alive connection stays usable.
+    with connect(proxy) as sock:
+        for _ in range(2):
+            sock.sendall(_post(b"/v1/chat/completions", b"z" * 5000, expect_continue=False))
+            assert _read_response(sock)[0] == 400
+            time.sleep(0.6)  # longer than the body's idle bound, between requests: not a body pause
