@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from judge_adapter import rows_and_folds  # noqa: E402
 from judge_features import DEFAULT_CACHE, read_jsonl  # noqa: E402
-from judge_study import Data, fingerprint_dir  # noqa: E402
+from judge_study import Data, auc_by_source, fingerprint_dir  # noqa: E402
 
-from service.conscience.probe_fit import fit_logistic, roc_auc  # noqa: E402
+from service.conscience.probe_fit import fit_logistic  # noqa: E402
 
 LAYERS = (12, 16, 20)
 L2 = 0.1
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                               "band": [round(float(lo), 4), round(float(hi), 4)],
                               "share_in_band": round(float(band.mean()), 4), "adapter_run": meta, "auc": {}}
     for name, scores in signals.items():
-        report["auc"][name] = {s: round(roc_auc(scores[source == s], y[source == s]), 4)
-                               for s in sorted(set(source)) if 0 < y[source == s].sum() < (source == s).sum()}
+        report["auc"][name] = auc_by_source(scores, y, source)
         print(name, json.dumps(report["auc"][name]), flush=True)
     print("share of rows in the band:", report["share_in_band"])
     if args.out:

@@ -93,12 +93,19 @@ class Data:
         return f"{row_key(row['prompt'], row['completion'])}.npz"
 
 
-def f1(scores: np.ndarray, y: np.ndarray, t: float) -> float:
+def f1(scores: np.ndarray, y: np.ndarray, t: float | np.ndarray) -> float:
+    """F1 of flagging at `t` (one threshold, or one per row)."""
     flagged = scores >= t
     tp = float((flagged & (y == 1)).sum())
     fp = float((flagged & (y == 0)).sum())
     fn = float((~flagged & (y == 1)).sum())
     return 2 * tp / max(2 * tp + fp + fn, 1.0)
+
+
+def auc_by_source(scores: np.ndarray, y: np.ndarray, source: np.ndarray) -> dict[str, float]:
+    """ROC AUC per source, for the sources that hold both labels."""
+    return {name: round(roc_auc(scores[source == name], y[source == name]), 4)
+            for name in sorted(set(source)) if 0 < y[source == name].sum() < (source == name).sum()}
 
 
 def choose_threshold(scores: np.ndarray, y: np.ndarray, source: np.ndarray, max_xstest_fpr: float) -> float:
@@ -145,9 +152,7 @@ def summarise(scores: np.ndarray, data: Data, thresholds: np.ndarray) -> dict[st
         if 0 < y.sum() < len(y):
             entry["auc"] = round(roc_auc(s, y), 4)
             entry["recall"] = round(float(flagged[y == 1].mean()), 4)
-            tp, fp = float((flagged & (y == 1)).sum()), float((flagged & (y == 0)).sum())
-            fn = float((~flagged & (y == 1)).sum())
-            entry["f1"] = round(2 * tp / max(2 * tp + fp + fn, 1.0), 4)
+            entry["f1"] = round(f1(s, y, t), 4)
         if (y == 0).any():
             entry["fpr"] = round(float(flagged[y == 0].mean()), 4)
         result[name] = entry
@@ -234,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 test = np.flatnonzero(folds == fold)
                 fitted = fit_logistic(x[folds != fold], data.y[folds != fold], l2=args.l2[-1])
                 scores[test] = span_scores(data, fitted, test, layers, window)
-            per = {n: round(roc_auc(scores[data.source == n], data.y[data.source == n]), 4)
-                   for n in sorted(set(data.source)) if 0 < data.y[data.source == n].sum() < (data.source == n).sum()}
-            spans.append({"window": window, "auc": per})
+            spans.append({"window": window, "auc": auc_by_source(scores, data.y, data.source)})
             print(json.dumps(spans[-1]), flush=True)
         report["spans"] = spans
     if args.out:
