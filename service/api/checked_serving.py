@@ -255,22 +255,31 @@ class CheckedServing:
     async def _pass_through(
         self, plan: Plan, first: JSON | None, chunks: AsyncIterator[JSON], summary: JSON, started: float
     ) -> AsyncIterator[bytes]:
+        """Off and monitor: the upstream's chunks as they come. Whatever ends the stream — its
+        end, an upstream failure, the client leaving — what the client received is reviewed in
+        the background (monitor) or counted as sent unjudged (off); nothing in `finally` awaits,
+        as a client that left has cancelled this request's scope."""
         deltas: dict[int, list[JSON]] = {}
         held = first
         try:
-            async for chunk in chunks:
+            try:
+                async for chunk in chunks:
+                    self._collect(held, deltas)
+                    yield sse(held)
+                    held = chunk
+            except BackendError as exc:
+                yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
+                yield SSE_DONE
+                return
+            if held is not None:
                 self._collect(held, deltas)
+                held["conscience"] = summary
                 yield sse(held)
-                held = chunk
-        except BackendError as exc:
-            yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
             yield SSE_DONE
-            return
-        if held is not None:
-            self._collect(held, deltas)
-            held["conscience"] = summary
-            yield sse(held)
-        yield SSE_DONE
+        finally:
+            self._after_pass_through(plan, deltas, started)
+
+    def _after_pass_through(self, plan: Plan, deltas: dict[int, list[JSON]], started: float) -> None:
         upstream_ms = observe_upstream(self._metrics, started)
         if plan.mode is Mode.OFF:
             self._pipeline.skipped(plan.context, len(deltas))

@@ -26,7 +26,7 @@ from service.backends.base import JSON, BackendError
 from service.conscience.pipeline import ConsciencePipeline
 from service.conscience.policy import finish_reason, replaces_answer
 from service.conscience.review import Review
-from service.conscience.stream_review import StreamReview, StreamReviewSummary
+from service.conscience.stream_review import CLIENT_DISCONNECTED, StreamReview, StreamReviewSummary
 from service.errors import error_body
 from service.metrics import Metrics
 
@@ -64,6 +64,8 @@ class WindowedEnforcement:
                 return
             released.put_nowait((index, None))
 
+        handed_off = False
+        tasks: list[asyncio.Task[None]] = []
         try:
             with self._pipeline.streaming(count):
                 tasks = [asyncio.create_task(review_choice(i)) for i in range(count)]
@@ -78,22 +80,27 @@ class WindowedEnforcement:
                         else:
                             for chunk in self._released_chunks(tap, index, reviews[index].summary, item):
                                 yield sse(chunk)
+                except (GeneratorExit, asyncio.CancelledError):
+                    # The client has gone mid-stream. Nothing here may await any more (the
+                    # request's scope is cancelled): the reviews end, and are recorded, in the
+                    # background.
+                    handed_off = True
+                    self._pipeline.in_background(
+                        self._abandoned(plan, tap, conversations, reviews, tasks, started), plan.context.request_id
+                    )
+                    raise
                 finally:
-                    for task in tasks:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                    await tap.close()
+                    if not handed_off:
+                        await _stop(tasks, tap)
         except BackendError as exc:  # the upstream, or the budget (429): nothing unjudged went out
+            if tasks:  # the reviews ran (else the budget refused them): their records say how far
+                for review in reviews:
+                    review.summary.error = review.summary.error or f"upstream failed: {exc.message}"
+                self._record_all(plan, conversations, reviews, started)
             yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
             yield SSE_DONE
             return
-        upstream_ms = observe_upstream(self._metrics, started)
-        outcomes = [
-            self._pipeline.record_stream(
-                plan.context, conversations[i], reviews[i].summary, upstream_ms=upstream_ms, index=i
-            )
-            for i in range(count)
-        ]
+        outcomes = self._record_all(plan, conversations, reviews, started)
         verdicts = reviewed_verdicts(outcomes)
         for verdict, review in zip(verdicts, reviews, strict=True):
             verdict.stream = review.summary.wire()
@@ -115,6 +122,31 @@ class WindowedEnforcement:
             yield sse(chunk)
         yield SSE_DONE
         self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
+
+    def _record_all(
+        self, plan: Plan, conversations: list[list[JSON]], reviews: list[StreamReview], started: float
+    ) -> list[Review]:
+        upstream_ms = observe_upstream(self._metrics, started)
+        return [
+            self._pipeline.record_stream(
+                plan.context, conversations[i], review.summary, upstream_ms=upstream_ms, index=i
+            )
+            for i, review in enumerate(reviews)
+        ]
+
+    async def _abandoned(
+        self, plan: Plan, tap: StreamTap, conversations: list[list[JSON]], reviews: list[StreamReview],
+        tasks: list[asyncio.Task[None]], started: float,
+    ) -> None:
+        """After a client left mid-stream: the upstream stops, what it had generated is judged
+        (a review already repairing stops at once: its verdict is in), no repair starts, and
+        every choice is recorded with the error "client disconnected"."""
+        for review, task in zip(reviews, tasks, strict=True):
+            review.abandon(CLIENT_DISCONNECTED)
+            if review.summary.flagged_window is not None:
+                task.cancel()
+        await _stop(tasks, tap, cancel=False)
+        self._record_all(plan, conversations, reviews, started)
 
     @staticmethod
     def _released_chunks(tap: StreamTap, index: int, review: StreamReviewSummary, text: str) -> list[JSON]:
@@ -140,6 +172,17 @@ class WindowedEnforcement:
         completion = sum(review.summary.released_deltas for review in reviews)
         kept = {k: v for k, v in (upstream or {}).items() if k != "completion_tokens_details"}
         return {**kept, "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+async def _stop(tasks: list[asyncio.Task[None]], tap: StreamTap, *, cancel: bool = True) -> None:
+    """End the choices' reviews (cancelled, or left to finish what was read) and the upstream."""
+    if cancel:
+        for task in tasks:
+            task.cancel()
+    else:
+        await tap.close()  # every review's text ends here; each judges what it has
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await tap.close()
 
 
 def with_usage_so_far(body: JSON) -> JSON:

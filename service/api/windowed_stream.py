@@ -139,7 +139,8 @@ class StreamTap:
                 await self.close()
 
     async def close(self) -> None:
-        """Stop reading the upstream and close its stream."""
+        """Stop reading the upstream and close its stream; every choice's `texts` ends with
+        what was read so far."""
         if self._closed:
             return
         self._closed = True
@@ -147,6 +148,8 @@ class StreamTap:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
+            for choice in self._choices:
+                choice.queue.put_nowait(None)
         aclose = getattr(self._rest, "aclose", None)
         if aclose is not None:
             await aclose()

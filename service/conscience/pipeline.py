@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from service.backends.base import JSON
 from service.conscience.admission import ReviewBudget
@@ -161,6 +161,20 @@ class ConsciencePipeline:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(lambda _: self._budget.done_pending(count))
+
+    def in_background(self, work: Coroutine[Any, Any, None], request_id: str) -> None:
+        """Run `work` (a review's end, its records) after its request has ended — its client
+        gone; a failure is logged, and `drain` waits for it at shutdown."""
+
+        async def quietly() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("background work of %s failed", request_id)
+
+        task = asyncio.create_task(quietly())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _check_quietly(self, context: CheckContext, cases: list[Case], upstream_ms: float) -> None:
         try:

@@ -39,6 +39,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+CLIENT_DISCONNECTED = "client disconnected"  # the error of a review whose client left mid-stream
 Action = Literal["passed", "repaired", "refused", "unchecked"]
 Stage = Literal["answer", "repair"]
 
@@ -236,7 +237,19 @@ class StreamReview:
         self._max_repairs = max_repairs
         self._fail_open = fail_open
         self._reject_draft = reject_draft
+        self._abandoned = False
         self.summary = StreamReviewSummary()
+
+    def abandon(self, reason: str) -> None:
+        """The client has gone: the answer read so far is still judged (so that its record
+        says what the judge made of it), but no repair starts — there is nobody to send one to.
+        `reason` becomes the summary's error."""
+        self._abandoned = True
+        self.summary.error = self.summary.error or reason
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._run()
@@ -265,6 +278,9 @@ class StreamReview:
         if outcome.flagged:
             summary.rejected = reader.text
             summary.flagged_window = summary.windows[-1].index
+            if self._abandoned:
+                summary.action = "refused"  # withheld: the client saw none of the flagged text
+                return
             # Closed explicitly, so that a client leaving mid-repair stops the repair's generation.
             async with contextlib.aclosing(self._repairs()) as repaired:
                 async for text in repaired:
@@ -280,6 +296,8 @@ class StreamReview:
         started = time.perf_counter()
         try:
             for attempt in range(1, self._max_repairs + 1):
+                if self._abandoned:
+                    return
                 summary.attempts = attempt
                 reader = _Reader(self._repair(summary.released, attempt))
                 outcome = _Pass("repair", attempt)
