@@ -221,6 +221,13 @@ class Settings(BaseSettings):
         description="Windowed enforce streaming: characters held back and judged before they are "
         "released (a window ends at a word boundary).",
     )
+    stream_judge_context_chars: int = Field(
+        800, ge=0,
+        description="Windowed enforce streaming, fast and reasoned judge styles: the most text "
+        "released before a window that the judge reads with it, so that judging a long answer "
+        "costs its length, not its square (a latent verdict reads the whole answer so far, from "
+        "the states its generation computed).",
+    )
     max_n: int = Field(
         16, ge=1, le=128,
         description="Most choices (`n`) one request may ask for: each is judged and may be "

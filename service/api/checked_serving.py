@@ -103,7 +103,8 @@ class CheckedServing:
         self._models = models
         self._metrics = metrics
         self._windowed_enforcement = WindowedEnforcement(
-            surface, pipeline, metrics, window_chars=settings.stream_window_chars
+            surface, pipeline, metrics, window_chars=settings.stream_window_chars,
+            judge_context_chars=settings.stream_judge_context_chars,
         )
 
     # --- planning ------------------------------------------------------------------------

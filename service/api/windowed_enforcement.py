@@ -32,11 +32,15 @@ from service.metrics import Metrics
 
 
 class WindowedEnforcement:
-    def __init__(self, surface: Surface, pipeline: ConsciencePipeline, metrics: Metrics, *, window_chars: int) -> None:
+    def __init__(
+        self, surface: Surface, pipeline: ConsciencePipeline, metrics: Metrics, *, window_chars: int,
+        judge_context_chars: int,
+    ) -> None:
         self._surface = surface
         self._pipeline = pipeline
         self._metrics = metrics
         self._window_chars = window_chars
+        self._judge_context_chars = judge_context_chars
 
     async def stream(self, plan: Plan, tap: StreamTap, started: float) -> AsyncIterator[bytes]:
         """Release each choice window by window as the conscience passes it (repairing a
@@ -47,7 +51,7 @@ class WindowedEnforcement:
         reviews = [
             self._pipeline.stream_review(
                 plan.context, conversations[i], tap.texts(i),
-                window_chars=self._window_chars,
+                window_chars=self._window_chars, judge_context_chars=self._judge_context_chars,
                 continued=lambda released, i=i: tap.continued(i, released),
             )
             for i in range(count)

@@ -118,13 +118,14 @@ class ConsciencePipeline:
 
     def stream_review(
         self, context: CheckContext, conversation: list[JSON], deltas: AsyncIterator[str], *, window_chars: int,
-        continued: Continued | None = None,
+        judge_context_chars: int | None = None, continued: Continued | None = None,
     ) -> StreamReview:
         """Enforce mode, windowed streaming: the review that releases `deltas` (one choice's)
         window by window; `continued`: see `Reviewer.stream_review`. Run it inside
         `streaming()`, and hand its summary to `record_stream` when it has ended."""
         return self._reviewer.stream_review(
-            context.policy, conversation, deltas, window_chars=window_chars, continued=continued
+            context.policy, conversation, deltas, window_chars=window_chars,
+            judge_context_chars=judge_context_chars, continued=continued,
         )
 
     def streaming(self, count: int = 1) -> AbstractContextManager[None]:

@@ -150,7 +150,7 @@ class Reviewer:
 
     def stream_review(
         self, policy: ReviewPolicy, conversation: list[JSON], deltas: AsyncIterator[str], *, window_chars: int,
-        continued: Continued | None = None,
+        judge_context_chars: int | None = None, continued: Continued | None = None,
     ) -> StreamReview:
         """Windowed enforce streaming of one answer (service/conscience/stream_review.py) with
         this judge and repairer: a repair continues the text the client has, or drafts the
@@ -161,7 +161,9 @@ class Reviewer:
         is not answered (the attempt regenerates instead).
         `continued(released)`: when the judged text is more than the answer's own (a chat
         answer's reasoning, rendered as the judge reads it), the part of `released` a repair
-        continues and the text that joins the repair to it (service/api/windowed_stream.py)."""
+        continues and the text that joins the repair to it (service/api/windowed_stream.py).
+        `judge_context_chars` bounds what a fast or reasoned verdict reads before each window
+        (StreamReview); a latent verdict reads the whole answer so far."""
 
         async def judge(so_far: str) -> Verdict:
             return await self._judge.judge(
@@ -184,6 +186,7 @@ class Reviewer:
             deltas, window_chars=window_chars, judge=judge, repair=repair,
             refusal=self.refusal_message, max_repairs=policy.max_repairs,
             fail_open=policy.failure_policy is FailurePolicy.FAIL_OPEN, reject_draft=reject_draft,
+            judge_context_chars=None if policy.style is JudgeStyle.LATENT else judge_context_chars,
         )
         return review
 

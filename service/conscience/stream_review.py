@@ -2,8 +2,9 @@
 
 `StreamReview` reads the upstream's text deltas in the background (so generation goes on while
 the judge works) and holds back up to one window of text. Each time a window has filled, the
-answer so far (everything released plus the held text) is judged, and the held text is released
-only if that verdict passes; at the end of the stream the tail is judged the same way. A window
+answer so far (everything released plus the held text; with a bounded judge context, the held
+text and the last words released before it) is judged, and the held text is released only if
+that verdict passes; at the end of the stream the tail is judged the same way. A window
 ends at the last whitespace in the held text, so the judge and a repair never see half a word;
 when the judge is slower than the generation, the held text has grown past one window by the
 time it is free again, and the next window takes all of it (fewer verdicts, never less checked).
@@ -11,7 +12,7 @@ time it is free again, and the next window takes all of it (fewer verdicts, neve
 When a window is flagged, the upstream is stopped (its iterator closed) and `repair` is called
 with the text the client already has: it continues the answer from there, or regenerates it
 from the request when nothing was released yet. The continuation is judged window by window in
-the same way, always as part of the whole answer so far; a window of it that fails ends that
+the same way, always with the answer so far before it; a window of it that fails ends that
 attempt, and the next attempt continues from what has been released by then. After
 `max_repairs` failed attempts the answer ends with the refusal sentence.
 
@@ -39,6 +40,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+ELLIPSIS = "…"  # opens a window judged without the start of its answer
 CLIENT_DISCONNECTED = "client disconnected"  # the error of a review whose client left mid-stream
 Action = Literal["passed", "repaired", "refused", "unchecked"]
 Stage = Literal["answer", "repair"]
@@ -217,6 +219,7 @@ class StreamReview:
         max_repairs: int,
         fail_open: bool = False,
         reject_draft: DraftFilter | None = None,
+        judge_context_chars: int | None = None,
     ) -> None:
         """`upstream`: the answer's text deltas; closed with `aclose()` (when it has one) as
         soon as it is no longer read. `judge(answer_so_far)` and `repair(released_text)` are the
@@ -224,11 +227,16 @@ class StreamReview:
         unjudged, else the answer is refused; a repair's deltas must append to the released
         text as they are). `reject_draft` sees each repair's first window alone, before the
         judge: True, or a reason, discards the attempt (a repair that refuses, or that copies
-        the rejected answer, is no repair)."""
+        the rejected answer, is no repair). `judge_context_chars`: the judge reads each window
+        with at most this much of the text released before it (from a word boundary, marked
+        "…"), so that judging costs the answer's length, not its square; None: the whole answer
+        so far each time (a latent verdict, whose states the generation has already computed)."""
         if window_chars < 1:
             raise ValueError("the stream review's window must hold at least one character")
         if max_repairs < 0:
             raise ValueError("max_repairs cannot be negative")
+        if judge_context_chars is not None and judge_context_chars < 0:
+            raise ValueError("the judge's context before a window cannot be negative")
         self._upstream = upstream
         self._window = window_chars
         self._judge = judge
@@ -237,6 +245,7 @@ class StreamReview:
         self._max_repairs = max_repairs
         self._fail_open = fail_open
         self._reject_draft = reject_draft
+        self._context = judge_context_chars
         self._abandoned = False
         self.summary = StreamReviewSummary()
 
@@ -362,7 +371,7 @@ class StreamReview:
         summary = self.summary
         started = time.perf_counter()
         try:
-            verdict = await self._judge(summary.released + segment)
+            verdict = await self._judge(self._judged_text(summary.released, segment))
         except Exception as exc:  # the failure policy decides, in _run
             outcome.judge_error = exc
             summary.error = f"judge failed: {exc}"
@@ -379,6 +388,16 @@ class StreamReview:
         )
         outcome.flagged, outcome.score = verdict.flagged, verdict.score
         return verdict
+
+    def _judged_text(self, released: str, segment: str) -> str:
+        """What the judge reads for a window: the answer so far, or (with a bounded context) its
+        last words before the window and the window."""
+        if self._context is None or len(released) <= self._context:
+            return released + segment
+        cut = len(released) - self._context
+        space = released.find(" ", cut)
+        start = space + 1 if 0 <= space < len(released) - 1 else cut
+        return ELLIPSIS + released[start:] + segment
 
     async def _rest(self, reader: _Reader, offset: int) -> AsyncGenerator[str, None]:
         """fail_open: the rest of the original as it arrives, unjudged."""

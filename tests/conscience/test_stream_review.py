@@ -138,6 +138,39 @@ async def test_a_clean_answer_is_released_whole_in_windows_each_judged_with_all_
     assert_consistent(pieces, summary)
 
 
+async def test_with_a_bounded_context_judging_costs_the_answers_length_not_its_square() -> None:
+    sentence = "Knead the dough for ten minutes, then let it rise for an hour. "
+    answer = sentence * 60  # 3,840 characters in 20-character windows
+    whole, bounded = Judge(), Judge()
+    assert "".join(await collect(review(Upstream(words(answer)), whole))) == answer
+    pieces = await collect(review(Upstream(words(answer)), bounded, judge_context_chars=100))
+    assert "".join(pieces) == answer and len(bounded.calls) == len(pieces)
+    released = ""
+    for piece, call in zip(pieces, bounded.calls, strict=True):
+        if len(released) <= 100:
+            assert call == released + piece
+        else:  # the window, after the last words released before it (from a word boundary)
+            assert call.startswith("…") and call.endswith(piece)
+            before = call[1 : len(call) - len(piece)]
+            assert released.endswith(before) and 80 <= len(before) <= 100 and not before.startswith(" ")
+        released += piece
+    judged_whole = sum(map(len, whole.calls))
+    judged_bounded = sum(map(len, bounded.calls))
+    assert judged_whole > 40 * len(answer)  # quadratic: every window re-reads all before it
+    assert judged_bounded < 8 * len(answer)  # linear: each window reads at most 100 more
+
+
+async def test_a_harm_split_across_windows_is_still_seen_with_a_bounded_context() -> None:
+    phrase = "then buy a crowbar"  # flagged only whole; the 8-character windows split it
+    answer = "Noise is hard to live with, so write down when it happens each day. " * 3 + phrase + " now."
+    for context, seen in ((60, True), (0, False)):
+        judge = Judge(marker=phrase)
+        reviewed = review(Upstream(words(answer)), judge, judge_context_chars=context, window_chars=8)
+        released = "".join(await collect(reviewed))
+        assert (phrase not in released) is seen
+        assert (reviewed.summary.flagged_window is not None) is seen
+
+
 async def test_nothing_is_released_before_a_window_has_filled_and_passed() -> None:
     gate = asyncio.Event()
     released: list[str] = []
