@@ -37,6 +37,7 @@ from service.metrics import Metrics
 from service.security.auth import OpenAccessAlarm
 from service.security.cache import ApiKeyCache
 from service.settings import Settings
+from service.shutdown import STATE_KEY, GracefulShutdown
 from service.startup import StartupError, install_startup_failure_line, served_settings
 from service.store.db import Database
 from service.store.migrate import upgrade
@@ -57,9 +58,10 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
     tracing_on = configure_from_environment()  # OTEL_TRACES_EXPORTER; off: nothing wrapped
     metrics = Metrics()
     frameworks = load_frameworks(settings.frameworks_dir)  # Settings checked the default is one
+    shutdown = GracefulShutdown(settings.shutdown_grace_s)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, GracefulShutdown]]:
         if settings.auto_migrate:
             await asyncio.to_thread(upgrade, settings.db_url)
         db = Database(
@@ -84,7 +86,7 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         try:
             backend = await asyncio.to_thread(backend_factory, settings, db)
             served = served_settings(settings, backend)  # the demo model's probe: judge latent
-            pipeline = build_pipeline(settings, backend, writer, metrics)
+            pipeline = build_pipeline(settings, backend, writer, metrics, shutdown)
         except (ProbeError, ThresholdsError, StartupError) as exc:  # one line: StartupFailureLine
             await writer.aclose()
             await keys.aclose()
@@ -109,9 +111,14 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
             settings.backend.value, settings.framework, settings.mode.value,
         )
         try:
-            yield
+            yield {STATE_KEY: shutdown}  # uvicorn's protocol starts its clock (server_limits.py)
         finally:
-            await pipeline.drain()
+            # By now uvicorn has waited out the grace and cancelled what still ran: those
+            # requests write their records as they unwind, and monitor-mode reviews get what is
+            # left of the grace, before the writer drains.
+            shutdown.begin()
+            await shutdown.settle()
+            await pipeline.drain(shutdown.remaining_s())
             await names.aclose()
             await writer.aclose()
             await keys.aclose()
@@ -131,7 +138,9 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
                admin_router, adapters_router, ui_router)
     for router in routers:
         app.include_router(router)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics, shutdown=shutdown
+    )
     if tracing_on:
         app.add_middleware(TracingMiddleware)  # outermost: the request's span holds the rest
     return app

@@ -62,7 +62,7 @@ class Metrics:
         self.unchecked = Counter(
             "conscience_unchecked_total",
             "Answers the judge did not check, by framework, reason (judge_error, "
-            "invalid_verdict, answer_too_long, mode_off) and outcome (sent to the client "
+            "invalid_verdict, answer_too_long, mode_off, shutdown) and outcome (sent to the client "
             "unchecked, or refused).",
             ["framework", "reason", "outcome"], registry=self.registry,
         )

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         description="Server processes (uvicorn workers), each with its own record writer, spool "
         "file (`<spool>.<n>`), key cache and adapter follower.",
     )
+    shutdown_grace_s: float = Field(
+        20.0, gt=0,
+        description="Longest SIGTERM waits for requests in flight and monitor-mode reviews; then "
+        "they are ended (503) and recorded with error 'shutdown', and the writer drains "
+        "(--writer-shutdown-timeout-s). Keep both within Kubernetes' terminationGracePeriodSeconds.",
+    )
 
     # --- backend -----------------------------------------------------------------------------
     backend: BackendKind = Field(

@@ -9,8 +9,10 @@ database once before the workers start (they would race on it), so workers do no
 What one process holds is per worker and safe so: the record writer and its own spool file
 (service/store/spool.py, `claim_slot`), the key cache, the model-name and adapter followers (they
 poll the database), the console's sessions (self-contained signed tokens,
-service/api/ui/session.py). On SIGTERM or SIGINT uvicorn stops every worker, and each drains
-its writer (to the database, or its spool) in its lifespan's shutdown.
+service/api/ui/session.py). On SIGTERM or SIGINT the supervisor passes SIGTERM to every worker
+and waits for them; each gives its requests in flight `shutdown_grace_s` (the same config: uvicorn's
+`timeout_graceful_shutdown`), ends and records the rest (service/shutdown.py), then drains its
+writer (to the database, or its spool) in its lifespan's shutdown.
 """
 
 from __future__ import annotations

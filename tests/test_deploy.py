@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from service.settings import SECRET_SETTINGS, Settings
+from service.shutdown import SETTLE_S
 from tests.cli_commands import problems
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,21 @@ def test_the_interpolation_follows_compose() -> None:
 
 def _services() -> dict:
     return yaml.safe_load(interpolate(COMPOSE_TEXT, {"CONSCIENCE_ADMIN_KEY": "k" * 32}))["services"]
+
+
+def test_compose_gives_the_proxy_time_to_end_its_requests_and_write_their_records() -> None:
+    """compose kills a container 10 s after SIGTERM unless told otherwise: the proxy's wait for
+    requests in flight, their records settling and the writer's drain must fit, with a margin."""
+    proxy = _services()["proxy"]
+    grace = re.fullmatch(r"(\d+)s", proxy.get("stop_grace_period", "10s"))
+    assert grace is not None, proxy.get("stop_grace_period")
+    settings = Settings(**{
+        name.removeprefix("CONSCIENCE_").lower(): value
+        for name, value in proxy["environment"].items()
+        if name.removeprefix("CONSCIENCE_").lower() in ("shutdown_grace_s", "writer_shutdown_timeout_s")
+    })
+    needed = settings.shutdown_grace_s + SETTLE_S + settings.writer_shutdown_timeout_s
+    assert int(grace.group(1)) >= needed + 5
 
 
 def _conscience_commands(script: str) -> list[list[str]]:

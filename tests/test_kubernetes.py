@@ -23,6 +23,7 @@ import yaml
 from pydantic import ValidationError
 
 from service.settings import SECRET_SETTINGS, Settings
+from service.shutdown import SETTLE_S
 from tests.cli_commands import problems
 from trainer.nightly.config import TrainConfig
 
@@ -222,6 +223,28 @@ def _proxy() -> tuple[dict, dict]:
     pod = one("Deployment", "conscience-proxy")["spec"]["template"]["spec"]
     [container] = [c for c in pod["containers"] if c["name"] == "proxy"]
     return pod, container
+
+
+def _proxy_setting(name: str) -> float:
+    """A proxy setting as its pod gets it: a `--flag=` in args, else the ConfigMap, else the default."""
+    _, container = _proxy()
+    flag = f"--{name.replace('_', '-')}="
+    for arg in container["args"]:
+        if arg.startswith(flag):
+            return float(arg.removeprefix(flag))
+    [config] = by_kind("ConfigMap")
+    value = config["data"].get(f"CONSCIENCE_{name.upper()}")
+    return float(value) if value is not None else float(Settings.model_fields[name].default)
+
+
+def test_the_pod_grace_period_covers_the_proxys_whole_shutdown() -> None:
+    """Kubernetes kills after terminationGracePeriodSeconds, counted from the preStop hook: the
+    pause, the wait for requests in flight, their records settling and the writer's drain
+    must all fit, with a margin for closing the backend and the database."""
+    pod, container = _proxy()
+    [pause] = [int(word) for word in container["lifecycle"]["preStop"]["exec"]["command"][1:]]
+    needed = pause + _proxy_setting("shutdown_grace_s") + SETTLE_S + _proxy_setting("writer_shutdown_timeout_s")
+    assert pod["terminationGracePeriodSeconds"] >= needed + 5
 
 
 def test_the_proxy_probes_readiness_and_liveness_on_its_port() -> None:

@@ -171,8 +171,13 @@ class CheckedServing:
         """`caller`: the client's API key (None: keys are not required and none was sent)."""
         plan = self._plan(request, caller, request_id)
         begin_usage(plan.framework.name, self._metrics.stage_tokens)  # the conscience's tokens
-        if request.stream:
-            return await self._stream(plan)
+        # Until its records are written (a stream's: once it has ended, in its own generator).
+        with self._pipeline.until_recorded(plan.context, plan.body.get("n", 1)):
+            if request.stream:
+                return await self._stream(plan)
+            return await self._complete(plan)
+
+    async def _complete(self, plan: Plan) -> Response:
         started = time.perf_counter()
         response = await self._surface.create(self._backend, plan.body)
         upstream_ms = observe_upstream(self._metrics, started)

@@ -1,7 +1,9 @@
-"""Pure-ASGI middleware (cheaper than BaseHTTPMiddleware): request id, body limit, access log."""
+"""Pure-ASGI middleware (cheaper than BaseHTTPMiddleware): request id, body limit, access log,
+the answer to a request the server's shutdown ended."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -16,6 +18,7 @@ from service.backends.correlation import traceparent_var, valid_traceparent
 from service.errors import error_body
 from service.logs import request_id_var
 from service.metrics import Metrics
+from service.shutdown import GracefulShutdown
 
 log = logging.getLogger("conscience.access")
 
@@ -36,6 +39,12 @@ def _too_large_message(limit: int) -> str:
     return f"Request body too large: the limit is {limit} bytes."
 
 
+_SHUTTING_DOWN = orjson.dumps(error_body(
+    "The server is shutting down and ended this request before its answer was ready; retry it.",
+    "api_error", code="server_shutting_down",
+))
+
+
 async def _send_json(send: Send, status: int, body: bytes, request_id: str) -> None:
     await send(
         {
@@ -48,10 +57,13 @@ async def _send_json(send: Send, status: int, body: bytes, request_id: str) -> N
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics, shutdown: GracefulShutdown
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.shutdown = shutdown
         self._children: dict[tuple[str, int], Any] = {}
         self._too_large = orjson.dumps(
             error_body(_too_large_message(max_body_bytes), "invalid_request_error")
@@ -77,6 +89,7 @@ class RequestContextMiddleware:
         trace_token = traceparent_var.set(valid_traceparent(offered_trace) if offered_trace else None)
         started = time.perf_counter()
         status_holder = [500]
+        started_response = [False]
         try:
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
@@ -98,12 +111,24 @@ class RequestContextMiddleware:
             async def tagged_send(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     status_holder[0] = message["status"]
+                    started_response[0] = True
                     message.setdefault("headers", [])
                     if not any(k.lower() == b"x-request-id" for k, _ in message["headers"]):
                         message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
                 await send(message)
 
-            await self.app(scope, limited_receive, tagged_send)
+            with self.shutdown.request():
+                await self.app(scope, limited_receive, tagged_send)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when the shutdown's grace is over: one
+            # not yet answered gets a 503 the client can retry on another replica. This task
+            # exists only to serve the request, so ending it with that answer ends it. A stream
+            # already under way is cut off (uvicorn closes the connection): no clean end is sent
+            # for an answer that was not finished.
+            if not self.shutdown.began or started_response[0]:
+                raise
+            status_holder[0] = 503
+            await _send_json(send, 503, _SHUTTING_DOWN, request_id)
         finally:
             duration = (time.perf_counter() - started) * 1000.0
             path = scope.get("path", "")

@@ -7,7 +7,9 @@ a head larger than `max_head_bytes` gets 431, and one not complete within `head_
 the connection (or of its first byte, on a kept-alive connection) closes the connection. A body
 must then arrive within `body_timeout_s` of its head, with no pause between bytes longer than
 `body_idle_timeout_s`, or the connection is closed (the app sees a disconnect).
-uvicorn's own options bound the rest: idle keep-alive time and connections at once (503 beyond).
+uvicorn's own options bound the rest: idle keep-alive time, connections at once (503 beyond)
+and how long SIGTERM waits for the requests in flight (`shutdown_grace_s`); the protocol tells
+the app when that wait begins (service/shutdown.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.errors import error_body
 from service.settings import Settings
+from service.shutdown import STATE_KEY, GracefulShutdown
 
 
 class HeadLimitedProtocol(HttpToolsProtocol):
@@ -53,6 +56,14 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._disarm()
         self._body_read()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown has begun (it calls this on every open connection): the
+        app's clock starts, so that what the shutdown ends is told apart from the rest."""
+        clock = self.app_state.get(STATE_KEY)
+        if isinstance(clock, GracefulShutdown):
+            clock.begin()
+        super().shutdown()
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
@@ -201,4 +212,6 @@ def uvicorn_config(settings: Settings) -> dict[str, Any]:
         "http": head_limited_protocol(settings),
         "timeout_keep_alive": settings.keep_alive_timeout_s,
         "limit_concurrency": settings.max_connections,
+        # Then the requests still running are cancelled (503, their records say "shutdown").
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }

@@ -71,7 +71,7 @@ class WindowedEnforcement:
         handed_off = False
         tasks: list[asyncio.Task[None]] = []
         try:
-            with self._pipeline.streaming(count):
+            with self._pipeline.streaming(count), self._pipeline.until_recorded(plan.context, count):
                 tasks = [asyncio.create_task(review_choice(i)) for i in range(count)]
                 try:
                     running = count
@@ -85,6 +85,8 @@ class WindowedEnforcement:
                             for chunk in self._released_chunks(tap, index, reviews[index].summary, item):
                                 yield sse(chunk)
                 except (GeneratorExit, asyncio.CancelledError):
+                    if self._pipeline.shutting_down:  # ended by the shutdown: recorded as such
+                        raise
                     # The client has gone mid-stream. Nothing here may await any more (the
                     # request's scope is cancelled): the reviews end, and are recorded, in the
                     # background.

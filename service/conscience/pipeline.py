@@ -5,15 +5,17 @@ background (the client already has the original); `off` never gets here. Both ar
 (admission.py): a request is refused with 429 before its answer is generated when its reviews
 would find no room. Every reviewed answer
 becomes a `CheckRecord`; every repaired one also a `TripleRecord` (a DPO pair); a blocked one
-(no repair passed) keeps its conversation, text and drafts in its `CheckRecord`.
+(no repair passed) keeps its conversation, text and drafts in its `CheckRecord`. A request or
+background review the server's shutdown ends before its records are written leaves one
+unchecked `CheckRecord` per choice with error "shutdown" (`until_recorded`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -24,6 +26,7 @@ from service.conscience.review import JUDGE_ERROR, UNCHECKED, Review, Reviewer, 
 from service.conscience.stream_review import Continued, StreamReview, StreamReviewSummary
 from service.metrics import Metrics
 from service.settings import Mode
+from service.shutdown import SHUTDOWN_ERROR, GracefulShutdown
 from service.store.records import CheckRecord, Record, TripleRecord
 
 log = logging.getLogger("conscience.pipeline")
@@ -82,12 +85,15 @@ def streamed_review(summary: StreamReviewSummary) -> Review:
 
 class ConsciencePipeline:
     def __init__(
-        self, reviewer: Reviewer, sink: RecordSink, metrics: Metrics, budget: ReviewBudget
+        self, reviewer: Reviewer, sink: RecordSink, metrics: Metrics, budget: ReviewBudget,
+        shutdown: GracefulShutdown | None = None,
     ) -> None:
+        """`shutdown`: the server's (None: one that never begins)."""
         self._reviewer = reviewer
         self._sink = sink
         self._metrics = metrics
         self._budget = budget
+        self._shutdown = shutdown if shutdown is not None else GracefulShutdown(grace_s=0.0)
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -163,6 +169,11 @@ class ConsciencePipeline:
         task.add_done_callback(self._background.discard)
         task.add_done_callback(lambda _: self._budget.done_pending(count))
 
+    @property
+    def shutting_down(self) -> bool:
+        """The server's shutdown has begun: a cancelled request is being ended by it."""
+        return self._shutdown.began
+
     def in_background(self, work: Coroutine[Any, Any, None], request_id: str) -> None:
         """Run `work` (a review's end, its records) after its request has ended — its client
         gone; a failure is logged, and `drain` waits for it at shutdown."""
@@ -179,7 +190,8 @@ class ConsciencePipeline:
 
     async def _check_quietly(self, context: CheckContext, cases: list[Case], upstream_ms: float) -> None:
         try:
-            await self._review(context, cases, upstream_ms)
+            with self.until_recorded(context, len(cases), upstream_ms=upstream_ms):
+                await self._review(context, cases, upstream_ms)
         except Exception:
             log.exception("background review of %s failed", context.request_id)
 
@@ -187,10 +199,41 @@ class ConsciencePipeline:
     def pending_reviews(self) -> int:
         return len(self._background)
 
-    async def drain(self) -> None:
-        """Shutdown: let monitor-mode reviews finish so their records reach the writer."""
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Shutdown: let monitor-mode reviews finish so their records reach the writer, for at
+        most `timeout_s` (None: however long they take); those still running then are
+        cancelled, and recorded as ended by the shutdown (`until_recorded`)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
         while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            _, running = await asyncio.wait(set(self._background), timeout=left)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    @contextmanager
+    def until_recorded(self, context: CheckContext, count: int, *, upstream_ms: float = 0.0) -> Iterator[None]:
+        """Around the part of a request (or a background review) before its records are
+        written: cancelled there by the server's shutdown, it writes `count` unchecked records
+        (one per choice) with error "shutdown" instead, so that no request ends unrecorded.
+        A cancellation before the shutdown (a client gone from a stream) records nothing, nor
+        does mode off, which records nothing anyway."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            if self._shutdown.began and context.mode is not Mode.OFF:
+                self._record_shutdown(context, count, upstream_ms)
+            raise
+
+    def _record_shutdown(self, context: CheckContext, count: int, upstream_ms: float) -> None:
+        log.warning("%s: ended by the shutdown before its review; recorded unchecked", context.request_id)
+        for index in range(count):
+            ended = Review(
+                final_text="", verdict=UNCHECKED, score=None, refused=True,
+                error=SHUTDOWN_ERROR, unchecked_reason=SHUTDOWN_ERROR,
+            )
+            self._record(context, index, Case([], ""), ended, upstream_ms)
 
     def _record(
         self, context: CheckContext, index: int, case: Case, review: Review, upstream_ms: float

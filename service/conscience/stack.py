@@ -21,6 +21,7 @@ from service.conscience.review import Reviewer
 from service.conscience.thresholds import SHIPPED_PATH, ThresholdTable, configured_thresholds, load_thresholds
 from service.metrics import Metrics
 from service.settings import RepairStrategy, Settings
+from service.shutdown import GracefulShutdown
 from service.tracing import traced_judge, traced_repairer, traced_sink
 
 
@@ -92,8 +93,12 @@ def build_reviewer(backend: Backend, knobs: ConscienceKnobs) -> Reviewer:
     )
 
 
-def build_pipeline(settings: Settings, backend: Backend, sink: RecordSink, metrics: Metrics) -> ConsciencePipeline:
-    """The proxy's pipeline: the reviewer, its admission budget, the record sink."""
+def build_pipeline(
+    settings: Settings, backend: Backend, sink: RecordSink, metrics: Metrics,
+    shutdown: GracefulShutdown | None = None,
+) -> ConsciencePipeline:
+    """The proxy's pipeline: the reviewer, its admission budget, the record sink; `shutdown`:
+    the server's, whose end of a request or review is recorded as such."""
     budget = ReviewBudget(settings.max_concurrent_reviews, settings.max_pending_monitor_reviews)
     reviewer = build_reviewer(backend, ConscienceKnobs.from_settings(settings))
-    return ConsciencePipeline(reviewer, traced_sink(sink), metrics, budget)
+    return ConsciencePipeline(reviewer, traced_sink(sink), metrics, budget, shutdown)

@@ -100,6 +100,7 @@ def start_proxy(tmp_path: Path, fake: FakeUpstream) -> Iterator[ProxyFactory]:
             "spool_path": tmp_path / "spool.jsonl",
             "writer_flush_interval_s": 0.02,
             "upstream_timeout_s": 5.0,
+            "shutdown_grace_s": 1.0,  # a request a test left hanging must not hold the teardown
         }
         values.update(overrides)
         settings = Settings(**values)

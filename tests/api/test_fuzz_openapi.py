@@ -32,7 +32,7 @@ def origin(upstream_server: FakeUpstream, tmp_path_factory: pytest.TempPathFacto
     app_settings = Settings(
         upstream_url=upstream_server.url, judge_model="base-model", admin_key=ADMIN_KEY,
         db_url=f"sqlite+aiosqlite:///{path / 'conscience.db'}", spool_path=path / "spool.jsonl",
-        upstream_timeout_s=5.0, writer_flush_interval_s=0.02,
+        upstream_timeout_s=5.0, writer_flush_interval_s=0.02, shutdown_grace_s=1.0,
     )
     options = {k: v for k, v in uvicorn_config(app_settings).items() if k not in ("host", "port")}
     with ThreadedServer(create_app(app_settings), **options) as server:

@@ -64,12 +64,13 @@ def test_silent_and_slow_clients_are_dropped(start_proxy: ProxyFactory) -> None:
 def test_uvicorn_config_carries_every_bound() -> None:
     settings = Settings(host="0.0.0.0", port=9000, keep_alive_timeout_s=7, max_connections=50,
                         max_header_bytes=20_000, header_timeout_s=3.0, body_timeout_s=30.0,
-                        body_idle_timeout_s=4.0)
+                        body_idle_timeout_s=4.0, shutdown_grace_s=12.5)
     config = uvicorn_config(settings)
     assert (config["host"], config["port"]) == ("0.0.0.0", 9000)
     assert (config["timeout_keep_alive"], config["limit_concurrency"]) == (7, 50)
     assert (config["http"].max_head_bytes, config["http"].head_timeout_s) == (20_000, 3.0)
     assert (config["http"].body_timeout_s, config["http"].body_idle_timeout_s) == (30.0, 4.0)
+    assert config["timeout_graceful_shutdown"] == 12.5
 
 
 class _Recorded:

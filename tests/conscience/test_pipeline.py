@@ -14,6 +14,7 @@ from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
 from service.conscience.review import Reviewer, ReviewPolicy
 from service.metrics import Metrics
 from service.settings import FailurePolicy, JudgeStyle, Mode
+from service.shutdown import GracefulShutdown
 from service.store.records import CheckRecord, TripleRecord
 from tests.conscience.test_review import REFUSAL, ScriptedRepairer
 
@@ -51,9 +52,11 @@ def context(mode: Mode) -> CheckContext:
     return CheckContext(request_id="req-1", endpoint="chat", mode=mode, policy=policy, policy_model="policy")
 
 
-def pipeline(judge: MarkerJudge, sink: ListSink, *drafts: str, max_running: int = 8) -> ConsciencePipeline:
+def pipeline(
+    judge: MarkerJudge, sink: ListSink, *drafts: str, max_running: int = 8, shutdown: GracefulShutdown | None = None
+) -> ConsciencePipeline:
     reviewer = Reviewer(judge, ScriptedRepairer(*drafts), REFUSAL)  # type: ignore[arg-type]
-    return ConsciencePipeline(reviewer, sink, Metrics(), ReviewBudget(max_running, max_pending=2))
+    return ConsciencePipeline(reviewer, sink, Metrics(), ReviewBudget(max_running, max_pending=2), shutdown)
 
 
 async def test_enforce_reviews_every_choice_in_order_and_records_checks_and_triples() -> None:
@@ -89,6 +92,47 @@ async def test_monitor_reviews_in_the_background_and_drain_waits_for_them() -> N
     judge.gate.set()
     await conscience.drain()
     assert conscience.pending_reviews == 0 and len(sink.records) == 1
+
+
+async def test_drain_ends_reviews_still_running_past_its_bound_and_records_them_as_ended_by_the_shutdown() -> None:
+    sink, judge, shutdown = ListSink(), MarkerJudge(), GracefulShutdown(grace_s=20.0)
+    judge.gate.clear()  # a review that would take as long as a repair can
+    conscience = pipeline(judge, sink, shutdown=shutdown)
+    conscience.check_later(context(Mode.MONITOR), [Case(ASK, "one"), Case(ASK, "two")], upstream_ms=7.0)
+    await asyncio.sleep(0)
+    shutdown.begin()
+    await asyncio.wait_for(conscience.drain(0.05), timeout=5)
+    assert conscience.pending_reviews == 0
+    assert all(isinstance(record, CheckRecord) for record in sink.records)
+    assert [(r.choice_index, r.verdict, r.error, r.mode, r.upstream_ms) for r in sink.records] == [  # type: ignore[attr-defined]
+        (0, "unchecked", "shutdown", "monitor", 7.0), (1, "unchecked", "shutdown", "monitor", 7.0),
+    ]
+
+
+async def test_only_a_cancellation_by_the_shutdown_is_recorded_and_never_in_mode_off() -> None:
+    sink, shutdown = ListSink(), GracefulShutdown(grace_s=20.0)
+    conscience = pipeline(MarkerJudge(), sink, shutdown=shutdown)
+
+    async def request(mode: Mode) -> None:
+        with conscience.until_recorded(context(mode), 2):
+            await asyncio.Event().wait()  # an upstream that has not answered yet
+
+    async def cancelled(mode: Mode) -> None:
+        task = asyncio.create_task(request(mode))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    await cancelled(Mode.ENFORCE)  # before the shutdown: a client gone from a stream
+    assert sink.records == []
+    shutdown.begin()
+    await cancelled(Mode.OFF)
+    assert sink.records == []
+    await cancelled(Mode.ENFORCE)
+    assert [(r.choice_index, r.verdict, r.error) for r in sink.records] == [  # type: ignore[attr-defined]
+        (0, "unchecked", "shutdown"), (1, "unchecked", "shutdown"),
+    ]
 
 
 async def test_reviews_beyond_the_bounds_are_refused_before_generation_or_skipped() -> None:
