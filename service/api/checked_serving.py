@@ -50,6 +50,7 @@ from service.conscience.policy import (
     finish_reason,
     judge_model_or_refuse,
     replaces_answer,
+    request_framework,
     request_judge_style,
     request_mode,
 )
@@ -64,6 +65,7 @@ from service.settings import EnforceStreaming, Mode, Settings
 
 # How the API answers a request the conscience policy refuses: (status, OpenAI error type).
 _REFUSAL_STATUS = {
+    "framework_not_allowed": (403, "permission_error"),
     "mode_not_allowed": (403, "permission_error"),
     "judge_style_not_allowed": (403, "permission_error"),
     "judge_model_unknown": (503, "api_error"),
@@ -119,7 +121,7 @@ class CheckedServing:
     def _planned(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> Plan:
         key_framework, key_mode = (caller.framework, caller.mode) if caller else (None, None)
         options = request.conscience
-        name = (options and options.framework) or key_framework or self._settings.framework
+        name = request_framework(options.framework if options else None, key_framework, self._settings)
         framework = self._frameworks.get(name)
         if framework is None:
             raise APIError(
