@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 ANY_FRAMEWORK = "*"  # in --client-frameworks: a request may name any framework
 
 

@@ -1,5 +1,6 @@
-"""Conscience policy without HTTP: who may choose another framework, who may weaken the mode, which judge styles a client may
-pick, the judge-model refusal, the worst verdict and the finish reason of a replaced answer."""
+"""Conscience policy without HTTP: who may choose another framework, who may weaken the mode,
+which judge styles a client may pick, the judge-model refusal, the worst verdict and the finish
+reason of a replaced answer."""
 
 from __future__ import annotations
 
