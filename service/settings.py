@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ANY_FRAMEWORK = "*"  # in --client-frameworks: a request may name any framework
+
 
 class Mode(StrEnum):
     ENFORCE = "enforce"
@@ -175,6 +177,11 @@ class Settings(BaseSettings):
     )
     frameworks_dir: Path | None = Field(
         None, description="Directory of user framework YAML files."
+    )
+    client_frameworks: str = Field(
+        "",
+        description="Frameworks (comma-separated names, or * for any) a request may choose instead "
+        "of its key's or --framework; empty: none (a request naming another gets 403).",
     )
     judge_style: JudgeStyle = Field(
         JudgeStyle.FAST,
@@ -391,6 +398,16 @@ class Settings(BaseSettings):
     def allowed_client_judge_styles(self) -> frozenset[JudgeStyle]:
         return parse_judge_styles(self.client_judge_styles)
 
+    @field_validator("client_frameworks")
+    @classmethod
+    def _client_frameworks_are_a_list(cls, names: str) -> str:
+        return ",".join(sorted(parse_names(names)))
+
+    def lets_clients_choose_framework(self, name: str) -> bool:
+        """Whether a request may name framework `name` although its key or the server has another."""
+        allowed = parse_names(self.client_frameworks)
+        return ANY_FRAMEWORK in allowed or name in allowed
+
     @field_validator("admin_key")
     @classmethod
     def _admin_key_is_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
@@ -469,6 +486,12 @@ class Settings(BaseSettings):
                 f"framework: unknown framework {self.framework!r}; available: "
                 f"{', '.join(sorted(frameworks))} (or a YAML file in --frameworks-dir)"
             )
+        unknown = parse_names(self.client_frameworks) - set(frameworks) - {ANY_FRAMEWORK}
+        if unknown:
+            raise ValueError(
+                f"client_frameworks: unknown frameworks {sorted(unknown)}; available: "
+                f"{', '.join(sorted(frameworks))} (or * for any)"
+            )
         return self
 
 
@@ -507,6 +530,11 @@ def _check_model_path(model: str) -> None:
     if path.exists() or (_HUB_ID.match(model) and not model.startswith(".") and path.suffix != ".gguf"):
         return
     raise ValueError(f"model: {model!r} is neither a file nor a directory (nor a Hugging Face id)")
+
+
+def parse_names(names: str) -> frozenset[str]:
+    """`a, b,,c` as {a, b, c}: a comma-separated list, blanks dropped."""
+    return frozenset(name.strip() for name in names.split(",")) - {""}
 
 
 def parse_judge_styles(styles: str) -> frozenset[JudgeStyle]:

@@ -37,6 +37,9 @@ class Surface(Protocol):
     def stream(self, backend: Backend, body: JSON) -> AsyncIterator[JSON]: ...
     def conversations(self, body: JSON, choice_count: int) -> list[list[JSON]]: ...
     def choice_text(self, choice: JSON) -> str: ...
+    def forwarded(self, choice: JSON, body: JSON) -> JSON:
+        """A choice (or a stream chunk's) as the client may get it while the conscience is on:
+        what `choice_text` reads and metadata, nothing else (service/api/forwarded_fields.py)."""
     def merge_deltas(self, chunk_choices: list[JSON]) -> JSON:
         """One choice's stream deltas (in order) as the choice `choice_text` reads."""
     def delta_text(self, chunk_choice: JSON) -> str | None:

@@ -9,7 +9,8 @@ Streams in enforce mode are windowed (service/api/windowed_enforcement.py: text 
 are released as the conscience passes them, each choice in its own windows) or, with
 `enforce_streaming: buffered`, tools, logprobs, a batch of prompts or a stream that opens with a
 call or a refusal, buffered, decided, then replayed as chunks (here); in the other modes they
-pass through, holding back one chunk so the last one can carry the `conscience` object.
+pass through, holding back one chunk so the last one can carry the `conscience` object. Except
+in mode off, a choice reaches the client only with what the judge reads (`Surface.forwarded`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from service.conscience.policy import (
     finish_reason,
     judge_model_or_refuse,
     replaces_answer,
+    request_framework,
     request_judge_style,
     request_mode,
 )
@@ -64,6 +66,7 @@ from service.settings import EnforceStreaming, Mode, Settings
 
 # How the API answers a request the conscience policy refuses: (status, OpenAI error type).
 _REFUSAL_STATUS = {
+    "framework_not_allowed": (403, "permission_error"),
     "mode_not_allowed": (403, "permission_error"),
     "judge_style_not_allowed": (403, "permission_error"),
     "judge_model_unknown": (503, "api_error"),
@@ -120,7 +123,7 @@ class CheckedServing:
     def _planned(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> Plan:
         key_framework, key_mode = (caller.framework, caller.mode) if caller else (None, None)
         options = request.conscience
-        name = (options and options.framework) or key_framework or self._settings.framework
+        name = request_framework(options.framework if options else None, key_framework, self._settings)
         framework = self._frameworks.get(name)
         if framework is None:
             raise APIError(
@@ -182,6 +185,8 @@ class CheckedServing:
         response = await self._surface.create(self._backend, plan.body)
         upstream_ms = observe_upstream(self._metrics, started)
         choices = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
+        if plan.mode is not Mode.OFF:  # the judge reads what the client gets, and no more is sent
+            choices = response["choices"] = [self._surface.forwarded(c, plan.body) for c in choices]
         if plan.mode is Mode.OFF:
             self._pipeline.skipped(plan.context, len(choices))
             verdicts = choice_verdicts(len(choices), UNCHECKED)
@@ -228,6 +233,8 @@ class CheckedServing:
                     media_type="text/event-stream", headers=response_headers(pending),
                 )
             chunks = _chained(fetched, chunks)
+        if plan.mode is not Mode.OFF:  # buffered and monitor streams: only what the judge reads
+            chunks = self._forwarded_chunks(chunks, plan.body)
         if plan.mode is Mode.ENFORCE:
             buffered = [chunk async for chunk in chunks]
             upstream_ms = observe_upstream(self._metrics, started)
@@ -247,6 +254,12 @@ class CheckedServing:
             media_type="text/event-stream",
             headers=response_headers(summary),
         )
+
+    async def _forwarded_chunks(self, chunks: AsyncIterator[JSON], body: JSON) -> AsyncIterator[JSON]:
+        async for chunk in chunks:
+            if isinstance(chunk.get("choices"), list):
+                chunk = {**chunk, "choices": [self._surface.forwarded(c, body) for c in chunk["choices"]]}
+            yield chunk
 
     def _windowed(self, plan: Plan) -> bool:
         """Windowed enforce streaming applies to text and reasoning, any n; calls are buffered."""

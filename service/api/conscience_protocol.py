@@ -14,7 +14,11 @@ class ConscienceOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    framework: str | None = Field(None, description="Framework name (built-in or user).")
+    framework: str | None = Field(
+        None,
+        description="Framework name (built-in or user): the key's or the server's, or another the "
+        "operator lets clients choose (--client-frameworks); else 403 framework_not_allowed.",
+    )
     mode: Mode | None = Field(None, description="enforce | monitor | off.")
     judge_style: JudgeStyle | None = Field(None, description="fast | reasoned | latent.")
 

@@ -1,4 +1,4 @@
-"""Conscience policy for one request: which mode and judge style apply, who judges, and how
+"""Conscience policy for one request: which framework, mode and judge style apply, who judges, and how
 the reviews of its choices read to the client.
 
 The HTTP layer (service/api/checked_serving.py) asks these questions and maps a
@@ -27,9 +27,25 @@ class PolicyRefusal(Exception):
 
     def __init__(self, code: str, message: str, param: str | None = None) -> None:
         super().__init__(message)
-        self.code = code  # mode_not_allowed | judge_style_not_allowed | judge_model_unknown
+        self.code = code  # framework_not_allowed | mode_not_allowed | judge_style_not_allowed | judge_model_unknown
         self.message = message
         self.param = param
+
+
+def request_framework(requested: str | None, key_framework: str | None, settings: Settings) -> str:
+    """The name of the request's framework: its key's or the server's, or another only where the
+    operator lets clients choose it (a lenient framework meant for one key stays that key's)."""
+    default = key_framework or settings.framework
+    if requested is None or requested == default:
+        return default
+    if not settings.lets_clients_choose_framework(requested):
+        raise PolicyRefusal(
+            "framework_not_allowed",
+            f"conscience framework {requested!r} is not this key's {default!r}, and the operator "
+            "has not let clients choose it (CONSCIENCE_CLIENT_FRAMEWORKS).",
+            "conscience.framework",
+        )
+    return requested
 
 
 def request_mode(requested: Mode | None, key_mode: Mode | None, settings: Settings) -> Mode:

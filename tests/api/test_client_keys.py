@@ -54,3 +54,35 @@ def test_keys_are_required_once_one_exists(start_proxy: ProxyFactory, fake: Fake
     rows = proxy.wait_rows(Check, 2)
     assert rows[-1].api_key_id is not None
     assert all(key not in str(vars(row)) for row in rows)  # never the key itself
+
+
+def test_a_client_may_not_swap_its_keys_framework_unless_the_operator_allows_it(
+    start_proxy: ProxyFactory, fake: FakeUpstream
+) -> None:
+    proxy = start_proxy(api_key_refresh_s=0.2)
+    key = create_key(proxy, "--framework", "wwjd")
+    wait_until_required(proxy)
+    client = proxy.client(api_key=key)
+
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client.chat.completions.create(
+            model="policy", messages=ASK, extra_body={"conscience": {"framework": "three_laws"}}
+        )
+    assert caught.value.body["code"] == "framework_not_allowed"
+    assert caught.value.body["param"] == "conscience.framework"
+    assert caught.value.body["type"] == "permission_error"
+    with pytest.raises(openai.PermissionDeniedError):
+        client.completions.create(model="policy", prompt="Hi", extra_body={"conscience": {"framework": "four_laws"}})
+    own = client.chat.completions.create(model="policy", messages=ASK, extra_body={"conscience": {"framework": "wwjd"}})
+    assert own.model_extra["conscience"]["framework"] == "wwjd"
+
+    lenient = start_proxy(api_key_refresh_s=0.2, client_frameworks="four_laws")
+    wait_until_required(lenient)
+    chosen = lenient.client(api_key=key).chat.completions.create(
+        model="policy", messages=ASK, extra_body={"conscience": {"framework": "four_laws"}}
+    )
+    assert chosen.model_extra["conscience"]["framework"] == "four_laws"
+    with pytest.raises(openai.PermissionDeniedError):
+        lenient.client(api_key=key).chat.completions.create(
+            model="policy", messages=ASK, extra_body={"conscience": {"framework": "three_laws"}}
+        )

@@ -56,9 +56,9 @@ def test_clean_answer_passes_with_one_extra_one_token_call(proxy: Proxy, fake: F
 
 
 def test_everything_the_client_sends_is_forwarded_and_conscience_is_stripped(
-    proxy: Proxy, fake: FakeUpstream
+    start_proxy: ProxyFactory, fake: FakeUpstream
 ) -> None:
-    proxy.client().chat.completions.create(
+    start_proxy(client_frameworks="wwjd").client().chat.completions.create(
         model="policy", messages=ASK, temperature=0.3, stop=["\n\n"], max_tokens=50, seed=7,
         response_format={"type": "json_object"}, logprobs=True, top_logprobs=2,
         extra_body={"conscience": {"framework": "wwjd"}, "guided_choice": ["a", "b"]},
@@ -253,6 +253,20 @@ def test_a_request_may_not_lower_the_mode_unless_allowed(
         model="policy", messages=ASK, extra_body={"conscience": {"mode": "enforce"}}
     )
     assert stricter.model_extra["conscience"]["verdict"] == "ethical"  # judged before answering
+
+
+def test_without_keys_a_request_may_name_another_framework_only_where_allowed(
+    start_proxy: ProxyFactory, fake: FakeUpstream
+) -> None:
+    other = {"conscience": {"framework": "wwjd"}}
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        start_proxy().client().chat.completions.create(model="policy", messages=ASK, extra_body=other)
+    assert (caught.value.body["code"], caught.value.body["type"]) == ("framework_not_allowed", "permission_error")
+    assert fake.calls("generation") == []  # refused before the upstream is asked
+
+    lenient = start_proxy(client_frameworks="*")
+    completion = lenient.client().chat.completions.create(model="policy", messages=ASK, extra_body=other)
+    assert completion.model_extra["conscience"]["framework"] == "wwjd"
 
 
 def test_legacy_completions_are_checked(proxy: Proxy, fake: FakeUpstream) -> None:

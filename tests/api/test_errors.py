@@ -34,13 +34,20 @@ def post(proxy: Proxy, path: str, **kwargs) -> httpx.Response:
         ({**ASK_BODY, "temperature": 7}, "temperature"),
         ({**ASK_BODY, "n": 0}, "n"),
         ({**ASK_BODY, "conscience": {"mode": "sometimes"}}, "conscience.mode"),
-        ({**ASK_BODY, "conscience": {"framework": "nope"}}, "conscience.framework"),
     ],
 )
 def test_invalid_bodies_are_400(proxy: Proxy, body: dict, param: str) -> None:
     error = assert_openai_error(post(proxy, "/chat/completions", json=body), 400)
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
+
+
+def test_an_unknown_framework_is_400_where_clients_may_choose_one_else_403(start_proxy: ProxyFactory) -> None:
+    body = {**ASK_BODY, "conscience": {"framework": "nope"}}
+    error = assert_openai_error(post(start_proxy(client_frameworks="*"), "/chat/completions", json=body), 400)
+    assert (error["type"], error["param"]) == ("invalid_request_error", "conscience.framework")
+    error = assert_openai_error(post(start_proxy(), "/chat/completions", json=body), 403)
+    assert (error["code"], error["param"]) == ("framework_not_allowed", "conscience.framework")
 
 
 def test_malformed_json_is_400(proxy: Proxy) -> None:

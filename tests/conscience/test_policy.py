@@ -1,5 +1,6 @@
-"""Conscience policy without HTTP: who may weaken the mode, which judge styles a client may
-pick, the judge-model refusal, the worst verdict and the finish reason of a replaced answer."""
+"""Conscience policy without HTTP: who may choose another framework, who may weaken the mode,
+which judge styles a client may pick, the judge-model refusal, the worst verdict and the finish
+reason of a replaced answer."""
 
 from __future__ import annotations
 
@@ -11,12 +12,35 @@ from service.conscience.policy import (
     finish_reason,
     judge_model_or_refuse,
     replaces_answer,
+    request_framework,
     request_judge_style,
     request_mode,
     worst_verdict,
 )
 from service.conscience.review import UNCHECKED, Review
 from service.settings import JudgeStyle, Mode, Settings
+
+
+def test_the_framework_is_the_keys_else_the_servers_and_another_only_where_allowed() -> None:
+    settings = Settings(framework="three_laws")
+    assert request_framework(None, None, settings) == "three_laws"
+    assert request_framework(None, "wwjd", settings) == "wwjd"
+    assert request_framework("wwjd", "wwjd", settings) == "wwjd"  # the key's own: always fine
+    for key_framework in ("wwjd", None):  # bound to a key, and keyless
+        with pytest.raises(PolicyRefusal) as refused:
+            request_framework("four_laws", key_framework, settings)
+        assert (refused.value.code, refused.value.param) == ("framework_not_allowed", "conscience.framework")
+    listed = Settings(client_frameworks=" four_laws ,introspective")
+    assert listed.client_frameworks == "four_laws,introspective"
+    assert request_framework("four_laws", "wwjd", listed) == "four_laws"
+    with pytest.raises(PolicyRefusal):
+        request_framework("wwjd", None, listed)
+    assert request_framework("wwjd", "four_laws", Settings(client_frameworks="*")) == "wwjd"
+
+
+def test_client_frameworks_must_exist() -> None:
+    with pytest.raises(ValueError, match="client_frameworks: unknown frameworks \\['nope'\\]"):
+        Settings(client_frameworks="wwjd,nope")
 
 
 def test_the_default_mode_is_the_keys_else_the_servers() -> None:

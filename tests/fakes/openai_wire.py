@@ -11,7 +11,7 @@ import math
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -44,6 +44,10 @@ class Choice:
     alternatives: list[list[tuple[str, float]]]
     tool_call: ToolCall | None = None
     reasoning: str | None = None  # sent as `reasoning_content`, before the answer
+    # Fields sent besides the text: on the message (a stream's first delta), and on the choice
+    # (every chunk's choice), e.g. `audio`, `annotations`, vLLM's `token_ids`.
+    message_extras: JSON = field(default_factory=dict)
+    choice_extras: JSON = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -115,7 +119,7 @@ def _chat_message(choice: Choice) -> JSON:
         message = {"role": "assistant", "content": choice.text}
     if choice.reasoning is not None:
         message["reasoning_content"] = choice.reasoning
-    return message
+    return {**message, **choice.message_extras}
 
 
 def chat_completion(
@@ -133,6 +137,7 @@ def chat_completion(
                 "message": _chat_message(choice),
                 "logprobs": None if top_n is None else chat_logprobs(choice, top_n),
                 "finish_reason": choice.finish_reason,
+                **choice.choice_extras,
             }
             for index, choice in enumerate(choices)
         ],
@@ -165,10 +170,11 @@ def chat_chunks(
         index: int, delta: JSON, logprobs: JSON | None = None, finish: str | None = None
     ) -> JSON:
         nonlocal generated
+        extras = choices[index].choice_extras
         body: JSON = {
             **head,
             "choices": [
-                {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+                {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish, **extras}
             ],
         }
         if include_usage and continuous_usage:
@@ -181,7 +187,7 @@ def chat_chunks(
         return body
 
     for index, choice in enumerate(choices):
-        yield chunk(index, {"role": "assistant", "content": ""})
+        yield chunk(index, {"role": "assistant", "content": "", **choice.message_extras})
         if choice.reasoning is not None:
             yield chunk(index, {"reasoning_content": choice.reasoning})
         if choice.tool_call is not None:
@@ -217,6 +223,7 @@ def text_completion(
                 "text": choice.text,
                 "logprobs": None if top_n is None else legacy_logprobs(choice, top_n),
                 "finish_reason": choice.finish_reason,
+                **choice.choice_extras,
             }
             for index, choice in enumerate(choices)
         ],
@@ -251,7 +258,8 @@ def text_completion_chunks(
             yield {
                 **head,
                 "choices": [
-                    {"index": index, "text": token, "logprobs": logprobs, "finish_reason": None}
+                    {"index": index, "text": token, "logprobs": logprobs, "finish_reason": None,
+                     **choice.choice_extras}
                 ],
             }
         yield {
@@ -262,6 +270,7 @@ def text_completion_chunks(
                     "text": "",
                     "logprobs": None,
                     "finish_reason": choice.finish_reason,
+                    **choice.choice_extras,
                 }
             ],
         }

@@ -37,6 +37,10 @@ class Script:
     base_model_answer: Answer | None = None
     # a policy generation's reasoning, as vLLM's reasoning parsers send it (`reasoning_content`)
     reasoning: str | None = None
+    # fields a policy generation carries besides its text (the fake can say anything): on its
+    # message (a stream's first delta) and on its choice (every chunk's), e.g. `audio`, `token_ids`
+    message_extras: JSON = field(default_factory=dict)
+    choice_extras: JSON = field(default_factory=dict)
     judge: Distribution = field(default_factory=_default_judge)
     # label -> the token text a verdict shows for it; keys of `judge` not in here are sent as is.
     label_tokens: dict[str, str] = field(default_factory=dict)
@@ -87,6 +91,8 @@ class Script:
         if body.get("model") != base_model:
             for choice in choices:
                 choice.reasoning = self.reasoning
+                choice.message_extras = dict(self.message_extras)
+                choice.choice_extras = dict(self.choice_extras)
         return choices
 
     def _tool_call(self, body: JSON) -> ToolCall | None:

@@ -2,7 +2,9 @@
 
 The judge sees everything a chat answer gives the client: the reasoning (vLLM's reasoning
 parsers send it as `reasoning_content`, newer releases as `reasoning`), the content, a
-`refusal`, the tool calls and the legacy `function_call`, names and arguments alike.
+`refusal`, the tool calls and the legacy `function_call`, names and arguments alike. Nothing
+else of a message reaches the client while the conscience is on (`forwarded`): no `audio`, no
+`annotations`, no field an upstream adds (service/api/forwarded_fields.py).
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+from service.api.forwarded_fields import forwarded_choice, only
 from service.backends.base import JSON, Backend
 from service.conscience.fencing import message_text
+from service.errors import APIError
 
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
 _TEXT_FIELDS = (*_REASONING_FIELDS, "content", "refusal")  # the string fields deltas extend
+_CALL_FIELDS = frozenset({"index", "id", "type", "function"})
+_FUNCTION_FIELDS = frozenset({"name", "arguments"})
 
 
 def _render_call(kind: str, function: Any) -> str:
@@ -39,6 +45,34 @@ def _render_message(message: JSON) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def _forwarded_message(message: Any) -> Any:
+    """What of a message (or delta) the client gets: its role and what `_render_message` reads,
+    in the types it reads them (a reasoning that is not a string is not read, so not sent)."""
+    if not isinstance(message, dict):
+        return message
+    kept: JSON = {key: message[key] for key in ("role", *_TEXT_FIELDS) if key in message}
+    for key in _TEXT_FIELDS:
+        if key != "content" and kept.get(key) is not None and not isinstance(kept[key], str):
+            del kept[key]
+    if isinstance(kept.get("content"), list):  # text parts are read; other parts (audio) are not
+        kept["content"] = [
+            {"type": "text", "text": part.get("text", "")}
+            for part in kept["content"] if isinstance(part, dict) and part.get("type") == "text"
+        ]
+    if isinstance(message.get("tool_calls"), list):
+        kept["tool_calls"] = [_forwarded_call(call) for call in message["tool_calls"] if isinstance(call, dict)]
+    if isinstance(message.get("function_call"), dict):
+        kept["function_call"] = only(message["function_call"], _FUNCTION_FIELDS)
+    return kept
+
+
+def _forwarded_call(call: JSON) -> JSON:
+    kept = only(call, _CALL_FIELDS)
+    if "function" in kept:
+        kept["function"] = only(kept["function"], _FUNCTION_FIELDS)
+    return kept
+
+
 def _extend(target: JSON, function: Any) -> None:
     """Append a streamed function's name and arguments pieces to `target`'s."""
     if isinstance(function, dict):
@@ -50,7 +84,17 @@ class ChatSurface:
     endpoint: Literal["chat"] = "chat"
 
     def validate(self, body: JSON) -> None:
-        """Any chat body can be judged: non-text parts are shown to the judge as placeholders."""
+        """Any chat conversation can be judged (non-text parts are shown to the judge as
+        placeholders), but not an answer in audio: it would be dropped (`forwarded`), so asking
+        for one is refused."""
+        modalities = body.get("modalities")
+        if body.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities):
+            raise APIError(
+                400,
+                "audio answers cannot be judged by the conscience: ask for text, or use conscience "
+                "mode 'off'.",
+                param="modalities" if body.get("audio") is None else "audio",
+            )
 
     async def create(self, backend: Backend, body: JSON) -> JSON:
         return await backend.chat(body)
@@ -63,6 +107,9 @@ class ChatSurface:
 
     def choice_text(self, choice: JSON) -> str:
         return _render_message(choice.get("message") or {})
+
+    def forwarded(self, choice: JSON, body: JSON) -> JSON:
+        return forwarded_choice(choice, body, {"message": _forwarded_message, "delta": _forwarded_message})
 
     def merge_deltas(self, chunk_choices: list[JSON]) -> JSON:
         """One choice's stream deltas as the non-streamed choice they add up to."""

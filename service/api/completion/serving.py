@@ -1,10 +1,12 @@
-"""Where the legacy completion surface keeps its text, for the shared checked serving."""
+"""Where the legacy completion surface keeps its text, for the shared checked serving; a choice
+reaches the client with its text and metadata only (service/api/forwarded_fields.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Literal
 
+from service.api.forwarded_fields import forwarded_choice
 from service.backends.base import JSON, Backend
 from service.errors import APIError
 
@@ -47,6 +49,9 @@ class CompletionSurface:
 
     def choice_text(self, choice: JSON) -> str:
         return choice.get("text") or ""
+
+    def forwarded(self, choice: JSON, body: JSON) -> JSON:
+        return forwarded_choice(choice, body, {"text": lambda text: text})
 
     def merge_deltas(self, chunk_choices: list[JSON]) -> JSON:
         return {"text": "".join(c.get("text") or "" for c in chunk_choices)}
