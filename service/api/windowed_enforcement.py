@@ -65,7 +65,7 @@ class WindowedEnforcement:
             released.put_nowait((index, None))
 
         try:
-            with self._pipeline.streaming(count):
+            with self._pipeline.streaming(count, plan.reserved):
                 tasks = [asyncio.create_task(review_choice(i)) for i in range(count)]
                 try:
                     running = count

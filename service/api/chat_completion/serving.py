@@ -52,6 +52,9 @@ class ChatSurface:
     def validate(self, body: JSON) -> None:
         """Any chat body can be judged: non-text parts are shown to the judge as placeholders."""
 
+    def prompt_count(self, body: JSON) -> int:
+        return 1  # one conversation
+
     async def create(self, backend: Backend, body: JSON) -> JSON:
         return await backend.chat(body)
 
