@@ -62,8 +62,9 @@ class Metrics:
         self.unchecked = Counter(
             "conscience_unchecked_total",
             "Answers the judge did not check, by framework, reason (judge_error, "
-            "invalid_verdict, answer_too_long, mode_off, shutdown) and outcome (sent to the client "
-            "unchecked, or refused).",
+            "invalid_verdict, answer_too_long, mode_off, shutdown, review_overflow: a monitored "
+            "answer no background review had room for) and outcome (sent to the client unchecked, "
+            "or refused).",
             ["framework", "reason", "outcome"], registry=self.registry,
         )
         self.stage_seconds = Histogram(

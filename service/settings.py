@@ -40,6 +40,13 @@ class EnforceStreaming(StrEnum):
     BUFFERED = "buffered"  # judge the whole answer, then replay it
 
 
+class MonitorOverflow(StrEnum):
+    """A monitor-mode request whose reviews find no room in --max-pending-monitor-reviews."""
+
+    REFUSE = "refuse"  # 429 with Retry-After, before anything is generated
+    RECORD_UNCHECKED = "record_unchecked"  # answer; record each choice unchecked, and count it
+
+
 class RepairStrategy(StrEnum):
     """How a repair attempt drafts its candidates (service/conscience/repair.py)."""
 
@@ -243,19 +250,29 @@ class Settings(BaseSettings):
     )
     max_n: int = Field(
         16, ge=1, le=128,
-        description="Most choices (`n`) one request may ask for: each is judged and may be "
-        "repaired, so one request costs up to n × (1 + 3 × repair_candidates × max_repairs) upstream "
-        "calls (a reframing attempt draws its questions, answers each and judges each answer). More: 400.",
+        description="Most choices one request may ask for: `n` for each prompt of a batch (and "
+        "`best_of`, when larger, is generated for each). Each is judged and may be repaired, so one "
+        "request costs up to choices × (1 + 3 × repair_candidates × max_repairs) upstream calls (a "
+        "reframing attempt draws its questions, answers each and judges each answer). More: 400.",
     )
     max_concurrent_reviews: int = Field(
         256, ge=1,
-        description="Enforce-mode answers under review at once, over all requests; a request "
-        "that finds no room gets 429 with Retry-After.",
+        description="Enforce-mode answers admitted at once (being generated or under review), "
+        "over all requests; a request is charged for all its choices before anything is generated, "
+        "and one that finds no room gets 429 with Retry-After.",
     )
     max_pending_monitor_reviews: int = Field(
         1024, ge=1,
-        description="Monitor-mode answers waiting for or under background review; a request "
-        "that finds no room gets 429 with Retry-After.",
+        description="Monitor-mode answers admitted (being generated, waiting for or under "
+        "background review); a request is charged for all its choices before anything is "
+        "generated, and one that finds no room is handled as --monitor-overflow says.",
+    )
+    monitor_overflow: MonitorOverflow = Field(
+        MonitorOverflow.REFUSE,
+        description="A monitor-mode request whose reviews find no room: refuse answers 429 with "
+        "Retry-After before anything is generated; record_unchecked answers it and records each "
+        "choice as a check with verdict unchecked (counted in conscience_unchecked_total, reason "
+        "review_overflow).",
     )
     failure_policy: FailurePolicy = Field(
         FailurePolicy.FAIL_CLOSED,

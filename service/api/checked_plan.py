@@ -16,6 +16,7 @@ import orjson
 
 from service.api.conscience_protocol import ChoiceConscience, ConscienceResult, ConscienceUsage
 from service.backends.base import JSON, Backend
+from service.conscience.admission import Reservation
 from service.conscience.frameworks import Framework
 from service.conscience.pipeline import CheckContext
 from service.conscience.policy import worst_verdict
@@ -32,6 +33,8 @@ class Surface(Protocol):
 
     def validate(self, body: JSON) -> None:
         """Raise APIError for input the conscience cannot judge (checked before any call)."""
+    def prompt_count(self, body: JSON) -> int:
+        """How many prompts the request sends (a batch is answered `n` times for each)."""
 
     async def create(self, backend: Backend, body: JSON) -> JSON: ...
     def stream(self, backend: Backend, body: JSON) -> AsyncIterator[JSON]: ...
@@ -58,6 +61,7 @@ class Plan:
     mode: Mode
     framework: Framework
     context: CheckContext
+    reserved: Reservation  # the review slots charged at admission, before generation
 
 
 def sse(chunk: JSON) -> bytes:

@@ -42,6 +42,7 @@ from service.api.conscience_protocol import (
 from service.api.windowed_enforcement import WindowedEnforcement, with_usage_so_far
 from service.api.windowed_stream import StreamTap
 from service.backends.base import JSON, Backend, BackendError
+from service.conscience.admission import Reservation, ReviewsSaturated
 from service.conscience.frameworks import Framework
 from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
 from service.conscience.policy import (
@@ -62,7 +63,7 @@ from service.conscience.usage import received_usage
 from service.errors import APIError, error_body
 from service.metrics import Metrics
 from service.security.cache import ClientIdentity
-from service.settings import EnforceStreaming, Mode, Settings
+from service.settings import EnforceStreaming, Mode, MonitorOverflow, Settings
 
 # How the API answers a request the conscience policy refuses: (status, OpenAI error type).
 _REFUSAL_STATUS = {
@@ -140,14 +141,9 @@ class CheckedServing:
         judge_model = judge_model_or_refuse(self._models.judge)
         body = request.model_dump(exclude={"conscience"}, exclude_unset=True)
         body["model"] = policy_model
-        if request.n > self._settings.max_n:
-            raise APIError(
-                400, f"n: at most {self._settings.max_n} choices per request on this server.",
-                param="n",
-            )
+        choices = self._choice_count(request.n, body)
         if mode is not Mode.OFF:
             self._surface.validate(body)
-            self._pipeline.admit(mode, request.n)
         style = request_judge_style(options.judge_style if options else None, self._settings)
         context = CheckContext(
             request_id=request_id,
@@ -163,7 +159,39 @@ class CheckedServing:
             policy_model=policy_model,
             api_key_id=caller.id if caller else None,
         )
-        return Plan(body=body, mode=mode, framework=framework, context=context)
+        reserved = self._admitted(mode, choices)  # last: nothing after it can refuse the request
+        return Plan(body=body, mode=mode, framework=framework, context=context, reserved=reserved)
+
+    def _choice_count(self, n: int, body: JSON) -> int:
+        """The choices to judge: `n` for each prompt. APIError 400 when those generated for
+        them (`best_of` for each prompt, when larger) exceed --max-n: each is judged or, with
+        best_of, generated upstream, so a batch must not multiply past the bound."""
+        prompts = self._surface.prompt_count(body)
+        best_of = body.get("best_of")
+        best_of = best_of if isinstance(best_of, int) and not isinstance(best_of, bool) else 1
+        per_prompt = max(n, best_of)
+        limit = self._settings.max_n
+        if prompts * per_prompt > limit:
+            name = "best_of" if best_of > n else "n"
+            asked = f"{name} = {per_prompt}"
+            if prompts > 1:
+                asked = f"{prompts} prompts × {name} = {per_prompt}: {prompts * per_prompt} choices"
+            raise APIError(
+                400, f"{asked}; at most {limit} choices per request on this server.",
+                param="prompt" if prompts > 1 and name == "n" else name,
+            )
+        return prompts * n
+
+    def _admitted(self, mode: Mode, choices: int) -> Reservation:
+        """The review slots for `choices`, charged before anything is generated; a monitor
+        request without room is answered unreviewed only where the operator chose so (its
+        choices are then recorded unchecked, in `check_later`)."""
+        try:
+            return self._pipeline.admit(mode, choices)
+        except ReviewsSaturated:
+            if mode is Mode.MONITOR and self._settings.monitor_overflow is MonitorOverflow.RECORD_UNCHECKED:
+                return Reservation.empty(mode)
+            raise
 
     def _cases(self, body: JSON, texts: list[str]) -> list[Case]:
         conversations = self._surface.conversations(body, len(texts))
@@ -177,8 +205,15 @@ class CheckedServing:
         # Until its records are written (a stream's: once it has ended, in its own generator).
         with self._pipeline.until_recorded(plan.context, plan.body.get("n", 1)):
             if request.stream:
-                return await self._stream(plan)
-            return await self._complete(plan)
+                try:
+                    return await self._stream(plan)  # the stream gives its review slots back as it ends
+                except BaseException:
+                    plan.reserved.release()
+                    raise
+            try:
+                return await self._complete(plan)
+            finally:
+                plan.reserved.release()  # no-op once the review has released or taken them
 
     async def _complete(self, plan: Plan) -> Response:
         started = time.perf_counter()
@@ -193,10 +228,14 @@ class CheckedServing:
         else:
             cases = self._cases(plan.body, [self._surface.choice_text(c) for c in choices])
             if plan.mode is Mode.MONITOR:
-                self._pipeline.check_later(plan.context, cases, upstream_ms=upstream_ms)
-                verdicts = choice_verdicts(len(choices), PENDING)
+                scheduled = self._pipeline.check_later(
+                    plan.context, cases, upstream_ms=upstream_ms, reserved=plan.reserved
+                )
+                verdicts = choice_verdicts(len(choices), PENDING if scheduled else UNCHECKED)
             else:
-                reviews = await self._pipeline.check(plan.context, cases, upstream_ms=upstream_ms)
+                reviews = await self._pipeline.check(
+                    plan.context, cases, upstream_ms=upstream_ms, reserved=plan.reserved
+                )
                 verdicts = reviewed_verdicts(reviews)
                 for choice, review, verdict in zip(choices, reviews, verdicts, strict=True):
                     replacement = self._replacement(choice, review, verdict)
@@ -274,6 +313,15 @@ class CheckedServing:
     async def _pass_through(
         self, plan: Plan, first: JSON | None, chunks: AsyncIterator[JSON], summary: JSON, started: float
     ) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._passed_through(plan, first, chunks, summary, started):
+                yield data
+        finally:  # a client gone or an upstream failure: no review will use the slots
+            plan.reserved.release()  # (no-op once check_later has taken them)
+
+    async def _passed_through(
+        self, plan: Plan, first: JSON | None, chunks: AsyncIterator[JSON], summary: JSON, started: float
+    ) -> AsyncIterator[bytes]:
         """Off and monitor: the upstream's chunks as they come. Whatever ends the stream — its
         end, an upstream failure, the client leaving — what the client received is reviewed in
         the background (monitor) or counted as sent unjudged (off); nothing in `finally` awaits,
@@ -304,7 +352,9 @@ class CheckedServing:
             self._pipeline.skipped(plan.context, len(deltas))
         elif plan.mode is Mode.MONITOR and deltas:
             _, texts = self._streamed_texts(deltas)
-            self._pipeline.check_later(plan.context, self._cases(plan.body, texts), upstream_ms=upstream_ms)
+            self._pipeline.check_later(
+                plan.context, self._cases(plan.body, texts), upstream_ms=upstream_ms, reserved=plan.reserved
+            )
 
     @staticmethod
     def _collect(chunk: JSON | None, deltas: dict[int, list[JSON]]) -> None:
@@ -325,7 +375,7 @@ class CheckedServing:
             self._collect(chunk, deltas)
         indices, texts = self._streamed_texts(deltas)
         cases = self._cases(plan.body, texts)
-        reviews = await self._pipeline.check(plan.context, cases, upstream_ms=upstream_ms)
+        reviews = await self._pipeline.check(plan.context, cases, upstream_ms=upstream_ms, reserved=plan.reserved)
         verdicts = reviewed_verdicts(reviews)
         changed: dict[int, _Replacement] = {}
         for i, review, verdict in zip(indices, reviews, verdicts, strict=True):

@@ -71,7 +71,7 @@ class WindowedEnforcement:
         handed_off = False
         tasks: list[asyncio.Task[None]] = []
         try:
-            with self._pipeline.streaming(count), self._pipeline.until_recorded(plan.context, count):
+            with self._pipeline.streaming(count, plan.reserved), self._pipeline.until_recorded(plan.context, count):
                 tasks = [asyncio.create_task(review_choice(i)) for i in range(count)]
                 try:
                     running = count

@@ -3,7 +3,7 @@
 `enforce` awaits the reviews before the client gets an answer; `monitor` schedules them in the
 background (the client already has the original); `off` never gets here. Both are bounded
 (admission.py): a request is refused with 429 before its answer is generated when its reviews
-would find no room. Every reviewed answer
+would find no room. Every reviewed answer, and every monitored one no review had room for,
 becomes a `CheckRecord`; every repaired one also a `TripleRecord` (a DPO pair); a blocked one
 (no repair passed) keeps its conversation, text and drafts in its `CheckRecord`. A request or
 background review the server's shutdown ends before its records are written leaves one
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from service.backends.base import JSON
-from service.conscience.admission import ReviewBudget
+from service.conscience.admission import Reservation, ReviewBudget
 from service.conscience.judge import ETHICAL, UNETHICAL, Verdict
-from service.conscience.review import JUDGE_ERROR, UNCHECKED, Review, Reviewer, ReviewPolicy
+from service.conscience.review import JUDGE_ERROR, REVIEW_OVERFLOW, UNCHECKED, Review, Reviewer, ReviewPolicy
 from service.conscience.stream_review import Continued, StreamReview, StreamReviewSummary
 from service.metrics import Metrics
 from service.settings import Mode
@@ -100,16 +100,19 @@ class ConsciencePipeline:
     def refusal_message(self) -> str:
         return self._reviewer.refusal_message
 
-    def admit(self, mode: Mode, count: int) -> None:
-        """Before generating: ReviewsSaturated (429) when `count` reviews in `mode` find no room."""
-        self._budget.admit(mode, count)
+    def admit(self, mode: Mode, count: int) -> Reservation:
+        """Before generating: take `count` review slots in `mode` (hand them to `check`,
+        `streaming` or `check_later`); ReviewsSaturated (429) when they find no room."""
+        return self._budget.reserve(mode, count)
 
     async def check(
-        self, context: CheckContext, cases: list[Case], *, upstream_ms: float
+        self, context: CheckContext, cases: list[Case], *, upstream_ms: float,
+        reserved: Reservation | None = None,
     ) -> list[Review]:
         """Enforce mode: review every choice concurrently, record the outcome, return the
-        reviews in order; ReviewsSaturated when the bound on running reviews is reached."""
-        with self._budget.running(len(cases)):
+        reviews in order; the slots `reserved` at admission are used (and released), and
+        ReviewsSaturated is raised when the choices beyond them find no room."""
+        with self._budget.running(len(cases), reserved):
             return await self._review(context, cases, upstream_ms)
 
     async def _review(
@@ -134,10 +137,10 @@ class ConsciencePipeline:
             judge_context_chars=judge_context_chars, continued=continued,
         )
 
-    def streaming(self, count: int = 1) -> AbstractContextManager[None]:
-        """Hold `count` running reviews (one per choice) for a whole windowed stream;
-        ReviewsSaturated without room."""
-        return self._budget.running(count)
+    def streaming(self, count: int = 1, reserved: Reservation | None = None) -> AbstractContextManager[None]:
+        """Hold `count` running reviews (one per choice, `reserved` ones first) for a whole
+        windowed stream; ReviewsSaturated without room."""
+        return self._budget.running(count, reserved)
 
     def record_stream(
         self, context: CheckContext, conversation: list[JSON], summary: StreamReviewSummary, *, upstream_ms: float,
@@ -154,20 +157,29 @@ class ConsciencePipeline:
         if count:
             self._metrics.unchecked.labels(context.policy.framework.name, "mode_off", "sent").inc(count)
 
-    def check_later(self, context: CheckContext, cases: list[Case], *, upstream_ms: float) -> None:
-        """Monitor mode: review after the client has its answer; failures are only logged, and
-        so are reviews beyond the bound on pending ones (requests admitted together)."""
-        count = len(cases)
-        if not self._budget.try_pend(count):
+    def check_later(
+        self, context: CheckContext, cases: list[Case], *, upstream_ms: float,
+        reserved: Reservation | None = None,
+    ) -> bool:
+        """Monitor mode: review after the client has its answer, in the slots `reserved` at
+        admission (topped up if more choices came back); review failures are only logged.
+        False when no review had room (the operator's `monitor_overflow: record_unchecked`):
+        each answer is then recorded as unchecked (reason review_overflow) and counted."""
+        held = self._budget.pend(len(cases), reserved)
+        if held is None:
             log.warning(
-                "background review of %s skipped: %d reviews pending already",
-                context.request_id, self._budget.pending,
+                "no room to review %s in the background (%d reviews pending): %d answers "
+                "recorded unchecked", context.request_id, self._budget.pending, len(cases),
             )
-            return
+            for index, case in enumerate(cases):
+                unreviewed = Review(case.answer, UNCHECKED, None, unchecked_reason=REVIEW_OVERFLOW)
+                self._record(context, index, case, unreviewed, upstream_ms)
+            return False
         task = asyncio.create_task(self._check_quietly(context, cases, upstream_ms))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        task.add_done_callback(lambda _: self._budget.done_pending(count))
+        task.add_done_callback(lambda _: held.release())
+        return True
 
     @property
     def shutting_down(self) -> bool:

@@ -135,16 +135,43 @@ async def test_only_a_cancellation_by_the_shutdown_is_recorded_and_never_in_mode
     ]
 
 
-async def test_reviews_beyond_the_bounds_are_refused_before_generation_or_skipped() -> None:
+async def test_reviews_beyond_the_bounds_are_refused_before_generation_or_recorded_unchecked() -> None:
     sink, judge = ListSink(), MarkerJudge()
     conscience = pipeline(judge, sink, max_running=1)
     with pytest.raises(ReviewsSaturated):
         conscience.admit(Mode.ENFORCE, 2)
     conscience.admit(Mode.OFF, 100)  # nothing to review
     judge.gate.clear()
-    for _ in range(3):  # room for two pending reviews: the third request's is skipped
-        conscience.check_later(context(Mode.MONITOR), [Case(ASK, "fine")], upstream_ms=0.0)
-    assert conscience.pending_reviews == 2
+    scheduled = [  # room for two pending reviews: the third request's is recorded unchecked
+        conscience.check_later(context(Mode.MONITOR), [Case(ASK, "fine")], upstream_ms=0.0) for _ in range(3)
+    ]
+    assert scheduled == [True, True, False] and conscience.pending_reviews == 2
+    assert [(c.verdict, c.threshold) for c in sink.records] == [("unchecked", None)]  # type: ignore[attr-defined]
     judge.gate.set()
     await conscience.drain()
-    assert len(sink.records) == 2
+    assert [c.verdict for c in sink.records] == ["unchecked", "ethical", "ethical"]  # type: ignore[attr-defined]
+
+
+async def test_admission_charges_the_slots_until_the_review_ends() -> None:
+    """Two requests admitted together cannot both take the last slots: the first holds them
+    from admission (before its answer is generated) until its review releases them."""
+    sink, judge = ListSink(), MarkerJudge()
+    conscience = pipeline(judge, sink, max_running=2)
+    reserved = conscience.admit(Mode.ENFORCE, 2)
+    with pytest.raises(ReviewsSaturated):
+        conscience.admit(Mode.ENFORCE, 1)  # still generating: the slots are taken
+    await conscience.check(context(Mode.ENFORCE), [Case(ASK, "a"), Case(ASK, "b")], upstream_ms=0.0, reserved=reserved)
+    conscience.admit(Mode.ENFORCE, 2).release()  # room again, and again after the release
+    monitor = conscience.admit(Mode.MONITOR, 2)
+    with pytest.raises(ReviewsSaturated):
+        conscience.admit(Mode.MONITOR, 1)
+    judge.gate.clear()
+    assert conscience.check_later(context(Mode.MONITOR), [Case(ASK, "a")], upstream_ms=0.0, reserved=monitor)
+    monitor.release()  # the request is done; the background review still holds its slots
+    with pytest.raises(ReviewsSaturated):
+        conscience.admit(Mode.MONITOR, 1)
+    judge.gate.set()
+    await conscience.drain()
+    dropped = conscience.admit(Mode.MONITOR, 2)
+    del dropped  # a request that never used its slots (a client gone): they come back
+    conscience.admit(Mode.MONITOR, 2).release()

@@ -96,6 +96,9 @@ class ChatSurface:
                 param="modalities" if body.get("audio") is None else "audio",
             )
 
+    def prompt_count(self, body: JSON) -> int:
+        return 1  # one conversation
+
     async def create(self, backend: Backend, body: JSON) -> JSON:
         return await backend.chat(body)
 

@@ -32,6 +32,13 @@ class CompletionSurface:
     def validate(self, body: JSON) -> None:
         prompts_of(body)
 
+    def prompt_count(self, body: JSON) -> int:
+        # A batch is a list of texts or of token-id lists; one list of ints is one prompt.
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and prompt and all(isinstance(p, str | list) for p in prompt):
+            return len(prompt)
+        return 1
+
     async def create(self, backend: Backend, body: JSON) -> JSON:
         return await backend.completion(body)
 
