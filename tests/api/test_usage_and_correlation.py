@@ -54,12 +54,13 @@ def test_every_upstream_call_carries_the_request_id_and_a_traceparent(proxy: Pro
         f"{proxy.url}/chat/completions", json=ASK_BODY, headers={"X-Request-Id": "client-req-7"}, timeout=10
     )
     assert response.status_code == 200
+    ours = response.headers["x-request-id"]  # never the client's (issue 26): test_request_ids.py
     calls = [c for c in fake.calls("verdict") + fake.calls("generation")]
     assert len(calls) >= 4  # generation, verdict, repair, verdict
-    assert {c.headers["x-request-id"] for c in calls} == {"client-req-7"}
+    assert {c.headers["x-request-id"] for c in calls} == {ours}
     parents = [c.headers["traceparent"] for c in calls]
     assert all(TRACEPARENT.match(p) for p in parents)
-    assert {p.split("-")[1] for p in parents} == {trace_id_for("client-req-7")}  # one trace
+    assert {p.split("-")[1] for p in parents} == {trace_id_for(ours)} == {ours}  # one trace
     assert len({p.split("-")[2] for p in parents}) == len(parents)  # a span id per call
 
 
