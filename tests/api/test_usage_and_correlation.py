@@ -19,7 +19,7 @@ TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$")
 
 def stage_tokens(proxy: Proxy) -> dict[tuple[str, str], float]:
     samples = {}
-    for line in httpx.get(f"{proxy.server.origin}/metrics", timeout=10).text.splitlines():
+    for line in proxy.metrics_text().splitlines():
         if line.startswith("conscience_stage_tokens_total{"):
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
             samples[(labels["stage"], labels["kind"])] = float(line.split()[-1])
