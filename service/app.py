@@ -132,6 +132,8 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         "framework with a frozen copy of the model, repairs unethical answers, and logs the "
         "(prompt, rejected, chosen) triples for DPO training.",
         lifespan=lifespan,
+        # The schema itself stays available to `app.openapi()` (`conscience openapi`).
+        **({} if settings.docs_served else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
     )
     install_error_handlers(app)
     routers = (chat_router, responses_router, completion_router, models_router, embeddings_router, health_router,

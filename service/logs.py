@@ -9,6 +9,9 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+# The id the client offered for its request (X-Client-Request-Id), when it offered a valid one:
+# a correlation field only, never our request id (service/api/middleware.py).
+client_request_id_var: ContextVar[str | None] = ContextVar("client_request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,6 +24,9 @@ class JsonFormatter(logging.Formatter):
             # Set at creation by the access log; other lines are formatted in their request's context.
             "request_id": getattr(record, "request_id", None) or request_id_var.get(),
         }
+        client_request_id = getattr(record, "client_request_id", None) or client_request_id_var.get()
+        if client_request_id is not None:
+            entry["client_request_id"] = client_request_id
         for key in ("method", "path", "status", "duration_ms"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)

@@ -64,6 +64,9 @@ class BackendKind(StrEnum):
 MIN_ADMIN_KEY_CHARS = 16
 
 
+# Hosts only this machine can reach: the API documentation is served there by default.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
 # The drivers the proxy's asyncio store can use (a plain postgresql:// URL would be psycopg2).
 ASYNC_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
@@ -370,6 +373,34 @@ class Settings(BaseSettings):
         description="Require client keys. Default: required once any key exists in the database.",
     )
     api_key_refresh_s: float = Field(10.0, description="How often the key cache is reloaded.")
+    metrics_key: SecretStr | None = Field(
+        None,
+        description=f"Bearer token /metrics requires (at least {MIN_ADMIN_KEY_CHARS} characters; "
+        "Prometheus: `authorization: {credentials_file: ...}`); without it and without "
+        "--metrics-public, /metrics answers 403. Environment or CONSCIENCE_METRICS_KEY_FILE only "
+        "(not a flag).",
+    )
+    metrics_public: bool = Field(
+        False,
+        description="Serve /metrics without a key, to anyone who can reach the port (only where "
+        "the network keeps the port private).",
+    )
+    docs_enabled: bool | None = Field(
+        None,
+        description="Serve the API documentation (/docs, /redoc, /openapi.json). Default: on while "
+        "--host is a loopback address (127.0.0.1, the default: a developer's machine), off on any "
+        "other (0.0.0.0 in the image and the Kubernetes manifests).",
+    )
+    auth_max_failures: int = Field(
+        10, ge=1,
+        description="Wrong admin or metrics keys (admin API, console login, /metrics) one client "
+        "address may send within --auth-failure-window-s; past it every attempt from that address "
+        "gets 429 with Retry-After until its oldest failure leaves the window. Counted per process "
+        "(each of --workers counts its own).",
+    )
+    auth_failure_window_s: float = Field(
+        300.0, gt=0, description="The window --auth-max-failures counts failures in."
+    )
 
     # --- local backend (in-process engine) ---------------------------------------------------
     local_model: str | None = Field(
@@ -434,6 +465,23 @@ class Settings(BaseSettings):
                 "(an empty or short key would let anyone in); unset it to disable the admin API"
             )
         return key
+
+    @field_validator("metrics_key")
+    @classmethod
+    def _metrics_key_is_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value().strip()) < MIN_ADMIN_KEY_CHARS:
+            raise ValueError(
+                f"CONSCIENCE_METRICS_KEY must be at least {MIN_ADMIN_KEY_CHARS} characters "
+                "(a short key is guessable); unset it to close /metrics"
+            )
+        return key
+
+    @property
+    def docs_served(self) -> bool:
+        """--docs-enabled, else whether the server listens on a loopback address only."""
+        if self.docs_enabled is not None:
+            return self.docs_enabled
+        return self.host in LOOPBACK_HOSTS
 
     @model_validator(mode="after")
     def _reviews_fit_max_n(self) -> Settings:

@@ -213,10 +213,14 @@ def test_every_secret_and_configmap_key_read_is_defined() -> None:
                     assert (volume["secret"]["secretName"], item["key"]) in secrets
 
 
-def test_the_example_admin_key_is_not_a_working_key() -> None:
-    [admin] = [doc for doc in by_kind("Secret", manifest_files()) if doc["metadata"]["name"] == "conscience-admin"]
+@pytest.mark.parametrize(
+    ("secret", "setting"), [("conscience-admin", "admin_key"), ("conscience-metrics", "metrics_key")]
+)
+def test_the_example_keys_are_not_working_keys(secret: str, setting: str) -> None:
+    [example] = [doc for doc in by_kind("Secret", manifest_files()) if doc["metadata"]["name"] == secret]
+    [value] = example["stringData"].values()
     with pytest.raises(ValidationError, match="at least"):
-        Settings(admin_key=admin["stringData"]["admin-key"])
+        Settings(**{setting: value})
 
 
 def _proxy() -> tuple[dict, dict]:
@@ -259,14 +263,18 @@ def test_the_proxy_probes_readiness_and_liveness_on_its_port() -> None:
     assert [p["targetPort"] for p in service["ports"]] in ([port["name"]], [port["containerPort"]])
 
 
-def test_the_proxy_reads_the_admin_key_from_the_mounted_secret() -> None:
+@pytest.mark.parametrize(
+    ("variable", "secret"),
+    [("CONSCIENCE_ADMIN_KEY", "conscience-admin"), ("CONSCIENCE_METRICS_KEY", "conscience-metrics")],
+)
+def test_the_proxy_reads_its_keys_from_mounted_secrets(variable: str, secret: str) -> None:
     pod, container = _proxy()
     env = {variable["name"]: variable for variable in container["env"]}
-    assert "CONSCIENCE_ADMIN_KEY" not in env, "the key belongs in a file, not the pod spec"
-    key_file = Path(env["CONSCIENCE_ADMIN_KEY_FILE"]["value"])
+    assert variable not in env, "the key belongs in a file, not the pod spec"
+    key_file = Path(env[f"{variable}_FILE"]["value"])
     [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == str(key_file.parent)]
     [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
-    assert volume["secret"]["secretName"] == "conscience-admin"
+    assert volume["secret"]["secretName"] == secret
     assert key_file.name in {item["path"] for item in volume["secret"]["items"]}
 
 

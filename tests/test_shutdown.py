@@ -94,7 +94,7 @@ def test_sigterm_ends_a_long_request_within_the_grace_and_records_it(tmp_path: P
                 proxy.kill()
                 proxy.wait(10)
     with sqlite3.connect(tmp_path / "db.sqlite") as db:
-        rows = db.execute("select verdict, error, mode from checks where request_id = 'long-request'").fetchall()
+        rows = db.execute("select verdict, error, mode from checks where client_request_id = 'long-request'").fetchall()
     assert rows == [("unchecked", "shutdown", "enforce")]
     assert not any(
         path.stat().st_size for path in tmp_path.glob("spool.jsonl*") if not path.name.endswith(".lock")

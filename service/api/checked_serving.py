@@ -61,6 +61,7 @@ from service.conscience.tool_calls import tool_call_outcome
 from service.conscience.usage import begin as begin_usage
 from service.conscience.usage import received_usage
 from service.errors import APIError, error_body
+from service.logs import client_request_id_var
 from service.metrics import Metrics
 from service.security.cache import ClientIdentity
 from service.settings import EnforceStreaming, Mode, MonitorOverflow, Settings
@@ -158,6 +159,7 @@ class CheckedServing:
             ),
             policy_model=policy_model,
             api_key_id=caller.id if caller else None,
+            client_request_id=client_request_id_var.get(),
         )
         reserved = self._admitted(mode, choices)  # last: nothing after it can refuse the request
         return Plan(body=body, mode=mode, framework=framework, context=context, reserved=reserved)

@@ -41,5 +41,13 @@ OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Every admin route's own refusals (service/security/auth.py: require_admin).
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error("Missing or incorrect admin key."),
+    403: _error("The admin API is disabled: no admin key is set."),
+    429: _error("Too many incorrect keys from this address (Retry-After says when to retry)."),
+}
+
+
 def request_id_of(_: Request) -> str:
     return request_id_var.get()

@@ -1,5 +1,12 @@
 """Pure-ASGI middleware (cheaper than BaseHTTPMiddleware): request id, body limit, access log,
-the answer to a request the server's shutdown ended."""
+the answer to a request the server's shutdown ended.
+
+The request id is always ours (a fresh uuid4): it names the request's records, so a client
+must not choose it. The id a client offers for its own correlation (`X-Client-Request-Id`, as
+OpenAI names it; the client's `X-Request-Id` is read the same way for clients written before)
+is kept beside it: logged, stored as `client_request_id`, sent upstream and echoed back in
+`X-Client-Request-Id`. One that is not 1-128 safe characters is ignored.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +23,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.backends.correlation import traceparent_var, valid_traceparent
 from service.errors import error_body
-from service.logs import request_id_var
+from service.logs import client_request_id_var, request_id_var
 from service.metrics import Metrics
 from service.shutdown import GracefulShutdown
 
 log = logging.getLogger("conscience.access")
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+# Fits checks.client_request_id; nothing that could split a log line or a header.
+_SAFE_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def client_request_id(headers: dict[bytes, bytes]) -> str | None:
+    """The client's own id for its request, when it offered a safe one; never our request id."""
+    for name in (b"x-client-request-id", b"x-request-id"):
+        offered = headers.get(name, b"").decode("latin-1")
+        if _SAFE_CLIENT_ID.match(offered):
+            return offered
+    return None
+
+
+_ID_HEADERS = (b"x-request-id", b"x-client-request-id")
 
 
 class BodyTooLarge(HTTPException):
@@ -45,13 +65,15 @@ _SHUTTING_DOWN = orjson.dumps(error_body(
 ))
 
 
-async def _send_json(send: Send, status: int, body: bytes, request_id: str) -> None:
+def _id_headers(request_id: str, client_id: str | None) -> list[tuple[bytes, bytes]]:
+    ids = [(b"x-request-id", request_id.encode())]
+    return ids if client_id is None else [*ids, (b"x-client-request-id", client_id.encode())]
+
+
+async def _send_json(send: Send, status: int, body: bytes, ids: list[tuple[bytes, bytes]]) -> None:
     await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())],
-        }
+        {"type": "http.response.start", "status": status,
+         "headers": [(b"content-type", b"application/json"), *ids]}
     )
     await send({"type": "http.response.body", "body": body})
 
@@ -82,9 +104,11 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        offered = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = offered if _SAFE_ID.match(offered) else uuid.uuid4().hex
+        request_id = uuid.uuid4().hex
+        client_id = client_request_id(headers)
+        ids = _id_headers(request_id, client_id)
         token = request_id_var.set(request_id)
+        client_token = client_request_id_var.set(client_id)
         offered_trace = headers.get(b"traceparent", b"").decode("latin-1")
         trace_token = traceparent_var.set(valid_traceparent(offered_trace) if offered_trace else None)
         started = time.perf_counter()
@@ -94,7 +118,7 @@ class RequestContextMiddleware:
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 status_holder[0] = 413
-                await _send_json(send, 413, self._too_large, request_id)
+                await _send_json(send, 413, self._too_large, ids)
                 return
 
             received = 0
@@ -112,9 +136,9 @@ class RequestContextMiddleware:
                 if message["type"] == "http.response.start":
                     status_holder[0] = message["status"]
                     started_response[0] = True
-                    message.setdefault("headers", [])
-                    if not any(k.lower() == b"x-request-id" for k, _ in message["headers"]):
-                        message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                    # Ours replace any a route set: the ids are the middleware's to say.
+                    kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _ID_HEADERS]
+                    message["headers"] = [*kept, *ids]
                 await send(message)
 
             with self.shutdown.request():
@@ -128,7 +152,7 @@ class RequestContextMiddleware:
             if not self.shutdown.began or started_response[0]:
                 raise
             status_holder[0] = 503
-            await _send_json(send, 503, _SHUTTING_DOWN, request_id)
+            await _send_json(send, 503, _SHUTTING_DOWN, ids)
         finally:
             duration = (time.perf_counter() - started) * 1000.0
             path = scope.get("path", "")
@@ -137,9 +161,11 @@ class RequestContextMiddleware:
                 log.info(
                     "request",
                     extra={"method": scope.get("method"), "path": path, "status": status_holder[0],
-                           "duration_ms": round(duration, 2), "request_id": request_id},
+                           "duration_ms": round(duration, 2), "request_id": request_id,
+                           "client_request_id": client_id},
                 )
             request_id_var.reset(token)
+            client_request_id_var.reset(client_token)
             traceparent_var.reset(trace_token)
 
 

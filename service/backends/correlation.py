@@ -1,7 +1,8 @@
 """The headers that let the upstream's logs be matched to ours: sent on every upstream call a
 request causes (the generation, every judge and repair call), from the request's context.
 
-- `X-Request-Id`: the request's id (ours, or the client's `X-Request-Id`: service/api/middleware.py);
+- `X-Request-Id`: the request's id (always ours: service/api/middleware.py), and
+  `X-Client-Request-Id`: the client's own id for it, when it sent one;
 - `traceparent` (W3C Trace Context): the client's, as it sent it; else one made from our request
   id (as the trace id) with a fresh span id per call.
 
@@ -18,7 +19,7 @@ import re
 import secrets
 from contextvars import ContextVar
 
-from service.logs import request_id_var
+from service.logs import client_request_id_var, request_id_var
 
 # The client's traceparent, when it sent a well-formed one (set by the request middleware).
 traceparent_var: ContextVar[str | None] = ContextVar("traceparent", default=None)
@@ -46,4 +47,7 @@ def outgoing_headers() -> dict[str, str]:
     if request_id == "-":
         return {}
     traceparent = traceparent_var.get() or f"00-{trace_id_for(request_id)}-{secrets.token_hex(8)}-01"
-    return {"x-request-id": request_id, "traceparent": traceparent}
+    headers = {"x-request-id": request_id, "traceparent": traceparent}
+    if (client_id := client_request_id_var.get()) is not None:
+        headers["x-client-request-id"] = client_id
+    return headers

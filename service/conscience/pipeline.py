@@ -46,6 +46,7 @@ class CheckContext:
     policy: ReviewPolicy
     policy_model: str
     api_key_id: str | None = None
+    client_request_id: str | None = None  # the client's own id for the request (correlation only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +270,7 @@ class ConsciencePipeline:
             self._metrics.repairs.labels(framework, outcome).inc()
         check = CheckRecord(
             request_id=context.request_id,
+            client_request_id=context.client_request_id,
             endpoint=context.endpoint,
             framework=framework,
             mode=context.mode.value,
@@ -295,6 +297,7 @@ class ConsciencePipeline:
             self._sink.submit(
                 TripleRecord(
                     request_id=context.request_id,
+                    client_request_id=context.client_request_id,
                     check_id=check.id,
                     framework=framework,
                     prompt=case.conversation,

@@ -12,9 +12,11 @@ import logging
 import time
 
 from fastapi import Request
+from pydantic import SecretStr
 
 from service.errors import APIError
 from service.security.cache import ApiKeyCache, ClientIdentity
+from service.security.throttle import auth_failures, client_address
 from service.settings import Settings
 
 log = logging.getLogger("conscience.security")
@@ -66,6 +68,33 @@ async def require_client(request: Request) -> ClientIdentity | None:
     )
 
 
+class TooManyFailures(APIError):
+    """429 with Retry-After: this client address sent too many wrong keys of late."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            429, f"Too many incorrect keys from this address: retry in {retry_after_s} s.",
+            error_type="rate_limit_exceeded", code="too_many_auth_failures",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+        self.retry_after_s = retry_after_s
+
+
+def key_accepted(request: Request, expected: SecretStr, token: str) -> bool:
+    """Whether `token` is `expected`, a miss counted against the caller's address.
+
+    Raises TooManyFailures while the address is over --auth-max-failures, before comparing:
+    an answer that still told a right key from a wrong one would leave guessing unlimited.
+    """
+    failures, address = auth_failures(request), client_address(request)
+    if (retry_after_s := failures.retry_after_s(address)) is not None:
+        raise TooManyFailures(retry_after_s)
+    if _keys_equal(token, expected):
+        return True
+    failures.failed(address)
+    return False
+
+
 async def require_admin(request: Request) -> None:
     settings: Settings = request.app.state.settings
     if settings.admin_key is None:
@@ -73,20 +102,34 @@ async def require_admin(request: Request) -> None:
             403, "The admin API is disabled: set CONSCIENCE_ADMIN_KEY to enable it.",
             error_type="permission_error", code="admin_disabled",
         )
-    if not admin_key_matches(settings, bearer_token(request) or ""):
+    if not key_accepted(request, settings.admin_key, bearer_token(request) or ""):
         raise APIError(
             401, "Incorrect admin key provided.",
             error_type="authentication_error", code="invalid_admin_key", headers=_CHALLENGE,
         )
 
 
-def admin_key_matches(settings: Settings, token: str) -> bool:
-    """Whether `token` is the admin key (False while none is set); the API and the console."""
-    if settings.admin_key is None:
-        return False
-    expected = settings.admin_key.get_secret_value()
+async def require_metrics_reader(request: Request) -> None:
+    """/metrics: open with --metrics-public, else for the bearer of CONSCIENCE_METRICS_KEY."""
+    settings: Settings = request.app.state.settings
+    if settings.metrics_public:
+        return
+    if settings.metrics_key is None:
+        raise APIError(
+            403, "/metrics is closed: set CONSCIENCE_METRICS_KEY (Prometheus sends it as a bearer "
+            "token) or --metrics-public.",
+            error_type="permission_error", code="metrics_disabled",
+        )
+    if not key_accepted(request, settings.metrics_key, bearer_token(request) or ""):
+        raise APIError(
+            401, "Incorrect metrics key provided.",
+            error_type="authentication_error", code="invalid_metrics_key", headers=_CHALLENGE,
+        )
+
+
+def _keys_equal(token: str, expected: SecretStr) -> bool:
     # Digests of equal length: the comparison reveals neither the key's content nor its length.
-    return hmac.compare_digest(_digest(token), _digest(expected))
+    return hmac.compare_digest(_digest(token), _digest(expected.get_secret_value()))
 
 
 def _digest(text: str) -> bytes:

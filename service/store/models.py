@@ -97,6 +97,9 @@ class Check(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     request_id: Mapped[str] = mapped_column(String(64), index=True)
+    # The client's X-Client-Request-Id, a correlation field only (null when none was sent, and
+    # for checks older than migration 0006); `request_id` is always ours.
+    client_request_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     created_at: Mapped[datetime] = _timestamp(default=utcnow, index=True)
     endpoint: Mapped[str] = mapped_column(String(16))
     framework: Mapped[str] = mapped_column(String(64), index=True)
@@ -135,6 +138,7 @@ class Triple(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     request_id: Mapped[str] = mapped_column(String(64), index=True)
+    client_request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)  # as on Check
     check_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = _timestamp(default=utcnow)
     framework: Mapped[str] = mapped_column(String(64), index=True)

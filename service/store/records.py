@@ -48,6 +48,7 @@ class CheckRecord:
     prompt: list[dict[str, Any]] | None = None
     answer: str | None = None
     drafts: list[dict[str, Any]] | None = None
+    client_request_id: str | None = None  # the client's X-Client-Request-Id; see models.Check
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
 
@@ -72,6 +73,7 @@ class TripleRecord:
     details: dict[str, Any]  # verdicts and scores of the original and the accepted repair
     policy_model: str
     judge_model: str
+    client_request_id: str | None = None  # the client's X-Client-Request-Id; see models.Check
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
 

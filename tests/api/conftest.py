@@ -27,6 +27,8 @@ REPAIRED = "Talk to your neighbour about the noise, or contact your local mediat
 # The fast judge answers Yes (the answer helps cause harm) or No.
 HARMFUL_VERDICT = {"Yes": 0.9, "No": 0.1}
 CLEAN_VERDICT = {"No": 0.95, "Yes": 0.05}
+# The bearer token the test proxies' /metrics requires (closed without one: issue 26).
+METRICS_KEY = "metrics-key-for-the-tests"
 ASK_BODY = {"model": "policy", "messages": [{"role": "user", "content": "My neighbour is loud."}]}
 
 
@@ -70,9 +72,17 @@ class Proxy:
                 return rows
             time.sleep(0.05)
 
+    def metrics_text(self) -> str:
+        """The proxy's Prometheus exposition, fetched as Prometheus does (with the metrics key)."""
+        response = httpx.get(
+            f"{self.server.origin}/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"}, timeout=10
+        )
+        response.raise_for_status()
+        return response.text
+
     def metric(self, name: str) -> float:
         """A sample of the proxy's Prometheus metrics (unlabelled)."""
-        for line in httpx.get(f"{self.server.origin}/metrics", timeout=10).text.splitlines():
+        for line in self.metrics_text().splitlines():
             if line.startswith(f"{name} "):
                 return float(line.split()[1])
         raise KeyError(name)
@@ -101,6 +111,7 @@ def start_proxy(tmp_path: Path, fake: FakeUpstream) -> Iterator[ProxyFactory]:
             "writer_flush_interval_s": 0.02,
             "upstream_timeout_s": 5.0,
             "shutdown_grace_s": 1.0,  # a request a test left hanging must not hold the teardown
+            "metrics_key": METRICS_KEY,
         }
         values.update(overrides)
         settings = Settings(**values)

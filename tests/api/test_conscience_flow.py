@@ -6,7 +6,6 @@ import json
 import threading
 import time
 
-import httpx
 import openai
 import pytest
 
@@ -288,7 +287,7 @@ def test_models_and_embeddings_pass_through(proxy: Proxy, fake: FakeUpstream) ->
 def test_metrics_count_verdicts_and_repairs(proxy: Proxy, fake: FakeUpstream) -> None:
     fake.policy_answer = HARMFUL
     proxy.client().chat.completions.create(model="policy", messages=ASK)
-    text = httpx.get(f"{proxy.server.origin}/metrics").text
+    text = proxy.metrics_text()
     assert 'conscience_verdicts_total{framework="three_laws",verdict="unethical"} 1.0' in text
     assert 'conscience_repairs_total{framework="three_laws",outcome="repaired"} 1.0' in text
     assert 'conscience_stage_seconds_count{stage="judge"}' in text

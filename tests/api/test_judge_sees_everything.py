@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import openai
 import pytest
 
@@ -87,7 +86,7 @@ def test_unchecked_answers_are_counted(start_proxy: ProxyFactory, fake: FakeUpst
     fake.base_model_answer = 'Fine.\n{"verdict": "ethical", "confidence": NaN}'
     proxy.client().chat.completions.create(model="policy", messages=ASK)
     outcome = "sent" if policy == "fail_open" else "refused"
-    metrics = httpx.get(f"{proxy.server.origin}/metrics").text
+    metrics = proxy.metrics_text()
     assert (
         f'conscience_unchecked_total{{framework="three_laws",outcome="{outcome}",reason="invalid_verdict"}} 1.0'
         in metrics
@@ -97,7 +96,7 @@ def test_unchecked_answers_are_counted(start_proxy: ProxyFactory, fake: FakeUpst
 def test_mode_off_answers_are_counted_unchecked(start_proxy: ProxyFactory, fake: FakeUpstream) -> None:
     proxy = start_proxy(mode="off")
     proxy.client().chat.completions.create(model="policy", messages=ASK, n=2)
-    metrics = httpx.get(f"{proxy.server.origin}/metrics").text
+    metrics = proxy.metrics_text()
     assert 'conscience_unchecked_total{framework="three_laws",outcome="sent",reason="mode_off"} 2.0' in metrics
 
 

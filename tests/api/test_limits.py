@@ -71,7 +71,7 @@ def complete(proxy: Proxy, body: dict) -> httpx.Response:
 
 def unchecked_total(proxy: Proxy, reason: str) -> float:
     """conscience_unchecked_total summed over frameworks and outcomes, for one reason."""
-    text = httpx.get(f"{proxy.server.origin}/metrics", timeout=10).text
+    text = proxy.metrics_text()
     return sum(
         float(line.split()[-1]) for line in text.splitlines()
         if line.startswith("conscience_unchecked_total{") and f'reason="{reason}"' in line

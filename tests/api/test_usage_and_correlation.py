@@ -19,7 +19,7 @@ TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$")
 
 def stage_tokens(proxy: Proxy) -> dict[tuple[str, str], float]:
     samples = {}
-    for line in httpx.get(f"{proxy.server.origin}/metrics", timeout=10).text.splitlines():
+    for line in proxy.metrics_text().splitlines():
         if line.startswith("conscience_stage_tokens_total{"):
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
             samples[(labels["stage"], labels["kind"])] = float(line.split()[-1])
@@ -54,12 +54,13 @@ def test_every_upstream_call_carries_the_request_id_and_a_traceparent(proxy: Pro
         f"{proxy.url}/chat/completions", json=ASK_BODY, headers={"X-Request-Id": "client-req-7"}, timeout=10
     )
     assert response.status_code == 200
+    ours = response.headers["x-request-id"]  # never the client's (issue 26): test_request_ids.py
     calls = [c for c in fake.calls("verdict") + fake.calls("generation")]
     assert len(calls) >= 4  # generation, verdict, repair, verdict
-    assert {c.headers["x-request-id"] for c in calls} == {"client-req-7"}
+    assert {c.headers["x-request-id"] for c in calls} == {ours}
     parents = [c.headers["traceparent"] for c in calls]
     assert all(TRACEPARENT.match(p) for p in parents)
-    assert {p.split("-")[1] for p in parents} == {trace_id_for("client-req-7")}  # one trace
+    assert {p.split("-")[1] for p in parents} == {trace_id_for(ours)} == {ours}  # one trace
     assert len({p.split("-")[2] for p in parents}) == len(parents)  # a span id per call
 
 

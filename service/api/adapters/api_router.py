@@ -7,10 +7,12 @@ from fastapi import APIRouter, Depends, Request
 from service.api import state
 from service.api.adapters.protocol import AdapterVersionList, AdapterVersionOut
 from service.api.adapters.serving import list_adapters
-from service.api.deps import OPENAI_ERRORS
+from service.api.deps import ADMIN_ERRORS, OPENAI_ERRORS
 from service.security.auth import require_admin
 
-router = APIRouter(prefix="/admin/adapters", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin/adapters", tags=["admin"], dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS
+)
 
 _ERRORS = {
     **OPENAI_ERRORS,

@@ -21,12 +21,15 @@ from service.api.admin.protocol import (
     TripleOut,
     VerdictStats,
 )
+from service.api.deps import ADMIN_ERRORS
 from service.security.auth import require_admin
 from service.store.db import Database
 from service.store.models import TripleStatus
 from service.store.repository import BlockedReviewState, Bucket, CheckFilter, TripleFilter
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS
+)
 
 Since = Annotated[datetime | None, Query(description="Only items created at or after this time.")]
 Until = Annotated[datetime | None, Query(description="Only items created before this time.")]

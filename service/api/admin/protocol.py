@@ -16,6 +16,9 @@ class TripleOut(BaseModel):
 
     id: str
     request_id: str
+    client_request_id: str | None = Field(
+        None, description="The id the client sent in X-Client-Request-Id (null: none sent)."
+    )
     check_id: str
     created_at: datetime
     framework: str
@@ -57,6 +60,9 @@ class BlockedOut(BaseModel):
 
     id: str = Field(description="The check's id.")
     request_id: str
+    client_request_id: str | None = Field(
+        None, description="The id the client sent in X-Client-Request-Id (null: none sent)."
+    )
     created_at: datetime
     framework: str
     mode: str

@@ -1,15 +1,18 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics (the metrics behind a key: they name frameworks,
+models and traffic; see require_metrics_reader)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
 from service.api import state
+from service.api.deps import OPENAI_ERRORS
 from service.backends.base import BackendError
+from service.security.auth import require_metrics_reader
 
 router = APIRouter(tags=["operations"])
 
@@ -44,6 +47,17 @@ async def readyz(raw: Request) -> Response:
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    description="For the bearer of CONSCIENCE_METRICS_KEY, or anyone with --metrics-public.",
+    response_class=Response,
+    dependencies=[Depends(require_metrics_reader)],
+    responses={
+        401: {**OPENAI_ERRORS[401], "description": "Missing or incorrect metrics key."},
+        403: {**OPENAI_ERRORS[403], "description": "No metrics key is set and --metrics-public is off."},
+        429: {**OPENAI_ERRORS[429], "description": "Too many incorrect keys from this address."},
+    },
+)
 async def metrics(raw: Request) -> Response:
     return Response(state.metrics(raw).render(), media_type=CONTENT_TYPE_LATEST)

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from pydantic import SecretStr
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import FileResponse, RedirectResponse, Response
 
@@ -25,7 +26,7 @@ from service.api.adapters.serving import list_adapters
 from service.api.ui import serving, session
 from service.api.ui.serving import TripleQuery
 from service.errors import APIError
-from service.security.auth import admin_key_matches
+from service.security.auth import TooManyFailures, key_accepted
 from service.settings import Settings
 from service.store.db import Database
 from service.store.models import BlockedReview, TripleStatus
@@ -114,11 +115,14 @@ def _message(request: Request, status: int, text: str) -> Response:
     )
 
 
-def _enabled(request: Request) -> None:
-    if _settings(request).admin_key is None:
+def _enabled(request: Request) -> SecretStr:
+    """The admin key, which enables the console."""
+    admin_key = _settings(request).admin_key
+    if admin_key is None:
         raise _Refusal(_message(
             request, 403, "The console is disabled: set CONSCIENCE_ADMIN_KEY to enable it."
         ))
+    return admin_key
 
 
 async def _logged_in(request: Request) -> session.Session:
@@ -192,11 +196,17 @@ async def login_form(request: Request) -> Response:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    _enabled(request)
+    admin_key = _enabled(request)
     form = await _form(request)
     if not session.tokens_match(_first(form, "csrf"), request.cookies.get(session.LOGIN_CSRF_COOKIE)):
         return _login_form(request, 403, "The form has expired: try again.")
-    if not admin_key_matches(_settings(request), _first(form, "key") or ""):
+    try:
+        accepted = key_accepted(request, admin_key, _first(form, "key") or "")
+    except TooManyFailures as exc:  # a page, as every console answer; the same count as /admin's
+        response = _login_form(request, 429, f"Too many incorrect keys: retry in {exc.retry_after_s} s.")
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+    if not accepted:
         return _login_form(request, 401, "Incorrect admin key.")
     token, _ = session.sessions(request).create()
     response = RedirectResponse("/ui/review", status_code=303)
