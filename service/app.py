@@ -125,6 +125,9 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         "framework with a frozen copy of the model, repairs unethical answers, and logs the "
         "(prompt, rejected, chosen) triples for DPO training.",
         lifespan=lifespan,
+        # A JSON body without a Content-Type is parsed, as `vllm serve` parses it
+        # (curl -d sends none); a body declared as something else gets a 415 (service/errors.py).
+        strict_content_type=False,
     )
     install_error_handlers(app)
     routers = (chat_router, responses_router, completion_router, models_router, embeddings_router, health_router,
