@@ -226,7 +226,9 @@ class ModelCatalog:
             if time.monotonic() - self._read_at > max_age_s:
                 self._read_at = time.monotonic()
                 try:
-                    self._entries, self._known = await self._backend.models(), True
+                    listed = await self._backend.models()
+                    self._entries = [entry for entry in listed if isinstance(entry, dict)]
+                    self._known = True
                 except BackendError as exc:
                     log.warning("the served models are unknown for now (%s); keeping the last known", exc)
         return self._entries
