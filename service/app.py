@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.adapters.publish import PublishOptions
-from service.adapters.served_models import model_names
+from service.adapters.served_models import ModelCatalog, model_names
 from service.adapters.versions import AdapterVersions
 from service.api.adapters.api_router import router as adapters_router
 from service.api.adapters.serving import AdapterActivation
@@ -100,9 +100,12 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         state.settings, state.db, state.writer, state.keys = served, db, writer, keys
         state.backend, state.pipeline, state.metrics = backend, pipeline, metrics
         # Read through the typed doors of service/api/state.py.
-        state.chat_serving = CheckedServing(ChatSurface(), backend, pipeline, frameworks, served, names, metrics)
+        catalog = ModelCatalog(backend, aliases=settings.model_alias_map, max_age_s=settings.adapter_poll_s)
+        state.chat_serving = CheckedServing(
+            ChatSurface(), backend, pipeline, frameworks, served, names, catalog, metrics
+        )
         state.completion_serving = CheckedServing(
-            CompletionSurface(), backend, pipeline, frameworks, served, names, metrics
+            CompletionSurface(), backend, pipeline, frameworks, served, names, catalog, metrics
         )
         await backend.start()
         await names.start()
@@ -134,6 +137,9 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         lifespan=lifespan,
         # The schema itself stays available to `app.openapi()` (`conscience openapi`).
         **({} if settings.docs_served else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
+        # A JSON body without a Content-Type is parsed, as `vllm serve` parses it
+        # (curl -d sends none); a body declared as something else gets a 415 (service/errors.py).
+        strict_content_type=False,
     )
     install_error_handlers(app)
     routers = (chat_router, responses_router, completion_router, models_router, embeddings_router, health_router,

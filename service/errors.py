@@ -64,8 +64,33 @@ _STATUS_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     429: "rate_limit_error",
 }
+
+
+def _unparsed_json(error: dict[str, Any]) -> str:
+    """OpenAI's answer to a body that is not JSON, with what the parser saw (FastAPI puts the
+    offset where a field name goes: "28: JSON decode error", param "28")."""
+    position = error["loc"][-1]
+    problem = (error.get("ctx") or {}).get("error", "invalid JSON")
+    return (
+        f"We could not parse the JSON body of your request ({problem} at character {position}). "
+        "The API expects a JSON payload."
+    )
+
+
+def _undeclared_json(exc: RequestValidationError, request: Request) -> str | None:
+    """Why the body was never parsed: it came with a Content-Type that is not JSON, so FastAPI
+    handed the route raw bytes. None for any other validation failure. (A body without a
+    Content-Type is parsed as JSON, as OpenAI's API and vLLM's do: see create_app.)"""
+    errors = exc.errors()
+    if len(errors) != 1 or tuple(errors[0].get("loc", ())) != ("body",):
+        return None
+    if not isinstance(errors[0].get("input"), bytes):
+        return None
+    declared = request.headers.get("content-type", "")
+    return f"Content-Type must be application/json; the request declared {declared!r}."
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -73,6 +98,8 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     if not errors:
         return "Invalid request body.", None
     first = errors[0]
+    if first.get("type") == "json_invalid":
+        return _unparsed_json(first), None
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(location) or None
     message = first.get("msg", "invalid value")
@@ -100,7 +127,10 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        not_json = _undeclared_json(exc, request)
+        if not_json is not None:
+            return error_response(415, not_json, "invalid_request_error")
         message, param = _describe_validation(exc)
         return error_response(400, message, "invalid_request_error", param=param)
 

@@ -173,6 +173,17 @@ class Settings(BaseSettings):
         "Default: the registry's base model, else --model, else the upstream's only base model; "
         "never the client's.",
     )
+    model_aliases: str = Field(
+        "",
+        description="Model names a client may send besides the served ones, as CLIENT=SERVED "
+        "pairs, comma separated (e.g. `gpt-4o=my-adapter`), for clients that hardcode a name. Any "
+        "other name that is not served gets a 404, as from vLLM.",
+    )
+    max_tokens_limit: int | None = Field(
+        None, ge=1,
+        description="Largest max_tokens (max_completion_tokens, max_output_tokens) a request may "
+        "ask for; larger: 400. The served model's context length bounds it too, where known.",
+    )
 
     # --- conscience --------------------------------------------------------------------------
     mode: Mode = Field(Mode.ENFORCE, description="enforce | monitor | off.")
@@ -456,6 +467,17 @@ class Settings(BaseSettings):
         allowed = parse_names(self.client_frameworks)
         return ANY_FRAMEWORK in allowed or name in allowed
 
+    @field_validator("model_aliases")
+    @classmethod
+    def _aliases_are_pairs(cls, aliases: str) -> str:
+        parse_model_aliases(aliases)
+        return aliases
+
+    @property
+    def model_alias_map(self) -> dict[str, str]:
+        """The client's name -> the served name it stands for."""
+        return parse_model_aliases(self.model_aliases)
+
     @field_validator("admin_key")
     @classmethod
     def _admin_key_is_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
@@ -609,6 +631,19 @@ def parse_judge_styles(styles: str) -> frozenset[JudgeStyle]:
     if unknown:
         raise ValueError(f"unknown judge styles {sorted(unknown)}; known: fast, reasoned")
     return frozenset(JudgeStyle(name) for name in names)
+
+
+def parse_model_aliases(aliases: str) -> dict[str, str]:
+    """`a=b,c=d` as {"a": "b", "c": "d"}; ValueError names a pair that is not NAME=NAME."""
+    pairs: dict[str, str] = {}
+    for pair in aliases.split(","):
+        if not pair.strip():
+            continue
+        alias, _, served = (part.strip() for part in pair.partition("="))
+        if not alias or not served:
+            raise ValueError(f"model alias {pair.strip()!r} is not CLIENT_NAME=SERVED_NAME")
+        pairs[alias] = served
+    return pairs
 
 
 def setting_errors(error: ValidationError) -> list[str]:

@@ -39,7 +39,8 @@ pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "an-admin-key-long-enough"
-BODY = {"model": "policy", "messages": [{"role": "user", "content": "Hello?"}], "max_tokens": 8}
+# A served name: once an adapter is active the proxy names the policy, and an unserved name is a 404.
+BODY = {"model": "base-model", "messages": [{"role": "user", "content": "Hello?"}], "max_tokens": 8}
 
 
 @pytest.fixture

@@ -9,16 +9,24 @@ The judge is the operator's choice, never the client's: --judge-model, else the 
 base model, else --model, else the one base model the upstream serves (its `/models`, read at
 start-up and, while that finds none, on every poll). A judge of `None` means none of these
 named one: checked requests are refused (503 `judge_model_unknown`) until one does.
+
+The client's model name is checked here too (`ModelCatalog`): where the proxy substitutes its
+policy, a name that is neither served nor an alias (--model-aliases) is a 404, as vLLM answers
+it, instead of being silently served by another model; where the client's name is forwarded
+(no policy named), the upstream owns that answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from service.adapters.registry import active_adapter
-from service.backends.base import Backend, BackendError, SelfNamingBackend
+from service.backends.base import JSON, Backend, BackendError, SelfNamingBackend
 from service.polling import Poller
 from service.settings import Settings
 from service.store.db import Database
@@ -152,3 +160,79 @@ class RegistryFollowingModels:
             "--judge-model (or --model) is set or the upstream serves one base model",
             problem,
         )
+
+
+class ModelNotServed(BackendError):
+    """404, in vLLM's words: the client asked for a model this server does not serve."""
+
+    status_code = 404
+    error_type = "not_found_error"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"The model `{name}` does not exist.", param="model", code="model_not_found")
+
+
+# A name not found re-reads the backend's list once it is this old: an adapter loaded since.
+_MISS_REREAD_S = 1.0
+
+
+class ModelCatalog:
+    """What the backend serves (its `/models` entries, re-read at most every `max_age_s`): the
+    names a client may ask for, each model's context length, and the operator's aliases."""
+
+    def __init__(self, backend: Backend, *, aliases: dict[str, str], max_age_s: float) -> None:
+        self._backend = backend
+        self._aliases = aliases
+        self._max_age_s = max_age_s
+        self._entries: list[JSON] = []
+        self._known = False  # whether the backend ever answered
+        self._read_at = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def serve(self, names: ModelNames, requested: str | None) -> str | None:
+        """The model that serves a request for `requested` (None: the client named none): the
+        policy where one is named, else the client's model (an alias replaced). None when
+        nothing names a model. Raises ModelNotServed for a name this server does not serve.
+        The backend's list is read only for a name that is not the policy or the judge."""
+        requested = self._aliases.get(requested, requested) if requested is not None else None
+        if names.policy is not None and requested is not None:
+            await self._check_served(names, requested)
+        return names.policy or requested
+
+    async def context_len(self, name: str) -> int | None:
+        """`name`'s context length as the backend lists it (vLLM's `max_model_len`), else its
+        base model's (an adapter shares its context); None where the backend does not say."""
+        entries = await self._read(self._max_age_s)
+        by_id = {entry.get("id"): entry for entry in entries}
+        entry = by_id.get(name) or {}
+        length = entry.get("max_model_len") or (by_id.get(entry.get("parent")) or {}).get("max_model_len")
+        return length if isinstance(length, int) and length > 0 else None
+
+    async def _check_served(self, names: ModelNames, requested: str) -> None:
+        if requested in (names.policy, names.judge):
+            return
+        entries = await self._read(self._max_age_s)
+        if not _listed(entries, requested):
+            entries = await self._read(_MISS_REREAD_S)
+        # While the backend never answered, nothing is known to be missing: the request goes on
+        # (and meets the outage itself).
+        if self._known and not _listed(entries, requested):
+            raise ModelNotServed(requested)
+
+    async def _read(self, max_age_s: float) -> list[JSON]:
+        """The entries, re-read when older than `max_age_s`; the last known ones while the
+        backend cannot answer (an outage is retried after `max_age_s`, not on every request)."""
+        async with self._lock:
+            if time.monotonic() - self._read_at > max_age_s:
+                self._read_at = time.monotonic()
+                try:
+                    listed = await self._backend.models()
+                    self._entries = [entry for entry in listed if isinstance(entry, dict)]
+                    self._known = True
+                except BackendError as exc:
+                    log.warning("the served models are unknown for now (%s); keeping the last known", exc)
+        return self._entries
+
+
+def _listed(entries: list[JSON], name: str) -> bool:
+    return any(entry.get("id") == name for entry in entries)

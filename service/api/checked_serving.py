@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from service.adapters.served_models import ModelNames
+from service.adapters.served_models import ModelCatalog, ModelNames
 from service.api.checked_plan import (
     SSE_DONE,
     Plan,
@@ -98,6 +98,7 @@ class CheckedServing:
         frameworks: dict[str, Framework],
         settings: Settings,
         models: ModelNames,
+        catalog: ModelCatalog,
         metrics: Metrics,
     ) -> None:
         self._surface = surface
@@ -106,6 +107,7 @@ class CheckedServing:
         self._frameworks = frameworks
         self._settings = settings
         self._models = models
+        self._catalog = catalog
         self._metrics = metrics
         self._windowed_enforcement = WindowedEnforcement(
             surface, pipeline, metrics, window_chars=settings.stream_window_chars,
@@ -113,16 +115,39 @@ class CheckedServing:
         )
 
     # --- planning ------------------------------------------------------------------------
-    def _plan(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> Plan:
+    async def _plan(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> Plan:
+        policy_model = await self._catalog.serve(self._models, request.model)
+        if policy_model is None:
+            raise APIError(400, "you must provide a model parameter", param="model")
+        await self._check_token_budget(request, policy_model)
         try:
-            return self._planned(request, caller, request_id)
+            return self._planned(request, policy_model, caller, request_id)
         except PolicyRefusal as refusal:
             status, error_type = _REFUSAL_STATUS[refusal.code]
             raise APIError(
                 status, refusal.message, error_type=error_type, param=refusal.param, code=refusal.code
             ) from None
 
-    def _planned(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> Plan:
+    async def _check_token_budget(self, request: SamplingFields, model: str) -> None:
+        """A 400 for an output budget no answer can have: past --max-tokens-limit or the served
+        model's context length (vLLM says so too; the embedded engine would silently cut it).
+        The context length is looked up only for a request that sets a budget."""
+        budgets = {param: getattr(request, param, None) for param in ("max_tokens", "max_completion_tokens")}
+        budgets = {param: wanted for param, wanted in budgets.items() if wanted is not None}
+        if not budgets:
+            return
+        bounds = [(self._settings.max_tokens_limit, "this server's limit (--max-tokens-limit)"),
+                  (await self._catalog.context_len(model), f"the context length of `{model}`")]
+        for param, wanted in budgets.items():
+            for bound, what in bounds:
+                if bound is not None and wanted > bound:
+                    raise APIError(
+                        400, f"{param} is {wanted}, more than {what}: {bound} tokens.", param=param
+                    )
+
+    def _planned(
+        self, request: SamplingFields, policy_model: str, caller: ClientIdentity | None, request_id: str
+    ) -> Plan:
         key_framework, key_mode = (caller.framework, caller.mode) if caller else (None, None)
         options = request.conscience
         name = request_framework(options.framework if options else None, key_framework, self._settings)
@@ -136,9 +161,6 @@ class CheckedServing:
         mode = request_mode(
             options.mode if options else None, Mode(key_mode) if key_mode else None, self._settings
         )
-        policy_model = self._models.policy or request.model
-        if not policy_model:
-            raise APIError(400, "you must provide a model parameter", param="model")
         judge_model = judge_model_or_refuse(self._models.judge)
         body = request.model_dump(exclude={"conscience"}, exclude_unset=True)
         body["model"] = policy_model
@@ -202,7 +224,7 @@ class CheckedServing:
     # --- entry point -----------------------------------------------------------------------
     async def create(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> Response:
         """`caller`: the client's API key (None: keys are not required and none was sent)."""
-        plan = self._plan(request, caller, request_id)
+        plan = await self._plan(request, caller, request_id)
         begin_usage(plan.framework.name, self._metrics.stage_tokens)  # the conscience's tokens
         # Until its records are written (a stream's: once it has ended, in its own generator).
         with self._pipeline.until_recorded(plan.context, plan.body.get("n", 1)):

@@ -35,6 +35,7 @@ OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
     401: _error("Missing or incorrect API key."),
     403: _error("The request asks for a conscience mode its key may not use."),
     413: _error("Request body too large."),
+    415: _error("The body is declared as something other than JSON (Content-Type)."),
     429: _error("The backend's queue is full."),
     502: _error("Upstream unreachable or failing."),
     504: _error("Upstream timed out."),

@@ -46,13 +46,13 @@ def test_activate_and_roll_back_through_vllm(start_proxy: ProxyFactory, fake: Fa
     assert fake.adapters == {"conscience-v2": "/a/v2"}
     loads = [r for r in fake.requests if r.path == "/v1/load_lora_adapter"]
     assert loads[0].body == {"lora_name": "conscience-v2", "lora_path": "/a/v2"}
-    proxy.client().chat.completions.create(model="anything", messages=ASK)  # no poll needed
+    proxy.client().chat.completions.create(model="base-model", messages=ASK)  # no poll needed
     assert fake.calls("generation")[-1].body["model"] == "conscience-v2"
     assert fake.calls("verdict")[-1].body["model"] == "base-model"
 
     rolled = admin(proxy, "POST", "/rollback")
     assert rolled.status_code == 200 and rolled.json()["name"] == "conscience-v1"
-    proxy.client().chat.completions.create(model="anything", messages=ASK)
+    proxy.client().chat.completions.create(model="base-model", messages=ASK)
     assert fake.calls("generation")[-1].body["model"] == "conscience-v1"
 
 

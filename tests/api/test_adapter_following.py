@@ -41,7 +41,8 @@ def test_policy_follows_the_active_adapter(start_proxy: ProxyFactory, fake: Fake
         activate(proxy.settings.db_url, version)
         deadline = time.monotonic() + 5
         while True:
-            completion = client.chat.completions.create(model="client-choice", messages=ASK)
+            # A name the upstream serves: with a policy named, an unserved one is a 404.
+            completion = client.chat.completions.create(model="base-model", messages=ASK)
             if models_sent(fake)[0] == version or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
@@ -53,5 +54,5 @@ def test_configured_names_win_over_the_registry(start_proxy: ProxyFactory, fake:
     proxy = start_proxy(model="pinned-policy", judge_model="pinned-judge")
     activate(proxy.settings.db_url, "conscience-v1")
     time.sleep(0.2)
-    proxy.client().chat.completions.create(model="client-choice", messages=ASK)
+    proxy.client().chat.completions.create(model="base-model", messages=ASK)
     assert models_sent(fake) == ("pinned-policy", "pinned-judge")

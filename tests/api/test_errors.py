@@ -6,6 +6,7 @@ import socket
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.api.conftest import ASK_BODY, Proxy, ProxyFactory
@@ -52,7 +53,26 @@ def test_an_unknown_framework_is_400_where_clients_may_choose_one_else_403(start
 
 def test_malformed_json_is_400(proxy: Proxy) -> None:
     response = post(proxy, "/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
-    assert_openai_error(response, 400)
+    error = assert_openai_error(response, 400, contains="We could not parse the JSON body of your request")
+    # Not the parser's offset as a parameter ("28: JSON decode error", param "28"), as before.
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", None, None)
+    assert "expecting property name" in error["message"].lower()  # what the parser saw, and where
+
+
+def test_a_json_body_without_a_content_type_is_parsed(proxy: Proxy, fake: FakeUpstream) -> None:
+    # OpenAI's API and curl users send JSON without the header; it is no "valid dictionary" error.
+    response = post(proxy, "/chat/completions", content=orjson.dumps(ASK_BODY))
+    assert response.status_code == 200, response.text
+    assert fake.calls("generation")[-1].body["messages"] == ASK_BODY["messages"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_declared_not_json_is_415(proxy: Proxy, content_type: str) -> None:
+    response = post(proxy, "/chat/completions", content=orjson.dumps(ASK_BODY),
+                    headers={"content-type": content_type})
+    error = assert_openai_error(response, 415, contains="Content-Type must be application/json")
+    assert content_type in error["message"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", None)
 
 
 def test_unknown_route_is_404(proxy: Proxy) -> None:

@@ -49,6 +49,7 @@ class Script:
     api_key: str | None = None  # when set, requests without `Authorization: Bearer <key>` get 401
     logprobs_enabled: bool = True  # False: like a server that ignores `logprobs`
     known_models_only: bool = False  # True: unknown model names get vLLM's 404
+    max_model_len: int | None = None  # listed in /v1/models as vLLM lists it (None: not listed)
     delay_s: float = 0.0  # before answering anything
     token_delay_s: float = 0.0  # between stream events; 0 sends a whole stream in one write
     hang: bool = False  # accept requests and never answer

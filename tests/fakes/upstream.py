@@ -253,6 +253,7 @@ class FakeUpstream(Script):
                 "owned_by": "vllm",
                 "root": root,
                 "parent": parent,
+                **({"max_model_len": self.max_model_len} if self.max_model_len else {}),
             }
             for model_id, root, parent in entries
         ]

@@ -207,6 +207,6 @@ async def test_models_lists_the_base_model(backend: LocalBackend) -> None:
     assert isinstance(backend, Backend) and isinstance(backend, SelfNamingBackend)
     assert await backend.models() == [
         {"id": backend.served_base_name, "object": "model", "owned_by": "conscience",
-         "root": backend.served_base_name, "parent": None}
+         "max_model_len": backend.engine.context_len, "root": backend.served_base_name, "parent": None}
     ]
     await backend.check_ready()

@@ -19,6 +19,7 @@ from service.api.responses.chat_request import chat_request
 from service.api.responses.chat_response import response_from_chat
 from service.api.responses.event_stream import chat_chunks_from_sse, response_events, sse_event
 from service.api.responses.protocol import ResponseObject, ResponsesRequest
+from service.errors import APIError
 from service.security.auth import require_client
 from service.security.cache import ClientIdentity
 
@@ -28,6 +29,16 @@ router = APIRouter(tags=["openai"])
 def _x_headers(answer: Response) -> dict[str, str]:
     """The conscience and request-id headers of the chat answer, kept on the response."""
     return {k: v for k, v in answer.headers.items() if k.lower().startswith("x-")}
+
+
+def _in_responses_terms(error: APIError) -> APIError:
+    """A chat error about a field this API names otherwise (chat_request.py), in its name."""
+    if error.param != "max_tokens":
+        return error
+    return APIError(
+        error.status_code, error.message.replace("max_tokens", "max_output_tokens", 1),
+        error_type=error.error_type, param="max_output_tokens", code=error.code, headers=error.headers,
+    )
 
 
 @router.post(
@@ -43,7 +54,10 @@ async def create_response(
         chat = ChatCompletionRequest.model_validate(chat_request(body))
     except ValidationError as exc:  # an input that makes no chat request (no messages): a 400
         raise RequestValidationError(exc.errors()) from None
-    answer = await state.chat_serving(raw).create(chat, caller, request_id_of(raw))
+    try:
+        answer = await state.chat_serving(raw).create(chat, caller, request_id_of(raw))
+    except APIError as exc:
+        raise _in_responses_terms(exc) from None
     headers = _x_headers(answer)
     if not body.stream:
         completion = orjson.loads(answer.body)

@@ -271,15 +271,12 @@ class LocalBackend:
 
     async def models(self) -> list[JSON]:
         base = self.engine.served_base_name
-        entries: list[JSON] = [
-            {"id": base, "object": "model", "owned_by": "conscience", "root": base, "parent": None}
-        ]
+        # max_model_len as vLLM lists it: the proxy bounds max_tokens by it (ModelCatalog).
+        common = {"object": "model", "owned_by": "conscience", "max_model_len": self.engine.context_len}
+        entries: list[JSON] = [{"id": base, **common, "root": base, "parent": None}]
         adapter = self.engine.active_adapter_name
         if adapter is not None:
-            entries.append(
-                {"id": adapter, "object": "model", "owned_by": "conscience", "root": adapter,
-                 "parent": base}
-            )
+            entries.append({"id": adapter, **common, "root": adapter, "parent": base})
         return entries
 
     async def check_ready(self) -> None:
