@@ -47,8 +47,10 @@ def serve(**flags: Any) -> None:
         check_served_models,
         check_thresholds_file,
         check_tracing_environment,
+        migrate_before_serving,
         resolve_local_model,
     )
+    from service.store.db import shown_url
 
     configure_logging(settings.log_level)
     try:
@@ -57,6 +59,7 @@ def serve(**flags: Any) -> None:
         check_probe_file(settings)
         check_thresholds_file(settings)
         check_tracing_environment()
+        settings = migrate_before_serving(settings)  # once, before any worker starts
     except StartupError as exc:
         fail(str(exc), exc.exit_code)
     app_ = create_app(settings) if settings.workers == 1 else None
@@ -64,7 +67,7 @@ def serve(**flags: Any) -> None:
     typer.echo(
         f"conscience listening on http://{settings.host}:{settings.port}/v1 "
         f"(backend {settings.backend.value}: {target}; framework {settings.framework}; "
-        f"mode {settings.mode.value}; database {_redacted(settings.db_url)}; "
+        f"mode {settings.mode.value}; database {shown_url(settings.db_url)}; "
         f"{settings.workers} worker{'s' * (settings.workers > 1)})",
         err=True,
     )
@@ -78,12 +81,6 @@ def serve(**flags: Any) -> None:
 
 with_parameters(serve, (settings_parameter(name) for name in Settings.model_fields if name not in NOT_SERVE_FLAGS))
 app.command("serve")(serve)
-
-
-def _redacted(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 @app.command()

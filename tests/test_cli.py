@@ -158,3 +158,22 @@ def test_an_unknown_trace_exporter_is_one_line_and_exit_2(tmp_path: Path, export
     assert code == 2, output
     lines = output.strip().splitlines()
     assert len(lines) == 1 and all(name in lines[0] for name in names), output
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_unreachable_database_with_auto_migrate_is_one_line_and_exit_1(tmp_path: Path, workers: str) -> None:
+    # Port 1 refuses connections: the migration fails before the proxy listens.
+    unreachable = "postgresql+asyncpg://conscience:hunter2@127.0.0.1:1/conscience"
+    done = subprocess.run(
+        [sys.executable, "-m", "conscience_cli", "serve", "--auto-migrate", "--db-url", unreachable,
+         "--workers", workers, "--port", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: --auto-migrate: cannot migrate the database "
+        "postgresql+asyncpg://conscience:***@127.0.0.1:1/conscience: "
+    ), line
+    assert "Connect call failed" in line, line
