@@ -21,7 +21,7 @@ from typing import Any
 import typer
 
 from service.cli_errors import fail, require_extra, settings_or_exit
-from service.cli_flags import settings_parameter, with_parameters
+from service.cli_flags import secret_refusals, settings_parameter, with_parameters
 from service.settings import SECRET_SETTINGS, BackendKind, Settings
 
 app = typer.Typer(no_args_is_help=True, help="The OpenAI-compatible conscience proxy.")
@@ -79,7 +79,10 @@ def serve(**flags: Any) -> None:
     uvicorn.run(app_, **uvicorn_config(settings))
 
 
-with_parameters(serve, (settings_parameter(name) for name in Settings.model_fields if name not in NOT_SERVE_FLAGS))
+with_parameters(serve, [
+    *(settings_parameter(name) for name in Settings.model_fields if name not in NOT_SERVE_FLAGS),
+    *secret_refusals(),  # `--admin-key x` is one line saying where the key goes
+])
 app.command("serve")(serve)
 
 

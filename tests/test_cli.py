@@ -100,9 +100,26 @@ def test_an_unknown_enum_flag_is_a_usage_error() -> None:
     assert code == 2 and "Traceback" not in output
 
 
-def test_secrets_are_not_flags(tmp_path: Path) -> None:
-    code, output = _invoke(["serve", "--admin-key", "x" * 32])
-    assert code == 2 and "No such option" in output
+@pytest.mark.parametrize(
+    ("args", "variable"),
+    [
+        (["serve", "--admin-key", "a-secret-value-0123456789"], "CONSCIENCE_ADMIN_KEY"),
+        (["serve", "--upstream-api-key=a-secret-value-0123456789"], "CONSCIENCE_UPSTREAM_API_KEY"),
+        (["train", "--vllm-api-key", "a-secret-value-0123456789"], "CONSCIENCE_VLLM_API_KEY"),
+        (["adapters", "activate", "conscience-v2", "--vllm-api-key=a-secret-value-0123456789"],
+         "CONSCIENCE_VLLM_API_KEY"),
+        (["adapters", "rollback", "--vllm-api-key", "a-secret-value-0123456789"], "CONSCIENCE_VLLM_API_KEY"),
+    ],
+)
+def test_a_secret_given_as_a_flag_is_refused_in_one_line(args: list[str], variable: str) -> None:
+    code, output = _invoke(args)
+    flag = next(arg for arg in args if arg.startswith("--")).split("=")[0]
+    assert code == 2, output
+    assert output.strip().splitlines() == [
+        f"error: {flag} is not accepted: a secret on the command line is shown to every user (ps); "
+        f"set {variable}, or name a file holding it with {variable}_FILE"
+    ]
+    assert "a-secret-value" not in output
 
 
 def test_a_secret_comes_from_a_file(tmp_path: Path) -> None:

@@ -18,10 +18,10 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from service.adapters.publish import PublishError, PublishOptions, make_publisher
+from service.adapters.publish import VLLM_API_KEY_VARIABLE, PublishError, PublishOptions, make_publisher
 from service.adapters.registry import RegistryError
 from service.cli_errors import require_extra, run_or_exit
-from service.cli_flags import dataclass_parameters, with_parameters
+from service.cli_flags import dataclass_parameters, refused_secret_parameter, with_parameters
 from trainer.nightly.config import PublishTarget, TrainConfig
 
 EXIT_GATE_FAILED = 3
@@ -58,7 +58,10 @@ def train(**flags: Any) -> None:
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
-app.command()(with_parameters(train, dataclass_parameters(TrainConfig)))
+app.command()(with_parameters(train, [
+    *dataclass_parameters(TrainConfig),
+    refused_secret_parameter("vllm_api_key", VLLM_API_KEY_VARIABLE),  # from the environment or a file
+]))
 
 
 if __name__ == "__main__":
