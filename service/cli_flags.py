@@ -76,7 +76,9 @@ def refused_secret(flag: str, variable: str) -> Any:
 
 
 def refused_secret_parameter(name: str, variable: str) -> inspect.Parameter:
-    """`--<name>` refused (`refused_secret`), as a parameter of a `**flags` command."""
+    """`--<name>` refused (`refused_secret`), as a parameter of a `**flags` command. Typer
+    still calls the command with `<name>=None`: `load_settings` drops it (None is "not given");
+    a command that builds something else from its flags takes `<name>` apart."""
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY,
         annotation=Annotated[typing.Optional[str], refused_secret(_flag(name), variable)],  # noqa: UP045

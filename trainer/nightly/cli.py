@@ -33,8 +33,9 @@ app = typer.Typer(no_args_is_help=True, help="Nightly DPO training of LoRA adapt
 def trainer() -> None:
     """Nightly DPO training of LoRA adapters (`python -m trainer.nightly.cli train …`)."""
 
-def train(**flags: Any) -> None:
+def train(vllm_api_key: None = None, **flags: Any) -> None:
     """Train a new adapter version from the logged triples, gate it, and publish it."""
+    del vllm_api_key  # a refused flag (its callback exits before this runs): always None
     require_extra("train", "conscience train")
     from trainer.nightly.run import Outcome, run_training
 
