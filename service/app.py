@@ -38,9 +38,8 @@ from service.security.auth import OpenAccessAlarm
 from service.security.cache import ApiKeyCache
 from service.settings import Settings
 from service.shutdown import STATE_KEY, GracefulShutdown
-from service.startup import StartupError, install_startup_failure_line, served_settings
+from service.startup import StartupError, install_startup_failure_line, migrate, served_settings
 from service.store.db import Database
-from service.store.migrate import upgrade
 from service.store.writer import RecordWriter
 from service.tracing import TracingMiddleware, configure_from_environment
 
@@ -62,8 +61,8 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, GracefulShutdown]]:
-        if settings.auto_migrate:
-            await asyncio.to_thread(upgrade, settings.db_url)
+        if settings.auto_migrate:  # `serve` migrated already; an app built another way does it here
+            await asyncio.to_thread(migrate, settings.db_url)
         db = Database(
             settings.db_url,
             connect_timeout_s=settings.db_connect_timeout_s,

@@ -21,7 +21,7 @@ from typing import Any
 import typer
 
 from service.cli_errors import fail, require_extra, settings_or_exit
-from service.cli_flags import settings_parameter, with_parameters
+from service.cli_flags import secret_refusals, settings_parameter, with_parameters
 from service.settings import SECRET_SETTINGS, BackendKind, Settings
 
 app = typer.Typer(no_args_is_help=True, help="The OpenAI-compatible conscience proxy.")
@@ -47,8 +47,10 @@ def serve(**flags: Any) -> None:
         check_served_models,
         check_thresholds_file,
         check_tracing_environment,
+        migrate_before_serving,
         resolve_local_model,
     )
+    from service.store.db import shown_url
 
     configure_logging(settings.log_level)
     try:
@@ -57,6 +59,7 @@ def serve(**flags: Any) -> None:
         check_probe_file(settings)
         check_thresholds_file(settings)
         check_tracing_environment()
+        settings = migrate_before_serving(settings)  # once, before any worker starts
     except StartupError as exc:
         fail(str(exc), exc.exit_code)
     app_ = create_app(settings) if settings.workers == 1 else None
@@ -64,7 +67,7 @@ def serve(**flags: Any) -> None:
     typer.echo(
         f"conscience listening on http://{settings.host}:{settings.port}/v1 "
         f"(backend {settings.backend.value}: {target}; framework {settings.framework}; "
-        f"mode {settings.mode.value}; database {_redacted(settings.db_url)}; "
+        f"mode {settings.mode.value}; database {shown_url(settings.db_url)}; "
         f"{settings.workers} worker{'s' * (settings.workers > 1)})",
         err=True,
     )
@@ -76,14 +79,11 @@ def serve(**flags: Any) -> None:
     uvicorn.run(app_, **uvicorn_config(settings))
 
 
-with_parameters(serve, (settings_parameter(name) for name in Settings.model_fields if name not in NOT_SERVE_FLAGS))
+with_parameters(serve, [
+    *(settings_parameter(name) for name in Settings.model_fields if name not in NOT_SERVE_FLAGS),
+    *secret_refusals(),  # `--admin-key x` is one line saying where the key goes
+])
 app.command("serve")(serve)
-
-
-def _redacted(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 @app.command()

@@ -71,9 +71,9 @@ def run_or_exit(
     try:
         return asyncio.run(action())
     except SQLAlchemyError as exc:
-        # The driver's own first line ("no such table: triples"), not the SQL statement.
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        _fail_operation(f"database error: {reason}")
+        from service.store.db import error_reason  # late: the root command's --help stays light
+
+        _fail_operation(f"database error: {error_reason(exc)}")
     except errors as exc:
         _fail_operation(str(exc))
 

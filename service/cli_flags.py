@@ -9,6 +9,11 @@ field):
 - A config dataclass (TRL-style `<method>_config.py`, fields made with `knob`):
   `dataclass_parameters(cls)` are flags with the field's default and `envvar`.
 
+A secret is never a flag (`ps` shows a command line to every user): `refused_secret(flag,
+variable)` is a hidden flag that, given, exits 2 with one line naming where the secret goes
+instead (the variable, or a file named by `<variable>_FILE`); `secret_refusals(settings_class)`
+is one per secret setting (`conscience serve`).
+
 `with_parameters(command, parameters)` gives a `**flags` command its generated signature;
 `overriding(settings_class, *names)` adds setting flags to a hand-written command and calls
 it with `settings=` built from them (the eval commands).
@@ -27,8 +32,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import SecretStr
 
-from service.cli_errors import settings_or_exit
-from service.settings import Settings
+from service.cli_errors import fail, settings_or_exit
+from service.settings import Settings, secret_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,6 +58,38 @@ def settings_parameter(name: str, settings_class: type[Settings] = Settings) -> 
         annotation=Annotated[typing.Optional[annotation], option],  # noqa: UP045 - typer needs a runtime type
         default=None,
     )
+
+
+def refused_secret(flag: str, variable: str) -> Any:
+    """The typer option of a hidden `flag` that takes no secret: given any value, exit 2 with
+    one line saying where the secret goes instead. The value is neither echoed nor handed to
+    the command (annotate a parameter with it; its value is always the default)."""
+
+    def refuse(value: str | None) -> None:
+        if value is not None:
+            fail(
+                f"{flag} is not accepted: a secret on the command line is shown to every user "
+                f"(ps); set {variable}, or name a file holding it with {variable}_FILE"
+            )
+
+    return typer.Option(flag, hidden=True, expose_value=False, is_eager=True, callback=refuse)
+
+
+def refused_secret_parameter(name: str, variable: str) -> inspect.Parameter:
+    """`--<name>` refused (`refused_secret`), as a parameter of a `**flags` command. Typer
+    still calls the command with `<name>=None`: `load_settings` drops it (None is "not given");
+    a command that builds something else from its flags takes `<name>` apart."""
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY,
+        annotation=Annotated[typing.Optional[str], refused_secret(_flag(name), variable)],  # noqa: UP045
+        default=None,
+    )
+
+
+def secret_refusals(settings_class: type[Settings] = Settings) -> list[inspect.Parameter]:
+    """A refused `--<name>` for each secret of the settings class."""
+    prefix = settings_class.model_config.get("env_prefix", "")
+    return [refused_secret_parameter(name, f"{prefix}{name.upper()}") for name in secret_names(settings_class)]
 
 
 def dataclass_parameters(config_class: type) -> list[inspect.Parameter]:

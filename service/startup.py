@@ -3,6 +3,8 @@ line at start-up rather than a 404 on every request.
 
 - `--backend local` loads the model the user names (`--model`, as `vllm serve MODEL`); without
   one, the offline demo model, assembled on first use.
+- `--auto-migrate`: the schema is migrated once, here, before the proxy listens (also when it
+  starts workers); a database that cannot be reached is one line, not Alembic's traceback.
 - `--backend upstream` with `--model` / `--judge-model`: each must be among the upstream's
   `/v1/models`. An upstream that cannot be reached is not an error here (vLLM may still be
   loading its weights); it is logged and `/readyz` reports it.
@@ -38,6 +40,32 @@ def resolve_local_model(settings: Settings) -> Settings:
     except DemoModelError as exc:
         raise StartupError(f"the demo model could not be prepared: {exc}", exit_code=1) from None
     return settings.model_copy(update={"local_model": str(directory)})
+
+
+def migrate_before_serving(settings: Settings) -> Settings:
+    """With `--auto-migrate`, the schema brought to head before the proxy listens; the settings
+    returned have `auto_migrate` off, so neither the app nor a worker migrates again."""
+    if not settings.auto_migrate:
+        return settings
+    migrate(settings.db_url)
+    return settings.model_copy(update={"auto_migrate": False})
+
+
+def migrate(db_url: str) -> None:
+    """Alembic's upgrade to head. A database that cannot be reached or migrated is a
+    StartupError (exit 1) naming the database (password hidden) and the driver's reason."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.store.db import error_reason, shown_url
+    from service.store.migrate import upgrade
+
+    try:
+        upgrade(db_url)
+    except (SQLAlchemyError, OSError) as exc:  # asyncpg's refused connection is a bare OSError
+        raise StartupError(
+            f"--auto-migrate: cannot migrate the database {shown_url(db_url)}: {error_reason(exc)}",
+            exit_code=1,
+        ) from None
 
 
 def check_served_models(settings: Settings) -> None:

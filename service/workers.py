@@ -3,7 +3,7 @@
 uvicorn starts workers with multiprocessing's spawn, so each one builds its app from an import
 string: `worker_app` reads the settings the parent resolved (flags, environment, `.env`, the
 local model) from one environment variable; secrets are left out of it and each worker reads
-them the way the parent did (environment or `CONSCIENCE_<NAME>_FILE`). The parent migrates the
+them the way the parent did (environment or `CONSCIENCE_<NAME>_FILE`). `serve` migrates the
 database once before the workers start (they would race on it), so workers do not.
 
 What one process holds is per worker and safe so: the record writer and its own spool file
@@ -57,11 +57,8 @@ def worker_app() -> FastAPI:
 
 
 def run_workers(settings: Settings, config: dict[str, Any]) -> None:
+    """Start the workers; `serve` has migrated the database already (`migrate_before_serving`)."""
     import uvicorn
 
-    from service.store.migrate import upgrade
-
-    if settings.auto_migrate:
-        upgrade(settings.db_url)
     export_settings(settings)
     uvicorn.run(APP_FACTORY, factory=True, workers=settings.workers, **{**config, "http": PROTOCOL})

@@ -1,5 +1,6 @@
 """Check a `conscience …` command line written outside the code (README, compose, manifests)
-against the real CLI: every subcommand and every `--option` must exist."""
+against the real CLI: every subcommand and every `--option` must exist (and not be a refused
+secret's hidden flag)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ def problems(words: list[str]) -> list[str]:
         if found is None:
             return [f"{' '.join(words)}: no command {words[position]!r}"]
         command, position = found, position + 1
-    known = {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
+    # A hidden option is one the command refuses (a secret's flag): documenting it is wrong too.
+    known = {
+        name for param in command.params if not getattr(param, "hidden", False)
+        for name in (*param.opts, *param.secondary_opts)
+    }
     for word in words[position:]:
         option = word.split("=", 1)[0]
         if option.startswith("--") and option not in known:

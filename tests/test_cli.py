@@ -100,9 +100,26 @@ def test_an_unknown_enum_flag_is_a_usage_error() -> None:
     assert code == 2 and "Traceback" not in output
 
 
-def test_secrets_are_not_flags(tmp_path: Path) -> None:
-    code, output = _invoke(["serve", "--admin-key", "x" * 32])
-    assert code == 2 and "No such option" in output
+@pytest.mark.parametrize(
+    ("args", "variable"),
+    [
+        (["serve", "--admin-key", "a-secret-value-0123456789"], "CONSCIENCE_ADMIN_KEY"),
+        (["serve", "--upstream-api-key=a-secret-value-0123456789"], "CONSCIENCE_UPSTREAM_API_KEY"),
+        (["train", "--vllm-api-key", "a-secret-value-0123456789"], "CONSCIENCE_VLLM_API_KEY"),
+        (["adapters", "activate", "conscience-v2", "--vllm-api-key=a-secret-value-0123456789"],
+         "CONSCIENCE_VLLM_API_KEY"),
+        (["adapters", "rollback", "--vllm-api-key", "a-secret-value-0123456789"], "CONSCIENCE_VLLM_API_KEY"),
+    ],
+)
+def test_a_secret_given_as_a_flag_is_refused_in_one_line(args: list[str], variable: str) -> None:
+    code, output = _invoke(args)
+    flag = next(arg for arg in args if arg.startswith("--")).split("=")[0]
+    assert code == 2, output
+    assert output.strip().splitlines() == [
+        f"error: {flag} is not accepted: a secret on the command line is shown to every user (ps); "
+        f"set {variable}, or name a file holding it with {variable}_FILE"
+    ]
+    assert "a-secret-value" not in output
 
 
 def test_a_secret_comes_from_a_file(tmp_path: Path) -> None:
@@ -158,3 +175,22 @@ def test_an_unknown_trace_exporter_is_one_line_and_exit_2(tmp_path: Path, export
     assert code == 2, output
     lines = output.strip().splitlines()
     assert len(lines) == 1 and all(name in lines[0] for name in names), output
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_unreachable_database_with_auto_migrate_is_one_line_and_exit_1(tmp_path: Path, workers: str) -> None:
+    # Port 1 refuses connections: the migration fails before the proxy listens.
+    unreachable = "postgresql+asyncpg://conscience:hunter2@127.0.0.1:1/conscience"
+    done = subprocess.run(
+        [sys.executable, "-m", "conscience_cli", "serve", "--auto-migrate", "--db-url", unreachable,
+         "--workers", workers, "--port", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: --auto-migrate: cannot migrate the database "
+        "postgresql+asyncpg://conscience:***@127.0.0.1:1/conscience: "
+    ), line
+    assert "Connect call failed" in line, line

@@ -15,10 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.adapters.publish import PublishError, PublishOptions
+from service.adapters.publish import VLLM_API_KEY_VARIABLE, PublishError, PublishOptions
 from service.adapters.registry import RegistryError
 from service.adapters.versions import AdapterVersions
 from service.cli_errors import run_or_exit
+from service.cli_flags import refused_secret
 from service.store.db import Database
 from service.store.models import AdapterVersion
 
@@ -42,6 +43,8 @@ KeepLoaded = Annotated[int, typer.Option(
     min=1, help="Adapter versions kept loaded in vLLM (newest first); older ones are unloaded.",
 )]
 VllmTimeout = Annotated[float, typer.Option(help="Timeout of one vLLM admin call (loading an adapter takes a while).")]
+# vLLM's key comes from the environment or a file (PublishOptions.for_command); the flag is refused.
+VllmApiKeyRefused = Annotated[str | None, refused_secret("--vllm-api-key", VLLM_API_KEY_VARIABLE)]
 
 
 def _publish_options(
@@ -92,6 +95,7 @@ def activate_command(
     vllm_adapters_dir: VllmAdaptersDir = None,
     keep_loaded: KeepLoaded = DEFAULTS.keep_loaded,
     vllm_timeout_s: VllmTimeout = DEFAULTS.timeout_s,
+    vllm_api_key: VllmApiKeyRefused = None,
 ) -> None:
     """Make a version the active one. Behind vLLM, pass --vllm-url: it is loaded there first
     (its key, if it has one, from CONSCIENCE_VLLM_API_KEY or CONSCIENCE_VLLM_API_KEY_FILE)."""
@@ -107,6 +111,7 @@ def rollback_command(
     vllm_adapters_dir: VllmAdaptersDir = None,
     keep_loaded: KeepLoaded = DEFAULTS.keep_loaded,
     vllm_timeout_s: VllmTimeout = DEFAULTS.timeout_s,
+    vllm_api_key: VllmApiKeyRefused = None,
 ) -> None:
     """Re-activate the version the active one was trained from (behind vLLM: --vllm-url)."""
     options = _publish_options(vllm_url, vllm_adapters_dir, keep_loaded, vllm_timeout_s)

@@ -7,14 +7,13 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import typer
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from service.cli_errors import fail, settings_or_exit
 from service.conscience.frameworks import load_frameworks
 from service.settings import Mode
 from service.store import repository
-from service.store.db import Database
+from service.store.db import Database, error_reason, shown_url
 from service.store.migrate import upgrade
 from service.store.models import ApiKey
 
@@ -64,8 +63,8 @@ def upgrade_command(
     try:
         upgrade(url, revision)
     except (SQLAlchemyError, OSError) as exc:
-        fail(f"database error: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}", code=1)
-    typer.echo(f"{make_url(url).render_as_string(hide_password=True)} is at revision {revision}.")
+        fail(f"database error: {error_reason(exc)}", code=1)
+    typer.echo(f"{shown_url(url)} is at revision {revision}.")
 
 
 @keys_app.command("create")

@@ -53,6 +53,17 @@ def engine_arguments(
     return parsed, connect_args
 
 
+def shown_url(url: str) -> str:
+    """The URL as logs and messages show it: its password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def error_reason(exc: BaseException) -> str:
+    """What a database error says to an operator: the driver's own first line ("no such table:
+    triples", "Connect call failed"), not the SQL statement SQLAlchemy appends."""
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+
+
 def _create_database_file(url: URL) -> None:
     database = url.database
     if database and database != ":memory:" and not database.startswith("file:"):

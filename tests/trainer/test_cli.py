@@ -13,7 +13,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from conscience_cli import main as cli
-from service.adapters.registry import active_version, list_versions
+from service.adapters.registry import VersionDraft, active_version, list_versions, record_version
 from service.store.db import Database
 from service.store.models import Triple, TripleStatus
 from tests.fakes.upstream import FakeUpstream
@@ -22,6 +22,10 @@ from trainer.common.artefacts import is_complete_adapter
 from trainer.nightly.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+VLLM_KEY_REFUSED = (
+    "error: --vllm-api-key is not accepted: a secret on the command line is shown to every user (ps); "
+    "set CONSCIENCE_VLLM_API_KEY, or name a file holding it with CONSCIENCE_VLLM_API_KEY_FILE"
+)
 FIRST_STEP_TIMEOUT_S = 180.0
 
 
@@ -154,8 +158,33 @@ async def test_a_version_vllm_could_not_take_stays_a_candidate_to_publish_later(
     activate = ("adapters", "activate", "conscience-v1", f"--db-url={db_url}", f"--vllm-url={vllm.url}")
     with vllm:
         flagged = await invoke(*activate, "--vllm-api-key=vllm-secret-key")
-        assert flagged.exit_code == 2 and "No such option" in flagged.output
+        assert flagged.exit_code == 2 and flagged.output.strip() == VLLM_KEY_REFUSED
         published = await invoke(*activate, env={"CONSCIENCE_VLLM_API_KEY_FILE": str(key_file)})
         assert published.exit_code == 0, published.output
         assert set(vllm.adapters) == {"conscience-v1"}
+    assert (await active_version(db)).name == "conscience-v1"  # type: ignore[union-attr]
+
+
+async def test_adapters_commands_take_vllms_key_from_the_environment_and_refuse_it_as_a_flag(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    parent = await record_version(db, VersionDraft("conscience-v1", "base-model", tmp_path / "v1", None, True), [])
+    await record_version(db, VersionDraft("conscience-v2", "base-model", tmp_path / "v2", parent.id, True), [])
+    with FakeUpstream(base_model="base-model") as vllm:
+        vllm.api_key = "vllm-secret-key"  # every call without `Authorization: Bearer <it>` gets 401
+        target = (f"--db-url={db_url}", f"--vllm-url={vllm.url}")
+        for command in (("activate", "conscience-v2"), ("rollback",)):
+            flagged = await invoke("adapters", *command, *target, "--vllm-api-key", "vllm-secret-key")
+            assert flagged.exit_code == 2 and flagged.output.strip() == VLLM_KEY_REFUSED
+        keyless = await invoke("adapters", "activate", "conscience-v2", *target)
+        assert keyless.exit_code == 1 and "Traceback" not in keyless.output
+        assert vllm.adapters == {}
+
+        keyed = {"CONSCIENCE_VLLM_API_KEY": "vllm-secret-key"}
+        activated = await invoke("adapters", "activate", "conscience-v2", *target, env=keyed)
+        assert activated.exit_code == 0, activated.output
+        rolled_back = await invoke("adapters", "rollback", *target, env=keyed)
+        assert rolled_back.exit_code == 0, rolled_back.output
+        assert "conscience-v1 is active" in rolled_back.output
+        assert set(vllm.adapters) == {"conscience-v1", "conscience-v2"}
     assert (await active_version(db)).name == "conscience-v1"  # type: ignore[union-attr]

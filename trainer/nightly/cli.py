@@ -18,10 +18,10 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from service.adapters.publish import PublishError, PublishOptions, make_publisher
+from service.adapters.publish import VLLM_API_KEY_VARIABLE, PublishError, PublishOptions, make_publisher
 from service.adapters.registry import RegistryError
 from service.cli_errors import require_extra, run_or_exit
-from service.cli_flags import dataclass_parameters, with_parameters
+from service.cli_flags import dataclass_parameters, refused_secret_parameter, with_parameters
 from trainer.nightly.config import PublishTarget, TrainConfig
 
 EXIT_GATE_FAILED = 3
@@ -33,8 +33,9 @@ app = typer.Typer(no_args_is_help=True, help="Nightly DPO training of LoRA adapt
 def trainer() -> None:
     """Nightly DPO training of LoRA adapters (`python -m trainer.nightly.cli train …`)."""
 
-def train(**flags: Any) -> None:
+def train(vllm_api_key: None = None, **flags: Any) -> None:
     """Train a new adapter version from the logged triples, gate it, and publish it."""
+    del vllm_api_key  # a refused flag (its callback exits before this runs): always None
     require_extra("train", "conscience train")
     from trainer.nightly.run import Outcome, run_training
 
@@ -58,7 +59,10 @@ def train(**flags: Any) -> None:
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
-app.command()(with_parameters(train, dataclass_parameters(TrainConfig)))
+app.command()(with_parameters(train, [
+    *dataclass_parameters(TrainConfig),
+    refused_secret_parameter("vllm_api_key", VLLM_API_KEY_VARIABLE),  # from the environment or a file
+]))
 
 
 if __name__ == "__main__":
