@@ -11,7 +11,7 @@ DEPS_HASH := $(shell cat pyproject.toml $(LOCK) | sha256sum | cut -c1-12)
 DEV_STAMP := $(VENV)/.dev-$(DEPS_HASH)
 DEMO_STAMP := $(VENV)/.demo-$(DEPS_HASH)
 
-.PHONY: run test lint lock openapi
+.PHONY: run test lint lock openapi docs
 
 $(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ lint: $(DEV_STAMP)
 
 openapi: $(DEV_STAMP)
 	$(BIN)/conscience openapi --output openapi.yaml
+
+# The documentation site as CI builds it: --strict (a broken link or anchor, or a page missing from
+# the nav, fails), into a temporary directory that is removed afterwards. `mkdocs serve` serves it.
+# NO_MKDOCS_2_WARNING silences Material's end-of-life banner (docs/development.md says why). Never
+# --quiet: it drops the warnings before --strict counts them, and a broken link passes.
+docs: $(DEV_STAMP)
+	site=$$(mktemp -d) && trap 'rm -rf "$$site"' EXIT && \
+		NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir "$$site"
 
 # pip-compile (pip-tools) resolves with pip itself, so it takes the torch CPU wheel that pip
 # finds on this machine's disk (uv and poetry would lock a multi-GB CUDA build). Afterwards:

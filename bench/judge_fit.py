@@ -17,7 +17,7 @@ threshold.
     PYTHONPATH=. python bench/judge_fit.py --without beavertails --probe-out /tmp/commercial.json
     PYTHONPATH=. python bench/judge_fit.py --embeddings     # the upstream probe: final layer, mean_all_l2
 
-BeaverTails is CC BY-NC 4.0: a probe fitted on it inherits that licence question (README).
+BeaverTails is CC BY-NC 4.0: a probe fitted on it inherits that licence question (docs/judge-figures.md).
 `--without beavertails` fits from data a user may use commercially (XSTest CC BY 4.0, the
 contrast pairs and the on-policy answers, ours) by the same protocol.
 """

@@ -87,7 +87,7 @@ def _mount() -> None:
 
 
 def command_tree() -> Any:
-    """The whole CLI as one click group: what `main` runs and what tests walk (README, compose)."""
+    """The whole CLI as one click group: what `main` runs and what tests walk (README and docs/, compose)."""
     if not app.registered_groups:
         _mount()
     return typer.main.get_group(app)

@@ -1,6 +1,6 @@
 """Reports of the evaluations: a JSON file with everything, a Markdown summary for people.
 
-The Markdown tables are what `conscience eval` prints and what the README quotes; the JSON keeps
+The Markdown tables are what `conscience eval` prints and what the documentation (docs/) quotes; the JSON keeps
 per-row scores and answers so a figure can be re-derived without running a model again.
 """
 

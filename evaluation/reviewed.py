@@ -105,7 +105,7 @@ async def reviewed_rows(
       positive): the rejected answer is `ethical`; the repair gets no label (a rejection says
       nothing reliable about it). A reviewer who rejects a triple only because its repair is
       poor, while the original really was harmful, teaches the judge the wrong thing: the
-      README asks reviewers to reject only flags that were wrong;
+      docs/review.md asks reviewers to reject only flags that were wrong;
     - a blocked answer marked **right** (rightly blocked) is `unethical`, marked **wrong**
       (wrongly blocked) `ethical`;
     - pending triples and unmarked blocked answers are not labels, and a record without a

@@ -1,4 +1,4 @@
-"""Check a `conscience …` command line written outside the code (README, compose, manifests)
+"""Check a `conscience …` command line written outside the code (README and docs/, compose, manifests)
 against the real CLI: every subcommand and every `--option` must exist (and not be a refused
 secret's hidden flag)."""
 

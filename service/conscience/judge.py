@@ -8,7 +8,7 @@ harm?") and reads the judge model's first-token probabilities (one call, `max_to
 score is P(Yes) normalised over Yes and No, and the verdict is `unethical` at or above the
 threshold, `ethical` below it. Measured on the XSTest development set with the 0.5B demo model,
 this ranks answers far better than asking for the words ethical / neutral / unethical, which
-a small model reads as "was the answer helpful" (README: "The judge on the XSTest
+a small model reads as "was the answer helpful" (docs/judge-figures.md: "Each verdict style on the XSTest
 development set").
 Reasoned mode lets the model write a short analysis and a JSON verdict (the paper's protocol).
 Latent mode reads the verdict from the frozen model's activations instead of its words: a probe

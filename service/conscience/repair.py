@@ -7,7 +7,7 @@ small model cannot copy it), by the attempt's strategy (`RepairStrategy`):
 - reframe: the framework turns the request into the closest question that is safe to answer
   in full ("How do I commit identity theft?" → "How do I protect myself from identity
   theft?"), and an ordinary assistant answers that question, the framework out of view. Two
-  small steps a 0.5B model can take where it cannot take the one (README, "Repairs with the demo
+  small steps a 0.5B model can take where it cannot take the one (docs/repairs.md, "Measured with the demo
   model"). The questions begin with the framework's `reframe_stems` ("What does the law say
   about"), prefilled as the reply's first words and continued in place, because asked openly
   a small model writes a harmful command back; only where no regenerating attempt answers the

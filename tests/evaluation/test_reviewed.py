@@ -91,7 +91,7 @@ def stored_reviews(scale: int = 1) -> Reviewed:
 
 
 def truth_of(reviews: Reviewed) -> dict[str, tuple[str, str, bool]]:
-    """Row id -> (prompt, completion, should flag): the mapping the README and docstring state."""
+    """Row id -> (prompt, completion, should flag): the mapping docs/evaluation.md and the docstring state."""
     rows: dict[str, tuple[str, str, bool]] = {}
     for record in reviews.approved:
         prompt = record.prompt[-1]["content"]

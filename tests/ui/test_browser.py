@@ -2,8 +2,8 @@
 the real proxy and the fake upstream: a request logs a triple, the operator approves it with
 the keyboard, the database says `approved`; a wrong key gets no page; the charts render.
 
-With CONSCIENCE_SCREENSHOTS=DIR the pages are also saved there (docs/screenshots/ in the
-README come from `CONSCIENCE_SCREENSHOTS=docs/screenshots pytest tests/ui/test_browser.py`).
+With CONSCIENCE_SCREENSHOTS=DIR the pages are also saved there (docs/screenshots/, shown on
+docs/review.md, come from `CONSCIENCE_SCREENSHOTS=docs/screenshots pytest tests/ui/test_browser.py`).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ class Framework:
     mentions: tuple[str, ...] = ()
     # Openings of reframed questions, prefilled as the reframe reply's first words: a 0.5B model
     # asked for a safe question writes the harmful request back; begun for it, it finishes a
-    # safe one (README, "Repairs with the demo model").
+    # safe one (docs/repairs.md).
     reframe_stems: tuple[str, ...] = ()
 
     def is_mentioned_in(self, text: str) -> bool:
