@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from service.api import state
 from service.api.chat_completion.serving import ChatSurface
+from service.api.check.portkey import PortkeyVerdict, PortkeyWebhook, check_request, portkey_verdict
 from service.api.check.protocol import CheckRequest, CheckResponse, CheckResult
 from service.api.check.serving import CheckCall, CheckedAnswers
 from service.api.deps import OPENAI_ERRORS, request_id_of
@@ -67,6 +68,24 @@ def _response(body: CheckRequest, checked: CheckedAnswers) -> CheckResponse:
 async def check_answers(
     body: CheckRequest, raw: Request, caller: ClientIdentity | None = Depends(require_client)
 ) -> CheckResponse:
+    return await _checked(body, raw, caller)
+
+
+@router.post(
+    "/v1/conscience/portkey", response_model=PortkeyVerdict, response_model_exclude_none=True,
+    responses=OPENAI_ERRORS, summary="The check API as Portkey's webhook guardrail",
+)
+async def portkey_webhook(
+    body: PortkeyWebhook, raw: Request, repair: bool = False,
+    caller: ClientIdentity | None = Depends(require_client),
+) -> PortkeyVerdict:
+    """`repair`: repair a flagged answer and hand it back as `transformedData` (?repair=true)."""
+    request = check_request(body, repair)
+    checked = None if request is None else (await _checked(request, raw, caller)).model_dump(mode="json")
+    return portkey_verdict(body, checked)
+
+
+async def _checked(body: CheckRequest, raw: Request, caller: ClientIdentity | None) -> CheckResponse:
     call = CheckCall(
         endpoint="check",
         cases=[Case(_conversation(body), answer) for answer in _answers(body)],
