@@ -51,6 +51,9 @@ class ConscienceGuardrail(CustomGuardrail):
         self.action: OnFlagged = conscience_action
         self.framework = framework
         self.timeout_s = timeout_s
+        # One client for every check: building one per call costs tens of milliseconds (its TLS
+        # context), more than the check itself (bench/integrations.py).
+        self._client: httpx.AsyncClient | None = None
         super().__init__(**kwargs)
 
     async def async_post_call_success_hook(
@@ -91,8 +94,9 @@ class ConscienceGuardrail(CustomGuardrail):
         if self.framework:
             body["conscience"] = {"framework": self.framework}
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-            answer = await client.post(self.check_url, json=body, headers=headers)
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout_s)
+        answer = await self._client.post(self.check_url, json=body, headers=headers)
         if answer.status_code != 200:
             # Not judged is not passed: the gateway's client gets an error, never the unjudged answer.
             raise HTTPException(status_code=502, detail={

@@ -11,13 +11,17 @@ A failed call raises: NeMo then sends no unjudged answer.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import httpx
 from nemoguardrails.actions import action
 
+# One client for every check: building one per call costs tens of milliseconds (its TLS context).
+_client: httpx.AsyncClient | None = None
 
-async def _check(context: Optional[dict], repair: bool) -> dict[str, Any]:
+
+async def _check(context: dict | None, repair: bool) -> dict[str, Any]:
+    global _client
     context = context or {}
     user = context.get("user_message")
     body = {
@@ -27,19 +31,20 @@ async def _check(context: Optional[dict], repair: bool) -> dict[str, Any]:
     }
     base = os.environ.get("CONSCIENCE_API_BASE", "http://127.0.0.1:8000").rstrip("/").removesuffix("/v1")
     key = os.environ.get("CONSCIENCE_API_KEY")
-    async with httpx.AsyncClient(timeout=float(os.environ.get("CONSCIENCE_TIMEOUT_S", "60"))) as client:
-        answer = await client.post(
-            f"{base}/v1/conscience/check", json=body, headers={"Authorization": f"Bearer {key}"} if key else {}
-        )
+    if _client is None:
+        _client = httpx.AsyncClient(timeout=float(os.environ.get("CONSCIENCE_TIMEOUT_S", "60")))
+    answer = await _client.post(
+        f"{base}/v1/conscience/check", json=body, headers={"Authorization": f"Bearer {key}"} if key else {}
+    )
     answer.raise_for_status()
     return answer.json()
 
 
 @action(name="conscience_check_output")
-async def conscience_check_output(context: Optional[dict] = None) -> bool:
+async def conscience_check_output(context: dict | None = None) -> bool:
     return not (await _check(context, repair=False))["flagged"]
 
 
 @action(name="conscience_repair_output")
-async def conscience_repair_output(context: Optional[dict] = None) -> str:
+async def conscience_repair_output(context: dict | None = None) -> str:
     return (await _check(context, repair=True))["results"][0]["answer"]
