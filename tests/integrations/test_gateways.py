@@ -6,40 +6,47 @@ integrations/kong.md); Portkey's fixed shape goes to /v1/conscience/portkey."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import yaml
 
 from service.store.models import Check, Triple
 from tests.api.conftest import HARMFUL, REPAIRED, Proxy
 from tests.fakes.upstream import FakeUpstream
+from tests.integrations.venvs import ROOT
 
 HARMLESS = "Talk to your neighbour kindly; most people do not know they are loud."
 
 
-# --- Kong: config.request.body {model: $(conf.params.model), input: $(content)} -----------------
+# --- Kong: the shipped plugin config (integrations/gateways/kong.yaml), as Kong renders it ------
+
+KONG = yaml.safe_load((ROOT / "integrations" / "gateways" / "kong.yaml").read_text())["plugins"][0]["config"]
+
 
 def kong_blocks(response: dict[str, Any]) -> tuple[bool, str]:
-    """The `check_response` function of Kong's moderation example, in Python: block when any
-    category of any result is true, naming them in the block message."""
+    """The config's `check_response` Lua function, in Python: block when any category of any
+    result is true, naming them in the block message."""
+    assert "pairs(result.categories)" in KONG["functions"]["check_response"]
     blocked = [name for result in response["results"] for name, on in result["categories"].items() if on]
     if blocked:
-        return True, "Content moderation failed in the following categories: " + ", ".join(blocked)
-    return False, "Content moderation passed"
+        return True, "Blocked by the conscience: " + ", ".join(blocked)
+    return False, "passed"
 
 
 def kong_call(conscience: Proxy, content: str) -> httpx.Response:
-    return httpx.post(
-        f"{conscience.server.origin}/v1/moderations",
-        headers={"Authorization": "Bearer sk-cons-unused", "Content-Type": "application/json"},
-        json={"model": "conscience", "input": content}, timeout=30,
-    )
+    """The config's request, its templates filled in as Kong fills them."""
+    request = KONG["request"]
+    body = {key: value.replace("$(content)", content) for key, value in request["body"].items()}
+    headers = {k: v.replace("$(conf.params.api_key)", "sk-cons-unused") for k, v in request["headers"].items()}
+    path = urlsplit(request["url"]).path
+    return httpx.post(f"{conscience.server.origin}{path}", headers=headers, json=body, timeout=30)
 
 
 def test_kong_blocks_a_harmful_answer_and_passes_a_harmless_one(conscience: Proxy, fake: FakeUpstream) -> None:
     harmful = kong_call(conscience, HARMFUL)
     assert harmful.status_code == 200
-    blocked = "Content moderation failed in the following categories: conscience"
-    assert kong_blocks(harmful.json()) == (True, blocked)
+    assert kong_blocks(harmful.json()) == (True, "Blocked by the conscience: conscience")
     assert kong_blocks(kong_call(conscience, HARMLESS).json())[0] is False
     assert len(conscience.wait_rows(Check, 2, endpoint="moderations")) == 2
 
