@@ -17,6 +17,8 @@ from service.api.adapters.serving import AdapterActivation
 from service.api.admin.api_router import router as admin_router
 from service.api.chat_completion.api_router import router as chat_router
 from service.api.chat_completion.serving import ChatSurface
+from service.api.check.api_router import router as check_router
+from service.api.check.serving import ConscienceChecks
 from service.api.checked_serving import CheckedServing
 from service.api.completion.api_router import router as completion_router
 from service.api.completion.serving import CompletionSurface
@@ -24,6 +26,7 @@ from service.api.embeddings.api_router import router as embeddings_router
 from service.api.health.api_router import router as health_router
 from service.api.middleware import RequestContextMiddleware
 from service.api.models.api_router import router as models_router
+from service.api.moderations.api_router import router as moderations_router
 from service.api.responses.api_router import router as responses_router
 from service.api.ui.api_router import router as ui_router
 from service.backends.base import Backend
@@ -106,6 +109,7 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         state.completion_serving = CheckedServing(
             CompletionSurface(), backend, pipeline, frameworks, served, names, catalog, metrics
         )
+        state.conscience_checks = ConscienceChecks(pipeline, frameworks, served, names, metrics)
         await backend.start()
         await names.start()
         log.info(
@@ -141,8 +145,8 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         strict_content_type=False,
     )
     install_error_handlers(app)
-    routers = (chat_router, responses_router, completion_router, models_router, embeddings_router, health_router,
-               admin_router, adapters_router, ui_router)
+    routers = (chat_router, responses_router, completion_router, moderations_router, check_router, models_router,
+               embeddings_router, health_router, admin_router, adapters_router, ui_router)
     for router in routers:
         app.include_router(router)
     app.add_middleware(

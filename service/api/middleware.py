@@ -172,7 +172,7 @@ class RequestContextMiddleware:
 def _endpoint_label(path: str) -> str:
     # A bounded label set: unknown paths must not blow up Prometheus cardinality.
     known = ("/v1/chat/completions", "/v1/responses", "/v1/completions", "/v1/models", "/v1/embeddings",
-             "/healthz", "/readyz", "/metrics")
+             "/v1/moderations", "/v1/conscience/check", "/v1/conscience/portkey", "/healthz", "/readyz", "/metrics")
     if path in known:
         return path
     return "/admin" if path.startswith("/admin") else "other"

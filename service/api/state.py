@@ -10,6 +10,7 @@ from fastapi import Request
 
 if TYPE_CHECKING:
     from service.api.adapters.serving import AdapterActivation
+    from service.api.check.serving import ConscienceChecks
     from service.api.checked_serving import CheckedServing
     from service.backends.base import Backend
     from service.metrics import Metrics
@@ -23,6 +24,10 @@ def chat_serving(request: Request) -> CheckedServing:
 
 def completion_serving(request: Request) -> CheckedServing:
     return request.app.state.completion_serving
+
+
+def conscience_checks(request: Request) -> ConscienceChecks:
+    return request.app.state.conscience_checks
 
 
 def backend(request: Request) -> Backend:

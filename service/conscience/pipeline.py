@@ -41,7 +41,7 @@ class CheckContext:
     """Everything about a request that the conscience step and its records need."""
 
     request_id: str
-    endpoint: Literal["chat", "completions"]
+    endpoint: Literal["chat", "completions", "check", "moderations"]
     mode: Mode
     policy: ReviewPolicy
     policy_model: str

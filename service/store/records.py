@@ -28,7 +28,7 @@ class CheckRecord:
     """One checked completion choice."""
 
     request_id: str
-    endpoint: Literal["chat", "completions"]
+    endpoint: Literal["chat", "completions", "check", "moderations"]
     framework: str
     mode: str
     verdict: str  # ethical | neutral | unethical | unchecked

@@ -20,7 +20,8 @@ def test_openapi_yaml_equals_the_served_document() -> None:
 
 def test_every_openai_route_is_in_the_contract() -> None:
     paths = yaml.safe_load(CONTRACT.read_text(encoding="utf-8"))["paths"]
-    for route in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/embeddings",
+    for route in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/embeddings", "/v1/moderations",
+                  "/v1/conscience/check",
                   "/healthz", "/readyz", "/metrics"):
         assert route in paths
     assert any(path.startswith("/admin/") for path in paths)
