@@ -147,3 +147,89 @@ def test_review_dashboard_and_adapters_in_chromium(
     page.click("#confirm")
     assert "conscience-v2 is active." in page.locator(".notice").inner_text()
     assert fake.adapters == {"conscience-v2": "/a/v2"}
+
+
+def _seed_for_reading(proxy: Proxy) -> None:
+    """Two triples, one slow check (20.7 s upstream), and a lineage: v1 (from the base), v2
+    active (from v1, gated on one held-out row), v3 a candidate."""
+    one_row = {"held_out_rows": 1, "passed": True,
+               "held_out": {"candidate": {"accuracy": 1.0, "mean_margin": 0.2},
+                            "previous": {"accuracy": 0.0, "mean_margin": 0.0}},
+               "refusal_rate": {"candidate": 0.0, "previous": 0.0, "prompts": 24}}
+    engine = create_engine(proxy.settings.db_url.replace("+aiosqlite", ""))
+    with Session(engine) as session, session.begin():
+        session.add_all([
+            Triple(request_id=f"r{i}", check_id=f"c{i}", framework="three_laws",
+                   prompt=[{"role": "user", "content": f"question number {i}"}],
+                   rejected=f"harmful {i}", chosen=f"repaired {i}", details={},
+                   policy_model="policy", judge_model="judge")
+            for i in range(2)
+        ])
+        session.add(Check(request_id="slow", endpoint="chat", framework="three_laws", mode="enforce",
+                          verdict="ethical", score=0.1, policy_model="policy", judge_model="judge",
+                          upstream_ms=20_700.0, judge_ms=35.0, repair_ms=0.0))
+        session.add_all([
+            AdapterVersion(id="v1", name="conscience-v1", base_model="base-model", path="/a/v1",
+                           status="retired", triple_count=30, metrics={"gate": one_row}),
+            AdapterVersion(id="v2", name="conscience-v2", base_model="base-model", path="/a/v2",
+                           status="active", parent_id="v1", activated_at=datetime.now(UTC),
+                           triple_count=30, metrics={"gate": one_row}),
+            AdapterVersion(id="v3", name="conscience-v3", base_model="base-model", path="/a/v3",
+                           status="candidate", parent_id="v2", triple_count=30, metrics={"gate": one_row}),
+        ])
+
+
+@pytest.fixture
+def seeded(start_proxy: ProxyFactory, fake: FakeUpstream, page: Any) -> str:  # noqa: F811
+    """A logged-in page on a proxy seeded by `_seed_for_reading`; returns the origin."""
+    proxy = start_proxy(admin_key=ADMIN_KEY, judge_model=None, adapter_poll_s=60)
+    _seed_for_reading(proxy)
+    _log_in(page, proxy.server.origin, ADMIN_KEY)
+    return proxy.server.origin
+
+
+def test_a_row_of_the_list_opens_its_triple(seeded: str, page: Any) -> None:
+    page.goto(f"{seeded}/ui/review")
+    rows = page.locator("form.bulk tbody tr")
+    assert rows.count() == 2
+    second = rows.nth(1).get_attribute("data-triple-id")
+    assert second and page.locator("section.triple").get_attribute("data-triple-id") != second
+    with page.expect_navigation():
+        rows.nth(1).locator("td").nth(2).click()  # the status cell: plain text, not a link
+    assert page.locator("section.triple").get_attribute("data-triple-id") == second
+    assert "Triple 2 of 2" in page.locator("section.triple h1").inner_text()
+
+
+def test_latencies_read_in_seconds(seeded: str, page: Any) -> None:
+    page.goto(f"{seeded}/ui/dashboard")
+    labels = page.locator('svg.chart[aria-label="Latency per stage"] text').all_text_contents()
+    assert "p50 20.7 s" in labels and "p50 35 ms" in labels
+    assert not any("e+" in label for label in labels)
+
+
+def test_charts_use_the_cards_width(seeded: str, page: Any) -> None:
+    page.goto(f"{seeded}/ui/dashboard")
+    widths = page.locator("svg.chart").evaluate_all(
+        "charts => charts.map(c => { const card = c.closest('section'); const style = getComputedStyle(card);"
+        " return [c.getBoundingClientRect().width,"
+        " card.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight)]; })"
+    )
+    assert len(widths) >= 3 and all(abs(chart - card) < 2 for chart, card in widths), widths
+
+
+def test_roll_back_shows_only_where_there_is_a_version_to_go_back_to(seeded: str, page: Any) -> None:
+    page.goto(f"{seeded}/ui/adapters")
+    assert page.locator("a.button", has_text="Roll back").count() == 1
+    assert page.locator('tr[data-version="conscience-v2"] a#rollback').inner_text() == "Roll back"
+    page.click("#rollback")
+    page.click("#confirm")
+    assert "conscience-v1 is active." in page.locator(".notice").inner_text()
+    assert page.locator("a.button", has_text="Roll back").count() == 0  # v1 came from the base
+
+
+def test_gate_figures_from_few_rows_show_their_counts(seeded: str, page: Any) -> None:
+    page.goto(f"{seeded}/ui/adapters")
+    cells = page.locator('tr[data-version="conscience-v2"] td')
+    assert cells.nth(5).inner_text() == "1/1 (0/1)"  # accuracy on the one held-out row (previous)
+    assert cells.nth(7).inner_text() == "0/24 (0/24)"  # benign refusals
+    assert "0.000" not in page.locator("table.adapters").inner_text()

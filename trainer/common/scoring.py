@@ -67,6 +67,22 @@ def greedy_reply(model: Any, tokenizer: Any, prompt: Messages, max_new_tokens: i
     return tokenizer.decode(output[0, len(prompt_ids) :], skip_special_tokens=True)
 
 
+@torch.no_grad()
+def greedy_replies(model: Any, tokenizer: Any, prompts: list[Messages], max_new_tokens: int) -> list[str]:
+    """`greedy_reply` for several prompts in one batch (left-padded, so every row's answer starts
+    at the same position): on a CPU one batch of 8 costs little more than one prompt."""
+    rows = [chat_ids(tokenizer, prompt, add_generation_prompt=True) for prompt in prompts]
+    width = max(len(row) for row in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids = torch.tensor([[pad] * (width - len(row)) + row for row in rows], device=model.device)
+    attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], device=model.device)
+    output = model.generate(
+        input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+        do_sample=False, pad_token_id=pad,
+    )
+    return [tokenizer.decode(row[width:], skip_special_tokens=True) for row in output]
+
+
 @contextmanager
 def using_adapter(model: Any, adapter: str | None) -> Iterator[None]:
     """Run a PeftModel with one named adapter active, or the base weights when `adapter` is None."""

@@ -11,7 +11,7 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, set_seed
 
 from service.backends.local.loader import LoadedModel
-from trainer.common.models import load_tokenizer, resolve_dtype
+from trainer.common.models import base_model_path, load_tokenizer, pretrained_kwargs, resolve_dtype
 from trainer.finetune.config import FinetuneConfig
 
 POLICY_ADAPTER = "policy"
@@ -23,7 +23,8 @@ def load_policy_model(config: FinetuneConfig) -> LoadedModel:
     """Blocking: loads the weights and adds a fresh (zero-effect) LoRA adapter."""
     set_seed(config.seed)  # before LoRA initialisation, for a reproducible run
     tokenizer = load_tokenizer(config.base_model)
-    model = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=resolve_dtype(config.dtype))
+    path = base_model_path(config.base_model)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(config.dtype), **pretrained_kwargs(path))
     model.add_adapter(
         LoraConfig(
             task_type="CAUSAL_LM",

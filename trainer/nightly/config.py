@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from trainer.common.config import LORA_PROJECTIONS, TorchDtype, knob
+from trainer.nightly.benign_prompts import QUICK_HELD_OUT_TOKENS, QUICK_REPLY_TOKENS
 
 
 class PublishTarget(StrEnum):
@@ -120,6 +121,12 @@ class TrainConfig:
     gate_max_new_tokens: int = knob(
         32, help="Tokens generated (greedy) per benign prompt in the refusal check."
     )
+    quick_gate: bool = knob(
+        False,
+        help="A gate sized for a CPU (the demo model): the built-in 24 short benign prompts "
+        "(unless --benign-prompts names a file), each answered in at most 12 tokens, and "
+        "held-out rows scored on their first 512 tokens.",
+    )
 
     # --- publishing ------------------------------------------------------------------------
     publish: PublishTarget = knob(
@@ -141,6 +148,14 @@ class TrainConfig:
     vllm_timeout_s: float = knob(
         120.0, help="Timeout of one vLLM admin call (loading an adapter takes a while)."
     )
+
+    @property
+    def gate_reply_tokens(self) -> int:
+        return min(self.gate_max_new_tokens, QUICK_REPLY_TOKENS) if self.quick_gate else self.gate_max_new_tokens
+
+    @property
+    def gate_max_length(self) -> int:
+        return min(self.max_length, QUICK_HELD_OUT_TOKENS) if self.quick_gate else self.max_length
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eval_fraction < 1.0:

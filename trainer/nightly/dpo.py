@@ -20,7 +20,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback, set_seed
 from trl import DPOConfig, DPOTrainer
 
-from trainer.common.models import load_tokenizer, resolve_dtype
+from trainer.common.models import base_model_path, load_tokenizer, pretrained_kwargs, resolve_dtype
 from trainer.nightly.config import TrainConfig
 from trainer.nightly.dataset import PreferencePair, to_hf_dataset
 
@@ -38,8 +38,9 @@ class TrainedPolicy:
 def load_policy(config: TrainConfig, parent_adapter: Path | None) -> PeftModel:
     """The base model with a trainable LoRA: the parent's weights, or a fresh (zero-effect) one."""
     set_seed(config.seed)  # before LoRA initialisation, for a reproducible run
+    path = base_model_path(config.base_model)
     base = AutoModelForCausalLM.from_pretrained(
-        config.base_model, dtype=resolve_dtype(config.dtype)
+        path, dtype=resolve_dtype(config.dtype), **pretrained_kwargs(path)
     )
     if parent_adapter is not None:
         return PeftModel.from_pretrained(base, parent_adapter, is_trainable=True)

@@ -11,6 +11,9 @@ base model for a first version), on the same rows and prompts:
 2. over-refusal: the share of benign prompts whose greedy reply reads as a refusal (the
    detector measured on XSTest, service/conscience/refusal.py) may not rise by more than
    `max_refusal_increase`.
+
+Each phase shows a tqdm bar on stderr (rows scored, prompts answered), so a long gate on a CPU
+is visibly moving, in a terminal and in a log alike.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tqdm import tqdm
+
 from service.conscience.refusal import is_refusal
-from trainer.common.scoring import completion_logprob, greedy_reply, using_adapter
+from trainer.common.scoring import completion_logprob, greedy_replies, using_adapter
 from trainer.nightly.config import TrainConfig
 from trainer.nightly.dataset import PreferencePair
 
 PairLogprobs = list[tuple[float, float]]  # (chosen, rejected) per pair
+REPLY_BATCH = 8  # benign prompts answered per generate() call
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,10 @@ class GateReport:
         }
 
 
+def _label(adapter: str | None) -> str:
+    return "base" if adapter is None else adapter
+
+
 def pair_logprobs(
     model: Any,
     tokenizer: Any,
@@ -81,7 +91,7 @@ def pair_logprobs(
                 completion_logprob(model, tokenizer, pair.prompt, pair.chosen, max_length),
                 completion_logprob(model, tokenizer, pair.prompt, pair.rejected, max_length),
             )
-            for pair in pairs
+            for pair in tqdm(pairs, desc=f"gate: held-out rows ({_label(adapter)})", unit="row")
         ]
 
 
@@ -107,13 +117,13 @@ def refusal_rate(
     adapter: str | None,
     config: TrainConfig,
 ) -> float:
-    with using_adapter(model, adapter):
-        replies = [
-            greedy_reply(
-                model, tokenizer, [{"role": "user", "content": prompt}], config.gate_max_new_tokens
-            )
-            for prompt in prompts
-        ]
+    replies: list[str] = []
+    bar = tqdm(total=len(prompts), desc=f"gate: benign prompts ({_label(adapter)})", unit="prompt")
+    with using_adapter(model, adapter), bar:
+        for start in range(0, len(prompts), REPLY_BATCH):
+            batch = [[{"role": "user", "content": prompt}] for prompt in prompts[start : start + REPLY_BATCH]]
+            replies += greedy_replies(model, tokenizer, batch, config.gate_reply_tokens)
+            bar.update(len(batch))
     return sum(is_refusal(reply) for reply in replies) / len(replies)
 
 
@@ -129,13 +139,13 @@ def evaluate_gate(
 ) -> GateReport:
     """Score adapter `candidate` against `previous` (None: the base) inside one PeftModel."""
     model.eval()
-    reference = pair_logprobs(model, tokenizer, held_out, None, config.max_length)
+    reference = pair_logprobs(model, tokenizer, held_out, None, config.gate_max_length)
     previous_logprobs = (
         reference
         if previous is None
-        else pair_logprobs(model, tokenizer, held_out, previous, config.max_length)
+        else pair_logprobs(model, tokenizer, held_out, previous, config.gate_max_length)
     )
-    candidate_logprobs = pair_logprobs(model, tokenizer, held_out, candidate, config.max_length)
+    candidate_logprobs = pair_logprobs(model, tokenizer, held_out, candidate, config.gate_max_length)
     candidate_scores = preference_scores(candidate_logprobs, reference, config.beta)
     previous_scores = preference_scores(previous_logprobs, reference, config.beta)
     refusals = RefusalRates(

@@ -185,7 +185,7 @@ def _train_and_gate(
         policy.model,
         policy.tokenizer,
         split.held_out,
-        load_benign_prompts(config.benign_prompts),
+        load_benign_prompts(config.benign_prompts, quick=config.quick_gate),
         config,
         candidate=TRAINED_ADAPTER,
         previous=PREVIOUS_ADAPTER if parent_path is not None else None,

@@ -40,6 +40,16 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def _share(rate: float | None, count: int | None) -> str:
+    """A gate's rate as the rows or prompts it counts, "7/8": from one held-out row a share like
+    0.000 reads as a measurement; the count says how little it rests on."""
+    if rate is None:
+        return "–"
+    if not count:
+        return _fmt(rate)
+    return f"{round(rate * count)}/{count}"
+
+
 def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "–"
 
@@ -50,7 +60,7 @@ def _last_user(prompt: list[dict[str, Any]]) -> str:
 
 
 templates.env.globals.update(
-    fmt=_fmt, pct=_pct, last_user=_last_user, blocked_query_string=serving.blocked_query_string,
+    fmt=_fmt, share=_share, pct=_pct, last_user=_last_user, blocked_query_string=serving.blocked_query_string,
     # The filters a form carries back (hidden fields), from the parsed query, never raw input.
     query_pairs=lambda query: parse_qsl(query.query_string()),
 )

@@ -9,7 +9,7 @@ Content-Security-Policy can forbid inline styles.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup, escape
@@ -79,8 +79,20 @@ def columns(
     return _svg(label, body)
 
 
-def bar_groups(label: str, groups: Sequence[str], series: Sequence[Series], unit: str = "") -> Markup:
-    """Horizontal bars: one group per name in `groups`, one bar per series in each."""
+def duration(ms: float) -> str:
+    """A latency as people read it: "850 ms" below a second, "20.7 s" (not "2.07e+04 ms") above."""
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.1f} s" if ms < 100_000 else f"{ms / 1000:.0f} s"
+
+
+def bar_groups(
+    label: str, groups: Sequence[str], series: Sequence[Series], unit: str = "",
+    label_of: Callable[[float], str] | None = None,
+) -> Markup:
+    """Horizontal bars: one group per name in `groups`, one bar per series in each. A value's
+    text is `label_of(value)`, else the value with `unit`."""
+    label_of = label_of or (lambda value: f"{value:.3g}{unit}")
     row, gap, label_w = 14, 10, 150
     height = _TOP + len(groups) * (row * len(series) + gap) + 4
     values = [v for s in series for v in s.values]
@@ -93,9 +105,9 @@ def bar_groups(label: str, groups: Sequence[str], series: Sequence[Series], unit
         for one in series:
             value = one.values[index]
             width = plot_w * value / top
-            tip = f"{group} · {one.name}: {value:.3g}{unit}"
+            tip = f"{group} · {one.name}: {label_of(value)}"
             body.append(_bar(label_w, y, max(width, 0.5), row - 2, one.name, value, tip))
-            body.append(_text(label_w + width + 4, y + row - 4, f"{one.name} {value:.3g}{unit}"))
+            body.append(_text(label_w + width + 4, y + row - 4, f"{one.name} {label_of(value)}"))
             y += row
         y += gap
     return _svg(label, body, height=int(height))

@@ -220,7 +220,7 @@ async def dashboard(db: Database, range_name: str, framework: str | None) -> Das
         "Latency per stage", list(latency),
         [charts.Series(name, [values[i] or 0.0 for values in latency.values()])
          for i, name in enumerate(("p50", "p95"))],
-        unit=" ms",
+        label_of=charts.duration,
     )
     return Dashboard(range_name, framework, verdict_charts, score_chart, rate_chart, outcomes,
                      latency_chart, latency, thresholds)
@@ -241,4 +241,5 @@ def gate_figures(metrics: dict[str, Any]) -> dict[str, Any]:
         "margin": candidate.get("mean_margin"),
         "refusal_rate": refusals.get("candidate"),
         "previous_refusal_rate": refusals.get("previous"),
+        "refusal_prompts": refusals.get("prompts"),
     }

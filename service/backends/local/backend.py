@@ -9,11 +9,13 @@ from pathlib import Path
 
 from service.backends.base import JSON, BackendError, LabelProbs
 from service.backends.local.adapter_watcher import AdapterWatcher, HasSessions
+from service.backends.local.chat_stream import ChatChoiceStream, final_message
 from service.backends.local.engine import Engine
-from service.backends.local.generation import ChoiceDelta, Usage
+from service.backends.local.generation import Usage
 from service.backends.local.loader import LoadedModel, load_model
 from service.backends.local.openai_shapes import (
     Envelope,
+    assistant_message,
     chat_completion,
     chunk,
     text_completion,
@@ -28,12 +30,13 @@ from service.backends.local.prompts import (
     plain_messages,
 )
 from service.backends.local.sampling import SamplingParams, sampling_params
+from service.backends.local.tools import ToolUse, tool_use
 from service.conscience.probe import SHIPPED_DIR, Probe, ProbeError, load_probe
 from service.conscience.usage import record as record_usage
 from service.settings import Settings
 
 # Request fields this engine cannot honour; sending them gets a clear 400, not a silent ignore.
-_CHAT_UNSUPPORTED = ("tools", "functions", "logprobs", "top_logprobs")
+_CHAT_UNSUPPORTED = ("functions", "logprobs", "top_logprobs")
 _COMPLETION_UNSUPPORTED = ("echo", "suffix", "logprobs")
 
 
@@ -149,20 +152,25 @@ class LocalBackend:
 
     async def _prepare(
         self, body: JSON, *, chat: bool
-    ) -> tuple[str | None, list[list[int]], SamplingParams]:
+    ) -> tuple[str | None, list[list[int]], SamplingParams, ToolUse | None]:
         model = self._model(body)
         _reject_unsupported(body, _CHAT_UNSUPPORTED if chat else _COMPLETION_UNSUPPORTED)
         tokenizer = self.engine.loaded.tokenizer
+        tools = tool_use(body) if chat else None
         if chat:
-            prompts = [await asyncio.to_thread(chat_prompt_ids, tokenizer, body)]
+            prompt = await asyncio.to_thread(
+                chat_prompt_ids, tokenizer, body, tools=tools and tools.tools,
+                answer_start=tools.forced_start if tools else "",
+            )
+            prompts = [prompt]
         else:
             prompts = await asyncio.to_thread(completion_prompts, tokenizer, body)
-        return model, prompts, self._params(body, prompts, "messages" if chat else "prompt")
+        return model, prompts, self._params(body, prompts, "messages" if chat else "prompt"), tools
 
     async def _complete(
         self, body: JSON, *, chat: bool, shape: Callable[..., JSON]
     ) -> JSON:
-        model, prompts, params = await self._prepare(body, chat=chat)
+        model, prompts, params, tools = await self._prepare(body, chat=chat)
         count = len(prompts) * params.n
         texts, reasons = [""] * count, ["stop"] * count
         usage = Usage(0, 0)
@@ -175,20 +183,27 @@ class LocalBackend:
                     texts[delta.index] += delta.text
                     if delta.finish_reason:
                         reasons[delta.index] = delta.finish_reason
-        return shape(self._envelope(model, chat=chat), texts, reasons, usage)
+        envelope = self._envelope(model, chat=chat)
+        if not chat:
+            return shape(envelope, texts, reasons, usage)
+        messages = []
+        for index, text in enumerate(texts):
+            content, calls, reasons[index] = final_message(text, reasons[index], tools)
+            messages.append(assistant_message(content, calls))
+        return chat_completion(envelope, texts, reasons, usage, messages)
 
     async def _stream(self, body: JSON, *, chat: bool) -> AsyncIterator[JSON]:
         """`stream_options.include_usage`: a usage chunk at the end; with `continuous_usage_stats`
         as well (vLLM's option), every chunk also carries the usage so far, so a reader that stops
         the stream early still knows what it cost."""
-        model, prompts, params = await self._prepare(body, chat=chat)
+        model, prompts, params, tools = await self._prepare(body, chat=chat)
         envelope = self._envelope(model, chat=chat)
         options = body.get("stream_options")
         with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         continuous = with_usage and bool(options.get("continuous_usage_stats"))
         prompt_tokens = sum(len(prompt) for prompt in prompts)
         tokens: dict[int, int] = {}
-        started: set[int] = set()
+        choices: dict[int, ChatChoiceStream] = {}
         async with contextlib.aclosing(self.engine.generate(model, prompts, params)) as events:
             async for event in events:
                 if isinstance(event, Usage):
@@ -198,31 +213,15 @@ class LocalBackend:
                 for delta in event:
                     tokens[delta.index] = delta.tokens
                     so_far = usage_json(Usage(prompt_tokens, sum(tokens.values()))) if continuous else None
-                    for update in self._chunks(envelope, delta, started, with_usage):
+                    if chat:
+                        choice = choices.get(delta.index) or choices.setdefault(
+                            delta.index, ChatChoiceStream(envelope, delta.index, tools=tools, with_usage=with_usage))
+                        updates = choice.updates(delta)
+                    else:
+                        updates = [chunk(envelope, delta.index, text=delta.text,
+                                         finish_reason=delta.finish_reason, with_usage=with_usage)]
+                    for update in updates:
                         yield update if so_far is None else {**update, "usage": so_far}
-
-    @staticmethod
-    def _chunks(
-        envelope: Envelope, delta: ChoiceDelta, started: set[int], with_usage: bool
-    ) -> list[JSON]:
-        if not envelope.chat:
-            return [
-                chunk(envelope, delta.index, text=delta.text,
-                      finish_reason=delta.finish_reason, with_usage=with_usage)
-            ]
-        updates = []
-        if delta.index not in started:
-            started.add(delta.index)
-            role = {"role": "assistant", "content": ""}
-            updates.append(chunk(envelope, delta.index, delta=role, with_usage=with_usage))
-        if delta.text:
-            content = {"content": delta.text}
-            updates.append(chunk(envelope, delta.index, delta=content, with_usage=with_usage))
-        if delta.finish_reason:
-            updates.append(
-                chunk(envelope, delta.index, finish_reason=delta.finish_reason, with_usage=with_usage)
-            )
-        return updates
 
     async def chat(self, body: JSON) -> JSON:
         return await self._complete(body, chat=True, shape=chat_completion)

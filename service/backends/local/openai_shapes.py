@@ -36,15 +36,23 @@ def usage_json(usage: Usage) -> JSON:
     }
 
 
-def chat_completion(envelope: Envelope, texts: list[str], reasons: list[str], usage: Usage) -> JSON:
+def assistant_message(content: str | None, tool_calls: list[JSON] | None = None) -> JSON:
+    """`tool_calls` is present only when the answer calls tools, as OpenAI sends it."""
+    message: JSON = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message
+
+
+def chat_completion(
+    envelope: Envelope, texts: list[str], reasons: list[str], usage: Usage,
+    messages: list[JSON] | None = None,
+) -> JSON:
+    """`messages`: the choices' messages when they are not plain text (tool calls)."""
+    messages = messages or [assistant_message(text) for text in texts]
     choices = [
-        {
-            "index": index,
-            "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": None,
-            "finish_reason": reason,
-        }
-        for index, (text, reason) in enumerate(zip(texts, reasons, strict=True))
+        {"index": index, "message": message, "logprobs": None, "finish_reason": reason}
+        for index, (message, reason) in enumerate(zip(messages, reasons, strict=True))
     ]
     return {
         **envelope.head("chat.completion"),

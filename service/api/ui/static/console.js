@@ -15,6 +15,15 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
+// A row of a list opens its item: a click anywhere on it but its checkbox or a link follows
+// the row's own link (the links in the row work without this script).
+document.addEventListener("click", (event) => {
+  const target = event.target;
+  if (!(target instanceof Element) || target.closest("a, input, button, label")) return;
+  const row = target.closest("tr[data-href]");
+  if (row) window.location.assign(row.dataset.href);
+});
+
 document.addEventListener("DOMContentLoaded", () => {
   const all = document.getElementById("select-all");
   if (!all) return;
