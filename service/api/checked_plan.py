@@ -18,9 +18,9 @@ from service.api.conscience_protocol import ChoiceConscience, ConscienceResult, 
 from service.backends.base import JSON, Backend
 from service.conscience.admission import Reservation
 from service.conscience.frameworks import Framework
+from service.conscience.outcome import Review
 from service.conscience.pipeline import CheckContext
 from service.conscience.policy import worst_verdict
-from service.conscience.review import Review
 from service.conscience.usage import current as current_usage
 from service.metrics import Metrics
 from service.settings import Mode

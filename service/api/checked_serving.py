@@ -44,6 +44,7 @@ from service.api.windowed_stream import StreamTap
 from service.backends.base import JSON, Backend, BackendError
 from service.conscience.admission import Reservation, ReviewsSaturated
 from service.conscience.frameworks import Framework
+from service.conscience.outcome import UNCHECKED, Review
 from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
 from service.conscience.policy import (
     PENDING,
@@ -56,7 +57,7 @@ from service.conscience.policy import (
     request_judge_style,
     request_mode,
 )
-from service.conscience.review import UNCHECKED, Review, ReviewPolicy
+from service.conscience.review import ReviewPolicy
 from service.conscience.tool_calls import tool_call_outcome
 from service.conscience.usage import begin as begin_usage
 from service.conscience.usage import received_usage
