@@ -13,19 +13,17 @@ import time
 from collections.abc import AsyncIterator
 
 from service.api.checked_plan import (
-    SSE_DONE,
-    Plan,
     Surface,
     conscience_summary,
     observe_upstream,
     reviewed_verdicts,
-    sse,
 )
 from service.api.windowed_stream import StreamTap
 from service.backends.base import JSON, BackendError
 from service.conscience.engine import Enforcement
 from service.conscience.outcome import CLIENT_DISCONNECTED, Review
 from service.conscience.pipeline import ConsciencePipeline
+from service.conscience.planning import Plan
 from service.conscience.policy import finish_reason, replaces_answer
 from service.errors import error_body
 from service.metrics import Metrics
@@ -42,7 +40,7 @@ class WindowedEnforcement:
         self._window_chars = window_chars
         self._judge_context_chars = judge_context_chars
 
-    async def stream(self, plan: Plan, tap: StreamTap, started: float) -> AsyncIterator[bytes]:
+    async def stream(self, plan: Plan, tap: StreamTap, started: float) -> AsyncIterator[JSON]:
         """Release each choice window by window as the conscience passes it (repairing a
         flagged one in place), the choices' chunks as they come; the last chunk carries the
         verdicts, the `stream` summaries and the usage of what the client received."""
@@ -83,7 +81,7 @@ class WindowedEnforcement:
                             raise item
                         else:
                             for chunk in self._released_chunks(tap, index, reviews[index].outcome, item):
-                                yield sse(chunk)
+                                yield chunk
                 except (GeneratorExit, asyncio.CancelledError):
                     if self._pipeline.shutting_down:  # ended by the shutdown: recorded as such
                         raise
@@ -103,8 +101,7 @@ class WindowedEnforcement:
                 for review in reviews:
                     review.outcome.error = review.outcome.error or f"upstream failed: {exc.message}"
                 self._record_all(plan, conversations, reviews, started)
-            yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
-            yield SSE_DONE
+            yield error_body(exc.message, exc.error_type, exc.param, exc.code)
             return
         outcomes = self._record_all(plan, conversations, reviews, started)
         verdicts = reviewed_verdicts(outcomes)
@@ -125,8 +122,7 @@ class WindowedEnforcement:
             out.append({**tap.head, "object": out[0]["object"], "choices": [], "usage": usage})
         out[-1]["conscience"] = summary
         for chunk in out:
-            yield sse(chunk)
-        yield SSE_DONE
+            yield chunk
         self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
 
     def _record_all(
