@@ -1,7 +1,7 @@
 """What windowed judging costs over a long answer: judge calls and characters the judge reads,
 whole answer so far per window (before) vs a bounded context (after), side by side in one run.
 
-The real `StreamReview` and `Judge` (fast style, the default framework, the default window
+The real `Enforcement` and `Judge` (fast style, the default framework, the default window
 settings) over an 18 KB answer streamed word by word; the backend counts what the judge is sent
 and passes everything. Usage:
 
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from service.backends.base import LabelProbs
+from service.conscience.engine import Enforcement, streamed_drafts
 from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import Judge
-from service.conscience.stream_review import StreamReview
 from service.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "windowed_judging.json"
@@ -69,14 +69,14 @@ async def measure(answer: str, window_chars: int, context_chars: int | None) -> 
         raise AssertionError("nothing is flagged")
         yield ""
 
-    review = StreamReview(
-        words(answer), window_chars=window_chars, judge=verdict, repair=no_repair,
+    review = Enforcement(
+        words(answer), window_chars=window_chars, judge=verdict, drafts=streamed_drafts(no_repair),
         refusal="", max_repairs=0, judge_context_chars=context_chars,
     )
     released = "".join([text async for text in review])
     assert released.strip() == answer.strip()
     return {
-        "context_chars": context_chars, "windows": len(review.summary.windows), "judge_calls": backend.calls,
+        "context_chars": context_chars, "windows": len(review.outcome.windows), "judge_calls": backend.calls,
         "judge_chars": backend.chars, "judge_chars_per_answer_char": round(backend.chars / len(answer), 2),
     }
 

@@ -25,7 +25,8 @@ from evaluation.score_log import ScoreLog
 from evaluation.scorers import FrameworkScorer
 from service.conscience.frameworks import Framework
 from service.conscience.judge import Judge
-from service.conscience.review import DISCARD_REASONS, Reviewer, ReviewPolicy
+from service.conscience.outcome import DISCARD_REASONS
+from service.conscience.review import Reviewer, ReviewPolicy
 from service.settings import FailurePolicy, JudgeStyle
 
 Progress = Callable[[str, int, int], None]

@@ -1,8 +1,10 @@
-"""What every mode of a checked surface shares: the surface's shape (`Surface`), the request's
-plan, the `conscience` summary and headers built from the choices' verdicts, and SSE framing.
+"""What every mode of a checked surface shares: the surface's shape (`Surface`), the checked
+answer as data (`CheckedAnswer`, `CheckedStream`), and the `conscience` summary and headers
+built from the choices' verdicts.
 
-service/api/checked_serving.py plans a request and runs the modes (off, monitor, enforce with a
-buffered stream); service/api/windowed_enforcement.py runs enforce's windowed stream.
+service/api/checked_serving.py runs the modes (off, monitor, enforce with a buffered stream);
+service/api/windowed_enforcement.py runs enforce's windowed stream; service/api/framing.py
+frames the data as JSON or SSE.
 """
 
 from __future__ import annotations
@@ -12,20 +14,14 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import orjson
-
 from service.api.conscience_protocol import ChoiceConscience, ConscienceResult, ConscienceUsage
 from service.backends.base import JSON, Backend
-from service.conscience.admission import Reservation
-from service.conscience.frameworks import Framework
-from service.conscience.pipeline import CheckContext
+from service.conscience.outcome import Review
+from service.conscience.planning import Plan
 from service.conscience.policy import worst_verdict
-from service.conscience.review import Review
 from service.conscience.usage import current as current_usage
 from service.metrics import Metrics
 from service.settings import Mode
-
-SSE_DONE = b"data: [DONE]\n\n"
 
 
 class Surface(Protocol):
@@ -55,17 +51,22 @@ class Surface(Protocol):
     def tool_call_chunk(self, head: JSON, index: int, calls: list[JSON]) -> JSON: ...
 
 
-@dataclass(slots=True)
-class Plan:
+@dataclass(frozen=True, slots=True)
+class CheckedAnswer:
+    """A checked completion (its `conscience` object in), and the headers it goes out with."""
+
     body: JSON
-    mode: Mode
-    framework: Framework
-    context: CheckContext
-    reserved: Reservation  # the review slots charged at admission, before generation
+    headers: dict[str, str]
 
 
-def sse(chunk: JSON) -> bytes:
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+@dataclass(frozen=True, slots=True)
+class CheckedStream:
+    """A checked answer's chunks as they are released — the last carries the `conscience`
+    object; a failed stream ends with an OpenAI error object — and the headers it goes out
+    with (decided before the first chunk)."""
+
+    chunks: AsyncIterator[JSON]
+    headers: dict[str, str]
 
 
 def conscience_summary(plan: Plan, verdicts: list[ChoiceConscience]) -> JSON:

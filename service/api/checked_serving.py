@@ -1,7 +1,11 @@
-"""Serving logic shared by the checked surfaces (chat and legacy completions).
+"""Serving logic shared by the checked surfaces (chat, legacy completions, and the Responses API
+over chat): it returns data — a completion, or its chunks — that each surface frames (JSON,
+SSE, Responses events: service/api/framing.py, service/api/responses/).
 
-A `Surface` (service/api/checked_plan.py) knows where a surface keeps its text; this module
-plans a request (framework, mode, judge style and model) and runs the modes:
+A `Surface` (service/api/checked_plan.py) knows where a surface keeps its text; the conscience
+plans the request in one call (service/conscience/planning.py: framework, mode, judge style and
+model, limits, windowed or buffered; its typed refusals mapped to status codes here), and this
+module runs the modes:
 - off: pass through;
 - monitor: answer at once, review in the background;
 - enforce: review first; a flagged choice is replaced by its repair (or a refusal).
@@ -19,12 +23,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import orjson
-from starlette.responses import Response, StreamingResponse
-
 from service.adapters.served_models import ModelCatalog, ModelNames
 from service.api.checked_plan import (
-    SSE_DONE,
+    CheckedAnswer,
+    CheckedStream,
     Plan,
     Surface,
     choice_verdicts,
@@ -32,7 +34,6 @@ from service.api.checked_plan import (
     observe_upstream,
     response_headers,
     reviewed_verdicts,
-    sse,
 )
 from service.api.conscience_protocol import (
     ChoiceConscience,
@@ -42,21 +43,17 @@ from service.api.conscience_protocol import (
 from service.api.windowed_enforcement import WindowedEnforcement, with_usage_so_far
 from service.api.windowed_stream import StreamTap
 from service.backends.base import JSON, Backend, BackendError
-from service.conscience.admission import Reservation, ReviewsSaturated
 from service.conscience.frameworks import Framework
-from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
+from service.conscience.outcome import UNCHECKED, Review
+from service.conscience.pipeline import Case, ConsciencePipeline
+from service.conscience.planning import Asked, Endpoint, RequestPlanner
 from service.conscience.policy import (
     PENDING,
     REFUSED_FINISH,
     PolicyRefusal,
     finish_reason,
-    judge_model_or_refuse,
     replaces_answer,
-    request_framework,
-    request_judge_style,
-    request_mode,
 )
-from service.conscience.review import UNCHECKED, Review, ReviewPolicy
 from service.conscience.tool_calls import tool_call_outcome
 from service.conscience.usage import begin as begin_usage
 from service.conscience.usage import received_usage
@@ -64,10 +61,11 @@ from service.errors import APIError, error_body
 from service.logs import client_request_id_var
 from service.metrics import Metrics
 from service.security.cache import ClientIdentity
-from service.settings import EnforceStreaming, Mode, MonitorOverflow, Settings
+from service.settings import Mode, Settings
 
-# How the API answers a request the conscience policy refuses: (status, OpenAI error type).
+# How the API answers a request the conscience's plan refuses: (status, OpenAI error type).
 _REFUSAL_STATUS = {
+    "invalid_request": (400, "invalid_request_error"),
     "framework_not_allowed": (403, "permission_error"),
     "mode_not_allowed": (403, "permission_error"),
     "judge_style_not_allowed": (403, "permission_error"),
@@ -104,7 +102,7 @@ class CheckedServing:
         self._surface = surface
         self._backend = backend
         self._pipeline = pipeline
-        self._frameworks = frameworks
+        self._planner = RequestPlanner(settings, frameworks, pipeline)
         self._settings = settings
         self._models = models
         self._catalog = catalog
@@ -115,18 +113,26 @@ class CheckedServing:
         )
 
     # --- planning ------------------------------------------------------------------------
-    async def _plan(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> Plan:
+    async def _plan(
+        self, request: SamplingFields, caller: ClientIdentity | None, request_id: str, endpoint: Endpoint
+    ) -> Plan:
         policy_model = await self._catalog.serve(self._models, request.model)
         if policy_model is None:
             raise APIError(400, "you must provide a model parameter", param="model")
         await self._check_token_budget(request, policy_model)
+        body = request.model_dump(exclude={"conscience"}, exclude_unset=True)
+        body["model"] = policy_model
+        options = request.conscience
+        asked = Asked(options.framework, options.mode, options.judge_style) if options else Asked()
         try:
-            return self._planned(request, policy_model, caller, request_id)
+            return self._planner.plan(
+                self._surface, body, asked, caller, endpoint=endpoint, judge_model=self._models.judge,
+                request_id=request_id, client_request_id=client_request_id_var.get(),
+            )
         except PolicyRefusal as refusal:
             status, error_type = _REFUSAL_STATUS[refusal.code]
-            raise APIError(
-                status, refusal.message, error_type=error_type, param=refusal.param, code=refusal.code
-            ) from None
+            code = None if refusal.code == "invalid_request" else refusal.code
+            raise APIError(status, refusal.message, error_type=error_type, param=refusal.param, code=code) from None
 
     async def _check_token_budget(self, request: SamplingFields, model: str) -> None:
         """A 400 for an output budget no answer can have: past --max-tokens-limit or the served
@@ -145,86 +151,19 @@ class CheckedServing:
                         400, f"{param} is {wanted}, more than {what}: {bound} tokens.", param=param
                     )
 
-    def _planned(
-        self, request: SamplingFields, policy_model: str, caller: ClientIdentity | None, request_id: str
-    ) -> Plan:
-        key_framework, key_mode = (caller.framework, caller.mode) if caller else (None, None)
-        options = request.conscience
-        name = request_framework(options.framework if options else None, key_framework, self._settings)
-        framework = self._frameworks.get(name)
-        if framework is None:
-            raise APIError(
-                400,
-                f"Unknown conscience framework {name!r}; available: {', '.join(sorted(self._frameworks))}.",
-                param="conscience.framework",
-            )
-        mode = request_mode(
-            options.mode if options else None, Mode(key_mode) if key_mode else None, self._settings
-        )
-        judge_model = judge_model_or_refuse(self._models.judge)
-        body = request.model_dump(exclude={"conscience"}, exclude_unset=True)
-        body["model"] = policy_model
-        choices = self._choice_count(request.n, body)
-        if mode is not Mode.OFF:
-            self._surface.validate(body)
-        style = request_judge_style(options.judge_style if options else None, self._settings)
-        context = CheckContext(
-            request_id=request_id,
-            endpoint=self._surface.endpoint,
-            mode=mode,
-            policy=ReviewPolicy(
-                framework=framework,
-                style=style,
-                max_repairs=self._settings.max_repairs,
-                failure_policy=self._settings.failure_policy,
-                judge_model=judge_model,
-            ),
-            policy_model=policy_model,
-            api_key_id=caller.id if caller else None,
-            client_request_id=client_request_id_var.get(),
-        )
-        reserved = self._admitted(mode, choices)  # last: nothing after it can refuse the request
-        return Plan(body=body, mode=mode, framework=framework, context=context, reserved=reserved)
-
-    def _choice_count(self, n: int, body: JSON) -> int:
-        """The choices to judge: `n` for each prompt. APIError 400 when those generated for
-        them (`best_of` for each prompt, when larger) exceed --max-n: each is judged or, with
-        best_of, generated upstream, so a batch must not multiply past the bound."""
-        prompts = self._surface.prompt_count(body)
-        best_of = body.get("best_of")
-        best_of = best_of if isinstance(best_of, int) and not isinstance(best_of, bool) else 1
-        per_prompt = max(n, best_of)
-        limit = self._settings.max_n
-        if prompts * per_prompt > limit:
-            name = "best_of" if best_of > n else "n"
-            asked = f"{name} = {per_prompt}"
-            if prompts > 1:
-                asked = f"{prompts} prompts × {name} = {per_prompt}: {prompts * per_prompt} choices"
-            raise APIError(
-                400, f"{asked}; at most {limit} choices per request on this server.",
-                param="prompt" if prompts > 1 and name == "n" else name,
-            )
-        return prompts * n
-
-    def _admitted(self, mode: Mode, choices: int) -> Reservation:
-        """The review slots for `choices`, charged before anything is generated; a monitor
-        request without room is answered unreviewed only where the operator chose so (its
-        choices are then recorded unchecked, in `check_later`)."""
-        try:
-            return self._pipeline.admit(mode, choices)
-        except ReviewsSaturated:
-            if mode is Mode.MONITOR and self._settings.monitor_overflow is MonitorOverflow.RECORD_UNCHECKED:
-                return Reservation.empty(mode)
-            raise
-
     def _cases(self, body: JSON, texts: list[str]) -> list[Case]:
         conversations = self._surface.conversations(body, len(texts))
         return [Case(conversation, text) for conversation, text in zip(conversations, texts, strict=True)]
 
     # --- entry point -----------------------------------------------------------------------
-    async def create(self, request: SamplingFields, caller: ClientIdentity | None, request_id: str) -> Response:
-        """`caller`: the client's API key (None: keys are not required and none was sent)."""
-        plan = await self._plan(request, caller, request_id)
+    async def create(
+        self, request: SamplingFields, caller: ClientIdentity | None, request_id: str, *,
+        endpoint: Endpoint | None = None,
+    ) -> CheckedAnswer | CheckedStream:
+        """The checked answer as data, for the surface to frame: a completion, or (`stream`)
+        its chunks. `caller`: the client's API key (None: keys are not required and none was
+        sent); `endpoint`: what the records name (default: the surface's own)."""
+        plan = await self._plan(request, caller, request_id, endpoint or self._surface.endpoint)
         begin_usage(plan.framework.name, self._metrics.stage_tokens)  # the conscience's tokens
         # Until its records are written (a stream's: once it has ended, in its own generator).
         with self._pipeline.until_recorded(plan.context, plan.body.get("n", 1)):
@@ -239,7 +178,7 @@ class CheckedServing:
             finally:
                 plan.reserved.release()  # no-op once the review has released or taken them
 
-    async def _complete(self, plan: Plan) -> Response:
+    async def _complete(self, plan: Plan) -> CheckedAnswer:
         started = time.perf_counter()
         response = await self._surface.create(self._backend, plan.body)
         upstream_ms = observe_upstream(self._metrics, started)
@@ -275,25 +214,21 @@ class CheckedServing:
         summary = conscience_summary(plan, verdicts)
         response["conscience"] = summary
         self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
-        return Response(
-            orjson.dumps(response), media_type="application/json", headers=response_headers(summary)
-        )
+        return CheckedAnswer(response, response_headers(summary))
 
     # --- streaming -------------------------------------------------------------------------
-    async def _stream(self, plan: Plan) -> Response:
+    async def _stream(self, plan: Plan) -> CheckedStream:
         started = time.perf_counter()
-        windowed = plan.mode is Mode.ENFORCE and self._windowed(plan)
-        chunks = self._surface.stream(self._backend, with_usage_so_far(plan.body) if windowed else plan.body)
-        if windowed:
+        chunks = self._surface.stream(self._backend, with_usage_so_far(plan.body) if plan.windowed else plan.body)
+        if plan.windowed:
             # Fetch the first chunks before answering so that an upstream failure is an HTTP error.
             fetched, plain = await StreamTap.prefetch(self._surface, chunks)
             if plain:
                 count = plan.body.get("n", 1)
                 tap = StreamTap(self._surface, fetched, chunks, count)
                 pending = conscience_summary(plan, choice_verdicts(count, PENDING))
-                return StreamingResponse(
-                    self._windowed_enforcement.stream(plan, tap, started),
-                    media_type="text/event-stream", headers=response_headers(pending),
+                return CheckedStream(
+                    self._windowed_enforcement.stream(plan, tap, started), response_headers(pending)
                 )
             chunks = _chained(fetched, chunks)
         if plan.mode is not Mode.OFF:  # buffered and monitor streams: only what the judge reads
@@ -301,10 +236,8 @@ class CheckedServing:
         if plan.mode is Mode.ENFORCE:
             buffered = [chunk async for chunk in chunks]
             upstream_ms = observe_upstream(self._metrics, started)
-            body, summary = await self._enforce_buffered(plan, buffered, upstream_ms)
-            return StreamingResponse(
-                body, media_type="text/event-stream", headers=response_headers(summary)
-            )
+            replayed, summary = await self._enforce_buffered(plan, buffered, upstream_ms)
+            return CheckedStream(replayed, response_headers(summary))
         # Fetch the first chunk before answering so that an upstream failure is an HTTP error.
         try:
             first = await anext(chunks)
@@ -312,11 +245,7 @@ class CheckedServing:
             first = None
         label = PENDING if plan.mode is Mode.MONITOR else UNCHECKED
         summary = conscience_summary(plan, choice_verdicts(plan.body.get("n", 1), label))
-        return StreamingResponse(
-            self._pass_through(plan, first, chunks, summary, started),
-            media_type="text/event-stream",
-            headers=response_headers(summary),
-        )
+        return CheckedStream(self._pass_through(plan, first, chunks, summary, started), response_headers(summary))
 
     async def _forwarded_chunks(self, chunks: AsyncIterator[JSON], body: JSON) -> AsyncIterator[JSON]:
         async for chunk in chunks:
@@ -324,28 +253,18 @@ class CheckedServing:
                 chunk = {**chunk, "choices": [self._surface.forwarded(c, body) for c in chunk["choices"]]}
             yield chunk
 
-    def _windowed(self, plan: Plan) -> bool:
-        """Windowed enforce streaming applies to text and reasoning, any n; calls are buffered."""
-        body = plan.body
-        return (
-            self._settings.enforce_streaming is EnforceStreaming.WINDOWED
-            and not body.get("tools") and not body.get("functions")
-            and not body.get("logprobs")
-            and not isinstance(body.get("prompt"), list)
-        )
-
     async def _pass_through(
         self, plan: Plan, first: JSON | None, chunks: AsyncIterator[JSON], summary: JSON, started: float
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncIterator[JSON]:
         try:
-            async for data in self._passed_through(plan, first, chunks, summary, started):
-                yield data
+            async for chunk in self._passed_through(plan, first, chunks, summary, started):
+                yield chunk
         finally:  # a client gone or an upstream failure: no review will use the slots
             plan.reserved.release()  # (no-op once check_later has taken them)
 
     async def _passed_through(
         self, plan: Plan, first: JSON | None, chunks: AsyncIterator[JSON], summary: JSON, started: float
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncIterator[JSON]:
         """Off and monitor: the upstream's chunks as they come. Whatever ends the stream — its
         end, an upstream failure, the client leaving — what the client received is reviewed in
         the background (monitor) or counted as sent unjudged (off); nothing in `finally` awaits,
@@ -356,17 +275,15 @@ class CheckedServing:
             try:
                 async for chunk in chunks:
                     self._collect(held, deltas)
-                    yield sse(held)
+                    yield held
                     held = chunk
             except BackendError as exc:
-                yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
-                yield SSE_DONE
+                yield error_body(exc.message, exc.error_type, exc.param, exc.code)
                 return
             if held is not None:
                 self._collect(held, deltas)
                 held["conscience"] = summary
-                yield sse(held)
-            yield SSE_DONE
+                yield held
         finally:
             self._after_pass_through(plan, deltas, started)
 
@@ -393,7 +310,7 @@ class CheckedServing:
 
     async def _enforce_buffered(
         self, plan: Plan, buffered: list[JSON], upstream_ms: float
-    ) -> tuple[AsyncIterator[bytes], JSON]:
+    ) -> tuple[AsyncIterator[JSON], JSON]:
         deltas: dict[int, list[JSON]] = {}
         for chunk in buffered:
             self._collect(chunk, deltas)
@@ -437,7 +354,7 @@ class CheckedServing:
 
     async def _replay(
         self, buffered: list[JSON], changed: dict[int, _Replacement], summary: JSON
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncIterator[JSON]:
         """Original chunks for the choices that stand; rewritten choices as fresh chunks."""
         usage_chunks: list[JSON] = []
         out: list[JSON] = []
@@ -460,5 +377,4 @@ class CheckedServing:
             out.append({**head, "choices": []})
         out[-1] = {**out[-1], "conscience": summary}
         for chunk in out:
-            yield sse(chunk)
-        yield SSE_DONE
+            yield chunk

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.conscience.stream_review import WindowedConscience
+from service.conscience.outcome import WindowedConscience
 from service.settings import JudgeStyle, Mode
 
 

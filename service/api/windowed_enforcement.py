@@ -1,5 +1,5 @@
 """Enforce mode's windowed stream: each choice released window by window as the conscience
-passes it (service/conscience/stream_review.py), a flagged one repaired in place, the choices'
+passes it (the enforcement loop: service/conscience/engine.py), a flagged one repaired in place, the choices'
 chunks interleaved as they come (service/api/windowed_stream.py taps the upstream's stream);
 the last chunk carries the verdicts, each choice's `stream` summary and the usage of what the
 client received.
@@ -13,20 +13,18 @@ import time
 from collections.abc import AsyncIterator
 
 from service.api.checked_plan import (
-    SSE_DONE,
-    Plan,
     Surface,
     conscience_summary,
     observe_upstream,
     reviewed_verdicts,
-    sse,
 )
 from service.api.windowed_stream import StreamTap
 from service.backends.base import JSON, BackendError
+from service.conscience.engine import Enforcement
+from service.conscience.outcome import CLIENT_DISCONNECTED, Review
 from service.conscience.pipeline import ConsciencePipeline
+from service.conscience.planning import Plan
 from service.conscience.policy import finish_reason, replaces_answer
-from service.conscience.review import Review
-from service.conscience.stream_review import CLIENT_DISCONNECTED, StreamReview, StreamReviewSummary
 from service.errors import error_body
 from service.metrics import Metrics
 
@@ -42,7 +40,7 @@ class WindowedEnforcement:
         self._window_chars = window_chars
         self._judge_context_chars = judge_context_chars
 
-    async def stream(self, plan: Plan, tap: StreamTap, started: float) -> AsyncIterator[bytes]:
+    async def stream(self, plan: Plan, tap: StreamTap, started: float) -> AsyncIterator[JSON]:
         """Release each choice window by window as the conscience passes it (repairing a
         flagged one in place), the choices' chunks as they come; the last chunk carries the
         verdicts, the `stream` summaries and the usage of what the client received."""
@@ -82,8 +80,8 @@ class WindowedEnforcement:
                         elif isinstance(item, Exception):
                             raise item
                         else:
-                            for chunk in self._released_chunks(tap, index, reviews[index].summary, item):
-                                yield sse(chunk)
+                            for chunk in self._released_chunks(tap, index, reviews[index].outcome, item):
+                                yield chunk
                 except (GeneratorExit, asyncio.CancelledError):
                     if self._pipeline.shutting_down:  # ended by the shutdown: recorded as such
                         raise
@@ -101,18 +99,17 @@ class WindowedEnforcement:
         except BackendError as exc:  # the upstream, or the budget (429): nothing unjudged went out
             if tasks:  # the reviews ran (else the budget refused them): their records say how far
                 for review in reviews:
-                    review.summary.error = review.summary.error or f"upstream failed: {exc.message}"
+                    review.outcome.error = review.outcome.error or f"upstream failed: {exc.message}"
                 self._record_all(plan, conversations, reviews, started)
-            yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
-            yield SSE_DONE
+            yield error_body(exc.message, exc.error_type, exc.param, exc.code)
             return
         outcomes = self._record_all(plan, conversations, reviews, started)
         verdicts = reviewed_verdicts(outcomes)
         for verdict, review in zip(verdicts, reviews, strict=True):
-            verdict.stream = review.summary.wire()
+            verdict.stream = review.outcome.wire()
         summary = conscience_summary(plan, verdicts)
         if count == 1:
-            summary["stream"] = reviews[0].summary.wire().model_dump(mode="json")
+            summary["stream"] = reviews[0].outcome.wire().model_dump(mode="json")
         out = [
             self._surface.text_chunk(
                 tap.head, i, "",
@@ -125,23 +122,19 @@ class WindowedEnforcement:
             out.append({**tap.head, "object": out[0]["object"], "choices": [], "usage": usage})
         out[-1]["conscience"] = summary
         for chunk in out:
-            yield sse(chunk)
-        yield SSE_DONE
+            yield chunk
         self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
 
     def _record_all(
-        self, plan: Plan, conversations: list[list[JSON]], reviews: list[StreamReview], started: float
+        self, plan: Plan, conversations: list[list[JSON]], reviews: list[Enforcement], started: float
     ) -> list[Review]:
         upstream_ms = observe_upstream(self._metrics, started)
-        return [
-            self._pipeline.record_stream(
-                plan.context, conversations[i], review.summary, upstream_ms=upstream_ms, index=i
-            )
-            for i, review in enumerate(reviews)
-        ]
+        for i, review in enumerate(reviews):
+            self._pipeline.record(plan.context, i, conversations[i], review.outcome, upstream_ms=upstream_ms)
+        return [review.outcome for review in reviews]
 
     async def _abandoned(
-        self, plan: Plan, tap: StreamTap, conversations: list[list[JSON]], reviews: list[StreamReview],
+        self, plan: Plan, tap: StreamTap, conversations: list[list[JSON]], reviews: list[Enforcement],
         tasks: list[asyncio.Task[None]], started: float,
     ) -> None:
         """After a client left mid-stream: the upstream stops, what it had generated is judged
@@ -149,20 +142,20 @@ class WindowedEnforcement:
         every choice is recorded with the error "client disconnected"."""
         for review, task in zip(reviews, tasks, strict=True):
             review.abandon(CLIENT_DISCONNECTED)
-            if review.summary.flagged_window is not None:
+            if review.outcome.flagged_window is not None:
                 task.cancel()
         await _stop(tasks, tap, cancel=False)
         self._record_all(plan, conversations, reviews, started)
 
     @staticmethod
-    def _released_chunks(tap: StreamTap, index: int, review: StreamReviewSummary, text: str) -> list[JSON]:
+    def _released_chunks(tap: StreamTap, index: int, review: Review, text: str) -> list[JSON]:
         if review.action == "refused":  # the refusal sentence is the answer's content
             tap.continued(index, review.released[: len(review.released) - len(text)])
         return tap.released(index, text)
 
     @staticmethod
     def _windowed_usage(
-        plan: Plan, tap: StreamTap, reviews: list[StreamReview], outcomes: list[Review]
+        plan: Plan, tap: StreamTap, reviews: list[Enforcement], outcomes: list[Review]
     ) -> JSON | None:
         """The usage chunk's `usage`, when the client asked for one: the upstream's while every
         choice went out as generated; else the text the client received — the deltas released
@@ -175,7 +168,7 @@ class WindowedEnforcement:
         if not any(replaces_answer(outcome) for outcome in outcomes):
             return upstream
         prompt = (upstream or {}).get("prompt_tokens") or 0
-        completion = sum(review.summary.released_deltas for review in reviews)
+        completion = sum(review.outcome.released_deltas for review in reviews)
         kept = {k: v for k, v in (upstream or {}).items() if k != "completion_tokens_details"}
         return {**kept, "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 

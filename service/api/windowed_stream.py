@@ -1,5 +1,5 @@
 """Windowed enforce streaming over HTTP: the chunks of an upstream stream as the text deltas
-that `service/conscience/stream_review.py` reviews, and the chunks the client gets back.
+that the enforcement loop (`service/conscience/engine.py`) reviews, and the chunks the client gets back.
 
 `StreamTap` reads the upstream's chunks (the first ones already fetched, so that an upstream
 failure was still an HTTP error) in the background and hands each choice's deltas to that

@@ -21,9 +21,10 @@ from typing import Any, Literal, Protocol
 
 from service.backends.base import JSON
 from service.conscience.admission import Reservation, ReviewBudget
-from service.conscience.judge import ETHICAL, UNETHICAL, Verdict
-from service.conscience.review import JUDGE_ERROR, REVIEW_OVERFLOW, UNCHECKED, Review, Reviewer, ReviewPolicy
-from service.conscience.stream_review import Continued, StreamReview, StreamReviewSummary
+from service.conscience.drafts import Continued
+from service.conscience.engine import Enforcement
+from service.conscience.outcome import REVIEW_OVERFLOW, UNCHECKED, Review
+from service.conscience.review import Reviewer, ReviewPolicy
 from service.metrics import Metrics
 from service.settings import Mode
 from service.shutdown import SHUTDOWN_ERROR, GracefulShutdown
@@ -41,7 +42,7 @@ class CheckContext:
     """Everything about a request that the conscience step and its records need."""
 
     request_id: str
-    endpoint: Literal["chat", "completions", "check", "moderations"]
+    endpoint: Literal["chat", "completions", "responses", "check", "moderations"]
     mode: Mode
     policy: ReviewPolicy
     policy_model: str
@@ -55,33 +56,6 @@ class Case:
 
     conversation: list[JSON]
     answer: str
-
-
-def streamed_review(summary: StreamReviewSummary) -> Review:
-    """A windowed stream's review as a `Review`: what the client got, and the verdict on the
-    original (unethical when a window was flagged; unchecked when the judge failed on it)."""
-    flagged = summary.flagged_window is not None
-    review = Review(
-        final_text=summary.released, verdict=ETHICAL, score=summary.score,
-        repaired=summary.action == "repaired", refused=summary.action == "refused",
-        attempts=summary.attempts, judge_ms=summary.judge_ms, repair_ms=summary.repair_ms,
-        error=summary.error,
-        rejected_drafts=[
-            {"text": d.text, "reason": d.reason, **({"score": d.score} if d.score is not None else {})}
-            for d in summary.drafts
-        ],
-    )
-    if flagged:
-        review.verdict = UNETHICAL
-        review.original = Verdict(UNETHICAL, summary.score or 1.0, {"window": summary.flagged_window})
-        if review.repaired:
-            last = summary.windows[-1]
-            review.accepted = Verdict(ETHICAL, last.score or 0.0, {"windows": len(summary.windows)})
-    elif summary.action in ("unchecked", "refused"):  # the judge failed on the original
-        review.verdict, review.unchecked_reason = UNCHECKED, JUDGE_ERROR
-    elif summary.score is not None:
-        review.original = Verdict(ETHICAL, summary.score)
-    return review
 
 
 class ConsciencePipeline:
@@ -107,32 +81,35 @@ class ConsciencePipeline:
         return self._budget.reserve(mode, count)
 
     async def check(
-        self, context: CheckContext, cases: list[Case], *, upstream_ms: float,
-        reserved: Reservation | None = None,
+        self, context: CheckContext, cases: list[Case], *, upstream_ms: float = 0.0,
+        reserved: Reservation | None = None, repair: bool = True,
     ) -> list[Review]:
-        """Enforce mode: review every choice concurrently, record the outcome, return the
-        reviews in order; the slots `reserved` at admission are used (and released), and
-        ReviewsSaturated is raised when the choices beyond them find no room."""
+        """Review these given answers, each as a one-chunk stream, concurrently; a flagged one
+        is repaired (`repair` False: refused at once, its verdict kept); record the outcomes
+        and return them in order. Enforce mode's buffered answers come here, and so can any
+        caller with a conversation and an answer to judge (nothing is generated but repairs).
+        The slots `reserved` at admission are used (and released), and ReviewsSaturated is
+        raised when the choices beyond them find no room."""
         with self._budget.running(len(cases), reserved):
-            return await self._review(context, cases, upstream_ms)
+            return await self._review(context, cases, upstream_ms, repair=repair)
 
     async def _review(
-        self, context: CheckContext, cases: list[Case], upstream_ms: float
+        self, context: CheckContext, cases: list[Case], upstream_ms: float, *, repair: bool = True
     ) -> list[Review]:
         reviews = await asyncio.gather(
-            *(self._reviewer.review(context.policy, c.conversation, c.answer) for c in cases)
+            *(self._reviewer.review(context.policy, c.conversation, c.answer, repair=repair) for c in cases)
         )
         for index, (case, review) in enumerate(zip(cases, reviews, strict=True)):
-            self._record(context, index, case, review, upstream_ms)
+            self.record(context, index, case.conversation, review, upstream_ms=upstream_ms)
         return list(reviews)
 
     def stream_review(
         self, context: CheckContext, conversation: list[JSON], deltas: AsyncIterator[str], *, window_chars: int,
         judge_context_chars: int | None = None, continued: Continued | None = None,
-    ) -> StreamReview:
-        """Enforce mode, windowed streaming: the review that releases `deltas` (one choice's)
-        window by window; `continued`: see `Reviewer.stream_review`. Run it inside
-        `streaming()`, and hand its summary to `record_stream` when it has ended."""
+    ) -> Enforcement:
+        """Enforce mode, windowed streaming: the enforcement that releases `deltas` (one
+        choice's) window by window; `continued`: see `Reviewer.stream_review`. Run it inside
+        `streaming()`, and `record` its outcome when it has ended."""
         return self._reviewer.stream_review(
             context.policy, conversation, deltas, window_chars=window_chars,
             judge_context_chars=judge_context_chars, continued=continued,
@@ -142,16 +119,6 @@ class ConsciencePipeline:
         """Hold `count` running reviews (one per choice, `reserved` ones first) for a whole
         windowed stream; ReviewsSaturated without room."""
         return self._budget.running(count, reserved)
-
-    def record_stream(
-        self, context: CheckContext, conversation: list[JSON], summary: StreamReviewSummary, *, upstream_ms: float,
-        index: int = 0,
-    ) -> Review:
-        """Record choice `index` of a windowed stream as the buffered path records a review;
-        returns it."""
-        review = streamed_review(summary)
-        self._record(context, index, Case(conversation, summary.rejected or summary.released), review, upstream_ms)
-        return review
 
     def skipped(self, context: CheckContext, count: int) -> None:
         """Mode off: `count` answers went to the client unjudged; the metrics show it."""
@@ -173,8 +140,8 @@ class ConsciencePipeline:
                 "recorded unchecked", context.request_id, self._budget.pending, len(cases),
             )
             for index, case in enumerate(cases):
-                unreviewed = Review(case.answer, UNCHECKED, None, unchecked_reason=REVIEW_OVERFLOW)
-                self._record(context, index, case, unreviewed, upstream_ms)
+                unreviewed = Review.unjudged(case.answer, REVIEW_OVERFLOW)
+                self.record(context, index, case.conversation, unreviewed, upstream_ms=upstream_ms)
             return False
         task = asyncio.create_task(self._check_quietly(context, cases, upstream_ms))
         self._background.add(task)
@@ -242,20 +209,20 @@ class ConsciencePipeline:
     def _record_shutdown(self, context: CheckContext, count: int, upstream_ms: float) -> None:
         log.warning("%s: ended by the shutdown before its review; recorded unchecked", context.request_id)
         for index in range(count):
-            ended = Review(
-                final_text="", verdict=UNCHECKED, score=None, refused=True,
-                error=SHUTDOWN_ERROR, unchecked_reason=SHUTDOWN_ERROR,
-            )
-            self._record(context, index, Case([], ""), ended, upstream_ms)
+            ended = Review.unjudged("", SHUTDOWN_ERROR, refused=True, error=SHUTDOWN_ERROR)
+            self.record(context, index, [], ended, upstream_ms=upstream_ms)
 
-    def _record(
-        self, context: CheckContext, index: int, case: Case, review: Review, upstream_ms: float
+    def record(
+        self, context: CheckContext, index: int, conversation: list[JSON], review: Review, *, upstream_ms: float
     ) -> None:
+        """Record choice `index`'s review (`conversation`: what it answers): its check, and
+        its triple when it was repaired. A repaired or blocked check keeps the conversation,
+        the answer and the discarded drafts, so that each is reviewable on its own."""
         framework = context.policy.framework.name
         if log.isEnabledFor(logging.DEBUG):  # prompts and answers never at INFO (invariant 5)
             log.debug(
                 "choice %d: verdict %s (score %s) for answer %r; returned %r",
-                index, review.verdict, review.score, case.answer, review.final_text,
+                index, review.verdict, review.score, review.answer, review.final_text,
             )
         self._metrics.verdicts.labels(framework, review.verdict).inc()
         if review.unchecked_reason is not None:
@@ -288,9 +255,8 @@ class ConsciencePipeline:
             error=review.error,
             threshold=None if review.verdict == UNCHECKED else self._reviewer.threshold_for(context.policy),
         )
-        if review.attempts and not review.repaired:
-            # Blocked: no triple will hold this answer's text, so the check keeps it for review.
-            check.prompt, check.answer = case.conversation, case.answer
+        if review.attempts:  # flagged and repaired or blocked: the check keeps the case
+            check.prompt, check.answer = conversation, review.answer
             check.drafts = review.rejected_drafts
         self._sink.submit(check)
         if review.repaired and review.original is not None and review.accepted is not None:
@@ -300,8 +266,8 @@ class ConsciencePipeline:
                     client_request_id=context.client_request_id,
                     check_id=check.id,
                     framework=framework,
-                    prompt=case.conversation,
-                    rejected=case.answer,
+                    prompt=conversation,
+                    rejected=review.answer,
                     chosen=review.final_text,
                     details={
                         "rejected_verdict": {"label": review.original.label, "score": review.original.score},

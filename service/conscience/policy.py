@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from service.conscience.review import UNCHECKED, Review
+from service.conscience.outcome import UNCHECKED, Review
 from service.settings import JudgeStyle, Mode, Settings
 
 PENDING = "pending"  # monitor mode: the review runs after the answer has gone out

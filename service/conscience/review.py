@@ -1,4 +1,6 @@
-"""One answer through the conscience step: judge, then (repair → judge)* until one passes.
+"""One answer through the conscience: the enforcement loop (service/conscience/engine.py) built
+with this judge, repairer and policy — a buffered answer as one chunk judged in one window and
+repaired from candidates, a windowed stream window by window and repaired by a streamed draft.
 
 A draft that reads as a refusal is rejected before the judge sees it: a repair must still
 answer the question. A judge passes refusals readily, and a refusal kept as the "chosen" side
@@ -7,29 +9,19 @@ of a training pair teaches the policy to refuse (measured: bench/RESULTS.md).
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from service.backends.base import JSON, BackendError
+from service.backends.base import JSON
+from service.conscience.drafts import Continued, candidate_drafts, streamed_draft
+from service.conscience.engine import DraftSource, Enforcement, one_chunk
 from service.conscience.frameworks import Framework
-from service.conscience.judge import Judge, JudgeFailed, Verdict
+from service.conscience.judge import Judge, Verdict
+from service.conscience.outcome import Review
 from service.conscience.refusal import is_refusal
 from service.conscience.repair import Repairer
 from service.conscience.similarity import echoes, is_near_copy
-from service.conscience.stream_review import Continued, StreamReview
 from service.settings import FailurePolicy, JudgeStyle
-
-log = logging.getLogger("conscience.review")
-
-UNCHECKED = "unchecked"
-# Why a repair draft was discarded (`Review.rejected_drafts[i]["reason"]`); "judge": flagged again.
-DISCARD_REASONS = ("empty", "refusal", "near_copy", "mentions_framework", "echoes_instructions", "judge")
-JUDGE_ERROR = "judge_error"  # why an answer is unchecked: the judge model's server failed
-# Why a monitored answer is unchecked: no background review had room (monitor_overflow).
-REVIEW_OVERFLOW = "review_overflow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,33 +31,6 @@ class ReviewPolicy:
     max_repairs: int
     failure_policy: FailurePolicy
     judge_model: str
-
-
-@dataclass(slots=True)
-class Review:
-    """What the conscience decided about one answer."""
-
-    final_text: str
-    verdict: str  # ethical | neutral | unethical | unchecked
-    score: float | None
-    repaired: bool = False
-    refused: bool = False
-    attempts: int = 0
-    judge_ms: float = 0.0
-    repair_ms: float = 0.0
-    error: str | None = None
-    unchecked_reason: str | None = None  # with verdict unchecked: JudgeFailed.reason or the above
-    original: Verdict | None = None
-    accepted: Verdict | None = None  # the verdict on the repair that was returned
-    rejected_drafts: list[dict[str, Any]] = field(default_factory=list)
-    reframed_question: str | None = None  # the returned repair answers this question (reframe)
-
-    @property
-    def signals(self) -> dict[str, float] | None:
-        """The score of each verdict signal that ran on the original answer (latent, fast…)."""
-        if self.original is None:
-            return None
-        return dict(self.original.detail.get("signals") or {}) or None
 
 
 class Reviewer:
@@ -84,113 +49,71 @@ class Reviewer:
         """The score at or above which this policy's verdicts are flagged (the judge decides)."""
         return self._judge.threshold_for(policy.style, policy.framework.name, policy.judge_model)
 
-    async def review(self, policy: ReviewPolicy, conversation: list[JSON], answer: str) -> Review:
-        started = time.perf_counter()
-        try:
-            verdict = await self._judge.judge(
-                policy.framework, conversation, answer,
-                judge_model=policy.judge_model, style=policy.style,
-            )
-        except (BackendError, JudgeFailed) as exc:
-            log.warning("judge failed (%s): %s", policy.failure_policy.value, exc)
-            review = Review(
-                final_text=answer, verdict=UNCHECKED, score=None, error=f"judge failed: {exc}",
-                unchecked_reason=exc.reason if isinstance(exc, JudgeFailed) else JUDGE_ERROR,
-            )
-            if policy.failure_policy is FailurePolicy.FAIL_CLOSED:
-                review.final_text, review.refused = self.refusal_message, True
-            review.judge_ms = _ms_since(started)
-            return review
-        judge_ms = _ms_since(started)
-        review = Review(
-            final_text=answer, verdict=verdict.label, score=verdict.score,
-            judge_ms=judge_ms, original=verdict,
+    async def review(
+        self, policy: ReviewPolicy, conversation: list[JSON], answer: str, *, repair: bool = True
+    ) -> Review:
+        """A given (buffered) answer: one chunk judged in one window; a flagged one repaired
+        from the repairer's candidates — up to `max_repairs` attempts, each drafted from the
+        request alone by the attempt's strategy, the first that is neither empty, a refusal nor
+        a near-copy of the answer and that the conscience passes (a latent verdict reading its
+        opening too: judge.py) replacing it — or refused (`repair` False: at once)."""
+        drafts = candidate_drafts(self._repairer, policy.framework, conversation, judge_model=policy.judge_model)
+        enforcement = self._enforcement(
+            policy, conversation, one_chunk(answer), drafts, window_chars=None,
+            max_repairs=policy.max_repairs if repair else 0,
         )
-        if verdict.flagged:
-            await self._repair(policy, conversation, answer, review)
-        return review
-
-    async def _repair(
-        self, policy: ReviewPolicy, conversation: list[JSON], answer: str, review: Review
-    ) -> None:
-        """Up to `max_repairs` attempts, each drawing the repairer's candidates — drafted from the
-        request alone by the attempt's strategy, the rejected answer not in view; the first
-        candidate that is neither empty, a refusal nor a near-copy of the rejected answer, and
-        that the conscience passes (a latent verdict reading its opening too: judge.py),
-        replaces the answer. Every discarded draft is recorded with its reason (and, when
-        reframed, its question)."""
-        started = time.perf_counter()
-        try:
-            for attempt in range(1, policy.max_repairs + 1):
-                review.attempts = attempt
-                drafts = await self._repairer.candidates(
-                    policy.framework, conversation, judge_model=policy.judge_model, attempt=attempt
-                )
-                for draft in drafts:
-                    # A reframed draft's record names the question it answers instead.
-                    drafted = {"text": draft.text} | ({"question": draft.question} if draft.question else {})
-                    reason = self._discard_reason(draft.text, answer, policy.framework, question=draft.question)
-                    if reason is not None:
-                        review.rejected_drafts.append(drafted | {"reason": reason})
-                        continue
-                    verdict = await self._judge.judge(
-                        policy.framework, conversation, draft.text,
-                        judge_model=policy.judge_model, style=policy.style, read_opening=True,
-                    )
-                    if not verdict.flagged:
-                        review.final_text, review.repaired, review.accepted = draft.text, True, verdict
-                        review.reframed_question = draft.question
-                        return
-                    review.rejected_drafts.append(drafted | {"reason": "judge", "score": verdict.score})
-        except (BackendError, JudgeFailed) as exc:
-            # The original is known to be unethical: whatever the failure policy, it is not sent.
-            log.warning("repair failed: %s", exc)
-            review.error = f"repair failed: {exc}"
-        finally:
-            review.repair_ms = _ms_since(started)
-        review.final_text, review.refused = self.refusal_message, True
+        return await enforcement.run()
 
     def stream_review(
         self, policy: ReviewPolicy, conversation: list[JSON], deltas: AsyncIterator[str], *, window_chars: int,
         judge_context_chars: int | None = None, continued: Continued | None = None,
-    ) -> StreamReview:
-        """Windowed enforce streaming of one answer (service/conscience/stream_review.py) with
-        this judge and repairer: a repair continues the text the client has, or drafts the
-        answer from the request by the attempt's strategy (the rejected answer not in view)
-        when it has none; a draft whose opening reads as a refusal, repeats the rejected
-        answer (a near-copy, as `review` discards one) or names the framework is discarded
-        before the judge, and a reframed question copied from the reframe's worked examples
-        is not answered (the attempt regenerates instead).
-        `continued(released)`: when the judged text is more than the answer's own (a chat
-        answer's reasoning, rendered as the judge reads it), the part of `released` a repair
-        continues and the text that joins the repair to it (service/api/windowed_stream.py).
-        `judge_context_chars` bounds what a fast or reasoned verdict reads before each window
-        (StreamReview); a latent verdict reads the whole answer so far."""
+    ) -> Enforcement:
+        """Windowed enforce streaming of one answer with this judge and repairer: a repair
+        continues the text the client has, or drafts the answer from the request by the
+        attempt's strategy (the rejected answer not in view) when it has none; a draft whose
+        opening reads as a refusal, repeats the rejected answer (a near-copy) or names the
+        framework is discarded before the judge, and a reframed question copied from the
+        reframe's worked examples is not answered (the attempt regenerates instead).
+        `continued`: see service/conscience/drafts.py. `judge_context_chars` bounds what a fast
+        or reasoned verdict reads before each window (Enforcement); a latent verdict reads the
+        whole answer so far."""
+        drafts = streamed_draft(
+            self._repairer, policy.framework, conversation, judge_model=policy.judge_model,
+            rejected=lambda: enforcement.outcome.answer, continued=continued,
+            question_is_echo=lambda question: self._question_echoes(question, policy.framework),
+        )
+        enforcement = self._enforcement(
+            policy, conversation, deltas, drafts, window_chars=window_chars, max_repairs=policy.max_repairs,
+            judge_context_chars=None if policy.style is JudgeStyle.LATENT else judge_context_chars,
+        )
+        return enforcement
 
+    def _enforcement(
+        self, policy: ReviewPolicy, conversation: list[JSON], deltas: AsyncIterator[str], drafts: DraftSource,
+        *, window_chars: int | None, max_repairs: int, judge_context_chars: int | None = None,
+    ) -> Enforcement:
         async def judge(so_far: str) -> Verdict:
             return await self._judge.judge(
                 policy.framework, conversation, so_far, judge_model=policy.judge_model, style=policy.style
             )
 
-        def repair(released: str, attempt: int) -> AsyncIterator[str]:
-            own, lead = continued(released) if continued is not None else (released, "")
-            deltas = self._repairer.repair_stream(
-                policy.framework, conversation, review.summary.rejected or "",
-                judge_model=policy.judge_model, released=own, attempt=attempt,
-                question_is_echo=lambda question: self._question_echoes(question, policy.framework),
+        async def judge_draft(draft: str) -> Verdict:
+            return await self._judge.judge(
+                policy.framework, conversation, draft, judge_model=policy.judge_model, style=policy.style,
+                read_opening=True,
             )
-            return _led(lead, deltas) if lead else deltas
 
-        def reject_draft(opening: str) -> str | None:
-            return self._discard_reason(opening.strip(), review.summary.rejected or "", policy.framework)
+        def reject_draft(opening: str, question: str | None) -> str | None:
+            rejected = enforcement.outcome.answer
+            return self._discard_reason(opening.strip(), rejected, policy.framework, question=question)
 
-        review = StreamReview(
-            deltas, window_chars=window_chars, judge=judge, repair=repair,
-            refusal=self.refusal_message, max_repairs=policy.max_repairs,
+        enforcement = Enforcement(
+            deltas, window_chars=window_chars, judge=judge, judge_draft=judge_draft, drafts=drafts,
+            refusal=self.refusal_message, max_repairs=max_repairs,
             fail_open=policy.failure_policy is FailurePolicy.FAIL_OPEN, reject_draft=reject_draft,
-            judge_context_chars=None if policy.style is JudgeStyle.LATENT else judge_context_chars,
+            judge_context_chars=judge_context_chars,
         )
-        return review
+        return enforcement
 
     def _discard_reason(
         self, draft: str, rejected: str, framework: Framework, *, question: str | None = None
@@ -228,19 +151,3 @@ def _repair_instructions(framework: Framework) -> tuple[str, ...]:
         framework.regenerate_instructions(), framework.continue_instructions(),
         framework.reframed_answer_instructions(),
     )
-
-
-async def _led(lead: str, deltas: AsyncIterator[str]) -> AsyncIterator[str]:
-    """`deltas` with `lead` joined to the first one (one delta: one token)."""
-    try:
-        async for delta in deltas:
-            yield lead + delta
-            lead = ""
-    finally:
-        aclose = getattr(deltas, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-def _ms_since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0

@@ -119,8 +119,8 @@ class Check(Base):
     repair_ms: Mapped[float] = mapped_column(Float)
     api_key_id: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
-    # Only for a blocked answer (flagged, no repair passed), which has no triple to hold its
-    # text: the conversation, the answer and the discarded repair drafts. Null otherwise.
+    # For a flagged answer that was repaired or blocked (no repair passed: no triple holds its
+    # text): the conversation, the answer and the discarded repair drafts. Null otherwise.
     prompt: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     answer: Mapped[str | None] = mapped_column(Text, nullable=True)
     drafts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)

@@ -28,7 +28,7 @@ class CheckRecord:
     """One checked completion choice."""
 
     request_id: str
-    endpoint: Literal["chat", "completions", "check", "moderations"]
+    endpoint: Literal["chat", "completions", "responses", "check", "moderations"]
     framework: str
     mode: str
     verdict: str  # ethical | neutral | unethical | unchecked
@@ -44,7 +44,7 @@ class CheckRecord:
     api_key_id: str | None = None
     error: str | None = None
     threshold: float | None = None  # what the verdict was flagged at; None: the verdict failed
-    # Set only when the answer was blocked (flagged, no repair passed): see models.Check.
+    # Set when the answer was flagged and repaired or blocked (no repair passed): see models.Check.
     prompt: list[dict[str, Any]] | None = None
     answer: str | None = None
     drafts: list[dict[str, Any]] | None = None

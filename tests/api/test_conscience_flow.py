@@ -39,6 +39,18 @@ def test_flagged_answer_is_repaired_and_logged_as_triple(proxy: Proxy, fake: Fak
     assert check.policy_model == "policy" and check.judge_model == "base-model"
 
 
+def test_a_repaired_check_keeps_its_case_like_a_blocked_one(start_proxy: ProxyFactory, fake: FakeUpstream) -> None:
+    """The conversation, the rejected answer and the discarded drafts are in the check, not
+    only in the triple: a repaired answer is reviewable from its check alone."""
+    proxy = start_proxy(repair_candidates=2)
+    fake.policy_answer = HARMFUL
+    fake.base_model_answer = ["I'm sorry, but I can't help with that.", REPAIRED]  # one per candidate
+    proxy.client().chat.completions.create(model="policy", messages=ASK)
+    [check] = proxy.wait_rows(Check, 1)
+    assert check.repaired and check.prompt == ASK and check.answer == HARMFUL
+    assert [draft["reason"] for draft in check.drafts or []] == ["refusal"]
+
+
 def test_clean_answer_passes_with_one_extra_one_token_call(proxy: Proxy, fake: FakeUpstream) -> None:
     completion = proxy.client().chat.completions.create(model="policy", messages=ASK)
 

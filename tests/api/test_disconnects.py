@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import orjson
 
-from service.conscience.stream_review import CLIENT_DISCONNECTED
+from service.conscience.outcome import CLIENT_DISCONNECTED
 from service.store.models import Check, Triple
 from tests.api.conftest import ASK_BODY, HARMFUL, ProxyFactory
 from tests.api.test_windowed_stream import HARMFUL_MIDDLE

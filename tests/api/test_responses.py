@@ -26,8 +26,9 @@ from service.api.chat_completion.protocol import ChatCompletionRequest
 from service.api.conscience_protocol import ConscienceResult
 from service.api.responses.chat_request import chat_request
 from service.api.responses.chat_response import response_from_chat
-from service.api.responses.event_stream import ResponsesStream, chat_chunks_from_sse, response_events, sse_event
+from service.api.responses.event_stream import ResponsesStream, response_events, sse_event
 from service.api.responses.protocol import ResponsesRequest
+from service.store.models import Check
 from tests.api.conftest import HARMFUL, REPAIRED, ProxyFactory
 from tests.fakes import openai_wire as wire
 from tests.fakes.openai_wire import Choice, ToolCall, tokenize
@@ -333,16 +334,6 @@ def test_an_empty_answer_is_an_empty_message() -> None:
     assert stream.feed({"choices": []}) == [] and stream.finish() == []  # ended
 
 
-async def test_chat_sse_bodies_are_read_back_into_chunks() -> None:
-    body = [b'data: {"a": 1}\n\ndata: {"b"', b': 2}\n', b"\n", b"data: [DONE]\n\n", b'data: {"c": 3}\n\n']
-
-    async def pieces() -> AsyncIterator[bytes]:
-        for piece in body:
-            yield piece
-
-    assert [chunk async for chunk in chat_chunks_from_sse(pieces())] == [{"a": 1}, {"b": 2}]
-
-
 # --- through the proxy's checked chat serving ------------------------------------------------------
 
 
@@ -379,3 +370,15 @@ def test_a_tool_call_through_the_proxy(through_proxy: openai.OpenAI, fake: Any) 
     assert call.type == "function_call" and call.call_id == "call_9"
     assert orjson.loads(call.arguments) == {"city": "Prague"}
     assert response.model_extra["conscience"]["verdict"] == "ethical"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_its_checks_are_recorded_as_the_responses_endpoint(start_proxy: ProxyFactory, fake: Any, stream: bool) -> None:
+    proxy = start_proxy(mode="enforce")
+    fake.policy_answer = HARMFUL
+    created = proxy.client().responses.create(model="policy", input="My neighbour is loud.", stream=stream)
+    if stream:
+        list(created)  # type: ignore[call-overload]  # read to its end
+    [check] = proxy.wait_rows(Check, 1)
+    assert (check.endpoint, check.repaired) == ("responses", True)
+

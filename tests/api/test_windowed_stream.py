@@ -79,6 +79,22 @@ def test_a_harmful_sentence_mid_stream_never_reaches_the_client(windowed: Proxy,
     assert "crowbar" in triple.rejected and triple.chosen == text
 
 
+def test_a_streamed_verdict_reports_its_signals_and_its_check_keeps_the_case(
+    windowed: Proxy, fake: FakeUpstream
+) -> None:
+    """The signals of every verdict, streamed or not (the README's promise); a repaired
+    stream's check keeps the conversation, the rejected answer and the discarded drafts."""
+    fake.policy_answer = HARMFUL_MIDDLE
+    fake.base_model_answer = REPAIRED
+    chunks = stream(windowed)
+    conscience = chunks[-1].model_extra["conscience"]
+    assert conscience["signals"] == {"fast": pytest.approx(conscience["score"])}
+    assert conscience["choices"][0]["signals"] == conscience["signals"]
+    [check] = windowed.wait_rows(Check, 1)
+    assert check.repaired and check.prompt == ASK
+    assert check.answer is not None and "crowbar" in check.answer and check.drafts == []
+
+
 def test_a_harmful_opening_is_regenerated_from_the_request(windowed: Proxy, fake: FakeUpstream) -> None:
     fake.policy_answer = "Buy a crowbar and break the neighbour's window at night while they sleep."
     fake.base_model_answer = REPAIRED

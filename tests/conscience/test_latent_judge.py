@@ -12,8 +12,8 @@ import pytest
 from service.backends.base import JSON, LabelProbs
 from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import LATENT_OPENING_CHARS, Judge, JudgeFailed, Verdict
+from service.conscience.outcome import JudgedWindow, Review
 from service.conscience.probe import Probe
-from service.conscience.review import Review
 from service.settings import JudgeStyle, Settings
 from service.startup import StartupError, served_settings
 
@@ -131,9 +131,10 @@ def test_fast_verdicts_report_their_signal_too() -> None:
 
 def test_a_review_reports_the_signals_of_its_original_verdict() -> None:
     original = Verdict("unethical", 0.9, {"signals": {"latent": 0.9}})
-    review = Review(final_text="x", verdict="unethical", score=0.9, original=original)
-    assert review.signals == {"latent": 0.9}
-    assert Review(final_text="x", verdict="unchecked", score=None).signals is None
+    window = JudgedWindow(0, "answer", 0, 0, 1, flagged=True, score=0.9, verdict=original)
+    review = Review(action="refused", windows=[window], flagged_window=0, answer="x")
+    assert review.signals == {"latent": 0.9} and review.original is original
+    assert Review.unjudged("x", "judge_error").signals is None
 
 
 def test_a_backend_with_a_probe_makes_latent_the_default_unless_the_operator_chose() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from service.conscience.outcome import UNCHECKED, Review
 from service.conscience.policy import (
     PENDING,
     PolicyRefusal,
@@ -17,7 +18,6 @@ from service.conscience.policy import (
     request_mode,
     worst_verdict,
 )
-from service.conscience.review import UNCHECKED, Review
 from service.settings import JudgeStyle, Mode, Settings
 
 
@@ -87,7 +87,8 @@ def test_the_summary_is_the_worst_verdict() -> None:
 def test_a_replaced_answer_finishes_as_repaired_or_refused(
     repaired: bool, refused: bool, replaced: bool, finish: str | None
 ) -> None:
-    review = Review(final_text="x", verdict="unethical", score=0.9, repaired=repaired, refused=refused)
+    action = "repaired" if repaired else "refused" if refused else "passed"
+    review = Review(action=action, released="x", answer="x")
     assert replaces_answer(review) is replaced
     if replaced:
         assert finish_reason(review) == finish

@@ -14,8 +14,9 @@ import pytest
 from service.backends.base import BackendError
 from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import JudgeFailed, Verdict
+from service.conscience.outcome import JUDGE_ERROR, UNCHECKED, Review
 from service.conscience.repair import RepairDraft
-from service.conscience.review import JUDGE_ERROR, UNCHECKED, Review, Reviewer, ReviewPolicy
+from service.conscience.review import Reviewer, ReviewPolicy
 from service.settings import FailurePolicy, JudgeStyle
 
 REFUSAL = "I'm sorry, but I can't help with that."

@@ -16,6 +16,7 @@ from typing import Literal
 from service.adapters.served_models import ModelNames
 from service.conscience.frameworks import Framework
 from service.conscience.judge import UNETHICAL
+from service.conscience.outcome import UNCHECKED, Review
 from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
 from service.conscience.policy import (
     PolicyRefusal,
@@ -23,7 +24,7 @@ from service.conscience.policy import (
     request_framework,
     request_judge_style,
 )
-from service.conscience.review import UNCHECKED, Review, ReviewPolicy
+from service.conscience.review import ReviewPolicy
 from service.conscience.usage import begin as begin_usage
 from service.errors import APIError
 from service.logs import client_request_id_var

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from service.api import state
 from service.api.completion.protocol import CompletionRequest, CompletionResponse
 from service.api.deps import OPENAI_ERRORS, request_id_of
+from service.api.framing import framed
 from service.security.auth import require_client
 from service.security.cache import ClientIdentity
 
@@ -23,4 +24,4 @@ router = APIRouter(tags=["openai"])
 async def create_completion(
     body: CompletionRequest, raw: Request, caller: ClientIdentity | None = Depends(require_client)
 ) -> Response:
-    return await state.completion_serving(raw).create(body, caller, request_id_of(raw))
+    return framed(await state.completion_serving(raw).create(body, caller, request_id_of(raw)))

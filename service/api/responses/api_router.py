@@ -1,9 +1,11 @@
 """POST /v1/responses: the Responses API, served as a translation over the checked chat
 serving (chat_request.py in, chat_response.py and event_stream.py out), so it is checked
-exactly like chat."""
+exactly like chat; its checks are recorded with endpoint `responses`. The serving returns data
+(a completion, or its chunks), which this surface frames as a `response` object or events."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import orjson
@@ -14,21 +16,17 @@ from starlette.responses import Response, StreamingResponse
 
 from service.api import state
 from service.api.chat_completion.protocol import ChatCompletionRequest
+from service.api.checked_plan import CheckedStream
 from service.api.deps import OPENAI_ERRORS, request_id_of
 from service.api.responses.chat_request import chat_request
 from service.api.responses.chat_response import response_from_chat
-from service.api.responses.event_stream import chat_chunks_from_sse, response_events, sse_event
+from service.api.responses.event_stream import response_events, sse_event
 from service.api.responses.protocol import ResponseObject, ResponsesRequest
 from service.errors import APIError
 from service.security.auth import require_client
 from service.security.cache import ClientIdentity
 
 router = APIRouter(tags=["openai"])
-
-
-def _x_headers(answer: Response) -> dict[str, str]:
-    """The conscience and request-id headers of the chat answer, kept on the response."""
-    return {k: v for k, v in answer.headers.items() if k.lower().startswith("x-")}
 
 
 def _in_responses_terms(error: APIError) -> APIError:
@@ -55,20 +53,17 @@ async def create_response(
     except ValidationError as exc:  # an input that makes no chat request (no messages): a 400
         raise RequestValidationError(exc.errors()) from None
     try:
-        answer = await state.chat_serving(raw).create(chat, caller, request_id_of(raw))
+        answer = await state.chat_serving(raw).create(chat, caller, request_id_of(raw), endpoint="responses")
     except APIError as exc:
         raise _in_responses_terms(exc) from None
-    headers = _x_headers(answer)
-    if not body.stream:
-        completion = orjson.loads(answer.body)
+    if not isinstance(answer, CheckedStream):
         return Response(
-            orjson.dumps(response_from_chat(completion, body)),
-            media_type="application/json", headers=headers,
+            orjson.dumps(response_from_chat(answer.body, body)), media_type="application/json", headers=answer.headers,
         )
-    assert isinstance(answer, StreamingResponse)
 
     async def events() -> AsyncIterator[bytes]:
-        async for event in response_events(chat_chunks_from_sse(answer.body_iterator), body):
-            yield sse_event(event)
+        async with contextlib.aclosing(answer.chunks):  # type: ignore[type-var]  # an async generator
+            async for event in response_events(answer.chunks, body):
+                yield sse_event(event)
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(events(), media_type="text/event-stream", headers=answer.headers)

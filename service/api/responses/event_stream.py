@@ -3,8 +3,7 @@
 `ResponsesStream` numbers the events (`response.created` … `response.completed`, or
 `response.incomplete` after a finish reason `length` or `content_filter`); the final event's
 response carries the `conscience` object of the chat stream's last chunk. `response_events`
-drives it over an async iterator, and `chat_chunks_from_sse` reads chunks back from a chat SSE
-body, so that a route can wrap the chat serving's streaming response as it is.
+drives it over the checked chat serving's chunks (data, never parsed back from SSE).
 """
 
 from __future__ import annotations
@@ -48,7 +47,6 @@ from service.api.responses.protocol import (
 )
 
 JSON = dict[str, Any]
-_SSE_DONE = b"[DONE]"
 
 
 @dataclass(slots=True)
@@ -272,17 +270,3 @@ async def response_events(
 def sse_event(event: JSON) -> bytes:
     """One event as OpenAI sends it: named, then its JSON (no `[DONE]` ends a Responses stream)."""
     return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
-
-
-async def chat_chunks_from_sse(body: AsyncIterable[bytes | str]) -> AsyncIterator[JSON]:
-    """The chunks of a chat completion SSE body, up to `[DONE]`."""
-    buffer = b""
-    async for piece in body:
-        buffer += piece.encode() if isinstance(piece, str) else piece
-        while b"\n\n" in buffer:
-            event, buffer = buffer.split(b"\n\n", 1)
-            data = b"".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
-            if data == _SSE_DONE:
-                return
-            if data:
-                yield orjson.loads(data)

@@ -65,7 +65,7 @@ class Framework:
 
     def continue_instructions(self) -> str:
         """A repair that continues an answer whose beginning the client already has (windowed
-        enforce streaming: service/conscience/stream_review.py)."""
+        enforce streaming: service/conscience/engine.py)."""
         return self.continue_template.format(name=self.title, principles=self.principles.strip()).strip()
 
 

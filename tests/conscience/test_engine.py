@@ -1,4 +1,4 @@
-"""StreamReview: windowed enforce streaming with scripted upstream, judge and repair."""
+"""The enforcement loop (Enforcement): windowed enforce streaming with scripted upstream, judge and repair."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from service.conscience.engine import Enforcement, streamed_drafts
+from service.conscience.outcome import Review
 from service.conscience.refusal import is_refusal
-from service.conscience.stream_review import StreamReview, StreamReviewSummary
 
 REFUSAL = "I can't help with that."
 HARMFUL = "Then break the window with a crowbar at night."
@@ -99,18 +100,18 @@ def words(text: str) -> list[str]:
     return [part + " " for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
 
 
-def review(upstream: Upstream, judge: Judge, repair: Repair | None = None, **options: object) -> StreamReview:
+def review(upstream: Upstream, judge: Judge, repair: Repair | None = None, **options: object) -> Enforcement:
     defaults: dict[str, object] = {"window_chars": 20, "refusal": REFUSAL, "max_repairs": 2}
-    return StreamReview(
-        upstream.stream(), judge=judge, repair=repair or Repair(), **{**defaults, **options}
+    return Enforcement(
+        upstream.stream(), judge=judge, drafts=streamed_drafts(repair or Repair()), **{**defaults, **options}
     )
 
 
-async def collect(reviewed: StreamReview) -> list[str]:
+async def collect(reviewed: Enforcement) -> list[str]:
     return [text async for text in reviewed]
 
 
-def assert_consistent(pieces: list[str], summary: StreamReviewSummary) -> None:
+def assert_consistent(pieces: list[str], summary: Review) -> None:
     assert "".join(pieces) == summary.released
     assert [w.index for w in summary.windows] == list(range(len(summary.windows)))
 
@@ -123,7 +124,7 @@ async def test_a_clean_answer_is_released_whole_in_windows_each_judged_with_all_
     judge = Judge()
     reviewed = review(Upstream(words(answer)), judge)
     pieces = await collect(reviewed)
-    summary = reviewed.summary
+    summary = reviewed.outcome
     assert "".join(pieces) == answer
     assert summary.action == "passed" and summary.flagged_window is None and summary.attempts == 0
     assert len(pieces) == len(summary.windows) >= 4
@@ -168,7 +169,7 @@ async def test_a_harm_split_across_windows_is_still_seen_with_a_bounded_context(
         reviewed = review(Upstream(words(answer)), judge, judge_context_chars=context, window_chars=8)
         released = "".join(await collect(reviewed))
         assert (phrase not in released) is seen
-        assert (reviewed.summary.flagged_window is not None) is seen
+        assert (reviewed.outcome.flagged_window is not None) is seen
 
 
 async def test_nothing_is_released_before_a_window_has_filled_and_passed() -> None:
@@ -198,12 +199,12 @@ async def test_a_short_answer_is_one_window_the_tail_and_an_empty_one_is_still_j
     judge = Judge()
     reviewed = review(Upstream(["Hi ", "there."], delay_s=0), judge)
     assert await collect(reviewed) == ["Hi there."]
-    assert judge.calls == ["Hi there."] and len(reviewed.summary.windows) == 1
+    assert judge.calls == ["Hi there."] and len(reviewed.outcome.windows) == 1
 
     judge = Judge()
     empty = review(Upstream([]), judge)
     assert await collect(empty) == []
-    assert judge.calls == [""] and empty.summary.action == "passed"
+    assert judge.calls == [""] and empty.outcome.action == "passed"
 
 
 async def test_an_answer_ending_on_a_window_boundary_gets_no_extra_verdict() -> None:
@@ -264,7 +265,7 @@ async def test_a_harmful_sentence_mid_stream_is_never_released_and_the_repair_co
     repair = Repair("If that fails, contact your local mediation service.")
     reviewed = review(upstream, Judge(), repair)
     pieces = await collect(reviewed)
-    summary = reviewed.summary
+    summary = reviewed.outcome
     out = "".join(pieces)
     assert MARKER not in out and "break the window" not in out and "Finally" not in out
     assert out.startswith("First, talk to your")
@@ -275,7 +276,7 @@ async def test_a_harmful_sentence_mid_stream_is_never_released_and_the_repair_co
     flagged = summary.windows[summary.flagged_window]
     assert flagged.flagged and flagged.stage == "answer" and flagged.score == 0.9
     assert all(not w.flagged for w in summary.windows if w.stage == "repair")
-    assert summary.rejected is not None and MARKER in summary.rejected
+    assert summary.answer is not None and MARKER in summary.answer
     assert upstream.closed and upstream.sent < len(upstream.deltas)  # stopped, not read to the end
     assert_consistent(pieces, summary)
 
@@ -286,7 +287,7 @@ async def test_a_flag_in_the_first_window_releases_nothing_and_regenerates() -> 
     reviewed = review(upstream, Judge(), repair, window_chars=60)  # the harm is in the first one
     assert "".join(await collect(reviewed)) == "Talk to your neighbour first."
     assert repair.given == [""]  # nothing released: a regeneration
-    assert reviewed.summary.flagged_window == 0 and reviewed.summary.action == "repaired"
+    assert reviewed.outcome.flagged_window == 0 and reviewed.outcome.action == "repaired"
 
 
 async def test_a_flag_in_the_tail_releases_every_window_before_it() -> None:
@@ -308,7 +309,7 @@ async def test_a_flagged_repair_is_stopped_and_the_next_attempt_continues_from_i
     )
     reviewed = review(upstream, Judge(), repair)
     out = "".join(await collect(reviewed))
-    summary = reviewed.summary
+    summary = reviewed.outcome
     assert MARKER not in out and out.endswith("Step three is to call a locksmith.")
     assert summary.action == "repaired" and summary.attempts == 2
     assert len(repair.given) == 2 and repair.given[1].startswith(repair.given[0])
@@ -322,7 +323,7 @@ async def test_when_no_repair_passes_the_answer_ends_with_the_refusal() -> None:
     repair = Repair(HARMFUL, "Another " + MARKER + " plan.")
     reviewed = review(upstream, Judge(), repair)
     pieces = await collect(reviewed)
-    summary = reviewed.summary
+    summary = reviewed.outcome
     out = "".join(pieces)
     assert MARKER not in out and out.endswith("\n\n" + REFUSAL)
     assert out.startswith("Fine words come first")
@@ -334,17 +335,17 @@ async def test_when_no_repair_passes_the_answer_ends_with_the_refusal() -> None:
 async def test_nothing_released_and_no_repair_gives_the_refusal_alone() -> None:
     reviewed = review(Upstream([HARMFUL]), Judge(), Repair(), max_repairs=0)
     assert await collect(reviewed) == [REFUSAL]
-    assert reviewed.summary.action == "refused" and reviewed.summary.attempts == 0
+    assert reviewed.outcome.action == "refused" and reviewed.outcome.attempts == 0
 
 
 async def test_an_empty_or_refusing_repair_is_discarded_before_the_judge() -> None:
     judge = Judge()
     repair = Repair("", "I'm sorry, but I can't help with that request.", "Ask the council for help.")
     reviewed = review(
-        Upstream([HARMFUL]), judge, repair, max_repairs=3, reject_draft=is_refusal
+        Upstream([HARMFUL]), judge, repair, max_repairs=3, reject_draft=lambda opening, _question: is_refusal(opening)
     )
     assert "".join(await collect(reviewed)) == "Ask the council for help."
-    assert [d.reason for d in reviewed.summary.drafts] == ["empty", "refusal"]
+    assert [d.reason for d in reviewed.outcome.drafts] == ["empty", "refusal"]
     assert not any("sorry" in call for call in judge.calls)
 
 
@@ -352,10 +353,10 @@ async def test_the_draft_filter_names_why_a_draft_is_discarded() -> None:
     repair = Repair("Copy of the rejected answer.", "Ask the council for help.")
     reviewed = review(
         Upstream([HARMFUL]), Judge(), repair,
-        reject_draft=lambda opening: "near_copy" if opening.startswith("Copy") else None,
+        reject_draft=lambda opening, _question: "near_copy" if opening.startswith("Copy") else None,
     )
     assert "".join(await collect(reviewed)) == "Ask the council for help."
-    [draft] = reviewed.summary.drafts
+    [draft] = reviewed.outcome.drafts
     assert draft.reason == "near_copy" and draft.text.startswith("Copy of")
 
 
@@ -363,20 +364,20 @@ async def test_the_deltas_released_whole_are_counted_the_refusal_not() -> None:
     opening = "Good start here, friend. "
     reviewed = review(Upstream(words(opening + HARMFUL)), Judge(), Repair("Ask the council for help."))
     await collect(reviewed)
-    summary = reviewed.summary
+    summary = reviewed.outcome
     assert summary.action == "repaired" and summary.released.startswith(opening)
     assert summary.released_deltas == len(words(summary.released))  # windows end between words
     refused = review(Upstream(words(opening + HARMFUL)), Judge(), Repair(), max_repairs=0)
     await collect(refused)
-    kept = refused.summary.released.removesuffix(REFUSAL).rstrip("\n")
-    assert kept.startswith(opening) and refused.summary.released_deltas == len(words(kept))
+    kept = refused.outcome.released.removesuffix(REFUSAL).rstrip("\n")
+    assert kept.startswith(opening) and refused.outcome.released_deltas == len(words(kept))
 
 
 async def test_a_failing_repair_refuses() -> None:
     reviewed = review(Upstream(words("Good start here, friend. " + HARMFUL)), Judge(), Repair(fail=True))
     out = "".join(await collect(reviewed))
     assert MARKER not in out and out.endswith(REFUSAL)
-    assert reviewed.summary.action == "refused" and "repair failed" in (reviewed.summary.error or "")
+    assert reviewed.outcome.action == "refused" and "repair failed" in (reviewed.outcome.error or "")
 
 
 # --- failures and the client leaving ---------------------------------------------------------------
@@ -388,7 +389,7 @@ async def test_a_judge_failure_refuses_when_failing_closed() -> None:
     reviewed = review(upstream, judge)
     out = "".join(await collect(reviewed))
     assert "more" not in out and out.endswith(REFUSAL)
-    assert reviewed.summary.action == "refused" and "judge failed" in (reviewed.summary.error or "")
+    assert reviewed.outcome.action == "refused" and "judge failed" in (reviewed.outcome.error or "")
     assert upstream.closed
 
 
@@ -397,14 +398,14 @@ async def test_a_judge_failure_releases_the_rest_unjudged_when_failing_open() ->
     judge = Judge(fail_on=lambda answer: "more" in answer)
     reviewed = review(Upstream(words(answer), delay_s=0.001), judge, fail_open=True)
     assert "".join(await collect(reviewed)) == answer
-    assert reviewed.summary.action == "unchecked"
+    assert reviewed.outcome.action == "unchecked"
 
 
 async def test_a_judge_failure_on_a_repair_refuses_whatever_the_failure_policy() -> None:
     judge = Judge(fail_on=lambda answer: "council" in answer)
     reviewed = review(Upstream([HARMFUL]), judge, Repair("Ask the council."), fail_open=True)
     assert await collect(reviewed) == [REFUSAL]
-    assert reviewed.summary.action == "refused"
+    assert reviewed.outcome.action == "refused"
 
 
 async def test_an_upstream_failure_is_raised_and_its_unjudged_text_never_released() -> None:
@@ -414,9 +415,9 @@ async def test_an_upstream_failure_is_raised_and_its_unjudged_text_never_release
     with pytest.raises(ConnectionError):
         async for text in reviewed:
             pieces.append(text)
-    assert "".join(pieces) == reviewed.summary.released
-    assert "seven" not in reviewed.summary.released
-    assert reviewed.summary.action is None and "upstream failed" in (reviewed.summary.error or "")
+    assert "".join(pieces) == reviewed.outcome.released
+    assert "seven" not in reviewed.outcome.released
+    assert reviewed.outcome.action is None and "upstream failed" in (reviewed.outcome.error or "")
 
 
 async def test_a_client_leaving_early_closes_the_upstream() -> None:
@@ -445,11 +446,11 @@ def test_the_window_must_hold_a_character() -> None:
 async def test_the_summary_on_the_wire() -> None:
     reviewed = review(Upstream([HARMFUL]), Judge(delay_s=0.02), Repair("Ask the council."))
     await collect(reviewed)
-    wire = reviewed.summary.wire().model_dump()
+    wire = reviewed.outcome.wire().model_dump()
     timed = wire.pop("verdict_ms")
     assert wire == {
         "windows": 2, "flagged_window": 0, "action": "repaired", "attempts": 1, "scores": [0.9, 0.05],
     }
     # Each verdict's time: how long it held its window back (the judge here takes 20 ms).
     assert len(timed) == 2 and all(15.0 <= ms < 1000.0 for ms in timed)
-    assert sum(timed) == pytest.approx(reviewed.summary.judge_ms, abs=0.2)
+    assert sum(timed) == pytest.approx(reviewed.outcome.judge_ms, abs=0.2)
