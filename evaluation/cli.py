@@ -4,7 +4,7 @@ Backend, model and threshold come from the proxy's settings (CONSCIENCE_* and `.
 evaluation's own (evaluation/settings.py); the few setting flags a command takes
 (`overriding`) are generated from those settings by the one flag bridge (service/cli_flags.py)
 and override them for one run. Without --style, every command that judges does so in the style
-the proxy would serve with the same settings (service/startup.py `served_settings`, asked through
+the proxy would serve with the same settings (service/conscience/policy.py `JudgeStyles.serving`, asked through
 evaluation/runs.py `judged_styles`). Failures an operator can fix are one red line and exit 1.
 """
 

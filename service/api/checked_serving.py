@@ -40,10 +40,10 @@ from service.api.conscience_protocol import (
     SamplingFields,
     ToolCallConscience,
 )
+from service.api.refusals import refusal_error
 from service.api.windowed_enforcement import WindowedEnforcement, with_usage_so_far
 from service.api.windowed_stream import StreamTap
 from service.backends.base import JSON, Backend, BackendError
-from service.conscience.frameworks import Framework
 from service.conscience.outcome import UNCHECKED, Review
 from service.conscience.pipeline import Case, ConsciencePipeline
 from service.conscience.planning import Asked, Endpoint, RequestPlanner
@@ -62,15 +62,6 @@ from service.logs import client_request_id_var
 from service.metrics import Metrics
 from service.security.cache import ClientIdentity
 from service.settings import Mode, Settings
-
-# How the API answers a request the conscience's plan refuses: (status, OpenAI error type).
-_REFUSAL_STATUS = {
-    "invalid_request": (400, "invalid_request_error"),
-    "framework_not_allowed": (403, "permission_error"),
-    "mode_not_allowed": (403, "permission_error"),
-    "judge_style_not_allowed": (403, "permission_error"),
-    "judge_model_unknown": (503, "api_error"),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +84,7 @@ class CheckedServing:
         surface: Surface,
         backend: Backend,
         pipeline: ConsciencePipeline,
-        frameworks: dict[str, Framework],
+        planner: RequestPlanner,
         settings: Settings,
         models: ModelNames,
         catalog: ModelCatalog,
@@ -102,7 +93,7 @@ class CheckedServing:
         self._surface = surface
         self._backend = backend
         self._pipeline = pipeline
-        self._planner = RequestPlanner(settings, frameworks, pipeline)
+        self._planner = planner
         self._settings = settings
         self._models = models
         self._catalog = catalog
@@ -130,9 +121,7 @@ class CheckedServing:
                 request_id=request_id, client_request_id=client_request_id_var.get(),
             )
         except PolicyRefusal as refusal:
-            status, error_type = _REFUSAL_STATUS[refusal.code]
-            code = None if refusal.code == "invalid_request" else refusal.code
-            raise APIError(status, refusal.message, error_type=error_type, param=refusal.param, code=code) from None
+            raise refusal_error(refusal) from None
 
     async def _check_token_budget(self, request: SamplingFields, model: str) -> None:
         """A 400 for an output budget no answer can have: past --max-tokens-limit or the served

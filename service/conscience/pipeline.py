@@ -253,7 +253,7 @@ class ConsciencePipeline:
             choice_index=index,
             api_key_id=context.api_key_id,
             error=review.error,
-            threshold=None if review.verdict == UNCHECKED else self._reviewer.threshold_for(context.policy),
+            threshold=None if review.verdict == UNCHECKED else review.threshold,
         )
         if review.attempts:  # flagged and repaired or blocked: the check keeps the case
             check.prompt, check.answer = conversation, review.answer

@@ -45,10 +45,6 @@ class Reviewer:
         self.refusal_message = refusal_message
         self._max_overlap = max_overlap
 
-    def threshold_for(self, policy: ReviewPolicy) -> float:
-        """The score at or above which this policy's verdicts are flagged (the judge decides)."""
-        return self._judge.threshold_for(policy.style, policy.framework.name, policy.judge_model)
-
     async def review(
         self, policy: ReviewPolicy, conversation: list[JSON], answer: str, *, repair: bool = True
     ) -> Review:
