@@ -61,18 +61,24 @@ class Reviewer:
         return await enforcement.run()
 
     def stream_review(
-        self, policy: ReviewPolicy, conversation: list[JSON], deltas: AsyncIterator[str], *, window_chars: int,
-        judge_context_chars: int | None = None, continued: Continued | None = None,
+        self, policy: ReviewPolicy, conversation: list[JSON], deltas: AsyncIterator[str], *,
+        window_chars: int | None, judge_context_chars: int | None = None, continued: Continued | None = None,
     ) -> Enforcement:
-        """Windowed enforce streaming of one answer with this judge and repairer: a repair
-        continues the text the client has, or drafts the answer from the request by the
-        attempt's strategy (the rejected answer not in view) when it has none; a draft whose
-        opening reads as a refusal, repeats the rejected answer (a near-copy) or names the
-        framework is discarded before the judge, and a reframed question copied from the
-        reframe's worked examples is not answered (the attempt regenerates instead).
-        `continued`: see service/conscience/drafts.py. `judge_context_chars` bounds what a fast
-        or reasoned verdict reads before each window (Enforcement); a latent verdict reads the
-        whole answer so far."""
+        """One streamed answer with this judge and repairer. `window_chars` None: the answer is
+        judged in one window once it has ended, and repaired from candidates, as `review`.
+        Else windowed: a repair continues the text the client has, or drafts the answer from
+        the request by the attempt's strategy (the rejected answer not in view) when it has
+        none; a draft whose opening reads as a refusal, repeats the rejected answer (a
+        near-copy) or names the framework is discarded before the judge, and a reframed
+        question copied from the reframe's worked examples is not answered (the attempt
+        regenerates instead). `continued`: see service/conscience/drafts.py.
+        `judge_context_chars` bounds what a fast or reasoned verdict reads before each window
+        (Enforcement); a latent verdict reads the whole answer so far."""
+        if window_chars is None:
+            drafts = candidate_drafts(self._repairer, policy.framework, conversation, judge_model=policy.judge_model)
+            return self._enforcement(
+                policy, conversation, deltas, drafts, window_chars=None, max_repairs=policy.max_repairs
+            )
         drafts = streamed_draft(
             self._repairer, policy.framework, conversation, judge_model=policy.judge_model,
             rejected=lambda: enforcement.outcome.answer, continued=continued,
