@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,8 +46,8 @@ MOVES: dict[str, str] = {
 
 # New packages, created with this docstring when missing.
 NEW_PACKAGES: dict[str, str] = {
-    "service/core": '"""The bottom layer: what every other layer may use (docs/architecture.md, Layers)."""\n',
-    "service/commands": '"""The command-line groups of `conscience` (the top layer; docs/architecture.md, Layers)."""\n',
+    "service/core": '"""The bottom layer: what every layer may use (docs/architecture.md, Layers)."""\n',
+    "service/commands": '"""The command groups of `conscience`: the top layer (docs/architecture.md, Layers)."""\n',
 }
 
 ROOTS = ("service", "trainer", "evaluation", "conscience_cli", "tests", "bench", "scripts", "docs",
@@ -146,11 +147,24 @@ def rewrite_references(*, check: bool) -> list[str]:
     return changed
 
 
+def sort_imports(changed: list[str]) -> None:
+    """Re-sorts the imports of the rewritten Python files (a new name sorts elsewhere), as
+    `ruff check` wants them; without ruff on PATH, `make lint` says where."""
+    paths = [line.removeprefix("rewrite ") for line in changed if line.endswith(".py")]
+    ruff = shutil.which("ruff") or shutil.which("ruff", path=str(Path(sys.executable).parent))
+    if paths and ruff:
+        subprocess.run([ruff, "check", "--quiet", "--select", "I", "--fix", *paths], check=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="List what would change; exit 1 if anything would.")
     check = parser.parse_args().check
-    done = move_files(check=check) + rewrite_references(check=check)
+    done = move_files(check=check)
+    rewritten = rewrite_references(check=check)
+    if not check:
+        sort_imports(rewritten)
+    done += rewritten
     print("\n".join(done) or "nothing to move or rewrite")
     if check and done:
         sys.exit(1)
