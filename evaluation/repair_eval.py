@@ -23,10 +23,10 @@ from evaluation.datasets import LabelledRow
 from evaluation.judge_eval import score_rows
 from evaluation.score_log import ScoreLog
 from evaluation.scorers import FrameworkScorer
-from service.conscience.frameworks import Framework
 from service.conscience.judge import Judge
 from service.conscience.outcome import DISCARD_REASONS
 from service.conscience.review import Reviewer, ReviewPolicy
+from service.frameworks import Framework
 from service.settings import FailurePolicy, JudgeStyle
 
 Progress = Callable[[str, int, int], None]

@@ -42,11 +42,11 @@ from evaluation.repair_eval import RepairSetup, evaluate_repairs, summarise_repa
 from evaluation.score_log import ScoreLog
 from evaluation.scorers import AnswerScorer, FrameworkScorer
 from evaluation.settings import EvaluationSettings
-from service.backends.base import Backend
-from service.conscience.frameworks import Framework, FrameworkError, load_frameworks
 from service.conscience.judge import Judge
 from service.conscience.policy import JudgeStyleError, JudgeStyles
 from service.conscience.stack import ConscienceKnobs, build_judge, build_reviewer
+from service.core.backend import Backend
+from service.frameworks import Framework, FrameworkError, load_frameworks
 from service.settings import JudgeStyle, Settings
 
 SCORE_LOG = "scores.jsonl"

@@ -29,15 +29,15 @@ from service.api.models.api_router import router as models_router
 from service.api.moderations.api_router import router as moderations_router
 from service.api.responses.api_router import router as responses_router
 from service.api.ui.api_router import router as ui_router
-from service.backends.base import Backend
 from service.backends.factory import backend_from_settings
-from service.conscience.frameworks import load_frameworks
 from service.conscience.planning import RequestPlanner
 from service.conscience.policy import JudgeStyleError, JudgeStyles
 from service.conscience.probe import ProbeError
 from service.conscience.stack import build_pipeline
 from service.conscience.thresholds import ThresholdsError
+from service.core.backend import Backend
 from service.errors import install_error_handlers
+from service.frameworks import load_frameworks
 from service.metrics import Metrics
 from service.security.auth import OpenAccessAlarm
 from service.security.cache import ApiKeyCache

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from service.backends.base import BackendError
+from service.core.backend import BackendError
 from service.settings import BackendKind, Settings
 
 log = logging.getLogger("conscience.startup")

@@ -19,12 +19,12 @@ from service.api.conscience_protocol import (
     ConscienceUsage,
     ToolCallConscience,
 )
-from service.backends.base import JSON, Backend
 from service.conscience.outcome import Review
 from service.conscience.planning import Plan
 from service.conscience.policy import finish_reason, replaces_answer, worst_verdict
 from service.conscience.tool_calls import tool_call_outcome
 from service.conscience.usage import current as current_usage
+from service.core.backend import JSON, Backend
 from service.metrics import Metrics
 from service.settings import Mode
 

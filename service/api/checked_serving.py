@@ -38,13 +38,13 @@ from service.api.checked_plan import (
 from service.api.conscience_protocol import SamplingFields
 from service.api.enforced_stream import EnforcedStream, with_usage_so_far
 from service.api.refusals import refusal_error
-from service.backends.base import JSON, Backend, BackendError
 from service.conscience.outcome import UNCHECKED
 from service.conscience.pipeline import Case, ConsciencePipeline
 from service.conscience.planning import Asked, Endpoint, RequestPlanner
 from service.conscience.policy import PENDING, REFUSED_FINISH, PolicyRefusal
 from service.conscience.usage import begin as begin_usage
 from service.conscience.usage import received_usage
+from service.core.backend import JSON, Backend, BackendError
 from service.errors import APIError, error_body
 from service.logs import client_request_id_var
 from service.metrics import Metrics

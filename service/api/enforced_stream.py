@@ -32,7 +32,6 @@ from service.api.checked_plan import (
     reviewed_verdicts,
 )
 from service.api.windowed_stream import StreamTap
-from service.backends.base import JSON, BackendError
 from service.conscience.choices import StreamedChoices
 from service.conscience.engine import one_chunk
 from service.conscience.outcome import Review
@@ -40,6 +39,7 @@ from service.conscience.pipeline import ConsciencePipeline
 from service.conscience.planning import Plan
 from service.conscience.policy import PENDING, REFUSED_FINISH, finish_reason, replaces_answer
 from service.conscience.usage import received_usage
+from service.core.backend import JSON, BackendError
 from service.errors import error_body
 from service.metrics import Metrics
 

@@ -21,10 +21,10 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from service.backends.base import JSON
 from service.conscience.admission import Reservation
 from service.conscience.engine import Enforcement
 from service.conscience.outcome import CLIENT_DISCONNECTED, Review
+from service.core.backend import JSON
 
 if TYPE_CHECKING:
     from service.conscience.pipeline import CheckContext, ConsciencePipeline

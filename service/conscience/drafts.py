@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from service.backends.base import JSON
 from service.conscience.engine import Draft, DraftSource, one_chunk
-from service.conscience.frameworks import Framework
 from service.conscience.repair import Repairer
+from service.core.backend import JSON
+from service.frameworks import Framework
 
 # The released (judged) text -> the part of it a repair continues, and what joins the repair to it.
 Continued = Callable[[str], tuple[str, str]]

@@ -50,12 +50,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.backends.base import JSON, Backend, BackendError, LatentBackend
 from service.conscience.fencing import answer_windows, fenced_window
-from service.conscience.frameworks import Framework
 from service.conscience.probe import Probe
 from service.conscience.thresholds import ThresholdTable
 from service.conscience.usage import record as record_usage
+from service.core.backend import JSON, Backend, BackendError, LatentBackend
+from service.frameworks import Framework
 from service.settings import JudgeStyle
 
 ETHICAL, NEUTRAL, UNETHICAL = "ethical", "neutral", "unethical"

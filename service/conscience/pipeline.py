@@ -19,12 +19,12 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from service.backends.base import JSON
 from service.conscience.admission import Reservation, ReviewBudget
 from service.conscience.choices import StreamedChoices
 from service.conscience.drafts import Continued
 from service.conscience.outcome import REVIEW_OVERFLOW, UNCHECKED, Review
 from service.conscience.review import Reviewer, ReviewPolicy
+from service.core.backend import JSON
 from service.metrics import Metrics
 from service.settings import Mode
 from service.shutdown import SHUTDOWN_ERROR, GracefulShutdown

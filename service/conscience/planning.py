@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from service.backends.base import JSON
 from service.conscience.admission import Reservation, ReviewsSaturated
-from service.conscience.frameworks import Framework
 from service.conscience.pipeline import CheckContext, ConsciencePipeline
 from service.conscience.policy import (
     JudgeStyles,
@@ -24,6 +22,8 @@ from service.conscience.policy import (
     request_mode,
 )
 from service.conscience.review import ReviewPolicy
+from service.core.backend import JSON
+from service.frameworks import Framework
 from service.settings import EnforceStreaming, JudgeStyle, Mode, MonitorOverflow, Settings
 
 Endpoint = Literal["chat", "completions", "responses"]

@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from service.backends.base import JSON
 from service.conscience.drafts import Continued, candidate_drafts, streamed_draft
 from service.conscience.engine import DraftSource, Enforcement, one_chunk
-from service.conscience.frameworks import Framework
 from service.conscience.judge import Judge, Verdict
 from service.conscience.outcome import Review
 from service.conscience.refusal import is_refusal
 from service.conscience.repair import Repairer
 from service.conscience.similarity import echoes, is_near_copy
+from service.core.backend import JSON
+from service.frameworks import Framework
 from service.settings import FailurePolicy, JudgeStyle
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Integer, case, cast, delete, func, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.security.keys import generate_key, visible_prefix
+from service.store.keys import generate_key, visible_prefix
 from service.store.models import (
     ApiKey,
     BlockedReview,

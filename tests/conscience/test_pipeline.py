@@ -8,10 +8,10 @@ import asyncio
 import pytest
 
 from service.conscience.admission import ReviewBudget, ReviewsSaturated
-from service.conscience.frameworks import Framework, load_frameworks
 from service.conscience.judge import Verdict
 from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
 from service.conscience.review import Reviewer, ReviewPolicy
+from service.frameworks import Framework, load_frameworks
 from service.metrics import Metrics
 from service.settings import FailurePolicy, JudgeStyle, Mode
 from service.shutdown import GracefulShutdown

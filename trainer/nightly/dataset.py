@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainer.common.messages import Message, clean_messages
+from service.store.preference import Message, clean_messages
 from trainer.nightly.select import SelectedTriple
 
 if TYPE_CHECKING:

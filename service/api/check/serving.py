@@ -15,13 +15,13 @@ from typing import Literal
 
 from service.adapters.served_models import ModelNames
 from service.api.refusals import refusal_error
-from service.conscience.frameworks import Framework
 from service.conscience.judge import UNETHICAL
 from service.conscience.outcome import UNCHECKED, Review
 from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
 from service.conscience.planning import Asked, RequestPlanner
 from service.conscience.policy import PolicyRefusal
 from service.conscience.usage import begin as begin_usage
+from service.frameworks import Framework
 from service.logs import client_request_id_var
 from service.metrics import Metrics
 from service.security.cache import ClientIdentity

@@ -19,9 +19,9 @@ import orjson
 import typer
 
 from service.api.admin.serving import preference_example
-from service.cli_errors import fail
+from service.commands.db import DbUrl, _with_database
+from service.commands.errors import fail
 from service.store import repository
-from service.store.cli import DbUrl, _with_database
 from service.store.db import Database
 from service.store.models import Triple, TripleStatus, as_utc
 from service.store.repository import TripleFilter
