@@ -1,5 +1,5 @@
-"""`conscience finetune`: flags generated from FinetuneConfig (service/commands/flags.py), so the dataclass stays the one
-place that documents a knob. Exit 0 with the registered version's name; 1 on an error an
+"""`conscience finetune`: flags generated from FinetuneConfig (service/commands/flags.py), so the
+dataclass stays the one place that documents a knob. Exit 0 with the registered version's name; 1 on an error an
 operator can fix (data, database, model), reported as one line without a traceback.
 """
 
