@@ -51,10 +51,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.conscience.fencing import answer_windows, fenced_window
-from service.conscience.probe import Probe
+from service.conscience.probe import LatentBackend, Probe
 from service.conscience.thresholds import ThresholdTable
 from service.conscience.usage import record as record_usage
-from service.core.backend import JSON, Backend, BackendError, LatentBackend
+from service.core.backend import JSON, Backend, BackendError
 from service.frameworks import Framework
 from service.settings import JudgeStyle
 
@@ -236,7 +236,7 @@ class Judge:
     @property
     def probe(self) -> Probe | None:
         """The latent verdict's probe, held by the backend; None: no latent verdict."""
-        return getattr(self._backend, "probe", None)
+        return self._backend.probe if isinstance(self._backend, LatentBackend) else None
 
     @property
     def latent_threshold(self) -> float | None:
