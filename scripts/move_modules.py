@@ -9,7 +9,9 @@ MOVES maps an old module (or package) to its new name. Each run:
    imports (`from service.x.y import`, `import service.x.y`), dotted strings (monkeypatch
    targets, package-data keys) and paths (`service/x/y.py` in docs and comments).
 
-So it is idempotent: re-run it after merging a branch that still uses the old names.
+So it is idempotent: re-run it after merging a branch that still uses the old names. Where
+merging this branch conflicts only in import lines this script rewrote, keep the other side
+(`git checkout --ours FILE` while merging it in) and re-run.
 Run from the repository root: `python -m scripts.move_modules` (`--check`: only list what
 would change, exit 1 if anything would).
 """
