@@ -86,6 +86,7 @@ class LocalBackend:
         import torch
 
         from service.backends.local.demo import ensure_demo_model
+        from service.backends.local.weights import compute_dtype, quantise_linears
         from service.conscience.judge import LABELS
 
         if settings.local_threads is not None:
@@ -94,9 +95,11 @@ class LocalBackend:
             settings.local_model or str(ensure_demo_model(settings)),
             cache_dir=settings.model_cache_dir,
             device=settings.local_device,
-            dtype=settings.local_dtype,
+            dtype=compute_dtype(settings.local_weights),
         )
+        # The fingerprint reads the dense weights: quantised at run time, it is the same model.
         probe = probe_for(loaded, settings.probe_path)
+        quantise_linears(loaded.model, settings.local_weights)
         engine = Engine(
             loaded,
             max_queued=settings.local_max_queue,
