@@ -436,10 +436,10 @@ class Settings(BaseSettings):
     )
     local_weights: LocalWeights = Field(
         LocalWeights.INT4,
-        description="How the served local engine holds its weights: float32, bfloat16, or the "
-        "linear layers weight-only int8 or int4 (bfloat16 activations; CPU only). int4 decodes "
-        "the demo model fastest (docs/engine.md); the latent probe still matches (its fingerprint "
-        "is taken from the dense weights).",
+        description="How the served local engine holds its weights: float32, bfloat16, or "
+        "bfloat16 plus a weight-only int8 or int4 copy of the linear layers that decoding reads "
+        "(CPU only; prompts and verdicts use the bfloat16 weights). int4 decodes the demo model "
+        "fastest (docs/engine.md); the shipped probe, fitted on float32 states, still applies.",
     )
     local_max_queue: int = Field(64, description="Queued generations before 429.")
     local_max_concurrent: int = Field(

@@ -16,7 +16,13 @@ from service.backends.local.backend import LocalBackend
 from service.backends.local.engine import Engine
 from service.backends.local.hidden_states import model_fingerprint
 from service.backends.local.loader import LoadedModel, load_model
-from service.backends.local.weights import INT4_GROUP, WeightOnlyLinear, WeightsError, quantise_linears
+from service.backends.local.weights import (
+    INT4_GROUP,
+    MAX_QUANTISED_ROWS,
+    WeightOnlyLinear,
+    WeightsError,
+    quantise_linears,
+)
 from service.settings import LocalWeights, Settings
 from tests.local.conftest import local_settings
 from tests.local.test_latent_runner import (  # noqa: F401  (wordy_model_dir: a pytest fixture)
@@ -50,10 +56,10 @@ def test_a_quantised_layer_multiplies_by_its_dequantised_weight(bits: int) -> No
         bound = ((groups.amax(-1) - groups.amin(-1)) / 15 / 2).repeat_interleave(INT4_GROUP, dim=1)
     assert ((weight - original).abs() <= bound * 1.02 + 1e-3).all()
     assert (weight - original).abs().max() > 0  # it is quantised, not the dense weight
-    inputs = torch.randn(3, 5, 96, dtype=torch.bfloat16)
+    inputs = torch.randn(2, MAX_QUANTISED_ROWS // 2, 96, dtype=torch.bfloat16)  # rows as decoding has them
     expected = inputs.float() @ weight.T + dense.bias.float()
     assert torch.allclose(layer(inputs).float(), expected, atol=0.05, rtol=0.02)
-    assert layer(inputs).shape == (3, 5, 48)
+    assert layer(inputs).shape == (2, MAX_QUANTISED_ROWS // 2, 48)
 
 
 def test_weights_on_a_q4k_grid_come_back_as_they_were() -> None:
@@ -88,8 +94,17 @@ def test_int4_replaces_the_layers_its_kernel_takes_and_leaves_the_rest_dense(
     # The tiny vocabulary is no multiple of 16 rows: the output layer stays dense.
     assert loaded.model.config.vocab_size % 16 != 0 and kept == ["lm_head"]
     assert replaced == len(linears) - 1
-    with pytest.raises(ValueError, match="quantised"):
-        model_fingerprint(loaded)
+
+
+def test_a_quantised_layer_reads_many_rows_with_its_bfloat16_weight() -> None:
+    dense = random_linear(48, 96)
+    layer = WeightOnlyLinear(dense, 4)
+    few = torch.randn(1, MAX_QUANTISED_ROWS, 96, dtype=torch.bfloat16)
+    many = torch.randn(1, MAX_QUANTISED_ROWS + 1, 96, dtype=torch.bfloat16)
+    assert torch.equal(layer(many), dense(many))  # a prompt: the bfloat16 product, bit for bit
+    assert not torch.equal(layer(few), dense(few))  # decoding: the int4 one
+    expected = few.float() @ layer.dequantised().float().T + dense.bias.float()
+    assert torch.allclose(layer(few).float(), expected, atol=0.05, rtol=0.02)
 
 
 def test_quantised_weights_need_the_model_on_the_cpu_in_bfloat16(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -118,7 +133,8 @@ def test_a_quantised_engine_serves_and_keeps_the_probe_fitted_on_float32(
         local_settings(tiny_model_dir, tmp_path / "cache", local_weights=weights, probe_path=path)
     )
     try:
-        assert local.probe == made  # the fingerprint of the weights it was loaded from
+        assert local.probe == made
+        assert model_fingerprint(local.engine.loaded) == made.model_fingerprint  # it keeps the bfloat16 weights
         assert any(isinstance(module, WeightOnlyLinear) for module in local.engine.loaded.model.modules())
         response = asyncio.run(local.chat({"messages": ASK, "max_tokens": 8, "temperature": 0}))
         assert response["usage"]["completion_tokens"] == 8

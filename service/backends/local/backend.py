@@ -97,9 +97,9 @@ class LocalBackend:
             device=settings.local_device,
             dtype=compute_dtype(settings.local_weights),
         )
-        # The fingerprint reads the dense weights: quantised at run time, it is the same model.
-        probe = probe_for(loaded, settings.probe_path)
+        # int8/int4 layers keep their bfloat16 weights: the fingerprint (and so the probe) is the model's.
         quantise_linears(loaded.model, settings.local_weights)
+        probe = probe_for(loaded, settings.probe_path)
         engine = Engine(
             loaded,
             max_queued=settings.local_max_queue,

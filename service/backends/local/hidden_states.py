@@ -107,8 +107,7 @@ def pooled_hidden_states(
 def tensor_digests(loaded: LoadedModel) -> dict[str, str]:
     """sha256 of each sampled weight tensor (service.conscience.probe.FINGERPRINT_TENSORS), taken
     in bfloat16 so float32 and bfloat16 loads of the same weights agree. With a LoRA adapter
-    loaded, the base weights are read (peft keeps them apart until merged). ValueError once the
-    linear layers are quantised (weights.py): the dense weights are gone."""
+    loaded, the base weights are read (peft keeps them apart until merged)."""
     import hashlib
 
     import torch
@@ -121,14 +120,9 @@ def tensor_digests(loaded: LoadedModel) -> dict[str, str]:
         # peft prefixes ("base_model.model.") and wraps base weights ("....base_layer.weight").
         plain = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
         params.setdefault(plain, tensor)
-    buffers = {name.removeprefix("base_model.model.").replace(".base_layer.", ".") for name, _ in
-               loaded.model.named_buffers()}
     digests = {}
     for pattern, rows in FINGERPRINT_TENSORS:
         name = pattern.format(last=last)
-        if name.removesuffix("weight") + "qweight" in buffers:
-            # A weight-only quantised layer (weights.py) no longer holds the dense weight.
-            raise ValueError(f"{name} is quantised: take the fingerprint before quantising")
         if name not in params:
             continue
         tensor = params[name].detach()

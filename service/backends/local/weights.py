@@ -1,19 +1,23 @@
 """How the embedded engine holds its weights: dense float32 or bfloat16, or its linear layers
-weight-only int8 or int4 (bfloat16 activations).
+also as weight-only int8 or int4 for decoding (bfloat16 activations).
 
 Decoding one token reads every weight once, so on a CPU its speed is the bytes per weight: int4
-reads an eighth of float32 (bench/results/engine/speed.md). The quantised layers call torch's own
-CPU kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`; what torchao's CPU layouts call
-too) from a plain module, so no extra package and no tensor subclass sits on the per-token path.
-Both kernels want bfloat16 activations: with float32 ones they run ten times slower.
+reads an eighth of float32 (docs/engine.md). The quantised layers call torch's own CPU kernels
+(`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`; what torchao's CPU layouts call too) from
+a plain module, so no extra package and no tensor subclass sits on the per-token path. Both
+kernels want bfloat16 activations: with float32 ones they run ten times slower.
+
+Those kernels are matrix-vector kernels: over many rows at once (a prompt, a verdict's pass,
+the latent probe's pass) they run up to thirty times slower than the bfloat16 matrix product.
+So a quantised layer keeps its bfloat16 weight too and uses it for inputs of more than
+`MAX_QUANTISED_ROWS` rows: prefill and the verdicts run at bfloat16 speed and read bfloat16
+states, decoding reads the int8/int4 copy. The price is memory: bfloat16 plus the copy (still
+less than float32).
 
 int8 is per output channel (symmetric); int4 is asymmetric in groups of 32 inputs, the sub-block
 of llama.cpp's Q4_K, so the demo model's weights — de-quantised from Q4_K_M — land back on
 (nearly) the grid they came from. A layer a kernel cannot take (int4 needs out_features divisible
 by 16 and in_features by 32) stays dense.
-
-Only the served engine quantises: the probe's fingerprint is taken from the dense weights first
-(service/backends/local/backend.py), since a runtime quantisation serves the same model.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from torch import nn
 from service.settings import LocalWeights
 
 INT4_GROUP = 32
+# Up to 4 rows (decoding up to 4 choices) the int4 kernel beats bfloat16 on this CPU; from 8 it
+# loses, and more with every row (bench/results/engine/README.md).
+MAX_QUANTISED_ROWS = 4
 _INT4_ROWS = 16  # the int4 packing works on tiles of 16 output rows
 _BITS = {LocalWeights.INT8: 8, LocalWeights.INT4: 4}
 
@@ -40,23 +47,22 @@ def compute_dtype(weights: LocalWeights) -> str:
 
 
 class WeightOnlyLinear(nn.Linear):
-    """A linear layer whose weight is int8 or int4 with per-channel / per-group scales.
+    """A linear layer that decodes with an int8 or int4 copy of its weight (per-channel or
+    per-group scales) and reads many rows at once with its bfloat16 weight.
 
-    A subclass of nn.Linear (in_features, out_features, bias) so that PEFT wraps it in a LoRA
-    layer like any linear one. Its `weight` is a stand-in that holds no values (zeros, no
-    memory): the shape, dtype and device PEFT reads to size, place and cast a LoRA adapter
-    beside it. Nothing may compute with it (merging an adapter into the layer would be wrong);
-    `dequantised()` gives the weight the layer multiplies by."""
+    A subclass of nn.Linear with its `weight` and `bias`, so PEFT wraps it in a LoRA layer like
+    any linear one (merging an adapter into it would change only the bfloat16 weight: the
+    engine never merges)."""
 
     def __init__(self, linear: nn.Linear, bits: int) -> None:
-        nn.Module.__init__(self)  # not nn.Linear's: it would allocate a dense weight
+        nn.Module.__init__(self)  # not nn.Linear's: it would allocate another weight
         self.in_features, self.out_features, self.bits = linear.in_features, linear.out_features, bits
-        dtype = self.compute_dtype = linear.weight.dtype
+        self.weight, self.bias = linear.weight, linear.bias
         weight = linear.weight.detach().float()
         if bits == 8:
             scales = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12)
             self.register_buffer("qweight", torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8))
-            self.register_buffer("scales", scales.to(dtype))
+            self.register_buffer("scales", scales.to(linear.weight.dtype))
         else:
             groups = weight.reshape(self.out_features, -1, INT4_GROUP)
             low, high = groups.amin(dim=-1), groups.amax(dim=-1)
@@ -67,8 +73,9 @@ class WeightOnlyLinear(nn.Linear):
             ))
             # The kernel computes (code - 8) * step + zero: zero is the group's middle, not its low.
             zeros = low + 8 * steps
-            self.register_buffer("scales", torch.stack([steps, zeros], dim=-1).transpose(0, 1).contiguous().to(dtype))
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
+            self.register_buffer("scales", torch.stack([steps, zeros], dim=-1).transpose(0, 1).contiguous().to(
+                linear.weight.dtype
+            ))
 
     @staticmethod
     def fits(linear: nn.Linear, bits: int) -> bool:
@@ -78,27 +85,24 @@ class WeightOnlyLinear(nn.Linear):
 
     def forward(self, inputs: Any) -> Any:
         flat = inputs.reshape(-1, self.in_features)
+        if flat.shape[0] > MAX_QUANTISED_ROWS:
+            return nn.functional.linear(inputs, self.weight, self.bias)
+        return self.quantised_product(flat).reshape(*inputs.shape[:-1], self.out_features)
+
+    def quantised_product(self, flat: Any) -> Any:
+        """`flat` (rows, in_features) times the int8/int4 weight, plus the bias."""
         if self.bits == 8:
             out = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scales)
         else:
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.qweight, INT4_GROUP, self.scales)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*inputs.shape[:-1], self.out_features)
-
-    @property
-    def weight(self) -> Any:  # type: ignore[override]
-        return torch.zeros((), dtype=self.compute_dtype, device=self.qweight.device).expand(
-            self.out_features, self.in_features
-        )
+        return out if self.bias is None else out + self.bias
 
     def dequantised(self) -> Any:
-        """The weight the kernel multiplies by, dense (out_features, in_features): one product
-        with the identity, as costly as a forward pass over in_features tokens."""
-        eye = torch.eye(self.in_features, dtype=self.compute_dtype, device=self.scales.device)
+        """The weight decoding multiplies by, dense (out_features, in_features)."""
+        eye = torch.eye(self.in_features, dtype=self.weight.dtype, device=self.weight.device)
         bias, self.bias = self.bias, None
         try:
-            return self.forward(eye).T.contiguous()
+            return torch.cat([self.quantised_product(rows) for rows in eye.split(MAX_QUANTISED_ROWS)]).T.contiguous()
         finally:
             self.bias = bias
 
