@@ -438,8 +438,9 @@ class Settings(BaseSettings):
         LocalWeights.INT4,
         description="How the served local engine holds its weights: float32, bfloat16, or "
         "bfloat16 plus a weight-only int8 or int4 copy of the linear layers that decoding reads "
-        "(CPU only; prompts and verdicts use the bfloat16 weights). int4 decodes the demo model "
-        "fastest (docs/engine.md); the shipped probe, fitted on float32 states, still applies.",
+        "(CPU only: another --local-device defaults to bfloat16; prompts and verdicts use the "
+        "bfloat16 weights). int4 decodes the demo model fastest (docs/engine.md); the shipped "
+        "probe, fitted on float32 states, still applies.",
     )
     local_max_queue: int = Field(64, description="Queued generations before 429.")
     local_max_concurrent: int = Field(
@@ -582,8 +583,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _quantised_weights_on_the_cpu(self) -> Settings:
-        """The int8 and int4 kernels are torch's CPU kernels."""
+        """The int8 and int4 kernels are torch's CPU kernels: another device gets bfloat16 by
+        default, and refuses them asked for."""
         if self.local_weights in (LocalWeights.INT8, LocalWeights.INT4) and self.local_device != "cpu":
+            if "local_weights" not in self.model_fields_set:
+                self.local_weights = LocalWeights.BFLOAT16
+                return self
             raise ValueError(
                 f"local_weights: {self.local_weights} runs on the CPU only; with --local-device "
                 f"{self.local_device} use float32 or bfloat16"
