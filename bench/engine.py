@@ -2,6 +2,9 @@
 
     python -m bench.engine                 # the demo model (assembled and converted on first use)
     python -m bench.engine --model DIR     # any local model directory, .gguf file or HF id
+    CONSCIENCE_LOCAL_WEIGHTS=float32 python -m bench.engine   # another weight format (default: the setting's)
+
+Decode speed beside llama.cpp: bench/engine_speed.py.
 
 For answers of 64, 256 and 512 tokens it measures, side by side in one run (so a shared machine
 slows both sides alike): the time to generate the answer (greedy, end-of-sequence ignored so the
@@ -98,6 +101,7 @@ async def run(args: argparse.Namespace) -> None:
     import torch
 
     from service.backends.local.demo import ensure_demo_model
+    from service.backends.local.weights import compute_dtype, quantise_linears
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,8 +109,10 @@ async def run(args: argparse.Namespace) -> None:
     source = args.model or str(ensure_demo_model(settings))
     started = time.perf_counter()
     loaded = load_model(source, cache_dir=settings.model_cache_dir, device=settings.local_device,
-                        dtype=settings.local_dtype)
-    print(f"model {loaded.served_name}: {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.0f}M "
+                        dtype=compute_dtype(settings.local_weights))
+    quantise_linears(loaded.model, settings.local_weights)  # the served engine's weights
+    print(f"model {loaded.served_name} ({settings.local_weights} weights): "
+          f"{sum(p.numel() for p in loaded.model.parameters()) / 1e6:.0f}M "
           f"parameters, loaded in {time.perf_counter() - started:.1f}s, {torch.get_num_threads()} threads")
 
     adapters = AdapterSlots(loaded.model)

@@ -60,6 +60,15 @@ class BackendKind(StrEnum):
     LOCAL = "local"
 
 
+class LocalWeights(StrEnum):
+    """How the embedded engine holds its weights (service/backends/local/weights.py)."""
+
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    INT8 = "int8"  # linear layers weight-only int8, bfloat16 activations
+    INT4 = "int4"  # linear layers weight-only int4 (groups of 32), bfloat16 activations
+
+
 # Shorter admin keys are guessable; an empty one would match a request that sends none.
 MIN_ADMIN_KEY_CHARS = 16
 
@@ -420,7 +429,19 @@ class Settings(BaseSettings):
         "--model there; default: the demo model).",
     )
     local_device: str = Field("cpu", description="torch device for the local backend.")
-    local_dtype: str = Field("float32", description="torch dtype for the local backend.")
+    local_dtype: str = Field(
+        "float32",
+        description="torch dtype the offline tools (calibrate, eval) load the local model in; "
+        "the served engine's weights are --local-weights.",
+    )
+    local_weights: LocalWeights = Field(
+        LocalWeights.INT4,
+        description="How the served local engine holds its weights: float32, bfloat16, or "
+        "bfloat16 plus a weight-only int8 or int4 copy of the linear layers that decoding reads "
+        "(CPU only: another --local-device defaults to bfloat16; prompts and verdicts use the "
+        "bfloat16 weights). int4 decodes the demo model fastest (docs/engine.md); the shipped "
+        "probe, fitted on float32 states, still applies.",
+    )
     local_max_queue: int = Field(64, description="Queued generations before 429.")
     local_max_concurrent: int = Field(
         4, ge=1, description="Generations the local model interleaves token by token; more wait."
@@ -558,6 +579,20 @@ class Settings(BaseSettings):
             self.local_model, self.model = self.model, None
         if self.backend is BackendKind.LOCAL and self.local_model is not None:
             _check_model_path(self.local_model)
+        return self
+
+    @model_validator(mode="after")
+    def _quantised_weights_on_the_cpu(self) -> Settings:
+        """The int8 and int4 kernels are torch's CPU kernels: another device gets bfloat16 by
+        default, and refuses them asked for."""
+        if self.local_weights in (LocalWeights.INT8, LocalWeights.INT4) and self.local_device != "cpu":
+            if "local_weights" not in self.model_fields_set:
+                self.local_weights = LocalWeights.BFLOAT16
+                return self
+            raise ValueError(
+                f"local_weights: {self.local_weights} runs on the CPU only; with --local-device "
+                f"{self.local_device} use float32 or bfloat16"
+            )
         return self
 
     @model_validator(mode="after")

@@ -29,6 +29,10 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def local_settings(model_dir: Path, cache_dir: Path, **overrides: object) -> Settings:
+    """Settings of a local backend over `model_dir`: float32 weights unless `local_weights` says
+    otherwise, since most tests compare the engine with a float32 forward pass of their own
+    (tests/local/test_weights.py serves int8 and int4 weights)."""
+    overrides.setdefault("local_weights", "float32")
     return Settings(
         backend="local", local_model=str(model_dir), model_cache_dir=cache_dir, **overrides
     )

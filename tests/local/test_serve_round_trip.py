@@ -73,7 +73,7 @@ def test_serve_local_round_trip_with_a_triple(tiny_model_dir: Path, tmp_path: Pa
         "--repair-temperature", "0", "--repair-max-tokens", str(MAX_TOKENS), "--max-repairs", "1",
         "--repair-candidates", "1",
         "--db-url", f"sqlite+aiosqlite:///{db_file}", "--spool-path", str(tmp_path / "spool.jsonl"),
-        "--local-threads", "1",
+        "--local-threads", "1", "--local-weights", "float32",  # the weights _pick_case scored with
     ]
     env = {**os.environ, "CONSCIENCE_MODEL_CACHE_DIR": str(tmp_path / "cache")}
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

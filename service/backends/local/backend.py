@@ -89,6 +89,7 @@ class LocalBackend:
         import torch
 
         from service.backends.local.demo import ensure_demo_model
+        from service.backends.local.weights import compute_dtype, quantise_linears
         from service.conscience.judge import LABELS
 
         if settings.local_threads is not None:
@@ -97,8 +98,10 @@ class LocalBackend:
             settings.local_model or str(ensure_demo_model(settings)),
             cache_dir=settings.model_cache_dir,
             device=settings.local_device,
-            dtype=settings.local_dtype,
+            dtype=compute_dtype(settings.local_weights),
         )
+        # int8/int4 layers keep their bfloat16 weights: the fingerprint (and so the probe) is the model's.
+        quantise_linears(loaded.model, settings.local_weights)
         probe = probe_for(loaded, settings.probe_path)
         engine = Engine(
             loaded,

@@ -122,6 +122,11 @@ class GenerationJob:
             return True
         return False
 
+    @property
+    def last_tokens(self) -> list[int]:
+        """The token each choice's row chose at the last step (bench/engine_speed.py compares them)."""
+        return [] if self._last is None else self._last.tolist()
+
     def fail(self, error: BaseException) -> None:
         self._channel.send(error)
 
