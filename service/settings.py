@@ -334,6 +334,29 @@ class Settings(BaseSettings):
         description="A draft sharing at least this fraction of its word 3-grams with the "
         "rejected answer is a near-copy and is discarded.",
     )
+    repair_max_draft_tokens: int = Field(
+        2048, ge=1,
+        description="Repair budget of one answer: the most completion tokens all its repair drafts "
+        "(and reframed questions) may take together; each draft also honours the request's own "
+        "max_tokens and stop. An attempt whose drafts could exceed what is left is not made: "
+        "repairing ends with the refusal (error 'repair budget spent').",
+    )
+    repair_max_seconds: float = Field(
+        120.0, gt=0,
+        description="Repair budget of one answer: the most wall-clock seconds its repair may take; "
+        "past it, repairing ends with the refusal (error 'repair budget spent').",
+    )
+    repair_frequency_penalty: float = Field(
+        0.3, ge=-2.0, le=2.0,
+        description="OpenAI frequency_penalty of repair drafts (over a draft's own tokens, not the "
+        "request's), which keeps a small model from looping; 0: not sent.",
+    )
+    repair_draft_window_chars: int = Field(
+        200, ge=1,
+        description="A buffered answer's repair candidates are one streamed n=k generation, each "
+        "judged every this many characters as it is generated: a flagged or looping one stops at "
+        "once, the first that ends clean wins and the others stop.",
+    )
     reasoned_max_tokens: int = Field(384, description="Token budget of a reasoned verdict.")
 
     # --- store -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 
 from service.backends.base import JSON
 from service.conscience.admission import Reservation, ReviewsSaturated
+from service.conscience.bounds import DraftLimits
 from service.conscience.frameworks import Framework
 from service.conscience.pipeline import CheckContext, ConsciencePipeline
 from service.conscience.policy import (
@@ -100,6 +101,7 @@ class RequestPlanner:
             max_repairs=settings.max_repairs,
             failure_policy=settings.failure_policy,
             judge_model=judge_model_or_refuse(judge_model),
+            limits=DraftLimits.of(body),
         )
         choices = self._choice_count(shape, body)
         if mode is not Mode.OFF:
