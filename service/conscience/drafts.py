@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from service.backends.base import JSON
 from service.conscience.bounds import DraftLimits, RepairBudget
 from service.conscience.engine import Draft, DraftSource, one_chunk
+from service.conscience.fencing import unwrap_echoed_fences
 from service.conscience.frameworks import Framework
 from service.conscience.repair import Repairer
 
@@ -59,7 +60,7 @@ def raced_candidates(
         for candidate in streams:
             stream = candidate.deltas
             yield Draft(stream, whole=True, question=candidate.question, parallel=True,
-                        ended_by_itself=lambda stream=stream: stream.ended_by_itself)
+                        ended_by_itself=lambda stream=stream: stream.ended_by_itself, cleaned=unwrap_echoed_fences)
 
     return drafts
 

@@ -78,6 +78,12 @@ class Draft:
     parallel: bool = False  # generated with the attempt's other parallel drafts: raced with them
     # Once its deltas have ended: whether the model ended it (not a token limit); unknown: False.
     ended_by_itself: Callable[[], bool] | None = None
+    # A raced draft's text as far as generated -> the text read, judged and sent (a fence the
+    # model echoed taken off); None: as it is.
+    cleaned: Callable[[str], str] | None = None
+
+    def read(self, text: str) -> str:
+        return self.cleaned(text) if self.cleaned is not None else text
 
 
 # The released text and the attempt (1, 2, …) -> that attempt's drafts, in order.
@@ -405,11 +411,13 @@ class Enforcement:
                 if reader.error is not None:
                     raise reader.error
                 end = window_end(reader.text, offset, reader.done)
-                text = reader.text[:end]
+                text = draft.read(reader.text[:end])
                 ended = reader.done and end == len(reader.text)
                 reason = self._discarded(text, draft, opened=opened, ended=ended)
                 if reason is not None:
-                    self.outcome.drafts.append(RejectedDraft(attempt, reader.text, reason, None, draft.question))
+                    self.outcome.drafts.append(
+                        RejectedDraft(attempt, draft.read(reader.text), reason, None, draft.question)
+                    )
                     return None
                 opened = True
                 if not (ended or self._judge_draft_windows):
@@ -420,7 +428,7 @@ class Enforcement:
                     if window.flagged:
                         self.outcome.windows.append(window)
                         self.outcome.drafts.append(
-                            RejectedDraft(attempt, reader.text, "judge", window.score, draft.question)
+                            RejectedDraft(attempt, draft.read(reader.text), "judge", window.score, draft.question)
                         )
                         return None
                     return draft, text, window
