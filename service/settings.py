@@ -53,6 +53,9 @@ class RepairStrategy(StrEnum):
     REGENERATE = "regenerate"  # answer the request under the framework's instructions
     REFRAME = "reframe"  # the closest question safe to answer in full, answered plainly
     ALTERNATE = "alternate"  # odd attempts regenerate, even attempts reframe
+    # Every attempt both: the regenerated candidates and the answers to one reframed question
+    # (the attempt's opening), raced together (a streamed draft alternates).
+    BOTH = "both"
 
 
 class BackendKind(StrEnum):
@@ -327,7 +330,8 @@ class Settings(BaseSettings):
         RepairStrategy.ALTERNATE,
         description="How each repair attempt drafts its candidates: regenerate (answer the request "
         "under the framework), reframe (turn the request into the closest question safe to answer "
-        "in full, then answer that) or alternate (regenerate, then reframe, ...).",
+        "in full, then answer that), alternate (regenerate, then reframe, ...) or both (each "
+        "attempt races the regenerated candidates and as many answers to one reframed question).",
     )
     repair_max_overlap: float = Field(
         0.5, ge=0.0, le=1.0,

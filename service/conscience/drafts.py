@@ -16,6 +16,7 @@ it; the loop discards, judges and accepts what they yield.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from service.backends.base import JSON
@@ -51,16 +52,18 @@ def raced_candidates(
     repairer: Repairer, framework: Framework, conversation: list[JSON], *, judge_model: str,
     limits: DraftLimits = DraftLimits(), budget: RepairBudget | None = None,
 ) -> DraftSource:
-    """Each attempt's `Repairer.candidate_streams`, yielded together to be raced (`parallel`)."""
+    """Each attempt's `Repairer.candidate_streams`, each yielded as soon as it can start, to be
+    raced (`parallel`)."""
 
     async def drafts(released: str, attempt: int) -> AsyncIterator[Draft]:
-        streams = await repairer.candidate_streams(
+        async with contextlib.aclosing(repairer.candidate_streams(
             framework, conversation, judge_model=judge_model, attempt=attempt, limits=limits, budget=budget
-        )
-        for candidate in streams:
-            stream = candidate.deltas
-            yield Draft(stream, whole=True, question=candidate.question, parallel=True,
-                        ended_by_itself=lambda stream=stream: stream.ended_by_itself, cleaned=unwrap_echoed_fences)
+        )) as streams:
+            async for candidate in streams:
+                stream = candidate.deltas
+                yield Draft(stream, whole=True, question=candidate.question, parallel=True,
+                            ended_by_itself=lambda stream=stream: stream.ended_by_itself,
+                            cleaned=unwrap_echoed_fences)
 
     return drafts
 

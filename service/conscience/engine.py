@@ -320,31 +320,11 @@ class Enforcement:
                 outcome.attempts = attempt
                 try:
                     async with contextlib.aclosing(aiter(self._drafts(outcome.released, attempt))) as drafts:
-                        raced: list[Draft] = []
-                        async for draft in self._in_time(drafts):
-                            if self._abandoned:
-                                await _close_all(raced + [draft])
-                                return
-                            if draft.parallel:
-                                raced.append(draft)
-                                continue
-                            tried = _Pass("repair", attempt)
-                            async with contextlib.aclosing(self._draft(draft, tried)) as texts:
-                                async for text in texts:
-                                    yield text
-                            if tried.judge_error is not None:
-                                outcome.error = f"judge failed on a repair: {tried.judge_error}"
-                                await _close_all(raced)
-                                return
-                            if outcome.action == "repaired":
-                                await _close_all(raced)
-                                return
-                        if raced:
-                            async with contextlib.aclosing(self._race(raced, attempt)) as texts:
-                                async for text in texts:
-                                    yield text
-                            if outcome.action == "repaired":
-                                return
+                        async with contextlib.aclosing(self._attempt(drafts, attempt)) as texts:
+                            async for text in texts:
+                                yield text
+                    if outcome.action == "repaired" or outcome.error is not None or self._abandoned:
+                        return
                 except BudgetSpent as spent:
                     outcome.error = f"{REPAIR_BUDGET_SPENT}: {spent}"
                     return
@@ -356,6 +336,38 @@ class Enforcement:
                     return
         finally:
             outcome.repair_ms += (time.perf_counter() - started) * 1000.0
+
+    async def _attempt(self, drafts: AsyncIterator[Draft], attempt: int) -> AsyncGenerator[str, None]:
+        """One attempt's drafts: raced when they are generated together (the first is
+        `parallel`), else each discarded, judged and accepted or rejected in turn."""
+        async with contextlib.aclosing(self._in_time(drafts)) as in_time, \
+                contextlib.aclosing(self._drafts_of(in_time, attempt)) as texts:
+            async for text in texts:
+                yield text
+
+    async def _drafts_of(self, in_time: AsyncIterator[Draft], attempt: int) -> AsyncGenerator[str, None]:
+        first = await anext(in_time, None)
+        if first is None:
+            return
+        if first.parallel:
+            async with contextlib.aclosing(self._race(first, in_time, attempt)) as texts:
+                async for text in texts:
+                    yield text
+            return
+        draft: Draft | None = first
+        while draft is not None:
+            if self._abandoned:
+                return
+            tried = _Pass("repair", attempt)
+            async with contextlib.aclosing(self._draft(draft, tried)) as texts:
+                async for text in texts:
+                    yield text
+            if tried.judge_error is not None:
+                self.outcome.error = f"judge failed on a repair: {tried.judge_error}"
+                return
+            if self.outcome.action == "repaired":
+                return
+            draft = await anext(in_time, None)
 
     def _seconds_left(self) -> float | None:
         return None if self._budget is None else self._budget.seconds_left()
@@ -372,21 +384,34 @@ class Enforcement:
                 raise BudgetSpent("seconds") from None
             yield draft
 
-    async def _race(self, drafts: list[Draft], attempt: int) -> AsyncGenerator[str, None]:
-        """Drafts generated together, each judged as it is generated: the first that ends clean
-        is accepted (released whole) and the others are stopped; flagged or discarded ones are
-        noted with their reasons as they stop."""
-        contenders = [asyncio.create_task(self._contend(draft, attempt)) for draft in drafts]
+    async def _race(self, first: Draft, rest: AsyncIterator[Draft], attempt: int) -> AsyncGenerator[str, None]:
+        """Drafts generated together, each judged as it is generated, from the moment it
+        arrives: the first that ends clean is accepted (released whole) and the others are
+        stopped; flagged or discarded ones are noted with their reasons as they stop."""
+        contenders = {asyncio.create_task(self._contend(first, attempt))}
+
+        async def feed() -> None:
+            async for draft in rest:
+                contenders.add(asyncio.create_task(self._contend(draft, attempt)))
+
+        feeder = asyncio.create_task(feed())
         winner: tuple[Draft, str, JudgedWindow] | None = None
         try:
-            for next_done in asyncio.as_completed(contenders):
-                winner = await next_done
-                if winner is not None:
+            while winner is None:
+                running = contenders | (set() if feeder.done() else {feeder})
+                if not running:
                     break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is feeder:
+                        task.result()  # a failed source (a candidates call, the budget) ends the attempt
+                        continue
+                    contenders.discard(task)
+                    winner = winner or task.result()
         finally:
-            for task in contenders:
+            for task in (feeder, *contenders):
                 task.cancel()
-            await asyncio.gather(*contenders, return_exceptions=True)
+            await asyncio.gather(feeder, *contenders, return_exceptions=True)
         if winner is None:
             return
         draft, text, window = winner
@@ -597,10 +622,3 @@ class Enforcement:
 class _RepairJudgeFailed(Exception):
     """The judge failed on a raced draft (its cause): the repair refuses."""
 
-
-async def _close_all(drafts: list[Draft]) -> None:
-    """Stop drafts that will not be read (a raced batch's streams, once the loop is done)."""
-    for draft in drafts:
-        aclose = getattr(draft.deltas, "aclose", None)
-        if aclose is not None:
-            await aclose()

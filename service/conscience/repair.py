@@ -139,7 +139,8 @@ class Repairer:
         self._max_chars = max_answer_chars
 
     def strategy_for(self, attempt: int) -> RepairStrategy:
-        """The strategy of repair attempt `attempt` (1, 2, …): regenerate or reframe."""
+        """The strategy of repair attempt `attempt` (1, 2, …): regenerate, reframe, or both
+        (a streamed draft, one at a time, alternates instead)."""
         if self.strategy is RepairStrategy.ALTERNATE:
             return RepairStrategy.REGENERATE if attempt % 2 else RepairStrategy.REFRAME
         return self.strategy
@@ -151,6 +152,12 @@ class Repairer:
         """`candidates_per_call` drafts (a server that ignores `n` gives fewer), each drafted
         from the request alone by this attempt's strategy, within `limits` and `budget`."""
         bounds = _Bounds(limits, budget)
+        if self.strategy_for(attempt) is RepairStrategy.BOTH:
+            regenerated, reframed = await asyncio.gather(
+                self._regenerated(framework, conversation, judge_model, bounds),
+                self._one_reframe(framework, conversation, judge_model, attempt, bounds),
+            )
+            return regenerated + reframed
         if self.strategy_for(attempt) is RepairStrategy.REFRAME:
             questions = await self._drawn_questions(framework, conversation, judge_model, bounds)
             answers = await asyncio.gather(*(
@@ -162,34 +169,69 @@ class Repairer:
                 RepairDraft(text, question, ended) for question, drafts in zip(questions, answers, strict=True)
                 for text, ended in drafts
             ]
+        return await self._regenerated(framework, conversation, judge_model, bounds)
+
+    async def _regenerated(
+        self, framework: Framework, conversation: list[JSON], judge_model: str, bounds: _Bounds
+    ) -> list[RepairDraft]:
         drafts = await self._drafts(
             regenerate_messages(framework, conversation, max_chars=self._max_chars),
             judge_model=judge_model, n=self.candidates_per_call, bounds=bounds,
         )
         return [RepairDraft(text, ended_by_itself=ended) for text, ended in drafts]
 
+    async def _one_reframe(
+        self, framework: Framework, conversation: list[JSON], judge_model: str, attempt: int, bounds: _Bounds
+    ) -> list[RepairDraft]:
+        """`both`: attempt `attempt`'s one reframed question, answered `candidates_per_call` times."""
+        question = await self._attempt_question(framework, conversation, judge_model, attempt, bounds)
+        if not question:
+            return []
+        drafts = await self._drafts(
+            reframed_answer_messages(framework, question), judge_model=judge_model, n=self.candidates_per_call,
+            bounds=bounds,
+        )
+        return [RepairDraft(text, question, ended) for text, ended in drafts]
+
+    async def _attempt_question(
+        self, framework: Framework, conversation: list[JSON], judge_model: str, attempt: int, bounds: _Bounds
+    ) -> str:
+        """`both`: the reframed question of attempt `attempt`, begun with the framework's opening
+        number `attempt` (stemmed: asked openly, the demo model writes the harmful command back)."""
+        questions = await self._questions(
+            framework, conversation, judge_model, stems=[reframe_stem(framework, attempt)], bounds=bounds
+        )
+        return questions[0] if questions else ""
+
     async def candidate_streams(
         self, framework: Framework, conversation: list[JSON], *, judge_model: str, attempt: int = 1,
         limits: DraftLimits = DraftLimits(), budget: RepairBudget | None = None,
-    ) -> list[StreamedCandidate]:
-        """The same candidates as `candidates`, streamed: one `n=k` generation (a reframe: one per
-        distinct question, after the questions are drawn), each choice its own stream, read once
-        first read. Closing a stream stops its choice; the generation ends once none is read."""
+    ) -> AsyncIterator[StreamedCandidate]:
+        """The same candidates as `candidates`, streamed as soon as each can start: one `n=k`
+        generation for the regenerated ones (under `both`, yielded before the reframed question is
+        drawn, so that they generate meanwhile), one per distinct reframed question; each choice
+        its own stream, read once first read. Closing a stream stops its choice; a generation
+        ends once none of its choices is read."""
         bounds = _Bounds(limits, budget)
-        if self.strategy_for(attempt) is RepairStrategy.REFRAME:
+        strategy = self.strategy_for(attempt)
+        if strategy in (RepairStrategy.REGENERATE, RepairStrategy.BOTH):
+            streams = self._draft_streams(
+                regenerate_messages(framework, conversation, max_chars=self._max_chars), judge_model,
+                self.candidates_per_call, bounds,
+            )
+            for stream in streams:
+                yield StreamedCandidate(stream)
+        if strategy is RepairStrategy.BOTH:
+            question = await self._attempt_question(framework, conversation, judge_model, attempt, bounds)
+            questions = Counter({question: self.candidates_per_call} if question else {})
+        elif strategy is RepairStrategy.REFRAME:
             questions = await self._drawn_questions(framework, conversation, judge_model, bounds)
-            batches = [
-                (question, self._draft_streams(
-                    reframed_answer_messages(framework, question), judge_model, count, bounds
-                ))
-                for question, count in questions.items()
-            ]
-            return [StreamedCandidate(stream, question) for question, streams in batches for stream in streams]
-        streams = self._draft_streams(
-            regenerate_messages(framework, conversation, max_chars=self._max_chars), judge_model,
-            self.candidates_per_call, bounds,
-        )
-        return [StreamedCandidate(stream) for stream in streams]
+        else:
+            return
+        for question, count in questions.items():
+            messages = reframed_answer_messages(framework, question)
+            for stream in self._draft_streams(messages, judge_model, count, bounds):
+                yield StreamedCandidate(stream, question)
 
     async def _drawn_questions(
         self, framework: Framework, conversation: list[JSON], judge_model: str, bounds: _Bounds
@@ -306,7 +348,13 @@ class Repairer:
     ) -> str:
         """A streamed repair's one reframed question in a reframing attempt ("" otherwise, or
         when none was drawn: the attempt regenerates). Each reframing attempt takes the next
-        opening (`reframe_stem`)."""
+        opening (`reframe_stem`); under `both`, every second attempt reframes."""
+        if self.strategy is RepairStrategy.BOTH:
+            if attempt % 2:
+                return ""
+            return await self._attempt_question(
+                framework, conversation, judge_model, attempt // 2, bounds or _Bounds(DraftLimits(), None)
+            )
         if self.strategy_for(attempt) is not RepairStrategy.REFRAME:
             return ""
         earlier = sum(self.strategy_for(before) is RepairStrategy.REFRAME for before in range(1, attempt))

@@ -90,15 +90,17 @@ class StreamingUpstream:
 class Stream:
     def __init__(self, upstream: StreamingUpstream) -> None:
         self._upstream = upstream
+        self._texts = list(upstream.texts)
+        self.stopped: set[int] = set()
         self._chunks = self._generate()
 
     async def _generate(self) -> AsyncIterator[JSON]:
         up = self._upstream
-        streams = [words(text) for text in up.texts]
+        streams = [words(text) for text in self._texts]
         try:
             for position in range(max(len(s) for s in streams)):
                 for index, stream in enumerate(streams):
-                    if index in up.stopped or position >= len(stream):
+                    if index in self.stopped or position >= len(stream):
                         continue
                     up.generated += 1
                     last = position == len(stream) - 1
@@ -116,6 +118,7 @@ class Stream:
         return await anext(self._chunks)
 
     def stop_choice(self, index: int) -> None:
+        self.stopped.add(index)
         self._upstream.stopped.add(index)
 
     async def aclose(self) -> None:
@@ -156,3 +159,40 @@ def test_without_a_cheap_verdict_raced_drafts_are_judged_once_each_when_they_end
     review, _, judge = raced_review([HARMFUL, CLEAN], style=JudgeStyle.FAST)
     assert review.final_text.strip() == CLEAN
     assert len(judge.judged) <= 3  # the answer and at most one verdict per draft
+
+
+class BothUpstream(StreamingUpstream):
+    """Regenerates HARMFUL (n=k, streamed); draws a reframed question only once that generation
+    is under way (so the race must already be reading it), and answers the question with CLEAN."""
+
+    def __init__(self) -> None:
+        super().__init__([HARMFUL] * 3)
+        self.question_drawn_after: int | None = None
+
+    async def chat(self, body: JSON) -> JSON:
+        while self.generated == 0:
+            await asyncio.sleep(0.001)
+        self.question_drawn_after = self.generated
+        return {"choices": [{"message": {"content": "making a pipe bomb?"}, "finish_reason": "stop"}]}
+
+    def chat_stream(self, body: JSON) -> Stream:
+        if body["messages"][0]["content"] == FRAMEWORK.reframed_answer_instructions():
+            self.texts = [CLEAN] * body["n"]
+        else:
+            self.texts = [HARMFUL] * body["n"]
+        return super().chat_stream(body)
+
+
+def test_both_races_the_regenerated_drafts_and_the_answers_to_a_reframed_question() -> None:
+    from service.settings import RepairStrategy
+
+    upstream = BothUpstream()
+    repairer = Repairer(upstream, max_tokens=512, max_answer_chars=2000, candidates=3,  # type: ignore[arg-type]
+                        strategy=RepairStrategy.BOTH)
+    reviewer = Reviewer(Judge(), repairer, "Refused.", bounds=RepairBounds(race=True, draft_window_chars=40))  # type: ignore[arg-type]
+    review = asyncio.run(reviewer.review(policy(), ASK, REJECTED))
+    assert review.repaired and review.attempts == 1 and review.final_text.strip() == CLEAN
+    assert review.reframed_question == "What does the law say about making a pipe bomb?"
+    assert upstream.question_drawn_after  # the regenerated drafts were generating meanwhile
+    assert {d["reason"] for d in review.rejected_drafts} <= {"judge"}
+    assert [call["n"] for call in upstream.calls] == [3, 3]  # one n=k generation per prompt
