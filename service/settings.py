@@ -327,7 +327,7 @@ class Settings(BaseSettings):
         "refusal nor a near-copy of the rejected answer is kept.",
     )
     repair_strategy: RepairStrategy = Field(
-        RepairStrategy.ALTERNATE,
+        RepairStrategy.BOTH,
         description="How each repair attempt drafts its candidates: regenerate (answer the request "
         "under the framework), reframe (turn the request into the closest question safe to answer "
         "in full, then answer that), alternate (regenerate, then reframe, ...) or both (each "

@@ -29,6 +29,7 @@ class ChoiceStream:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.finish_reason: str | None = None
         self.closed = False
+        self.deltas = 0  # deltas read: its tokens, as vLLM and the embedded engine stream one per delta
         self._started = False  # a fresh answer starts at its first visible character
 
     def __aiter__(self) -> ChoiceStream:
@@ -43,6 +44,7 @@ class ChoiceStream:
                 raise StopAsyncIteration
             if isinstance(item, BaseException):
                 raise item
+            self.deltas += 1
             text = item if self._started else item.lstrip()
             if text:
                 self._started = True

@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from service.backends.base import JSON
+from service.conscience import usage
 from service.conscience.bounds import DraftLimits, RepairBudget
 from service.conscience.engine import Draft, DraftSource, one_chunk
 from service.conscience.fencing import unwrap_echoed_fences
@@ -63,7 +64,8 @@ def raced_candidates(
                 stream = candidate.deltas
                 yield Draft(stream, whole=True, question=candidate.question, parallel=True,
                             ended_by_itself=lambda stream=stream: stream.ended_by_itself,
-                            cleaned=unwrap_echoed_fences)
+                            cleaned=unwrap_echoed_fences,
+                            on_accepted=lambda stream=stream: usage.accepted_repair(stream.deltas))
 
     return drafts
 

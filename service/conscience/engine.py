@@ -82,6 +82,8 @@ class Draft:
     # model echoed taken off); None: as it is.
     cleaned: Callable[[str], str] | None = None
 
+    on_accepted: Callable[[], None] | None = None  # called when a raced draft wins
+
     def read(self, text: str) -> str:
         return self.cleaned(text) if self.cleaned is not None else text
 
@@ -238,6 +240,8 @@ class Enforcement:
         self._budget = budget
         self._draft_window = draft_window_chars if draft_window_chars is not None else window_chars
         self._judge_draft_windows = judge_draft_windows
+        self._final_verdicts = asyncio.Lock()
+        self._race_won = False  # a raced draft has passed: the others are not judged any more
         self._abandoned = False
         self.outcome = Review()
 
@@ -388,10 +392,13 @@ class Enforcement:
         """Drafts generated together, each judged as it is generated, from the moment it
         arrives: the first that ends clean is accepted (released whole) and the others are
         stopped; flagged or discarded ones are noted with their reasons as they stop."""
+        self._race_won = False
+        raced = [first]
         contenders = {asyncio.create_task(self._contend(first, attempt))}
 
         async def feed() -> None:
             async for draft in rest:
+                raced.append(draft)
                 contenders.add(asyncio.create_task(self._contend(draft, attempt)))
 
         feeder = asyncio.create_task(feed())
@@ -412,9 +419,15 @@ class Enforcement:
             for task in (feeder, *contenders):
                 task.cancel()
             await asyncio.gather(feeder, *contenders, return_exceptions=True)
+            for draft in raced:  # a contender cancelled before it began never closed its draft
+                aclose = getattr(draft.deltas, "aclose", None)
+                if aclose is not None:
+                    await aclose()
         if winner is None:
             return
         draft, text, window = winner
+        if draft.on_accepted is not None:
+            draft.on_accepted()
         outcome = self.outcome
         outcome.windows.append(window)
         outcome.action, outcome.reframed_question = "repaired", draft.question
@@ -448,7 +461,16 @@ class Enforcement:
                 if not (ended or self._judge_draft_windows):
                     offset = end
                     continue
-                window = await self._judge_raced(text, attempt)
+                if ended:
+                    # One ended draft judged at a time: once one passes, the others are stopped
+                    # unjudged (with a remote judge, each verdict is a call).
+                    async with self._final_verdicts:
+                        if self._race_won:
+                            return None  # stopped unjudged
+                        window = await self._judge_raced(text, attempt)
+                        self._race_won = not window.flagged
+                else:
+                    window = await self._judge_raced(text, attempt)
                 if window.flagged or ended:
                     if window.flagged:
                         self.outcome.windows.append(window)

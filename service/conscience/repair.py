@@ -99,9 +99,15 @@ def reframed_answer_messages(framework: Framework, question: str) -> list[JSON]:
     ]
 
 
+# A stemmed question is generated up to its question mark (the stop string) and no further: the
+# question is all that is used of the reply, and the rest would cost a repair its time.
+QUESTION_END = "?"
+
+
 def _question(reply: str, stem: str = "") -> str:
     """The question of a reframe reply: its first non-empty line, unfenced and unquoted; after a
-    stem, the stem and its continuation up to the first question mark."""
+    stem, the stem and its continuation up to the first question mark (the stop string, so
+    put back)."""
     lines = [line.strip() for line in unwrap_echoed_fences(reply).strip().splitlines() if line.strip()]
     if not lines:
         return ""
@@ -109,7 +115,7 @@ def _question(reply: str, stem: str = "") -> str:
         return lines[0].strip("\"'`").strip()
     joined = stem + ("" if lines[0][0] in "?,;:" else " ") + lines[0]
     end = joined.find("?")
-    return joined[: end + 1] if end >= 0 else joined
+    return joined[: end + 1] if end >= 0 else joined.rstrip(" .") + QUESTION_END
 
 
 def continuation_messages(
@@ -214,24 +220,31 @@ class Repairer:
         ends once none of its choices is read."""
         bounds = _Bounds(limits, budget)
         strategy = self.strategy_for(attempt)
-        if strategy in (RepairStrategy.REGENERATE, RepairStrategy.BOTH):
-            streams = self._draft_streams(
-                regenerate_messages(framework, conversation, max_chars=self._max_chars), judge_model,
-                self.candidates_per_call, bounds,
-            )
-            for stream in streams:
-                yield StreamedCandidate(stream)
-        if strategy is RepairStrategy.BOTH:
-            question = await self._attempt_question(framework, conversation, judge_model, attempt, bounds)
-            questions = Counter({question: self.candidates_per_call} if question else {})
-        elif strategy is RepairStrategy.REFRAME:
-            questions = await self._drawn_questions(framework, conversation, judge_model, bounds)
-        else:
-            return
-        for question, count in questions.items():
-            messages = reframed_answer_messages(framework, question)
-            for stream in self._draft_streams(messages, judge_model, count, bounds):
-                yield StreamedCandidate(stream, question)
+        unread: list[ChoiceStream] = []  # a generation's choices not yet handed out
+        try:
+            if strategy in (RepairStrategy.REGENERATE, RepairStrategy.BOTH):
+                unread += self._draft_streams(
+                    regenerate_messages(framework, conversation, max_chars=self._max_chars), judge_model,
+                    self.candidates_per_call, bounds,
+                )
+                while unread:
+                    yield StreamedCandidate(unread.pop(0))
+            if strategy is RepairStrategy.BOTH:
+                question = await self._attempt_question(framework, conversation, judge_model, attempt, bounds)
+                questions = Counter({question: self.candidates_per_call} if question else {})
+            elif strategy is RepairStrategy.REFRAME:
+                questions = await self._drawn_questions(framework, conversation, judge_model, bounds)
+            else:
+                return
+            for question, count in questions.items():
+                unread += self._draft_streams(reframed_answer_messages(framework, question), judge_model, count, bounds)
+                while unread:
+                    yield StreamedCandidate(unread.pop(0), question)
+        finally:
+            # Closed early (a draft won): a generation whose other choices are being read would
+            # otherwise wait for these forever, and run on to its end unread.
+            for stream in unread:
+                await stream.aclose()
 
     async def _drawn_questions(
         self, framework: Framework, conversation: list[JSON], judge_model: str, bounds: _Bounds
@@ -260,12 +273,13 @@ class Repairer:
         return body
 
     async def _drafts(
-        self, messages: list[JSON], *, judge_model: str, n: int, bounds: _Bounds, question: bool = False
+        self, messages: list[JSON], *, judge_model: str, n: int, bounds: _Bounds, question: bool = False,
+        stop: tuple[str, ...] = (),
     ) -> list[tuple[str, bool]]:
         """`n` replies to `messages`, each with whether the model ended it itself; `question`: a
-        reframed question (its own short budget, not the client's limits)."""
+        reframed question (its own short budget and `stop`, not the client's limits)."""
         max_tokens = bounds.question_tokens(n) if question else bounds.draft_tokens(self._max_tokens, n)
-        body = self._body(messages, judge_model, max_tokens=max_tokens, stop=() if question else bounds.limits.stop)
+        body = self._body(messages, judge_model, max_tokens=max_tokens, stop=stop if question else bounds.limits.stop)
         if n > 1:
             body["n"] = n
         response = await self._backend.chat(body)
@@ -383,6 +397,7 @@ class Repairer:
             self._drafts(
                 reframe_messages(framework, conversation, max_chars=self._max_chars, stem=stem),
                 judge_model=judge_model, n=count, bounds=bounds, question=True,
+                stop=(QUESTION_END,) if stem else (),
             )
             for stem, count in openings.items()
         ))

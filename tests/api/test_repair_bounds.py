@@ -14,7 +14,11 @@ LONG_REPAIR = REPAIRED + " END " + " ".join(["Then talk again next week."] * 20)
 
 
 def repair_calls(fake: FakeUpstream) -> list[dict]:
-    return [call.body for call in fake.calls("generation") if call.body.get("model") == "base-model"]
+    """The repair's drafts (not its reframed questions, which are begun for the model)."""
+    return [
+        call.body for call in fake.calls("generation")
+        if call.body.get("model") == "base-model" and not call.body.get("continue_final_message")
+    ]
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -47,7 +51,7 @@ def test_a_draft_cut_at_the_clients_max_tokens_is_within_them(start_proxy: Proxy
 
 def test_the_k_candidates_are_one_streamed_n_k_call(start_proxy: ProxyFactory, fake: FakeUpstream) -> None:
     fake.policy_answer = HARMFUL
-    proxy = start_proxy(repair_candidates=3)
+    proxy = start_proxy(repair_candidates=3, repair_strategy="regenerate")
     completion = proxy.client().chat.completions.create(**ASK_BODY)
     assert completion.choices[0].message.content == REPAIRED
     [draft] = repair_calls(fake)
