@@ -168,12 +168,14 @@ class BothUpstream(StreamingUpstream):
     def __init__(self) -> None:
         super().__init__([HARMFUL] * 3)
         self.question_drawn_after: int | None = None
+        self.questions: list[JSON] = []
 
     async def chat(self, body: JSON) -> JSON:
+        self.questions.append(body)
         while self.generated == 0:
             await asyncio.sleep(0.001)
         self.question_drawn_after = self.generated
-        return {"choices": [{"message": {"content": "making a pipe bomb?"}, "finish_reason": "stop"}]}
+        return {"choices": [{"message": {"content": "making a pipe bomb"}, "finish_reason": "stop"}]}
 
     def chat_stream(self, body: JSON) -> Stream:
         if body["messages"][0]["content"] == FRAMEWORK.reframed_answer_instructions():
@@ -194,5 +196,7 @@ def test_both_races_the_regenerated_drafts_and_the_answers_to_a_reframed_questio
     assert review.repaired and review.attempts == 1 and review.final_text.strip() == CLEAN
     assert review.reframed_question == "What does the law say about making a pipe bomb?"
     assert upstream.question_drawn_after  # the regenerated drafts were generating meanwhile
+    [asked] = upstream.questions  # stopped at its question mark (put back): the rest is not read
+    assert asked["stop"] == ["?"] and asked["messages"][-1]["content"] == "What does the law say about"
     assert {d["reason"] for d in review.rejected_drafts} <= {"judge"}
     assert [call["n"] for call in upstream.calls] == [3, 3]  # one n=k generation per prompt
