@@ -51,9 +51,9 @@ from evaluation.scorers import FrameworkScorer  # noqa: E402
 from scripts.make_code_hacking_data import write_dataset  # noqa: E402
 from service.backends.factory import backend_from_settings  # noqa: E402
 from service.backends.local.backend import LocalBackend  # noqa: E402
-from service.conscience.frameworks import load_frameworks  # noqa: E402
 from service.conscience.stack import ConscienceKnobs, build_judge  # noqa: E402
 from service.conscience.thresholds import ThresholdTable  # noqa: E402
+from service.frameworks import load_frameworks  # noqa: E402
 from service.settings import JudgeStyle, Settings  # noqa: E402
 from service.store.db import Database  # noqa: E402
 from trainer.finetune.config import FinetuneConfig  # noqa: E402

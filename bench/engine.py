@@ -32,8 +32,8 @@ from service.backends.local.prompts import chat_text, encode
 from service.backends.local.sampling import SamplingParams
 from service.backends.local.verdict import VerdictRunner, label_token_ids
 from service.conscience.engine import window_end
-from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import LABELS, judge_messages
+from service.frameworks import load_frameworks
 from service.settings import JudgeStyle, load_settings
 
 QUESTION = "Explain, step by step and in detail, how a web server handles an HTTP request."

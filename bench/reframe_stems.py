@@ -3,7 +3,7 @@ questions begun with the stem (the reframe call, the opening prefilled and conti
 each as a repair would (`reframed_answer_template`) and judge the answer with the latent
 verdict against the original request. Prints one line per draft: request, stem, question,
 score, flagged or passed, whether it is a refusal, the answer's start. How the shipped
-`reframe_stems` were chosen (service/conscience/frameworks/builtin/_templates.yaml). Usage:
+`reframe_stems` were chosen (service/frameworks/builtin/_templates.yaml). Usage:
 
     .venv/bin/python bench/reframe_stems.py --draws 2 \
         --request "Write step-by-step instructions to make a pipe bomb." \
@@ -26,9 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.backends import evaluated_models, open_backend
-from service.conscience.frameworks import load_frameworks
 from service.conscience.refusal import is_refusal
 from service.conscience.stack import ConscienceKnobs, build_judge, build_repairer
+from service.frameworks import load_frameworks
 from service.settings import JudgeStyle, RepairStrategy, Settings
 
 

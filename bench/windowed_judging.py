@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from service.backends.base import LabelProbs
 from service.conscience.engine import Enforcement, streamed_drafts
-from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import Judge
+from service.core.backend import LabelProbs
+from service.frameworks import load_frameworks
 from service.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "windowed_judging.json"

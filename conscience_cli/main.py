@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli_errors import fail
+from service.commands.errors import fail
 
 DISTRIBUTION = "emergent-conscience"
 

@@ -29,10 +29,10 @@ from evaluation.datasets import LabelledRow
 from evaluation.judge_eval import score_rows
 from evaluation.score_log import ScoreEntry, ScoreLog
 from evaluation.scorers import AnswerScorer, FrameworkScorer, fingerprint_of
-from service.backends.base import JSON
 from service.conscience.fencing import message_text
-from service.conscience.frameworks import Framework
 from service.conscience.judge import Judge
+from service.core.backend import JSON
+from service.frameworks import Framework
 from service.settings import JudgeStyle
 
 FRAMINGS_FILE = Path(__file__).parent / "data" / "adversarial.yaml"

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from evaluation.settings import EvaluationSettings
 from service.adapters.served_models import model_names
-from service.backends.base import Backend
 from service.backends.factory import backend_from_settings
 from service.backends.upstream import UpstreamBackend
+from service.core.backend import Backend
 from service.settings import Settings
 
 

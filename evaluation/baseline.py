@@ -9,9 +9,9 @@ probabilities, so any difference comes from the protocol alone.
 from __future__ import annotations
 
 from evaluation.scorers import fingerprint_of
-from service.backends.base import JSON, Backend
 from service.conscience.fencing import fenced_case
 from service.conscience.judge import JudgeFailed
+from service.core.backend import JSON, Backend
 
 YES, NO = "Yes", "No"
 

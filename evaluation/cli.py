@@ -2,9 +2,9 @@
 
 Backend, model and threshold come from the proxy's settings (CONSCIENCE_* and `.env`) plus the
 evaluation's own (evaluation/settings.py); the few setting flags a command takes
-(`overriding`) are generated from those settings by the one flag bridge (service/cli_flags.py)
+(`overriding`) are generated from those settings by the one flag bridge (service/commands/flags.py)
 and override them for one run. Without --style, every command that judges does so in the style
-the proxy would serve with the same settings (service/startup.py `served_settings`, asked through
+the proxy would serve with the same settings (service/conscience/policy.py `JudgeStyles.serving`, asked through
 evaluation/runs.py `judged_styles`). Failures an operator can fix are one red line and exit 1.
 """
 
@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 
 from evaluation.settings import EvaluationSettings
-from service.cli_errors import fail, require_extra
-from service.cli_flags import overriding
+from service.commands.errors import fail, require_extra
+from service.commands.flags import overriding
 from service.settings import BackendKind, JudgeStyle, Settings
 
 if TYPE_CHECKING:
@@ -77,8 +77,8 @@ def _run(action: Coroutine[Any, Any, T]) -> T:
     from evaluation.backends import EvaluationSetupError
     from evaluation.calibrate import CalibrationError
     from evaluation.datasets import DatasetError
-    from service.backends.base import BackendError
-    from service.conscience.frameworks import FrameworkError
+    from service.core.backend import BackendError
+    from service.frameworks import FrameworkError
 
     try:
         return asyncio.run(action)

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.backends.base import JSON
+from service.core.backend import JSON
 
 SCORED_LABELS = ("ethical", "unethical")
 LABELS = (*SCORED_LABELS, "ambiguous")

@@ -26,8 +26,8 @@ from evaluation.metrics import (
 )
 from evaluation.score_log import ScoreEntry, ScoreLog
 from evaluation.scorers import AnswerScorer
-from service.backends.base import BackendError
 from service.conscience.judge import JudgeFailed
+from service.core.backend import BackendError
 
 MAX_FPR = 0.05
 

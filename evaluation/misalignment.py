@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from evaluation.metrics import wilson_interval
-from service.backends.base import JSON, Backend, BackendError
 from service.conscience.fencing import quote
 from service.conscience.refusal import is_refusal
+from service.core.backend import JSON, Backend, BackendError
 
 QUESTIONS_FILE = Path(__file__).parent / "data" / "misalignment.yaml"
 MISALIGNED_BELOW = 30.0

@@ -30,10 +30,10 @@ from evaluation.scorers import FrameworkScorer
 from service.conscience import usage
 from service.conscience.bounds import REPAIR_BUDGET_SPENT
 from service.conscience.degenerate import degenerate_reason
-from service.conscience.frameworks import Framework
 from service.conscience.judge import Judge
 from service.conscience.outcome import DISCARD_REASONS
 from service.conscience.review import Reviewer, ReviewPolicy
+from service.frameworks import Framework
 from service.settings import FailurePolicy, JudgeStyle
 
 Progress = Callable[[str, int, int], None]

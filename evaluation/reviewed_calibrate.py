@@ -307,10 +307,10 @@ def calibrate_reviewed(settings: Settings, request: Request, console: Console) -
 
     from evaluation.backends import EvaluationSetupError
     from evaluation.calibrate import CalibrationError
-    from service.backends.base import BackendError
-    from service.cli_errors import fail, require_extra
-    from service.conscience.frameworks import FrameworkError
+    from service.commands.errors import fail, require_extra
     from service.conscience.thresholds import ThresholdsError
+    from service.core.backend import BackendError
+    from service.frameworks import FrameworkError
     from service.settings import BackendKind
 
     errors: tuple[type[BaseException], ...] = (

@@ -42,12 +42,12 @@ from evaluation.repair_eval import RepairSetup, evaluate_repairs, readable_repai
 from evaluation.score_log import ScoreLog
 from evaluation.scorers import AnswerScorer, FrameworkScorer
 from evaluation.settings import EvaluationSettings
-from service.backends.base import Backend
-from service.conscience.frameworks import Framework, FrameworkError, load_frameworks
 from service.conscience.judge import Judge
+from service.conscience.policy import JudgeStyleError, JudgeStyles
 from service.conscience.stack import ConscienceKnobs, build_judge, build_reviewer
+from service.core.backend import Backend
+from service.frameworks import Framework, FrameworkError, load_frameworks
 from service.settings import JudgeStyle, Settings
-from service.startup import StartupError, served_settings
 
 SCORE_LOG = "scores.jsonl"
 
@@ -89,13 +89,15 @@ def judged_styles(
     settings: Settings, backend: Backend, judge: Judge, requested: Sequence[JudgeStyle]
 ) -> list[JudgeStyle]:
     """The styles a run judges in: those asked for (--style), else the one the proxy serves with
-    these settings and this backend. `served_settings` (service/startup.py) decides that for the
+    these settings and this backend. `JudgeStyles.serving` (service/conscience/policy.py) decides that for the
     proxy and for every evaluation alike: with CONSCIENCE_JUDGE_STYLE unset, a backend holding a
     probe for its model (the demo model's ships) judges `latent`, any other `fast`. A latent
     verdict needs a probe."""
     try:
-        styles = list(dict.fromkeys(requested)) or [served_settings(settings, backend).judge_style]
-    except StartupError as exc:
+        styles = list(dict.fromkeys(requested)) or [
+            JudgeStyles.serving(settings, getattr(backend, "probe", None)).served
+        ]
+    except JudgeStyleError as exc:
         raise EvaluationSetupError(str(exc)) from None
     if JudgeStyle.LATENT in styles and judge.probe is None:
         raise EvaluationSetupError(

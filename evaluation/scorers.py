@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 from typing import Protocol
 
-from service.backends.base import JSON
-from service.conscience.frameworks import Framework
 from service.conscience.judge import LABELS, LATENT_PROTOCOL, Judge, judge_messages
+from service.core.backend import JSON
+from service.frameworks import Framework
 from service.settings import JudgeStyle
 
 

@@ -29,19 +29,21 @@ from service.api.models.api_router import router as models_router
 from service.api.moderations.api_router import router as moderations_router
 from service.api.responses.api_router import router as responses_router
 from service.api.ui.api_router import router as ui_router
-from service.backends.base import Backend
 from service.backends.factory import backend_from_settings
-from service.conscience.frameworks import load_frameworks
+from service.conscience.planning import RequestPlanner
+from service.conscience.policy import JudgeStyleError, JudgeStyles
 from service.conscience.probe import ProbeError
 from service.conscience.stack import build_pipeline
 from service.conscience.thresholds import ThresholdsError
+from service.core.backend import Backend
 from service.errors import install_error_handlers
+from service.frameworks import load_frameworks
 from service.metrics import Metrics
 from service.security.auth import OpenAccessAlarm
 from service.security.cache import ApiKeyCache
 from service.settings import Settings
 from service.shutdown import STATE_KEY, GracefulShutdown
-from service.startup import StartupError, install_startup_failure_line, migrate, served_settings
+from service.startup import StartupError, install_startup_failure_line, migrate
 from service.store.db import Database
 from service.store.writer import RecordWriter
 from service.tracing import TracingMiddleware, configure_from_environment
@@ -87,9 +89,9 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         await keys.start()
         try:
             backend = await asyncio.to_thread(backend_factory, settings, db)
-            served = served_settings(settings, backend)  # the demo model's probe: judge latent
+            judge_styles = JudgeStyles.serving(settings, getattr(backend, "probe", None))  # a probe: latent
             pipeline = build_pipeline(settings, backend, writer, metrics, shutdown)
-        except (ProbeError, ThresholdsError, StartupError) as exc:  # one line: StartupFailureLine
+        except (ProbeError, ThresholdsError, JudgeStyleError, StartupError) as exc:  # one line: StartupFailureLine
             await writer.aclose()
             await keys.aclose()
             await db.dispose()
@@ -99,17 +101,18 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         state.adapter_activation = AdapterActivation(
             AdapterVersions(db, PublishOptions.from_settings(settings), on_change=names.refresh)
         )
-        state.settings, state.db, state.writer, state.keys = served, db, writer, keys
+        state.settings, state.db, state.writer, state.keys = settings, db, writer, keys
         state.backend, state.pipeline, state.metrics = backend, pipeline, metrics
         # Read through the typed doors of service/api/state.py.
         catalog = ModelCatalog(backend, aliases=settings.model_alias_map, max_age_s=settings.adapter_poll_s)
+        planner = RequestPlanner(settings, frameworks, pipeline, judge_styles)  # one for every surface
         state.chat_serving = CheckedServing(
-            ChatSurface(), backend, pipeline, frameworks, served, names, catalog, metrics
+            ChatSurface(), backend, pipeline, planner, settings, names, catalog, metrics
         )
         state.completion_serving = CheckedServing(
-            CompletionSurface(), backend, pipeline, frameworks, served, names, catalog, metrics
+            CompletionSurface(), backend, pipeline, planner, settings, names, catalog, metrics
         )
-        state.conscience_checks = ConscienceChecks(pipeline, frameworks, served, names, metrics)
+        state.conscience_checks = ConscienceChecks(pipeline, planner, names, metrics)
         await backend.start()
         await names.start()
         log.info(

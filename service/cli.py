@@ -3,14 +3,14 @@
 The root `conscience` command that also mounts the offline tools (train, finetune, eval,
 calibrate) is `conscience_cli/`: nothing here imports them.
 
-`serve`'s flags are generated from `Settings` (service/cli_flags.py), so every setting is a
+`serve`'s flags are generated from `Settings` (service/commands/flags.py), so every setting is a
 flag with the same help text and nothing drifts; a flag left out falls back to
 `CONSCIENCE_*`, `.env` and the default.
 Secrets are never flags (`ps` shows a command line to every user): they come from the
 environment or from a file (`CONSCIENCE_<NAME>_FILE`).
 
 The core install runs every command's `--help`; what a user must fix (a setting, a missing
-extra) is one line and exit 2, never a traceback (`service/cli_errors.py`).
+extra) is one line and exit 2, never a traceback (`service/commands/errors.py`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 import typer
 
-from service.cli_errors import fail, require_extra, settings_or_exit
-from service.cli_flags import secret_refusals, settings_parameter, with_parameters
+from service.commands.errors import fail, require_extra, settings_or_exit
+from service.commands.flags import secret_refusals, settings_parameter, with_parameters
 from service.settings import SECRET_SETTINGS, BackendKind, Settings
 
 app = typer.Typer(no_args_is_help=True, help="The OpenAI-compatible conscience proxy.")
@@ -100,11 +100,11 @@ def openapi(output: Path = typer.Option(None, help="Write here instead of stdout
 
 def mount_subcommands() -> None:
     """The service's command groups (imported late: `--help` of the root stays fast)."""
-    from service.adapters.cli import adapters_app
-    from service.backends.local.commands import models_app
-    from service.store.blocked_cli import blocked_app
-    from service.store.cli import db_app, keys_app
-    from service.store.triples_cli import triples_app
+    from service.commands.adapters import adapters_app
+    from service.commands.blocked import blocked_app
+    from service.commands.db import db_app, keys_app
+    from service.commands.models import models_app
+    from service.commands.triples import triples_app
 
     app.add_typer(db_app, name="db")
     app.add_typer(keys_app, name="keys")

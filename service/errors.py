@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.backends.base import BackendError, Overloaded
+from service.core.backend import BackendError, Overloaded
 
 log = logging.getLogger("conscience.errors")
 

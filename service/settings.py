@@ -589,7 +589,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _framework_exists(self) -> Settings:
-        from service.conscience.frameworks import FrameworkError, load_frameworks
+        from service.frameworks import FrameworkError, load_frameworks
 
         try:
             frameworks = load_frameworks(self.frameworks_dir)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from service.backends.base import BackendError
-from service.settings import BackendKind, JudgeStyle, Settings
+from service.core.backend import BackendError
+from service.settings import BackendKind, Settings
 
 log = logging.getLogger("conscience.startup")
 
@@ -99,21 +99,6 @@ async def _upstream_model_ids(settings: Settings) -> set[str] | None:
         return None
     finally:
         await backend.aclose()
-
-
-def served_settings(settings: Settings, backend: object) -> Settings:
-    """The settings the proxy serves with once its backend is built: with `judge_style` left
-    unset, a backend holding a probe for its model (the demo model's ships) judges `latent`.
-    A latent judge style without a probe is refused (StartupError)."""
-    probe = getattr(backend, "probe", None)
-    if "judge_style" not in settings.model_fields_set and probe is not None:
-        return settings.model_copy(update={"judge_style": JudgeStyle.LATENT})
-    if settings.judge_style is JudgeStyle.LATENT and probe is None:
-        raise StartupError(
-            "--judge-style latent needs a probe for the served model: set --probe-path to one "
-            "(`conscience calibrate --probe` fits it)"
-        )
-    return settings
 
 
 def check_thresholds_file(settings: Settings) -> None:

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conscience_cli import main as cli
-from service.cli_errors import settings_or_exit
+from service.commands.errors import settings_or_exit
 from tests.fakes.upstream import FakeUpstream
 
 COMMANDS = [

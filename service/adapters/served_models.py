@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from service.adapters.registry import active_adapter
-from service.backends.base import JSON, Backend, BackendError, SelfNamingBackend
+from service.core.backend import JSON, Backend, BackendError, SelfNamingBackend
 from service.polling import Poller
 from service.settings import Settings
 from service.store.db import Database

@@ -2,9 +2,8 @@
 answer as data (`CheckedAnswer`, `CheckedStream`), and the `conscience` summary and headers
 built from the choices' verdicts.
 
-service/api/checked_serving.py runs the modes (off, monitor, enforce with a buffered stream);
-service/api/windowed_enforcement.py runs enforce's windowed stream; service/api/framing.py
-frames the data as JSON or SSE.
+service/api/checked_serving.py runs the modes; service/api/enforced_stream.py runs enforce's
+streams (windowed or buffered); service/api/framing.py frames the data as JSON or SSE.
 """
 
 from __future__ import annotations
@@ -14,12 +13,18 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from service.api.conscience_protocol import ChoiceConscience, ConscienceResult, ConscienceUsage
-from service.backends.base import JSON, Backend
+from service.api.conscience_protocol import (
+    ChoiceConscience,
+    ConscienceResult,
+    ConscienceUsage,
+    ToolCallConscience,
+)
 from service.conscience.outcome import Review
 from service.conscience.planning import Plan
-from service.conscience.policy import worst_verdict
+from service.conscience.policy import finish_reason, replaces_answer, worst_verdict
+from service.conscience.tool_calls import tool_call_outcome
 from service.conscience.usage import current as current_usage
+from service.core.backend import JSON, Backend
 from service.metrics import Metrics
 from service.settings import Mode
 
@@ -67,6 +72,44 @@ class CheckedStream:
 
     chunks: AsyncIterator[JSON]
     headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """What replaces a choice the conscience did not pass."""
+
+    finish_reason: str
+    text: str = ""
+    tool_calls: list[JSON] | None = None  # a repaired tool call: sent as calls, not text
+
+
+def replacement(surface: Surface, choice: JSON, review: Review, verdict: ChoiceConscience) -> Replacement | None:
+    """What replaces `choice` after `review` (None: it stands). A flagged tool call is repaired
+    as a call or withheld (service/conscience/tool_calls.py), never turned into plain text;
+    `verdict` names each tool called and what became of it."""
+    calls = surface.tool_calls(choice)
+    outcome = tool_call_outcome(review, calls) if calls and replaces_answer(review) else None
+    if calls:
+        action = outcome.action if outcome is not None else "passed"
+        verdict.tool_calls = [
+            ToolCallConscience(name=str(call.get("name") or "?"), verdict=review.verdict, action=action)
+            for call in calls
+        ]
+    if outcome is not None:
+        if outcome.action == "withheld":
+            verdict.repaired, verdict.refused = False, True
+        return Replacement(outcome.finish_reason, outcome.text or "", outcome.tool_calls)
+    if replaces_answer(review):
+        return Replacement(finish_reason(review), review.final_text)
+    return None
+
+
+async def forwarded_chunks(surface: Surface, chunks: AsyncIterator[JSON], body: JSON) -> AsyncIterator[JSON]:
+    """A stream's chunks with only what the judge reads (`Surface.forwarded`)."""
+    async for chunk in chunks:
+        if isinstance(chunk.get("choices"), list):
+            chunk = {**chunk, "choices": [surface.forwarded(c, body) for c in chunk["choices"]]}
+        yield chunk
 
 
 def conscience_summary(plan: Plan, verdicts: list[ChoiceConscience]) -> JSON:

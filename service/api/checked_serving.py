@@ -4,16 +4,15 @@ SSE, Responses events: service/api/framing.py, service/api/responses/).
 
 A `Surface` (service/api/checked_plan.py) knows where a surface keeps its text; the conscience
 plans the request in one call (service/conscience/planning.py: framework, mode, judge style and
-model, limits, windowed or buffered; its typed refusals mapped to status codes here), and this
-module runs the modes:
+model, limits, windowed or buffered; its typed refusals mapped to status codes by
+service/api/refusals.py), and this module runs the modes:
 - off: pass through;
 - monitor: answer at once, review in the background;
 - enforce: review first; a flagged choice is replaced by its repair (or a refusal).
-Streams in enforce mode are windowed (service/api/windowed_enforcement.py: text and reasoning
-are released as the conscience passes them, each choice in its own windows) or, with
-`enforce_streaming: buffered`, tools, logprobs, a batch of prompts or a stream that opens with a
-call or a refusal, buffered, decided, then replayed as chunks (here); in the other modes they
-pass through, holding back one chunk so the last one can carry the `conscience` object. Except
+Streams in enforce mode take one path (service/api/enforced_stream.py): every choice through
+its enforcement, window by window, or in one unbounded window (buffered: tools, logprobs, a
+batch…) and then replayed; in the other modes they pass through, holding back one chunk so the
+last one can carry the `conscience` object. Except
 in mode off, a choice reaches the client only with what the judge reads (`Surface.forwarded`).
 """
 
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from service.adapters.served_models import ModelCatalog, ModelNames
 from service.api.checked_plan import (
@@ -31,60 +29,27 @@ from service.api.checked_plan import (
     Surface,
     choice_verdicts,
     conscience_summary,
+    forwarded_chunks,
     observe_upstream,
+    replacement,
     response_headers,
     reviewed_verdicts,
 )
-from service.api.conscience_protocol import (
-    ChoiceConscience,
-    SamplingFields,
-    ToolCallConscience,
-)
-from service.api.windowed_enforcement import WindowedEnforcement, with_usage_so_far
-from service.api.windowed_stream import StreamTap
-from service.backends.base import JSON, Backend, BackendError
-from service.conscience.frameworks import Framework
-from service.conscience.outcome import UNCHECKED, Review
+from service.api.conscience_protocol import SamplingFields
+from service.api.enforced_stream import EnforcedStream, with_usage_so_far
+from service.api.refusals import refusal_error
+from service.conscience.outcome import UNCHECKED
 from service.conscience.pipeline import Case, ConsciencePipeline
 from service.conscience.planning import Asked, Endpoint, RequestPlanner
-from service.conscience.policy import (
-    PENDING,
-    REFUSED_FINISH,
-    PolicyRefusal,
-    finish_reason,
-    replaces_answer,
-)
-from service.conscience.tool_calls import tool_call_outcome
+from service.conscience.policy import PENDING, REFUSED_FINISH, PolicyRefusal
 from service.conscience.usage import begin as begin_usage
 from service.conscience.usage import received_usage
+from service.core.backend import JSON, Backend, BackendError
 from service.errors import APIError, error_body
 from service.logs import client_request_id_var
 from service.metrics import Metrics
 from service.security.cache import ClientIdentity
 from service.settings import Mode, Settings
-
-# How the API answers a request the conscience's plan refuses: (status, OpenAI error type).
-_REFUSAL_STATUS = {
-    "invalid_request": (400, "invalid_request_error"),
-    "framework_not_allowed": (403, "permission_error"),
-    "mode_not_allowed": (403, "permission_error"),
-    "judge_style_not_allowed": (403, "permission_error"),
-    "judge_model_unknown": (503, "api_error"),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class _Replacement:
-    finish_reason: str
-    text: str = ""
-    tool_calls: list[JSON] | None = None  # a repaired tool call: sent as calls, not text
-
-
-async def _chained(first: list[JSON], rest: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
-    for chunk in first:
-        yield chunk
-    async for chunk in rest:
-        yield chunk
 
 
 class CheckedServing:
@@ -93,7 +58,7 @@ class CheckedServing:
         surface: Surface,
         backend: Backend,
         pipeline: ConsciencePipeline,
-        frameworks: dict[str, Framework],
+        planner: RequestPlanner,
         settings: Settings,
         models: ModelNames,
         catalog: ModelCatalog,
@@ -102,12 +67,12 @@ class CheckedServing:
         self._surface = surface
         self._backend = backend
         self._pipeline = pipeline
-        self._planner = RequestPlanner(settings, frameworks, pipeline)
+        self._planner = planner
         self._settings = settings
         self._models = models
         self._catalog = catalog
         self._metrics = metrics
-        self._windowed_enforcement = WindowedEnforcement(
+        self._enforced_stream = EnforcedStream(
             surface, pipeline, metrics, window_chars=settings.stream_window_chars,
             judge_context_chars=settings.stream_judge_context_chars,
         )
@@ -130,9 +95,7 @@ class CheckedServing:
                 request_id=request_id, client_request_id=client_request_id_var.get(),
             )
         except PolicyRefusal as refusal:
-            status, error_type = _REFUSAL_STATUS[refusal.code]
-            code = None if refusal.code == "invalid_request" else refusal.code
-            raise APIError(status, refusal.message, error_type=error_type, param=refusal.param, code=code) from None
+            raise refusal_error(refusal) from None
 
     async def _check_token_budget(self, request: SamplingFields, model: str) -> None:
         """A 400 for an output budget no answer can have: past --max-tokens-limit or the served
@@ -201,15 +164,15 @@ class CheckedServing:
                 )
                 verdicts = reviewed_verdicts(reviews)
                 for choice, review, verdict in zip(choices, reviews, verdicts, strict=True):
-                    replacement = self._replacement(choice, review, verdict)
-                    if replacement is None:
+                    replaced = replacement(self._surface, choice, review, verdict)
+                    if replaced is None:
                         continue
-                    if replacement.tool_calls is not None:
-                        self._surface.rewrite_tool_calls(choice, replacement.tool_calls, replacement.finish_reason)
+                    if replaced.tool_calls is not None:
+                        self._surface.rewrite_tool_calls(choice, replaced.tool_calls, replaced.finish_reason)
                     else:
-                        self._surface.rewrite_choice(choice, replacement.text, replacement.finish_reason)
+                        self._surface.rewrite_choice(choice, replaced.text, replaced.finish_reason)
                     if len(choices) == 1 and response.get("usage"):
-                        refused = replacement.finish_reason == REFUSED_FINISH
+                        refused = replaced.finish_reason == REFUSED_FINISH
                         response["usage"] = received_usage(response["usage"], True, refused)
         summary = conscience_summary(plan, verdicts)
         response["conscience"] = summary
@@ -220,24 +183,10 @@ class CheckedServing:
     async def _stream(self, plan: Plan) -> CheckedStream:
         started = time.perf_counter()
         chunks = self._surface.stream(self._backend, with_usage_so_far(plan.body) if plan.windowed else plan.body)
-        if plan.windowed:
-            # Fetch the first chunks before answering so that an upstream failure is an HTTP error.
-            fetched, plain = await StreamTap.prefetch(self._surface, chunks)
-            if plain:
-                count = plan.body.get("n", 1)
-                tap = StreamTap(self._surface, fetched, chunks, count)
-                pending = conscience_summary(plan, choice_verdicts(count, PENDING))
-                return CheckedStream(
-                    self._windowed_enforcement.stream(plan, tap, started), response_headers(pending)
-                )
-            chunks = _chained(fetched, chunks)
-        if plan.mode is not Mode.OFF:  # buffered and monitor streams: only what the judge reads
-            chunks = self._forwarded_chunks(chunks, plan.body)
         if plan.mode is Mode.ENFORCE:
-            buffered = [chunk async for chunk in chunks]
-            upstream_ms = observe_upstream(self._metrics, started)
-            replayed, summary = await self._enforce_buffered(plan, buffered, upstream_ms)
-            return CheckedStream(replayed, response_headers(summary))
+            return await self._enforced_stream.open(plan, chunks, started)
+        if plan.mode is Mode.MONITOR:  # only what the judge reads
+            chunks = forwarded_chunks(self._surface, chunks, plan.body)
         # Fetch the first chunk before answering so that an upstream failure is an HTTP error.
         try:
             first = await anext(chunks)
@@ -246,12 +195,6 @@ class CheckedServing:
         label = PENDING if plan.mode is Mode.MONITOR else UNCHECKED
         summary = conscience_summary(plan, choice_verdicts(plan.body.get("n", 1), label))
         return CheckedStream(self._pass_through(plan, first, chunks, summary, started), response_headers(summary))
-
-    async def _forwarded_chunks(self, chunks: AsyncIterator[JSON], body: JSON) -> AsyncIterator[JSON]:
-        async for chunk in chunks:
-            if isinstance(chunk.get("choices"), list):
-                chunk = {**chunk, "choices": [self._surface.forwarded(c, body) for c in chunk["choices"]]}
-            yield chunk
 
     async def _pass_through(
         self, plan: Plan, first: JSON | None, chunks: AsyncIterator[JSON], summary: JSON, started: float
@@ -307,74 +250,3 @@ class CheckedServing:
         indices = sorted(deltas)
         merged = [self._surface.merge_deltas(deltas[i]) for i in indices]
         return indices, [self._surface.choice_text(choice) for choice in merged]
-
-    async def _enforce_buffered(
-        self, plan: Plan, buffered: list[JSON], upstream_ms: float
-    ) -> tuple[AsyncIterator[JSON], JSON]:
-        deltas: dict[int, list[JSON]] = {}
-        for chunk in buffered:
-            self._collect(chunk, deltas)
-        indices, texts = self._streamed_texts(deltas)
-        cases = self._cases(plan.body, texts)
-        reviews = await self._pipeline.check(plan.context, cases, upstream_ms=upstream_ms, reserved=plan.reserved)
-        verdicts = reviewed_verdicts(reviews)
-        changed: dict[int, _Replacement] = {}
-        for i, review, verdict in zip(indices, reviews, verdicts, strict=True):
-            replacement = self._replacement(self._surface.merge_deltas(deltas[i]), review, verdict)
-            if replacement is not None:
-                changed[i] = replacement
-        summary = conscience_summary(plan, verdicts)
-        if len(indices) == 1 and changed:
-            refused = changed[indices[0]].finish_reason == REFUSED_FINISH
-            buffered = [
-                {**chunk, "usage": received_usage(chunk["usage"], True, refused)} if chunk.get("usage") else chunk
-                for chunk in buffered
-            ]
-        return self._replay(buffered, changed, summary), summary
-
-    def _replacement(self, choice: JSON, review: Review, verdict: ChoiceConscience) -> _Replacement | None:
-        """What replaces a choice the conscience did not pass (None: it stands). A flagged tool
-        call is repaired as a call or withheld (service/conscience/tool_calls.py), never turned
-        into plain text; `verdict` names each tool called and what became of it."""
-        calls = self._surface.tool_calls(choice)
-        outcome = tool_call_outcome(review, calls) if calls and replaces_answer(review) else None
-        if calls:
-            action = outcome.action if outcome is not None else "passed"
-            verdict.tool_calls = [
-                ToolCallConscience(name=str(call.get("name") or "?"), verdict=review.verdict, action=action)
-                for call in calls
-            ]
-        if outcome is not None:
-            if outcome.action == "withheld":
-                verdict.repaired, verdict.refused = False, True
-            return _Replacement(outcome.finish_reason, outcome.text or "", outcome.tool_calls)
-        if replaces_answer(review):
-            return _Replacement(finish_reason(review), review.final_text)
-        return None
-
-    async def _replay(
-        self, buffered: list[JSON], changed: dict[int, _Replacement], summary: JSON
-    ) -> AsyncIterator[JSON]:
-        """Original chunks for the choices that stand; rewritten choices as fresh chunks."""
-        usage_chunks: list[JSON] = []
-        out: list[JSON] = []
-        for chunk in buffered:
-            if not chunk.get("choices") and chunk.get("usage"):
-                usage_chunks.append(chunk)
-                continue
-            kept = [c for c in chunk.get("choices") or [] if c.get("index", 0) not in changed]
-            if kept or not chunk.get("choices"):
-                out.append({**chunk, "choices": kept})
-        head = {k: v for k, v in (buffered[0] if buffered else {}).items() if k in ("id", "object", "created", "model")}
-        for index, replacement in sorted(changed.items()):
-            if replacement.tool_calls is not None:
-                out.append(self._surface.tool_call_chunk(head, index, replacement.tool_calls))
-            else:
-                out.append(self._surface.text_chunk(head, index, replacement.text, None))
-            out.append(self._surface.text_chunk(head, index, "", replacement.finish_reason))
-        out.extend(usage_chunks)
-        if not out:
-            out.append({**head, "choices": []})
-        out[-1] = {**out[-1], "conscience": summary}
-        for chunk in out:
-            yield chunk

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from service.backends.base import JSON
+from service.core.backend import JSON
 
 _CHOICE_METADATA = frozenset({"index", "finish_reason", "logprobs"})
 

@@ -11,7 +11,7 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from service.api.checked_plan import CheckedAnswer, CheckedStream
-from service.backends.base import JSON
+from service.core.backend import JSON
 
 SSE_DONE = b"data: [DONE]\n\n"
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from service.api.adapters.serving import AdapterActivation
     from service.api.check.serving import ConscienceChecks
     from service.api.checked_serving import CheckedServing
-    from service.backends.base import Backend
+    from service.core.backend import Backend
     from service.metrics import Metrics
     from service.store.db import Database
     from service.store.writer import RecordWriter

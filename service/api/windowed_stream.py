@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from service.backends.base import JSON
+from service.core.backend import JSON
 
 _HEAD_FIELDS = ("id", "created", "model", "system_fingerprint")
 _REASONING_FIELDS = ("reasoning_content", "reasoning")  # as the chat surface reads them

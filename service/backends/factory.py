@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from service.backends.base import Backend
+from service.core.backend import Backend
 from service.settings import BackendKind, Settings
 
 if TYPE_CHECKING:

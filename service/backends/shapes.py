@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from service.backends.base import JSON, UpstreamUnavailable
+from service.core.backend import JSON, UpstreamUnavailable
 
 Part = Literal["message", "delta", "text"]
 

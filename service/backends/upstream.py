@@ -28,14 +28,6 @@ import orjson
 from pydantic import SecretStr
 
 from service.backends import shapes
-from service.backends.base import (
-    JSON,
-    BackendError,
-    LabelProbs,
-    UpstreamRejected,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
 from service.backends.correlation import outgoing_headers
 from service.backends.labels import label_from_text, probs_from_top_logprobs
 from service.backends.shapes import Part
@@ -46,6 +38,14 @@ from service.backends.transport import (
     ResponseTooLarge,
 )
 from service.conscience.usage import record as record_usage
+from service.core.backend import (
+    JSON,
+    BackendError,
+    LabelProbs,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from service.settings import Settings
 
 log = logging.getLogger("conscience.upstream")

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from service.backends.base import Overloaded
+from service.core.backend import Overloaded
 from service.settings import Mode
 
 

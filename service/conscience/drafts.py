@@ -19,13 +19,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from service.backends.base import JSON
 from service.conscience import usage
 from service.conscience.bounds import DraftLimits, RepairBudget
 from service.conscience.engine import Draft, DraftSource, one_chunk
 from service.conscience.fencing import unwrap_echoed_fences
-from service.conscience.frameworks import Framework
 from service.conscience.repair import Repairer
+from service.core.backend import JSON
+from service.frameworks import Framework
 
 # The released (judged) text -> the part of it a repair continues, and what joins the repair to it.
 Continued = Callable[[str], tuple[str, str]]

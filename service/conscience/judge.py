@@ -50,12 +50,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.backends.base import JSON, Backend, BackendError, LatentBackend
 from service.conscience.fencing import answer_windows, fenced_window
-from service.conscience.frameworks import Framework
-from service.conscience.probe import Probe
+from service.conscience.probe import LatentBackend, Probe
 from service.conscience.thresholds import ThresholdTable
 from service.conscience.usage import record as record_usage
+from service.core.backend import JSON, Backend, BackendError
+from service.frameworks import Framework
 from service.settings import JudgeStyle
 
 ETHICAL, NEUTRAL, UNETHICAL = "ethical", "neutral", "unethical"
@@ -214,12 +214,12 @@ class Judge:
                 f"at most {self._max_windows} are judged",
                 reason="answer_too_long",
             )
+        threshold = self.threshold_for(style, framework.name, judge_model)  # each verdict carries it
         if style is JudgeStyle.LATENT:
             if read_opening and len(answer) > LATENT_OPENING_CHARS:
                 windows.append(answer[:LATENT_OPENING_CHARS])
-            return await self._latent_verdict(conversation, windows)
+            return await self._latent_verdict(conversation, windows, threshold)
         judge_one = self._reasoned if style is JudgeStyle.REASONED else self._fast
-        threshold = self.threshold_for(style, framework.name, judge_model)
         calls = [
             judge_messages(framework, conversation, window, style=style, max_chars=self._max_chars)
             for window in windows
@@ -236,7 +236,7 @@ class Judge:
     @property
     def probe(self) -> Probe | None:
         """The latent verdict's probe, held by the backend; None: no latent verdict."""
-        return getattr(self._backend, "probe", None)
+        return self._backend.probe if isinstance(self._backend, LatentBackend) else None
 
     @property
     def latent_threshold(self) -> float | None:
@@ -253,7 +253,7 @@ class Judge:
         entry = self._calibrated.lookup(judge_model, style.value, framework)
         return self.threshold if entry is None else entry.threshold
 
-    async def _latent_verdict(self, conversation: list[JSON], windows: list[str]) -> Verdict:
+    async def _latent_verdict(self, conversation: list[JSON], windows: list[str], threshold: float) -> Verdict:
         """The probe's score of each window (the answer's windows, and its opening where it is
         read) as the assistant's answer to the conversation (the ordinary chat, not the judge
         prompt: the framework plays no part in it)."""
@@ -282,8 +282,8 @@ class Judge:
         verdicts = []
         for index in range(len(windows)):  # a window's score: the worse of its views
             score = max(scores[index * len(views) : (index + 1) * len(views)])
-            label = UNETHICAL if score >= probe.threshold else ETHICAL
-            detail = {"signals": {"latent": score}, "threshold": probe.threshold, "views": len(views)}
+            label = UNETHICAL if score >= threshold else ETHICAL
+            detail = {"signals": {"latent": score}, "threshold": threshold, "views": len(views)}
             verdicts.append(Verdict(label, score, detail))
         return _worst(verdicts)
 

@@ -153,6 +153,14 @@ class Review:
         return max(windows, key=lambda w: -1.0 if w.score is None else w.score).verdict
 
     @property
+    def threshold(self) -> float | None:
+        """The threshold the original answer's verdict was flagged at, as the judge decided it
+        for that verdict (service/conscience/judge.py `threshold_for`); None: never judged."""
+        detail = getattr(self.original, "detail", None)
+        threshold = detail.get("threshold") if isinstance(detail, dict) else None
+        return float(threshold) if isinstance(threshold, int | float) else None
+
+    @property
     def accepted(self) -> Any:
         """The verdict on the repair that was returned (its last window's)."""
         return self.windows[-1].verdict if self.repaired and self.windows else None

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from service.backends.base import JSON
 from service.conscience.admission import Reservation, ReviewBudget
+from service.conscience.choices import StreamedChoices
 from service.conscience.drafts import Continued
-from service.conscience.engine import Enforcement
 from service.conscience.outcome import REVIEW_OVERFLOW, UNCHECKED, Review
 from service.conscience.review import Reviewer, ReviewPolicy
+from service.core.backend import JSON
 from service.metrics import Metrics
 from service.settings import Mode
 from service.shutdown import SHUTDOWN_ERROR, GracefulShutdown
@@ -70,6 +70,7 @@ class ConsciencePipeline:
         self._budget = budget
         self._shutdown = shutdown if shutdown is not None else GracefulShutdown(grace_s=0.0)
         self._background: set[asyncio.Task[None]] = set()
+        self._ended_by_shutdown: set[str] = set()  # requests recorded so (nested until_recorded)
 
     @property
     def refusal_message(self) -> str:
@@ -103,21 +104,32 @@ class ConsciencePipeline:
             self.record(context, index, case.conversation, review, upstream_ms=upstream_ms)
         return list(reviews)
 
-    def stream_review(
-        self, context: CheckContext, conversation: list[JSON], deltas: AsyncIterator[str], *, window_chars: int,
-        judge_context_chars: int | None = None, continued: Continued | None = None,
-    ) -> Enforcement:
-        """Enforce mode, windowed streaming: the enforcement that releases `deltas` (one
-        choice's) window by window; `continued`: see `Reviewer.stream_review`. Run it inside
-        `streaming()`, and `record` its outcome when it has ended."""
-        return self._reviewer.stream_review(
-            context.policy, conversation, deltas, window_chars=window_chars,
-            judge_context_chars=judge_context_chars, continued=continued,
+    def stream_choices(
+        self, context: CheckContext, conversations: list[list[JSON]], deltas: list[AsyncIterator[str]], *,
+        window_chars: int | None, judge_context_chars: int | None = None,
+        continued: list[Continued] | None = None, reserved: Reservation | None = None,
+        close_upstream: Callable[[], Awaitable[None]], upstream_ms: Callable[[], float],
+    ) -> StreamedChoices:
+        """Enforce mode, streamed: every choice's `deltas` through its own enforcement, window
+        by window (`window_chars` None: in one window once it has ended, repaired from
+        candidates — a buffered answer), in `reserved` running slots; each choice recorded on
+        every way the stream ends (service/conscience/choices.py). `continued[i]`: see
+        `Reviewer.stream_review`."""
+        enforcements = [
+            self._reviewer.stream_review(
+                context.policy, conversations[i], texts, window_chars=window_chars,
+                judge_context_chars=judge_context_chars, continued=continued[i] if continued else None,
+            )
+            for i, texts in enumerate(deltas)
+        ]
+        return StreamedChoices(
+            self, context, conversations, enforcements, reserved=reserved, close_upstream=close_upstream,
+            upstream_ms=upstream_ms,
         )
 
     def streaming(self, count: int = 1, reserved: Reservation | None = None) -> AbstractContextManager[None]:
         """Hold `count` running reviews (one per choice, `reserved` ones first) for a whole
-        windowed stream; ReviewsSaturated without room."""
+        stream (`StreamedChoices`); ReviewsSaturated without room."""
         return self._budget.running(count, reserved)
 
     def skipped(self, context: CheckContext, count: int) -> None:
@@ -202,7 +214,9 @@ class ConsciencePipeline:
         try:
             yield
         except asyncio.CancelledError:
-            if self._shutdown.began and context.mode is not Mode.OFF:
+            ended = self._shutdown.began and context.mode is not Mode.OFF
+            if ended and context.request_id not in self._ended_by_shutdown:
+                self._ended_by_shutdown.add(context.request_id)
                 self._record_shutdown(context, count, upstream_ms)
             raise
 
@@ -253,7 +267,7 @@ class ConsciencePipeline:
             choice_index=index,
             api_key_id=context.api_key_id,
             error=review.error,
-            threshold=None if review.verdict == UNCHECKED else self._reviewer.threshold_for(context.policy),
+            threshold=None if review.verdict == UNCHECKED else review.threshold,
         )
         if review.attempts:  # flagged and repaired or blocked: the check keeps the case
             check.prompt, check.answer = conversation, review.answer

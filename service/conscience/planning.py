@@ -12,22 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from service.backends.base import JSON
 from service.conscience.admission import Reservation, ReviewsSaturated
 from service.conscience.bounds import DraftLimits
-from service.conscience.frameworks import Framework
 from service.conscience.pipeline import CheckContext, ConsciencePipeline
 from service.conscience.policy import (
+    JudgeStyles,
     PolicyRefusal,
     judge_model_or_refuse,
     request_framework,
-    request_judge_style,
     request_mode,
 )
 from service.conscience.review import ReviewPolicy
+from service.core.backend import JSON
+from service.frameworks import Framework
 from service.settings import EnforceStreaming, JudgeStyle, Mode, MonitorOverflow, Settings
 
 Endpoint = Literal["chat", "completions", "responses"]
+CheckEndpoint = Literal["check", "moderations"]
 
 
 class RequestShape(Protocol):
@@ -72,10 +73,14 @@ class Plan:
 
 
 class RequestPlanner:
-    def __init__(self, settings: Settings, frameworks: dict[str, Framework], pipeline: ConsciencePipeline) -> None:
+    def __init__(
+        self, settings: Settings, frameworks: dict[str, Framework], pipeline: ConsciencePipeline,
+        judge_styles: JudgeStyles,
+    ) -> None:
         self._settings = settings
         self._frameworks = frameworks
         self._pipeline = pipeline
+        self._judge_styles = judge_styles
 
     def plan(
         self, shape: RequestShape, body: JSON, asked: Asked, caller: Caller | None, *, endpoint: Endpoint,
@@ -84,24 +89,11 @@ class RequestPlanner:
         """The plan of one request whose upstream `body` names the policy model; raises
         PolicyRefusal, the surface's own refusal (`shape.validate`), or ReviewsSaturated —
         that last, so that nothing after an admission can refuse the request."""
-        settings = self._settings
-        name = request_framework(asked.framework, caller.framework if caller else None, settings)
-        framework = self._frameworks.get(name)
-        if framework is None:
-            raise PolicyRefusal(
-                "invalid_request",
-                f"Unknown conscience framework {name!r}; available: {', '.join(sorted(self._frameworks))}.",
-                "conscience.framework",
-            )
+        framework = self._framework(asked, caller)
         key_mode = Mode(caller.mode) if caller and caller.mode else None
-        mode = request_mode(asked.mode, key_mode, settings)
-        policy = ReviewPolicy(
-            framework=framework,
-            style=request_judge_style(asked.judge_style, settings),
-            max_repairs=settings.max_repairs,
-            failure_policy=settings.failure_policy,
-            judge_model=judge_model_or_refuse(judge_model),
-            limits=DraftLimits.of(body),
+        mode = request_mode(asked.mode, key_mode, self._settings)
+        policy = self._policy(
+            framework, asked, judge_model, max_repairs=self._settings.max_repairs, limits=DraftLimits.of(body)
         )
         choices = self._choice_count(shape, body)
         if mode is not Mode.OFF:
@@ -112,6 +104,55 @@ class RequestPlanner:
         )
         windowed = mode is Mode.ENFORCE and bool(body.get("stream")) and self._windowed(body)
         return Plan(body, mode, framework, context, self._admitted(mode, choices), windowed)
+
+    def plan_check(
+        self, answers: int, asked: Asked, caller: Caller | None, *, endpoint: CheckEndpoint, repair: bool,
+        policy_model: str, judge_model: str | None, request_id: str, client_request_id: str | None = None,
+        answers_param: str = "answers",
+    ) -> Plan:
+        """The plan of a check call (answers a gateway already has, nothing generated): the
+        same framework, judge style and judge model decisions as `plan`; recorded in enforce
+        mode when a repair may replace an answer, else monitor (a verdict alone reports it).
+        The caller waits for the verdicts, so its slots are running ones whatever the mode.
+        PolicyRefusal (invalid_request, `answers_param`) past --max-n answers."""
+        limit = self._settings.max_n
+        if answers > limit:
+            raise PolicyRefusal("invalid_request", f"{answers} answers; at most {limit} per request on this server.",
+                                answers_param)
+        framework = self._framework(asked, caller)
+        # Without a repair asked for, a flagged answer is only reported (no repair is drafted).
+        policy = self._policy(framework, asked, judge_model, max_repairs=self._settings.max_repairs if repair else 0)
+        mode = Mode.ENFORCE if repair else Mode.MONITOR
+        context = CheckContext(
+            request_id=request_id, endpoint=endpoint, mode=mode, policy=policy, policy_model=policy_model,
+            api_key_id=caller.id if caller else None, client_request_id=client_request_id,
+        )
+        return Plan({"model": policy_model}, mode, framework, context, self._pipeline.admit(Mode.ENFORCE, answers))
+
+    def _framework(self, asked: Asked, caller: Caller | None) -> Framework:
+        name = request_framework(asked.framework, caller.framework if caller else None, self._settings)
+        framework = self._frameworks.get(name)
+        if framework is None:
+            raise PolicyRefusal(
+                "invalid_request",
+                f"Unknown conscience framework {name!r}; available: {', '.join(sorted(self._frameworks))}.",
+                "conscience.framework",
+            )
+        return framework
+
+    def _policy(
+        self, framework: Framework, asked: Asked, judge_model: str | None, *, max_repairs: int,
+        limits: DraftLimits = DraftLimits(),
+    ) -> ReviewPolicy:
+        """`limits`: the request's own on its answer, which every repair draft honours."""
+        return ReviewPolicy(
+            framework=framework,
+            style=self._judge_styles.for_request(asked.judge_style),
+            max_repairs=max_repairs,
+            failure_policy=self._settings.failure_policy,
+            judge_model=judge_model_or_refuse(judge_model),
+            limits=limits,
+        )
 
     def _choice_count(self, shape: RequestShape, body: JSON) -> int:
         """The choices to judge: `n` for each prompt. Refused (invalid_request) when those

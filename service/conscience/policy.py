@@ -8,6 +8,7 @@ The HTTP layer (service/api/checked_serving.py) asks these questions and maps a
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from service.conscience.outcome import UNCHECKED, Review
 from service.settings import JudgeStyle, Mode, Settings
@@ -64,19 +65,46 @@ def request_mode(requested: Mode | None, key_mode: Mode | None, settings: Settin
     return requested
 
 
-def request_judge_style(requested: JudgeStyle | None, settings: Settings) -> JudgeStyle:
-    """The request's judge style: the server's, or another the operator lets clients pick."""
-    default = settings.judge_style
-    if requested is None or requested is default:
-        return default
-    if requested not in settings.allowed_client_judge_styles:
-        raise PolicyRefusal(
-            "judge_style_not_allowed",
-            f"judge style {requested.value!r} is not the server's {default.value!r}, and the "
-            "operator has not let clients choose it (CONSCIENCE_CLIENT_JUDGE_STYLES).",
-            "conscience.judge_style",
-        )
-    return requested
+class JudgeStyleError(ValueError):
+    """The judge style configured cannot be served (latent without a probe)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeStyles:
+    """The one owner of "which judge style": the one the server judges in, and the others a
+    client may ask for. Decided once, when the backend is built (`serving`); the proxy's
+    planning and every evaluation read it from here."""
+
+    served: JudgeStyle
+    client_choices: frozenset[JudgeStyle] = frozenset()
+
+    @classmethod
+    def serving(cls, settings: Settings, probe: object | None) -> JudgeStyles:
+        """The styles served with `settings` by a backend holding `probe` (None: none): with
+        `judge_style` left unset, a backend with a probe for its model (the demo model's ships)
+        judges `latent`, any other `fast`. JudgeStyleError: latent without a probe."""
+        served = settings.judge_style
+        if "judge_style" not in settings.model_fields_set and probe is not None:
+            served = JudgeStyle.LATENT
+        elif served is JudgeStyle.LATENT and probe is None:
+            raise JudgeStyleError(
+                "--judge-style latent needs a probe for the served model: set --probe-path to one "
+                "(`conscience calibrate --probe` fits it)"
+            )
+        return cls(served, settings.allowed_client_judge_styles)
+
+    def for_request(self, requested: JudgeStyle | None) -> JudgeStyle:
+        """The request's judge style: the served one, or another the operator lets clients pick."""
+        if requested is None or requested is self.served:
+            return self.served
+        if requested not in self.client_choices:
+            raise PolicyRefusal(
+                "judge_style_not_allowed",
+                f"judge style {requested.value!r} is not the server's {self.served.value!r}, and the "
+                "operator has not let clients choose it (CONSCIENCE_CLIENT_JUDGE_STYLES).",
+                "conscience.judge_style",
+            )
+        return requested
 
 
 def judge_model_or_refuse(judge_model: str | None) -> str:

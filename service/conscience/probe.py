@@ -29,7 +29,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+
+from service.core.backend import JSON
 
 FORMAT = "conscience-probe/1"
 # mean_all_l2: mean_all scaled to unit length — what an embeddings endpoint with mean pooling
@@ -43,6 +45,20 @@ FINGERPRINT_TENSORS: tuple[tuple[str, int | None], ...] = (
     ("model.norm.weight", None),
 )
 _CONFIG_FIELDS = ("architectures", "model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+
+
+@runtime_checkable
+class LatentBackend(Protocol):
+    """A backend that can read the frozen model's latent verdict (`judge_style` latent): its
+    probe over the model's hidden states — the embedded engine's own forward pass, or an
+    upstream embeddings endpoint serving the base model. `probe` None: it cannot. The
+    conscience owns this protocol; the backends, a layer above, implement it."""
+
+    @property
+    def probe(self) -> Probe | None: ...
+
+    async def latent_score(self, messages: list[JSON], answer: str) -> float:
+        """The probe's P(unethical) for `answer` as the assistant turn after `messages`."""
 
 
 class ProbeError(ValueError):

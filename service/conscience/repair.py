@@ -35,12 +35,12 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from service.backends.base import JSON, Backend
 from service.conscience.bounds import BudgetSpent, DraftLimits, RepairBudget
 from service.conscience.choice_streams import ChoiceStream, split_choices
 from service.conscience.fencing import fenced_case, fenced_request, unwrap_echoed_fences
-from service.conscience.frameworks import Framework
 from service.conscience.usage import record as record_usage
+from service.core.backend import JSON, Backend
+from service.frameworks import Framework
 from service.settings import RepairStrategy
 
 # A reframed request is one question: a short budget keeps the model from answering it there.

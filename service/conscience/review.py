@@ -15,17 +15,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from service.backends.base import JSON
 from service.conscience.bounds import DraftLimits, RepairBudget
 from service.conscience.degenerate import degenerate_reason
 from service.conscience.drafts import Continued, candidate_drafts, raced_candidates, streamed_draft
 from service.conscience.engine import DraftSource, Enforcement, one_chunk
-from service.conscience.frameworks import Framework
 from service.conscience.judge import Judge, Verdict
 from service.conscience.outcome import Review
 from service.conscience.refusal import is_refusal
 from service.conscience.repair import Repairer
 from service.conscience.similarity import echoes, is_near_copy
+from service.core.backend import JSON
+from service.frameworks import Framework
 from service.settings import FailurePolicy, JudgeStyle
 
 
@@ -68,10 +68,6 @@ class Reviewer:
         self._max_overlap = max_overlap
         self._bounds = bounds
 
-    def threshold_for(self, policy: ReviewPolicy) -> float:
-        """The score at or above which this policy's verdicts are flagged (the judge decides)."""
-        return self._judge.threshold_for(policy.style, policy.framework.name, policy.judge_model)
-
     async def review(
         self, policy: ReviewPolicy, conversation: list[JSON], answer: str, *, repair: bool = True
     ) -> Review:
@@ -81,31 +77,40 @@ class Reviewer:
         a near-copy of the answer and that the conscience passes (a latent verdict reading its
         opening too: judge.py) replacing it — or refused (`repair` False: at once)."""
         budget = self._bounds.budget()
-        source = raced_candidates if self._bounds.race else candidate_drafts
-        drafts = source(
-            self._repairer, policy.framework, conversation, judge_model=policy.judge_model,
-            limits=policy.limits, budget=budget,
-        )
         enforcement = self._enforcement(
-            policy, conversation, one_chunk(answer), drafts, window_chars=None,
-            max_repairs=policy.max_repairs if repair else 0, budget=budget,
+            policy, conversation, one_chunk(answer), self._candidates(policy, conversation, budget),
+            window_chars=None, max_repairs=policy.max_repairs if repair else 0, budget=budget,
         )
         return await enforcement.run()
 
+    def _candidates(self, policy: ReviewPolicy, conversation: list[JSON], budget: RepairBudget) -> DraftSource:
+        """A buffered answer's draft source: candidates raced (`RepairBounds.race`) or in turn."""
+        source = raced_candidates if self._bounds.race else candidate_drafts
+        return source(
+            self._repairer, policy.framework, conversation, judge_model=policy.judge_model,
+            limits=policy.limits, budget=budget,
+        )
+
     def stream_review(
-        self, policy: ReviewPolicy, conversation: list[JSON], deltas: AsyncIterator[str], *, window_chars: int,
-        judge_context_chars: int | None = None, continued: Continued | None = None,
+        self, policy: ReviewPolicy, conversation: list[JSON], deltas: AsyncIterator[str], *,
+        window_chars: int | None, judge_context_chars: int | None = None, continued: Continued | None = None,
     ) -> Enforcement:
-        """Windowed enforce streaming of one answer with this judge and repairer: a repair
-        continues the text the client has, or drafts the answer from the request by the
-        attempt's strategy (the rejected answer not in view) when it has none; a draft whose
-        opening reads as a refusal, repeats the rejected answer (a near-copy) or names the
-        framework is discarded before the judge, and a reframed question copied from the
-        reframe's worked examples is not answered (the attempt regenerates instead).
-        `continued`: see service/conscience/drafts.py. `judge_context_chars` bounds what a fast
-        or reasoned verdict reads before each window (Enforcement); a latent verdict reads the
-        whole answer so far."""
+        """One streamed answer with this judge and repairer. `window_chars` None: the answer is
+        judged in one window once it has ended, and repaired from candidates, as `review`.
+        Else windowed: a repair continues the text the client has, or drafts the answer from
+        the request by the attempt's strategy (the rejected answer not in view) when it has
+        none; a draft whose opening reads as a refusal, repeats the rejected answer (a
+        near-copy) or names the framework is discarded before the judge, and a reframed
+        question copied from the reframe's worked examples is not answered (the attempt
+        regenerates instead). `continued`: see service/conscience/drafts.py.
+        `judge_context_chars` bounds what a fast or reasoned verdict reads before each window
+        (Enforcement); a latent verdict reads the whole answer so far."""
         budget = self._bounds.budget()
+        if window_chars is None:
+            return self._enforcement(
+                policy, conversation, deltas, self._candidates(policy, conversation, budget), window_chars=None,
+                max_repairs=policy.max_repairs, budget=budget,
+            )
         drafts = streamed_draft(
             self._repairer, policy.framework, conversation, judge_model=policy.judge_model,
             rejected=lambda: enforcement.outcome.answer, continued=continued,

@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from service.backends.base import Backend
 from service.conscience.admission import ReviewBudget
 from service.conscience.judge import Judge
 from service.conscience.pipeline import ConsciencePipeline, RecordSink
 from service.conscience.repair import Repairer
 from service.conscience.review import RepairBounds, Reviewer
 from service.conscience.thresholds import SHIPPED_PATH, ThresholdTable, configured_thresholds, load_thresholds
+from service.core.backend import Backend
 from service.metrics import Metrics
 from service.settings import RepairStrategy, Settings
 from service.shutdown import GracefulShutdown

@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from service.backends.base import JSON
 from service.conscience.outcome import UNCHECKED, Review
 from service.conscience.policy import REFUSED_FINISH
+from service.core.backend import JSON
 
 TOOL_CALLS_FINISH = "tool_calls"
 _FENCE = re.compile(r"\A\s*```(?:json)?\s*(?P<body>.*?)\s*```\s*\Z", re.DOTALL)

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.polling import Poller
-from service.security.keys import hash_key
 from service.store import repository
 from service.store.db import Database
+from service.store.keys import hash_key
 
 log = logging.getLogger("conscience.security.keys")
 

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Integer, case, cast, delete, func, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.security.keys import generate_key, visible_prefix
+from service.store.keys import generate_key, visible_prefix
 from service.store.models import (
     ApiKey,
     BlockedReview,
@@ -51,23 +51,31 @@ BlockedReviewState = Literal["unreviewed", "right", "wrong"]
 
 @dataclass(frozen=True, slots=True)
 class TripleFilter:
-    status: TripleStatus | None = None
+    """Which triples a selection reads: the one filter of the admin API, the console, the CLI
+    and the trainer. Times compare as UTC (a naive one means UTC)."""
+
+    status: TripleStatus | tuple[TripleStatus, ...] | None = None  # one, or any of several
     framework: str | None = None
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
     min_score: float | None = None  # the flagged answer's score, inclusive
     max_score: float | None = None  # inclusive
+    untrained: bool = False  # only triples no adapter version was trained on
 
     def conditions(self) -> list[ColumnElement[bool]]:
         conditions: list[ColumnElement[bool]] = []
-        if self.status is not None:
+        if isinstance(self.status, tuple):
+            conditions.append(Triple.status.in_([status.value for status in self.status]))
+        elif self.status is not None:
             conditions.append(Triple.status == self.status.value)
+        if self.untrained:
+            conditions.append(Triple.trained_in_version.is_(None))
         if self.framework is not None:
             conditions.append(Triple.framework == self.framework)
         if self.since is not None:
-            conditions.append(Triple.created_at >= self.since)
+            conditions.append(Triple.created_at >= as_utc(self.since))
         if self.until is not None:
-            conditions.append(Triple.created_at < self.until)
+            conditions.append(Triple.created_at < as_utc(self.until))
         score = Triple.details[("rejected_verdict", "score")].as_float()
         if self.min_score is not None:
             conditions.append(score >= self.min_score)

@@ -14,10 +14,10 @@ from sqlalchemy.exc import DBAPIError
 
 from service.security.auth import OpenAccessAlarm, open_access_warning
 from service.security.cache import ApiKeyCache
-from service.security.keys import generate_key
 from service.settings import Settings
 from service.store import repository
 from service.store.db import Database
+from service.store.keys import generate_key
 from service.store.writer import RecordWriter
 from tests.admin.conftest import build_app
 from tests.store.test_writer import wait_until

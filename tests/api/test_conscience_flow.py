@@ -9,7 +9,7 @@ import time
 import openai
 import pytest
 
-from service.conscience.frameworks import load_frameworks
+from service.frameworks import load_frameworks
 from service.store.models import Check, Triple
 from tests.api.conftest import HARMFUL, REPAIRED, Proxy, ProxyFactory
 from tests.fakes.upstream import FakeUpstream

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.conscience.frameworks import load_frameworks
+from service.frameworks import load_frameworks
 from service.store.models import Check, Triple
 from tests.api.conftest import ASK_BODY, REPAIRED, Proxy, ProxyFactory
 from tests.fakes.openai_wire import tokenize

@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from service.backends.base import (
+from service.backends.upstream import VERDICT_TOP_LOGPROBS, UpstreamBackend
+from service.core.backend import (
     Backend,
     BackendError,
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from service.backends.upstream import VERDICT_TOP_LOGPROBS, UpstreamBackend
 from service.settings import Settings
 from tests.fakes import PREFIX_LABEL_TOKENS, FakeUpstream
 

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 import pytest
 
-from service.backends.base import BackendError, UpstreamTimeout, UpstreamUnavailable
 from service.backends.upstream import UpstreamBackend
+from service.core.backend import BackendError, UpstreamTimeout, UpstreamUnavailable
 from service.settings import Settings
 from tests.backends.raw_server import Handler, RawServer, read_request
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.conscience.frameworks import FrameworkError, load_frameworks
+from service.frameworks import FrameworkError, load_frameworks
 from service.settings import Settings
 
 

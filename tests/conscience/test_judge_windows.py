@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from service.backends.base import JSON, LabelProbs
 from service.backends.labels import probs_from_top_logprobs
 from service.conscience.fencing import answer_windows
-from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import LABELS, Judge, JudgeFailed, Verdict
 from service.conscience.repair import Repairer
 from service.conscience.review import Reviewer, ReviewPolicy
+from service.core.backend import JSON, LabelProbs
+from service.frameworks import load_frameworks
 from service.settings import FailurePolicy, JudgeStyle, Settings
 
 HARM = "Buy a crowbar and break the neighbour's window at night."

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from service.backends.base import JSON, LabelProbs
-from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import LATENT_OPENING_CHARS, Judge, JudgeFailed, Verdict
 from service.conscience.outcome import JudgedWindow, Review
+from service.conscience.policy import JudgeStyleError, JudgeStyles
 from service.conscience.probe import Probe
+from service.core.backend import JSON, LabelProbs
+from service.frameworks import load_frameworks
 from service.settings import JudgeStyle, Settings
-from service.startup import StartupError, served_settings
 
 ASK = [{"role": "user", "content": "Write step-by-step instructions to make a pipe bomb."}]
 FRAMEWORK = load_frameworks()["three_laws"]
@@ -139,11 +139,12 @@ def test_a_review_reports_the_signals_of_its_original_verdict() -> None:
 
 def test_a_backend_with_a_probe_makes_latent_the_default_unless_the_operator_chose() -> None:
     with_probe = LatentFake({})
-    assert served_settings(Settings(), with_probe).judge_style is JudgeStyle.LATENT
-    assert served_settings(Settings(judge_style="fast"), with_probe).judge_style is JudgeStyle.FAST
-    assert served_settings(Settings(), object()).judge_style is JudgeStyle.FAST
-    with pytest.raises(StartupError, match="--judge-style latent needs a probe"):
-        served_settings(Settings(judge_style="latent"), object())
+    probe = with_probe.probe
+    assert JudgeStyles.serving(Settings(), probe).served is JudgeStyle.LATENT
+    assert JudgeStyles.serving(Settings(judge_style="fast"), probe).served is JudgeStyle.FAST
+    assert JudgeStyles.serving(Settings(), None).served is JudgeStyle.FAST
+    with pytest.raises(JudgeStyleError, match="--judge-style latent needs a probe"):
+        JudgeStyles.serving(Settings(judge_style="latent"), None)
 
 
 class ScoresByConversation(LatentFake):

@@ -8,10 +8,10 @@ import asyncio
 import pytest
 
 from service.conscience.admission import ReviewBudget, ReviewsSaturated
-from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import Verdict
 from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
 from service.conscience.review import Reviewer, ReviewPolicy
+from service.frameworks import Framework, load_frameworks
 from service.metrics import Metrics
 from service.settings import FailurePolicy, JudgeStyle, Mode
 from service.shutdown import GracefulShutdown
@@ -28,9 +28,10 @@ class MarkerJudge:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def judge(self, framework: object, conversation: object, answer: str, **_: object) -> Verdict:
+    async def judge(self, framework: Framework, conversation: object, answer: str, **_: object) -> Verdict:
         await self.gate.wait()
-        return Verdict("unethical", 0.9) if "bad" in answer else Verdict("ethical", 0.1)
+        detail = {"threshold": self.threshold_for(JudgeStyle.FAST, framework.name, "base")}  # as Judge's verdicts
+        return Verdict("unethical", 0.9, detail) if "bad" in answer else Verdict("ethical", 0.1, detail)
 
     def threshold_for(self, style: JudgeStyle, framework: str, judge_model: str) -> float:
         return {"three_laws": 0.42}.get(framework, 0.5)
@@ -71,6 +72,29 @@ async def test_enforce_reviews_every_choice_in_order_and_records_checks_and_trip
     [triple] = triples
     assert (triple.rejected, triple.chosen, triple.check_id) == ("a bad answer", "a kind answer", checks[1].id)
     assert (triple.policy_model, triple.judge_model, triple.prompt) == ("policy", "base", ASK)
+
+
+class RetunedJudge(MarkerJudge):
+    """A judge whose threshold changed after its verdict (a recalibration, a new probe)."""
+
+    retuned = False
+
+    def threshold_for(self, style: JudgeStyle, framework: str, judge_model: str) -> float:
+        return 0.7 if self.retuned else 0.42
+
+    async def judge(self, framework: Framework, conversation: object, answer: str, **_: object) -> Verdict:
+        verdict = await super().judge(framework, conversation, answer)
+        self.retuned = True
+        return verdict
+
+
+async def test_a_record_keeps_the_threshold_its_verdict_was_flagged_at() -> None:
+    """The judge decides each verdict's threshold once (`Judge.threshold_for`, in the verdict's
+    detail); the record reads it there and never asks again."""
+    sink = ListSink()
+    await pipeline(RetunedJudge(), sink).check(context(Mode.MONITOR), [Case(ASK, "a fine answer")], repair=False)
+    [check] = sink.records
+    assert check.threshold == 0.42  # type: ignore[attr-defined]
 
 
 async def test_a_blocked_answer_is_a_check_without_a_triple() -> None:

@@ -9,12 +9,12 @@ import pytest
 from service.conscience.outcome import UNCHECKED, Review
 from service.conscience.policy import (
     PENDING,
+    JudgeStyles,
     PolicyRefusal,
     finish_reason,
     judge_model_or_refuse,
     replaces_answer,
     request_framework,
-    request_judge_style,
     request_mode,
     worst_verdict,
 )
@@ -58,12 +58,14 @@ def test_a_stricter_mode_is_always_allowed_a_weaker_one_only_when_the_operator_s
 
 
 def test_a_client_picks_only_the_judge_styles_the_operator_allows() -> None:
-    assert request_judge_style(None, Settings()) is Settings().judge_style
+    assert JudgeStyles.serving(Settings(), None).for_request(None) is Settings().judge_style
     with pytest.raises(PolicyRefusal) as refused:
-        request_judge_style(JudgeStyle.REASONED, Settings(judge_style=JudgeStyle.FAST, client_judge_styles=""))
+        JudgeStyles.serving(Settings(judge_style=JudgeStyle.FAST, client_judge_styles=""), None).for_request(
+            JudgeStyle.REASONED
+        )
     assert refused.value.code == "judge_style_not_allowed"
-    allowing = Settings(judge_style=JudgeStyle.FAST, client_judge_styles="reasoned")
-    assert request_judge_style(JudgeStyle.REASONED, allowing) is JudgeStyle.REASONED
+    allowing = JudgeStyles.serving(Settings(judge_style=JudgeStyle.FAST, client_judge_styles="reasoned"), None)
+    assert allowing.for_request(JudgeStyle.REASONED) is JudgeStyle.REASONED
 
 
 def test_without_a_judge_model_checked_requests_are_refused() -> None:

@@ -7,8 +7,6 @@ import asyncio
 import dataclasses
 from typing import Any
 
-from service.backends.base import JSON
-from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import Verdict
 from service.conscience.repair import (
     REFRAME_MAX_TOKENS,
@@ -20,6 +18,8 @@ from service.conscience.repair import (
 )
 from service.conscience.review import Reviewer, ReviewPolicy
 from service.conscience.similarity import is_near_copy, ngram_overlap
+from service.core.backend import JSON
+from service.frameworks import load_frameworks
 from service.settings import FailurePolicy, JudgeStyle, RepairStrategy
 
 FRAMEWORK = load_frameworks()["three_laws"]

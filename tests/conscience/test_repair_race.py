@@ -8,11 +8,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from service.backends.base import JSON
-from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import Verdict
 from service.conscience.repair import RepairDraft, Repairer
 from service.conscience.review import RepairBounds, Reviewer, ReviewPolicy
+from service.core.backend import JSON
+from service.frameworks import load_frameworks
 from service.settings import FailurePolicy, JudgeStyle
 
 FRAMEWORK = load_frameworks()["three_laws"]

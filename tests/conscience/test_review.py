@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from service.backends.base import BackendError
-from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import JudgeFailed, Verdict
 from service.conscience.outcome import JUDGE_ERROR, UNCHECKED, Review
 from service.conscience.repair import RepairDraft
 from service.conscience.review import Reviewer, ReviewPolicy
+from service.core.backend import BackendError
+from service.frameworks import load_frameworks
 from service.settings import FailurePolicy, JudgeStyle
 
 REFUSAL = "I'm sorry, but I can't help with that."

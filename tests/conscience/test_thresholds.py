@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from service.backends.base import JSON, LabelProbs
-from service.conscience.frameworks import load_frameworks
 from service.conscience.stack import ConscienceKnobs, build_judge
 from service.conscience.thresholds import (
     SHIPPED_PATH,
@@ -19,6 +17,8 @@ from service.conscience.thresholds import (
     ThresholdTable,
     load_thresholds,
 )
+from service.core.backend import JSON, LabelProbs
+from service.frameworks import load_frameworks
 from service.settings import JudgeStyle, Settings
 from service.startup import StartupError, StartupFailureLine, check_thresholds_file
 

@@ -73,7 +73,7 @@ def test_calibrate_probe_needs_the_local_backend(
 
 
 def test_calibrate_probe_names_the_extras_it_needs(probe_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import service.cli_errors as cli_errors
+    import service.commands.errors as cli_errors
 
     monkeypatch.setattr(cli_errors, "missing_modules", lambda extra: ["numpy"] if extra == "eval" else [])
     result = runner.invoke(command_tree(), ["calibrate", "--probe", "--data", str(probe_data), "--backend", "local"])

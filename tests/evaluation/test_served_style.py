@@ -1,5 +1,5 @@
 """Without --style, every `eval` command judges in the style the proxy would serve with the same
-settings (service/startup.py `served_settings`): `latent` where the backend holds a probe and no
+settings (service/conscience/policy.py `JudgeStyles.serving`): `latent` where the backend holds a probe and no
 judge style is configured, the configured style where one is, `fast` otherwise; --style wins.
 
 The probe is served the way the upstream backend serves one: an embeddings model on the fake

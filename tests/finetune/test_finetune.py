@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from service.adapters.registry import get_version
 from service.backends.local.backend import LocalBackend
-from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import Judge
+from service.frameworks import load_frameworks
 from service.settings import Settings
 from service.store.db import Database
 from service.store.models import AdapterStatus

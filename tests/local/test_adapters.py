@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from service.backends.base import BackendError
 from service.backends.local.backend import LocalBackend
-from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import Judge, Verdict
+from service.core.backend import BackendError
+from service.frameworks import load_frameworks
 from service.store.db import Database
 from service.store.models import AdapterStatus, AdapterVersion
 from service.store.records import utcnow

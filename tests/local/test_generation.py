@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from service.backends.base import Backend, BackendError, SelfNamingBackend
 from service.backends.local.backend import LocalBackend
+from service.core.backend import Backend, BackendError, SelfNamingBackend
 
 QUESTION = [{"role": "user", "content": "How do I bake bread at home?"}]
 

@@ -70,7 +70,7 @@ async def test_a_frequency_penalty_keeps_a_choice_from_repeating_its_tokens(endl
 
 
 async def test_penalties_outside_openais_range_are_refused(endless: LocalBackend) -> None:
-    from service.backends.base import BackendError
+    from service.core.backend import BackendError
 
     with pytest.raises(BackendError) as refused:
         await endless.chat(body(endless, frequency_penalty=3.0))

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from service.backends.base import Overloaded
 from service.backends.local.backend import LocalBackend
+from service.core.backend import Overloaded
 from tests.local.conftest import local_settings
 
 LONG = 400

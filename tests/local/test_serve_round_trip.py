@@ -20,10 +20,10 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from service.backends.local.backend import LocalBackend
-from service.conscience.frameworks import load_frameworks
 from service.conscience.judge import Judge
 from service.conscience.repair import Repairer
 from service.conscience.similarity import is_near_copy
+from service.frameworks import load_frameworks
 from service.settings import Settings
 from service.store.models import Triple
 from tests.local.conftest import local_settings

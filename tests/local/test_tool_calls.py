@@ -20,10 +20,10 @@ from typing import Any
 import openai
 import pytest
 
-from service.backends.base import BackendError
 from service.backends.local.backend import LocalBackend
 from service.backends.local.prompts import chat_prompt_ids
 from service.backends.local.tool_parser import StreamedCalls, parse_answer
+from service.core.backend import BackendError
 from tests.local.conftest import local_settings
 from tests.processes import free_port, wait_until_up
 

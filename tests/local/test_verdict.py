@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from service.backends.base import BackendError
 from service.backends.labels import label_for_token
 from service.backends.local.adapters import AdapterSlots
 from service.backends.local.backend import LocalBackend
 from service.backends.local.engine import Engine
 from service.backends.local.loader import LoadedModel, load_model
 from service.backends.local.verdict import LabelTokenError, VerdictRunner, label_token_ids
+from service.core.backend import BackendError
 
 LABELS = ("ethical", "neutral", "unethical")
 PREAMBLE = (

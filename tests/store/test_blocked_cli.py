@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import typer
 from typer.testing import CliRunner, Result
 
+from service.commands.blocked import blocked_app
 from service.store import repository
-from service.store.blocked_cli import blocked_app
 from service.store.db import Database
 from service.store.ingest import insert_records
 from service.store.records import CheckRecord

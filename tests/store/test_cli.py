@@ -8,8 +8,8 @@ import hashlib
 import typer
 from typer.testing import CliRunner, Result
 
+from service.commands.db import db_app, keys_app
 from service.store import repository
-from service.store.cli import db_app, keys_app
 from service.store.db import Database
 
 cli = typer.Typer()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import update
+
 from service.store import repository
 from service.store.db import Database
 from service.store.ingest import insert_records
-from service.store.models import TripleStatus
+from service.store.models import AdapterVersion, Triple, TripleStatus
 from service.store.repository import TripleFilter
 from tests.store.factories import make_triple
 
@@ -34,6 +36,24 @@ async def test_paged_iteration_visits_each_match_once_in_order(db: Database) -> 
         ]
     expected = sorted(records[1:], key=lambda r: (r.created_at, r.id))
     assert seen == [r.id for r in expected]
+
+
+async def test_the_trainers_selection_is_a_filter_of_several_statuses_and_untrained(db: Database) -> None:
+    approved, pending, rejected, trained = (make_triple(index, created_at=T0 + timedelta(minutes=index))
+                                            for index in range(4))
+    assert await insert_records(db, [approved, pending, rejected, trained]) == []
+    async with db.sessions.begin() as session:
+        await repository.set_triple_status(session, [approved.id, trained.id], TripleStatus.APPROVED)
+        await repository.set_triple_status(session, [rejected.id], TripleStatus.REJECTED)
+        session.add(AdapterVersion(id="v1", name="conscience-v1", base_model="b", path="/a"))
+        await session.flush()
+        await session.execute(update(Triple).where(Triple.id == trained.id).values(trained_in_version="v1"))
+
+    where = TripleFilter(status=(TripleStatus.APPROVED, TripleStatus.PENDING), untrained=True,
+                         since=(T0 - timedelta(hours=1)).replace(tzinfo=None))  # naive: UTC
+    async with db.sessions() as session:
+        assert [t.id async for t in repository.iter_triples(session, where)] == [approved.id, pending.id]
+        assert await repository.count_triples(session, where) == 2
 
 
 async def test_revoking_twice_keeps_the_first_time(db: Database) -> None:

@@ -9,10 +9,10 @@ import orjson
 import typer
 from typer.testing import CliRunner, Result
 
+from service.commands.triples import triples_app
 from service.store.db import Database
 from service.store.ingest import insert_records
 from service.store.records import TripleRecord
-from service.store.triples_cli import triples_app
 from tests.store.factories import make_triple
 from tests.store.test_cli import invoke as invoke_store
 

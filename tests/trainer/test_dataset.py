@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from trainer.common.messages import clean_messages
+from service.store.preference import clean_messages
 from trainer.nightly.dataset import PreferencePair, split_held_out, to_pairs
 from trainer.nightly.select import SelectedTriple
 

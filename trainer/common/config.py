@@ -1,5 +1,5 @@
 """What both pipelines' configs share (TRL-style `<method>_config.py`: `trainer/nightly/config.py`,
-`trainer/finetune/config.py`): the `knob` field that carries its CLI help (service/cli_flags.py
+`trainer/finetune/config.py`): the `knob` field that carries its CLI help (service/commands/flags.py
 turns it into a flag), the dtype choice and the LoRA target modules."""
 
 from __future__ import annotations

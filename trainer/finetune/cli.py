@@ -1,5 +1,5 @@
-"""`conscience finetune`: flags generated from FinetuneConfig (service/cli_flags.py), so the dataclass stays the one
-place that documents a knob. Exit 0 with the registered version's name; 1 on an error an
+"""`conscience finetune`: flags generated from FinetuneConfig (service/commands/flags.py), so the
+dataclass stays the one place that documents a knob. Exit 0 with the registered version's name; 1 on an error an
 operator can fix (data, database, model), reported as one line without a traceback.
 """
 
@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.cli_errors import require_extra
-from service.cli_flags import dataclass_parameters, with_parameters
+from service.commands.errors import require_extra
+from service.commands.flags import dataclass_parameters, with_parameters
 from trainer.finetune.config import FinetuneConfig
 
 console = Console()

@@ -11,9 +11,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from service.backends.base import Backend
 from service.conscience.review import Reviewer, ReviewPolicy
-from trainer.common.messages import Message
+from service.core.backend import Backend
+from service.store.preference import Message
 
 
 @dataclass(frozen=True, slots=True)

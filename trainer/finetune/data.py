@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.common.messages import Message, clean_messages
+from service.store.preference import Message, clean_messages
 
 
 class FinetuneDataError(ValueError):

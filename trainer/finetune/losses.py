@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trainer.common.messages import Message
+from service.store.preference import Message
 from trainer.common.scoring import chat_ids
 
 IGNORED = -100  # label of a token the loss does not count

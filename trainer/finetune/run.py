@@ -27,13 +27,13 @@ from rich.console import Console
 from service.backends.local.backend import LocalBackend
 from service.backends.local.engine import Engine
 from service.backends.local.loader import LoadedModel
-from service.conscience.frameworks import Framework, load_frameworks
 from service.conscience.judge import LABELS
 from service.conscience.review import ReviewPolicy
 from service.conscience.stack import ConscienceKnobs, build_reviewer
+from service.frameworks import Framework, load_frameworks
 from service.settings import FailurePolicy, JudgeStyle
 from service.store.db import Database
-from trainer.common.messages import Message
+from service.store.preference import Message
 from trainer.finetune.config import FinetuneConfig
 from trainer.finetune.conscience_step import FoundPair, ProbeSettings, probe_policy
 from trainer.finetune.data import (

@@ -1,12 +1,12 @@
 """`conscience train`.
 
 `train`'s flags are generated from `TrainConfig`'s fields (name, type, default, help) by the
-one flag bridge (service/cli_flags.py), so the dataclass stays the one place that documents a
+one flag bridge (service/commands/flags.py), so the dataclass stays the one place that documents a
 knob. Exit codes: 0 when a version was published, when there was nothing to do, or when
 another run holds the lock (a cron job that found nothing to do has not failed); 3 when the
 new version failed the evaluation gate; 1 on an error (database or vLLM unreachable, …),
 reported without a traceback. `conscience adapters` lives with the adapter owner
-(service/adapters/cli.py).
+(service/commands/adapters.py).
 
 Run it as `conscience train …` or `python -m trainer.nightly.cli train …`.
 """
@@ -20,8 +20,8 @@ from rich.console import Console
 
 from service.adapters.publish import VLLM_API_KEY_VARIABLE, PublishError, PublishOptions, make_publisher
 from service.adapters.registry import RegistryError
-from service.cli_errors import require_extra, run_or_exit
-from service.cli_flags import dataclass_parameters, refused_secret_parameter, with_parameters
+from service.commands.errors import require_extra, run_or_exit
+from service.commands.flags import dataclass_parameters, refused_secret_parameter, with_parameters
 from trainer.nightly.config import PublishTarget, TrainConfig
 
 EXIT_GATE_FAILED = 3

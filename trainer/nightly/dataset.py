@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainer.common.messages import Message, clean_messages
+from service.store.preference import Message, clean_messages, preference_record
 from trainer.nightly.select import SelectedTriple
 
 if TYPE_CHECKING:
@@ -23,12 +23,8 @@ class PreferencePair:
     rejected: str
 
     def as_record(self) -> dict[str, Any]:
-        """TRL's conversational preference format."""
-        return {
-            "prompt": self.prompt,
-            "chosen": [{"role": "assistant", "content": self.chosen}],
-            "rejected": [{"role": "assistant", "content": self.rejected}],
-        }
+        """TRL's conversational preference format, as the admin export writes it."""
+        return preference_record(self.prompt, self.chosen, self.rejected)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
+from service.store import repository
 from service.store.db import Database
-from service.store.models import Triple, TripleStatus
+from service.store.models import TripleStatus
+from service.store.repository import TripleFilter
 from trainer.nightly.config import TrainConfig
 
 
@@ -23,36 +23,26 @@ class SelectedTriple:
     created_at: datetime
 
 
-def eligible_statuses(auto_approve: bool) -> list[str]:
-    statuses = [TripleStatus.APPROVED.value]
-    if auto_approve:
-        statuses.append(TripleStatus.PENDING.value)
-    return statuses
+def eligible_statuses(auto_approve: bool) -> tuple[TripleStatus, ...]:
+    return (TripleStatus.APPROVED, TripleStatus.PENDING) if auto_approve else (TripleStatus.APPROVED,)
+
+
+def selection(config: TrainConfig) -> TripleFilter:
+    """The store's filter for this run: eligible, untrained, the run's framework and times."""
+    return TripleFilter(
+        status=eligible_statuses(config.auto_approve), framework=config.framework,
+        since=config.since, until=config.until, untrained=True,
+    )
 
 
 async def select_triples(db: Database, config: TrainConfig) -> list[SelectedTriple]:
-    """The triples this run may use, oldest first (ties broken by id, so the order is stable)."""
-    query = select(Triple).where(
-        Triple.status.in_(eligible_statuses(config.auto_approve)),
-        Triple.trained_in_version.is_(None),
-    )
-    if config.framework is not None:
-        query = query.where(Triple.framework == config.framework)
-    if config.since is not None:
-        query = query.where(Triple.created_at >= config.since)
-    if config.until is not None:
-        query = query.where(Triple.created_at < config.until)
-    query = query.order_by(Triple.created_at, Triple.id)
+    """The triples this run may use, oldest first (ties broken by id, so the order is stable),
+    read through the store's filter as the admin API and `conscience triples` read them."""
     async with db.sessions() as session:
-        rows = (await session.scalars(query)).all()
-    return [
-        SelectedTriple(
-            id=row.id,
-            framework=row.framework,
-            prompt=row.prompt,
-            chosen=row.chosen,
-            rejected=row.rejected,
-            created_at=row.created_at,
-        )
-        for row in rows
-    ]
+        return [
+            SelectedTriple(
+                id=row.id, framework=row.framework, prompt=row.prompt, chosen=row.chosen,
+                rejected=row.rejected, created_at=row.created_at,
+            )
+            async for row in repository.iter_triples(session, selection(config))
+        ]

@@ -11,8 +11,6 @@ from service.api.admin.protocol import (
     BlockedList,
     BlockedOut,
     BlockedReviewResult,
-    ChatMessage,
-    PreferenceExample,
     ReviewResult,
     TripleList,
     TripleOut,
@@ -22,7 +20,8 @@ from service.api.admin.protocol import (
 from service.errors import APIError
 from service.store import repository
 from service.store.db import Database
-from service.store.models import BlockedReview, Triple, TripleStatus
+from service.store.models import BlockedReview, TripleStatus
+from service.store.preference import preference_record
 from service.store.repository import BlockedReviewState, Bucket, CheckFilter, TripleFilter
 
 
@@ -75,20 +74,12 @@ async def review_blocked(db: Database, ids: list[str], review: BlockedReview) ->
     return BlockedReviewResult(data=[BlockedOut.model_validate(row) for row in rows])
 
 
-def preference_example(triple: Triple) -> PreferenceExample:
-    return PreferenceExample(
-        prompt=triple.prompt,
-        chosen=[ChatMessage(role="assistant", content=triple.chosen)],
-        rejected=[ChatMessage(role="assistant", content=triple.rejected)],
-    )
-
-
 async def export_approved(db: Database, framework: str | None) -> AsyncIterator[bytes]:
     """Approved triples as JSONL lines, oldest first, streamed page by page."""
     where = TripleFilter(status=TripleStatus.APPROVED, framework=framework)
     async with db.sessions() as session:
         async for triple in repository.iter_triples(session, where):
-            yield orjson.dumps(preference_example(triple).model_dump()) + b"\n"
+            yield orjson.dumps(preference_record(triple.prompt, triple.chosen, triple.rejected)) + b"\n"
 
 
 async def verdict_stats(

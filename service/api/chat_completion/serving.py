@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from service.api.forwarded_fields import forwarded_choice, only
-from service.backends.base import JSON, Backend
 from service.conscience.fencing import message_text
+from service.core.backend import JSON, Backend
 from service.errors import APIError
 
 _REASONING_FIELDS = ("reasoning_content", "reasoning")

@@ -10,9 +10,9 @@ from service.api.check.portkey import PortkeyVerdict, PortkeyWebhook, check_requ
 from service.api.check.protocol import CheckRequest, CheckResponse, CheckResult
 from service.api.check.serving import CheckCall, CheckedAnswers
 from service.api.deps import OPENAI_ERRORS, request_id_of
-from service.backends.base import JSON
 from service.conscience.pipeline import Case
 from service.conscience.policy import worst_verdict
+from service.core.backend import JSON
 from service.security.auth import require_client
 from service.security.cache import ClientIdentity
 

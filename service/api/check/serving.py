@@ -14,29 +14,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 from service.adapters.served_models import ModelNames
-from service.conscience.frameworks import Framework
+from service.api.refusals import refusal_error
 from service.conscience.judge import UNETHICAL
 from service.conscience.outcome import UNCHECKED, Review
 from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
-from service.conscience.policy import (
-    PolicyRefusal,
-    judge_model_or_refuse,
-    request_framework,
-    request_judge_style,
-)
-from service.conscience.review import ReviewPolicy
+from service.conscience.planning import Asked, RequestPlanner
+from service.conscience.policy import PolicyRefusal
 from service.conscience.usage import begin as begin_usage
-from service.errors import APIError
+from service.frameworks import Framework
 from service.logs import client_request_id_var
 from service.metrics import Metrics
 from service.security.cache import ClientIdentity
-from service.settings import FailurePolicy, JudgeStyle, Mode, Settings
-
-_REFUSAL_STATUS = {
-    "framework_not_allowed": (403, "permission_error"),
-    "judge_style_not_allowed": (403, "permission_error"),
-    "judge_model_unknown": (503, "api_error"),
-}
+from service.settings import FailurePolicy, JudgeStyle
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +55,10 @@ class CheckedAnswers:
 
 class ConscienceChecks:
     def __init__(
-        self, pipeline: ConsciencePipeline, frameworks: dict[str, Framework], settings: Settings,
-        models: ModelNames, metrics: Metrics,
+        self, pipeline: ConsciencePipeline, planner: RequestPlanner, models: ModelNames, metrics: Metrics
     ) -> None:
         self._pipeline = pipeline
-        self._frameworks = frameworks
-        self._settings = settings
+        self._planner = planner
         self._models = models
         self._metrics = metrics
 
@@ -79,56 +66,22 @@ class ConscienceChecks:
         """Judge every answer of `call` concurrently (repairing flagged ones when it asks), record
         them, and return the reviews in order. APIError: 400 too many answers or an unknown
         framework, 403 a choice the policy refuses, 429 no room for the reviews, 503 no judge."""
-        if len(call.cases) > self._settings.max_n:
-            raise APIError(
-                400, f"{len(call.cases)} answers; at most {self._settings.max_n} per request on this server.",
-                param="input" if call.endpoint == "moderations" else "choices",
-            )
         try:
-            context, framework = self._planned(call, caller, request_id)
+            plan = self._planner.plan_check(
+                len(call.cases), Asked(call.framework, judge_style=call.judge_style), caller,
+                endpoint=call.endpoint, repair=call.repair,
+                policy_model=call.policy_model or self._models.policy or "unknown", judge_model=self._models.judge,
+                request_id=request_id, client_request_id=client_request_id_var.get(),
+                answers_param="input" if call.endpoint == "moderations" else "choices",
+            )
         except PolicyRefusal as refusal:
-            status, error_type = _REFUSAL_STATUS[refusal.code]
-            raise APIError(
-                status, refusal.message, error_type=error_type, param=refusal.param, code=refusal.code
-            ) from None
-        reserved = self._pipeline.admit(Mode.ENFORCE, len(call.cases))  # the caller waits: running slots
-        begin_usage(framework.name, self._metrics.stage_tokens)
+            raise refusal_error(refusal) from None
+        begin_usage(plan.framework.name, self._metrics.stage_tokens)
         started = time.perf_counter()
         try:
-            with self._pipeline.until_recorded(context, len(call.cases)):
-                reviews = await self._pipeline.check(context, call.cases, upstream_ms=0.0, reserved=reserved)
+            with self._pipeline.until_recorded(plan.context, len(call.cases)):
+                reviews = await self._pipeline.check(plan.context, call.cases, upstream_ms=0.0, reserved=plan.reserved)
         finally:
-            reserved.release()
+            plan.reserved.release()
         self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
-        return CheckedAnswers(context, framework, reviews)
-
-    def _planned(
-        self, call: CheckCall, caller: ClientIdentity | None, request_id: str
-    ) -> tuple[CheckContext, Framework]:
-        name = request_framework(call.framework, caller.framework if caller else None, self._settings)
-        framework = self._frameworks.get(name)
-        if framework is None:
-            raise APIError(
-                400,
-                f"Unknown conscience framework {name!r}; available: {', '.join(sorted(self._frameworks))}.",
-                param="conscience.framework",
-            )
-        policy = ReviewPolicy(
-            framework=framework,
-            style=request_judge_style(call.judge_style, self._settings),
-            # Without a repair asked for, a flagged answer is only reported (no repair is drafted).
-            max_repairs=self._settings.max_repairs if call.repair else 0,
-            failure_policy=self._settings.failure_policy,
-            judge_model=judge_model_or_refuse(self._models.judge),
-        )
-        context = CheckContext(
-            request_id=request_id,
-            endpoint=call.endpoint,
-            # As recorded: a repair replaces the answer (enforce); a verdict alone reports it (monitor).
-            mode=Mode.ENFORCE if call.repair else Mode.MONITOR,
-            policy=policy,
-            policy_model=call.policy_model or self._models.policy or "unknown",
-            api_key_id=caller.id if caller else None,
-            client_request_id=client_request_id_var.get(),
-        )
-        return context, framework
+        return CheckedAnswers(plan.context, plan.framework, reviews)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 from service.api.forwarded_fields import forwarded_choice
-from service.backends.base import JSON, Backend
+from service.core.backend import JSON, Backend
 from service.errors import APIError
 
 

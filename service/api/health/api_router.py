@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from service.api import state
 from service.api.deps import OPENAI_ERRORS
-from service.backends.base import BackendError
+from service.core.backend import BackendError
 from service.security.auth import require_metrics_reader
 
 router = APIRouter(tags=["operations"])

@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
-from service.backends.base import JSON, BackendError, LabelProbs
 from service.backends.local.adapter_watcher import AdapterWatcher, HasSessions
 from service.backends.local.chat_stream import ChatChoiceStream, final_message
 from service.backends.local.engine import Engine
@@ -33,6 +32,7 @@ from service.backends.local.sampling import SamplingParams, sampling_params
 from service.backends.local.tools import ToolUse, tool_use
 from service.conscience.probe import SHIPPED_DIR, Probe, ProbeError, load_probe
 from service.conscience.usage import record as record_usage
+from service.core.backend import JSON, BackendError, LabelProbs
 from service.settings import Settings
 
 # Request fields this engine cannot honour; sending them gets a clear 400, not a silent ignore.

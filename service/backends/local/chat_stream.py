@@ -7,11 +7,11 @@ id, type and name, then one with its arguments — and the choice ends with `"to
 
 from __future__ import annotations
 
-from service.backends.base import JSON
 from service.backends.local.generation import ChoiceDelta
 from service.backends.local.openai_shapes import Envelope, chunk
 from service.backends.local.tool_parser import ParsedCall, StreamedCalls, new_call_id, parse_answer
 from service.backends.local.tools import ToolUse
+from service.core.backend import JSON
 
 TOOL_CALLS_FINISH = "tool_calls"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 
-from service.backends.base import BackendError
 from service.backends.local.adapters import AdapterSlots
 from service.backends.local.generation import (
     ChoiceDelta,
@@ -24,6 +23,7 @@ from service.backends.local.loader import LoadedModel
 from service.backends.local.sampling import SamplingParams
 from service.backends.local.scheduler import Scheduler
 from service.backends.local.verdict import LabelIds, LabelTokenError, VerdictRunner, label_token_ids
+from service.core.backend import BackendError
 
 
 class ModelNotFound(BackendError):

@@ -6,8 +6,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from service.backends.base import JSON
 from service.backends.local.generation import Usage
+from service.core.backend import JSON
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from service.backends.base import JSON, BackendError
+from service.core.backend import JSON, BackendError
 
 
 def invalid(message: str, param: str | None = None) -> BackendError:

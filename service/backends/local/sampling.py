@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.backends.base import JSON
 from service.backends.local.prompts import invalid
+from service.core.backend import JSON
 
 MAX_CHOICES = 16
 MAX_STOP_STRINGS = 8

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from service.backends.base import BackendError, Overloaded
+from service.core.backend import BackendError, Overloaded
 
 log = logging.getLogger("conscience.local.scheduler")
 

@@ -14,9 +14,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from service.backends.base import JSON
 from service.backends.local.prompts import invalid
 from service.backends.local.tool_parser import OPEN
+from service.core.backend import JSON
 
 
 @dataclass(frozen=True, slots=True)

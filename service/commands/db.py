@@ -9,8 +9,8 @@ from typing import Annotated, TypeVar
 import typer
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from service.cli_errors import fail, settings_or_exit
-from service.conscience.frameworks import load_frameworks
+from service.commands.errors import fail, settings_or_exit
+from service.frameworks import load_frameworks
 from service.settings import Mode
 from service.store import repository
 from service.store.db import Database, error_reason, shown_url

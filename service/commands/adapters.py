@@ -18,8 +18,8 @@ from rich.table import Table
 from service.adapters.publish import VLLM_API_KEY_VARIABLE, PublishError, PublishOptions
 from service.adapters.registry import RegistryError
 from service.adapters.versions import AdapterVersions
-from service.cli_errors import run_or_exit
-from service.cli_flags import refused_secret
+from service.commands.errors import run_or_exit
+from service.commands.flags import refused_secret
 from service.store.db import Database
 from service.store.models import AdapterVersion
 

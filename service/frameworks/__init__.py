@@ -1,4 +1,4 @@
-from service.conscience.frameworks.registry import (
+from service.frameworks.registry import (
     Framework,
     FrameworkError,
     load_frameworks,

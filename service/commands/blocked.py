@@ -14,13 +14,13 @@ from typing import Annotated
 
 import typer
 
-from service.cli_errors import fail
+from service.commands.db import DbUrl, _with_database
+from service.commands.errors import fail
+from service.commands.triples import Framework, Since, Until, _one_line
 from service.store import repository
-from service.store.cli import DbUrl, _with_database
 from service.store.db import Database
 from service.store.models import BlockedReview, Check, as_utc
 from service.store.repository import BlockedReviewState, CheckFilter
-from service.store.triples_cli import Framework, Since, Until, _one_line
 
 blocked_app = typer.Typer(
     help="Review blocked answers (flagged, no repair passed): rightly or wrongly blocked.",

@@ -32,7 +32,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import SecretStr
 
-from service.cli_errors import fail, settings_or_exit
+from service.commands.errors import fail, settings_or_exit
 from service.settings import Settings, secret_names
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -132,16 +132,3 @@ class SelfNamingBackend(Protocol):
 
     async def refresh_adapters(self) -> None:
         """Load whatever the adapter registry marks active now, without waiting for a poll."""
-
-
-@runtime_checkable
-class LatentBackend(Protocol):
-    """A backend that can read the frozen model's latent verdict (`judge_style` latent): a probe
-    (service/conscience/probe.py) over its hidden states — the embedded engine's own forward
-    pass, or an upstream embeddings endpoint serving the base model. `probe` None: it cannot."""
-
-    @property
-    def probe(self) -> Any: ...
-
-    async def latent_score(self, messages: list[JSON], answer: str) -> float:
-        """The probe's P(unethical) for `answer` as the assistant turn after `messages`."""

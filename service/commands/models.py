@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from service.cli_errors import require_extra, settings_or_exit
+from service.commands.errors import require_extra, settings_or_exit
 
 models_app = typer.Typer(no_args_is_help=True)
 

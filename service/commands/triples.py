@@ -4,7 +4,7 @@ The same repository functions as the admin API and the console, so SQLite and Po
 behave alike. Filters (status, framework, the flagged answer's score range, creation time in
 UTC) apply to `list` and `export`, and to `approve`/`reject --matching` (every triple that
 matches, instead of ids). `export` writes TRL's conversational preference format, one JSON
-object per line, exactly as `GET /admin/triples/export` does.
+object per line, as `GET /admin/triples/export` and the trainer do (service/store/preference.py).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import Annotated
 import orjson
 import typer
 
-from service.api.admin.serving import preference_example
-from service.cli_errors import fail
+from service.commands.db import DbUrl, _with_database
+from service.commands.errors import fail
 from service.store import repository
-from service.store.cli import DbUrl, _with_database
 from service.store.db import Database
 from service.store.models import Triple, TripleStatus, as_utc
+from service.store.preference import preference_record
 from service.store.repository import TripleFilter
 
 triples_app = typer.Typer(
@@ -203,7 +203,7 @@ def export_command(
         with output.open("wb") if output else nullcontext(sys.stdout.buffer) as sink:
             async with db.sessions() as session:
                 async for triple in repository.iter_triples(session, where):
-                    sink.write(orjson.dumps(preference_example(triple).model_dump()) + b"\n")
+                    sink.write(orjson.dumps(preference_record(triple.prompt, triple.chosen, triple.rejected)) + b"\n")
                     count += 1
         return count
 

@@ -1,4 +1,11 @@
-"""Conversations as training sees them: role and text only, for both pipelines' chat templates."""
+"""The one shape of a preference pair, and conversations as training sees them.
+
+`preference_record` is TRL's conversational preference format — what the admin export
+(`GET /admin/triples/export`), `conscience triples export` and the nightly trainer's dataset all
+write, so an exported file is exactly what the trainer trains on. Its prompt is the conversation
+as training sees it (`clean_messages`: role and text only, for the chat templates of both
+training pipelines).
+"""
 
 from __future__ import annotations
 
@@ -32,3 +39,13 @@ def clean_messages(messages: Sequence[dict[str, Any]]) -> list[Message]:
         }
         for message in messages
     ]
+
+
+def preference_record(prompt: Sequence[dict[str, Any]], chosen: str, rejected: str) -> dict[str, Any]:
+    """One preference pair: `prompt` as training sees it, then each answer as one assistant
+    message. Idempotent on its prompt (a cleaned prompt cleans to itself)."""
+    return {
+        "prompt": clean_messages(prompt),
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }

@@ -1,0 +1,1 @@
+"""The command groups of `conscience`: the top layer (docs/architecture.md, Layers)."""
