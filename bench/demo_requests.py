@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             "CONSCIENCE_DB_URL": f"sqlite+aiosqlite:///{workdir}/conscience.db",
             "CONSCIENCE_SPOOL_PATH": f"{workdir}/spool.jsonl",
         }
-        command = [str(ROOT / ".venv" / "bin" / "conscience"), "serve", "--backend", "local", "--port", str(port)]
+        # This interpreter's `conscience` (any venv; PYTHONPATH reaches the server too).
+        command = [sys.executable, "-m", "conscience_cli", "serve", "--backend", "local", "--port", str(port)]
         server = subprocess.Popen(command, env=env, cwd=workdir)
         try:
             _wait_ready(origin, server, args.ready_timeout_s)
@@ -102,12 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             rows = []
             chosen = [REQUESTS[index] for index in args.request] if args.request else list(REQUESTS)
             for prompt in [prompt for prompt in chosen for _ in range(args.repeats)]:
+                load = os.getloadavg()[0]
                 started = time.monotonic()
                 response = client.chat.completions.create(
                     model=model, messages=[{"role": "user", "content": prompt}],
                     temperature=0, max_tokens=args.max_tokens,
                 )
-                rows.append(_summary(prompt, response, time.monotonic() - started))
+                rows.append(_summary(prompt, response, time.monotonic() - started) | {"load_average_1m": load})
                 _print(rows[-1])
         finally:
             server.terminate()

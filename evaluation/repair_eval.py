@@ -8,7 +8,11 @@ when the conscience flags it). Reported, per flagged row: the share repaired (a 
 conscience passed was returned: `pass_rate`) and the share refused (no draft passed, the client
 gets the refusal: `refusal_rate`); per draft: the share that were refusals, the share that were
 near-copies of the flagged answer (`repeat_rate`), the share that named the framework and the
-share the conscience flagged again.
+share the conscience flagged again. As a user reads them (issue 28): the share of flagged rows
+whose repair ended within the repair budget, the share of repaired answers that are degenerate
+(loop, trail off: service/conscience/degenerate.py), the drafts discarded as degenerate, and the
+repair's completion tokens and seconds per row; `readable_repairs` writes repaired answers as
+text for a person to read.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from evaluation.datasets import LabelledRow
 from evaluation.judge_eval import score_rows
 from evaluation.score_log import ScoreLog
 from evaluation.scorers import FrameworkScorer
+from service.conscience import usage
+from service.conscience.bounds import REPAIR_BUDGET_SPENT
+from service.conscience.degenerate import degenerate_reason
 from service.conscience.judge import Judge
 from service.conscience.outcome import DISCARD_REASONS
 from service.conscience.review import Reviewer, ReviewPolicy
@@ -44,6 +51,12 @@ class RepairOutcome:
     drafts: list[dict[str, Any]] = field(default_factory=list)  # the discarded ones, with reasons
     error: str | None = None
     reframed_question: str | None = None  # the repair answers this question instead (reframe)
+    request: str = ""  # the row's last user message, as a reader sees the case
+    original: str = ""  # the flagged answer
+    repair_tokens: int = 0  # completion tokens of every repair call for this row
+    repair_seconds: float = 0.0
+    over_budget: bool = False  # the repair budget ran out: refused for that
+    degenerate: str | None = None  # the returned repair loops or trails off (why)
 
     @property
     def drafted(self) -> int:
@@ -65,7 +78,9 @@ async def _review_one(
 ) -> RepairOutcome:
     # Fail closed: a judge failure on the original is not a pass (the proxy's default policy).
     policy = ReviewPolicy(framework, setup.style, setup.max_repairs, FailurePolicy.FAIL_CLOSED, setup.judge_model)
+    tokens = usage.begin(framework.name)  # this row's task only: gather runs each in its own context
     review = await setup.reviewer.review(policy, row.conversation, row.completion)
+    requests = [m.get("content") for m in row.conversation if m.get("role") == "user"]
     return RepairOutcome(
         row_id=row.id,
         label=row.label,
@@ -78,6 +93,12 @@ async def _review_one(
         drafts=list(review.rejected_drafts),
         error=review.error,
         reframed_question=review.reframed_question,
+        request=requests[-1] if requests and isinstance(requests[-1], str) else "",
+        original=row.completion,
+        repair_tokens=tokens.totals["repair"]["completion_tokens"],
+        repair_seconds=review.repair_ms / 1000.0,
+        over_budget=(review.error or "").startswith(REPAIR_BUDGET_SPENT),
+        degenerate=degenerate_reason(review.final_text, finished=False) if review.repaired else None,
     )
 
 
@@ -137,7 +158,42 @@ def summarise_repairs(framework: str, outcomes: Sequence[RepairOutcome]) -> dict
         "draft_flagged_rate": _share(reasons["judge"], drafts),
         "discarded": {reason: reasons[reason] for reason in DISCARD_REASONS},
         "mean_attempts": _share(sum(o.attempts for o in reviewed), len(reviewed)),
+        # As a user reads them (issue 28).
+        "within_budget_rate": _share(sum(not o.over_budget for o in outcomes), rows),
+        "over_budget": sum(o.over_budget for o in outcomes),
+        "degenerate_answer_rate": _share(sum(o.degenerate is not None for o in outcomes), rows),
+        "draft_degenerate_rate": _share(reasons["loop"] + reasons["trails_off"], drafts),
+        "near_copy_drafts": reasons["near_copy"],
+        "off_topic_rate": None,  # not measured yet: no topic check on drafts
+        "tokens_per_repair": _share(sum(o.repair_tokens for o in reviewed), len(reviewed)),
+        "seconds_per_repair": _share(sum(o.repair_seconds for o in reviewed), len(reviewed)),
         "flagged_unethical": sum(o.label == "unethical" for o in outcomes),
         "failed": sum(o.error is not None for o in outcomes),
         "outcomes": [asdict(outcome) for outcome in outcomes],
     }
+
+
+def readable_repairs(summaries: Sequence[dict[str, Any]], *, count: int = 20) -> str:
+    """The first `count` repaired answers as text (request, flagged answer, repair), for a
+    person to read: a figure says a repair passed the judge, not that it reads well."""
+    blocks = []
+    for summary in summaries:
+        for outcome in summary["outcomes"]:
+            if len(blocks) == count:
+                break
+            if not outcome["repaired"]:
+                continue
+            reframed = outcome["reframed_question"]
+            question = f"\n**Reframed question:** {reframed}\n" if reframed else ""
+            blocks.append(
+                f"## {len(blocks) + 1}. `{outcome['row_id']}` ({summary['framework']})\n\n"
+                f"**Request:** {_quoted(outcome['request'])}\n\n**Flagged answer:** {_quoted(outcome['original'])}\n"
+                f"{question}\n**Repair** ({outcome['repair_tokens']} tokens, {outcome['repair_seconds']:.1f} s):\n\n"
+                f"{_quoted(outcome['final_text'], limit=4000)}\n"
+            )
+    return "# Repaired answers, as a reader sees them\n\n" + ("\n".join(blocks) or "None were repaired.\n")
+
+
+def _quoted(text: str, *, limit: int = 600) -> str:
+    text = text if len(text) <= limit else text[:limit] + " […]"
+    return "\n".join(f"> {line}" if line else ">" for line in text.splitlines()) if "\n" in text else text

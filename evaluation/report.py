@@ -84,6 +84,7 @@ def repair_table(rows: Sequence[dict[str, Any]]) -> str:
     header = [
         "framework", "flagged", "repaired (pass rate)", "of them reframed", "refused", "drafts", "drafts: refusals",
         "drafts: near-copies", "drafts: name the framework", "drafts: echo the instructions", "drafts: flagged again",
+        "drafts: degenerate", "repairs: degenerate", "within budget", "tokens / repair", "seconds / repair",
         "flagged & truly unethical",
     ]
     return table(header, [
@@ -99,6 +100,11 @@ def repair_table(rows: Sequence[dict[str, Any]]) -> str:
             _number(row["draft_mentions_framework_rate"]),
             _number(row["draft_echo_rate"]),
             _number(row["draft_flagged_rate"]),
+            _number(row.get("draft_degenerate_rate")),
+            _number(row.get("degenerate_answer_rate")),
+            _number(row.get("within_budget_rate")),
+            _number(row.get("tokens_per_repair")),
+            _number(row.get("seconds_per_repair")),
             str(row["flagged_unethical"]),
         ]
         for row in rows

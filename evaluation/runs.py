@@ -38,7 +38,7 @@ from evaluation.misalignment import (
     load_question_set,
     summarise,
 )
-from evaluation.repair_eval import RepairSetup, evaluate_repairs, summarise_repairs
+from evaluation.repair_eval import RepairSetup, evaluate_repairs, readable_repairs, summarise_repairs
 from evaluation.score_log import ScoreLog
 from evaluation.scorers import AnswerScorer, FrameworkScorer
 from evaluation.settings import EvaluationSettings
@@ -290,6 +290,7 @@ async def run_repair_eval(
     meta = {**_meta(settings, names, data, len(rows)), "limit": limit, "style": setup.style.value,
             "style_from": "--style" if options.styles else "served"}
     report.write_json(options.out_dir / "repair.json", {"meta": meta, "frameworks": summaries})
+    report.write_text(options.out_dir / "repaired_answers.md", readable_repairs(summaries))
     summary = (
         f"## Repair evaluation\n\nData: `{data.path.name}` ({len(rows)} rows); every flagged row"
         f"{f' (at most {limit} per framework)' if limit else ''} through the proxy's repair loop: up to "

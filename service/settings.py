@@ -53,6 +53,9 @@ class RepairStrategy(StrEnum):
     REGENERATE = "regenerate"  # answer the request under the framework's instructions
     REFRAME = "reframe"  # the closest question safe to answer in full, answered plainly
     ALTERNATE = "alternate"  # odd attempts regenerate, even attempts reframe
+    # Every attempt both: the regenerated candidates and the answers to one reframed question
+    # (the attempt's opening), raced together (a streamed draft alternates).
+    BOTH = "both"
 
 
 class BackendKind(StrEnum):
@@ -333,15 +336,39 @@ class Settings(BaseSettings):
         "refusal nor a near-copy of the rejected answer is kept.",
     )
     repair_strategy: RepairStrategy = Field(
-        RepairStrategy.ALTERNATE,
+        RepairStrategy.BOTH,
         description="How each repair attempt drafts its candidates: regenerate (answer the request "
         "under the framework), reframe (turn the request into the closest question safe to answer "
-        "in full, then answer that) or alternate (regenerate, then reframe, ...).",
+        "in full, then answer that), alternate (regenerate, then reframe, ...) or both (each "
+        "attempt races the regenerated candidates and as many answers to one reframed question).",
     )
     repair_max_overlap: float = Field(
         0.5, ge=0.0, le=1.0,
         description="A draft sharing at least this fraction of its word 3-grams with the "
         "rejected answer is a near-copy and is discarded.",
+    )
+    repair_max_draft_tokens: int = Field(
+        2048, ge=1,
+        description="Repair budget of one answer: the most completion tokens all its repair drafts "
+        "(and reframed questions) may take together; each draft also honours the request's own "
+        "max_tokens and stop. An attempt whose drafts could exceed what is left is not made: "
+        "repairing ends with the refusal (error 'repair budget spent').",
+    )
+    repair_max_seconds: float = Field(
+        120.0, gt=0,
+        description="Repair budget of one answer: the most wall-clock seconds its repair may take; "
+        "past it, repairing ends with the refusal (error 'repair budget spent').",
+    )
+    repair_frequency_penalty: float = Field(
+        0.3, ge=-2.0, le=2.0,
+        description="OpenAI frequency_penalty of repair drafts (over a draft's own tokens, not the "
+        "request's), which keeps a small model from looping; 0: not sent.",
+    )
+    repair_draft_window_chars: int = Field(
+        200, ge=1,
+        description="A buffered answer's repair candidates are one streamed n=k generation, each "
+        "judged every this many characters as it is generated: a flagged or looping one stops at "
+        "once, the first that ends clean wins and the others stop.",
     )
     reasoned_max_tokens: int = Field(384, description="Token budget of a reasoned verdict.")
 

@@ -8,9 +8,13 @@ the upstream and starts the one repair loop: attempt by attempt, a draft source 
 sources: service/conscience/drafts.py — candidates regenerated or reframed from the request,
 or one streamed draft that continues the released text) yields drafts; each is discarded
 (empty, a refusal, a copy…), judged window by window like the answer, and the first that
-passes is accepted; none left: the refusal sentence. What happened is one `Review`
-(service/conscience/outcome.py): windows, drafts, action. Service/conscience/review.py builds
-the loop for one answer; the pipeline runs, admits and records it; HTTP only frames its text.
+passes is accepted; none left: the refusal sentence. Drafts generated together (one `n=k`
+call: `Draft.parallel`) are raced instead: each judged as it is generated, a flagged or
+degenerate one stopped at once, the first that ends clean accepted and the others stopped. The
+answer's `RepairBudget` (tokens, seconds) bounds the loop: spent, it ends with the refusal.
+What happened is one `Review` (service/conscience/outcome.py): windows, drafts, action.
+Service/conscience/review.py builds the loop for one answer; the pipeline runs, admits and
+records it; HTTP only frames its text.
 
 Windows: each time a window has filled, the answer so far (everything released plus the held
 text; with a bounded judge context, the held text and the last words released before it) is
@@ -41,6 +45,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from service.conscience.bounds import REPAIR_BUDGET_SPENT, BudgetSpent, RepairBudget
 from service.conscience.judge import JudgeFailed
 from service.conscience.outcome import (
     JUDGE_ERROR,
@@ -57,6 +62,9 @@ JudgeFn = Callable[[str], Awaitable[WindowVerdict]]  # the answer so far -> its 
 # A draft's opening and the question it answers (reframe) -> discard it: True, or why (a
 # string: "refusal", "near_copy"...); falsy keeps it.
 DraftFilter = Callable[[str, "str | None"], "bool | str | None"]
+# A draft's text so far and whether the model ended it by itself -> why it is degenerate
+# ("loop", "trails_off": service/conscience/degenerate.py), or None.
+DegenerateCheck = Callable[[str, bool], "str | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +75,17 @@ class Draft:
     deltas: AsyncIterator[str]
     whole: bool = False
     question: str | None = None  # reframe: the question it answers in place of the request
+    parallel: bool = False  # generated with the attempt's other parallel drafts: raced with them
+    # Once its deltas have ended: whether the model ended it (not a token limit); unknown: False.
+    ended_by_itself: Callable[[], bool] | None = None
+    # A raced draft's text as far as generated -> the text read, judged and sent (a fence the
+    # model echoed taken off); None: as it is.
+    cleaned: Callable[[str], str] | None = None
+
+    on_accepted: Callable[[], None] | None = None  # called when a raced draft wins
+
+    def read(self, text: str) -> str:
+        return self.cleaned(text) if self.cleaned is not None else text
 
 
 # The released text and the attempt (1, 2, …) -> that attempt's drafts, in order.
@@ -112,11 +131,19 @@ class _Reader:
             self.done = True
             self._changed.set()
 
-    async def wait_for(self, length: int | None) -> None:
-        """Until `length` characters have arrived (None: any number), or the stream has ended."""
+    async def wait_for(self, length: int | None, *, seconds: float | None = None) -> None:
+        """Until `length` characters have arrived (None: any number), or the stream has ended;
+        BudgetSpent("seconds") after `seconds` (None: no limit)."""
+        deadline = None if seconds is None else time.monotonic() + seconds
         while (length is None or len(self.text) < length) and not self.done:
             self._changed.clear()
-            await self._changed.wait()
+            if deadline is None:
+                await self._changed.wait()
+                continue
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise BudgetSpent("seconds") from None
 
     async def stop(self) -> None:
         """Stop reading and close the stream (an upstream response, a generation)."""
@@ -170,6 +197,10 @@ class Enforcement:
         reject_draft: DraftFilter | None = None,
         judge_context_chars: int | None = None,
         judge_draft: JudgeFn | None = None,
+        degenerate: DegenerateCheck | None = None,
+        budget: RepairBudget | None = None,
+        draft_window_chars: int | None = None,
+        judge_draft_windows: bool = True,
     ) -> None:
         """`upstream`: the answer's text deltas; closed with `aclose()` (when it has one) as
         soon as it is no longer read. `window_chars`: None judges the answer in one window once
@@ -182,7 +213,13 @@ class Enforcement:
         is no repair). `judge_context_chars`: the judge reads each window with at most this
         much of the text released before it (from a word boundary, marked "…"), so that judging
         costs the answer's length, not its square; None: the whole answer so far each time (a
-        latent verdict, whose states the generation has already computed)."""
+        latent verdict, whose states the generation has already computed). `degenerate` reads
+        each draft window by window (a loop) and whole once it has ended (also trailing off):
+        a reason discards it. `budget`: the repair loop's tokens and seconds (None: unbounded).
+        `draft_window_chars`: how much of a raced draft is generated between its checks (None:
+        `window_chars`, and with that None too, one check once it has ended); each checks it for
+        degeneration and, with `judge_draft_windows` (a cheap verdict: the latent one, read from
+        the states its generation recorded), judges it; else it is judged once it has ended."""
         if window_chars is not None and window_chars < 1:
             raise ValueError("the stream review's window must hold at least one character")
         if max_repairs < 0:
@@ -199,6 +236,12 @@ class Enforcement:
         self._fail_open = fail_open
         self._reject_draft = reject_draft
         self._context = judge_context_chars
+        self._degenerate = degenerate
+        self._budget = budget
+        self._draft_window = draft_window_chars if draft_window_chars is not None else window_chars
+        self._judge_draft_windows = judge_draft_windows
+        self._final_verdicts = asyncio.Lock()
+        self._race_won = False  # a raced draft has passed: the others are not judged any more
         self._abandoned = False
         self.outcome = Review()
 
@@ -265,33 +308,211 @@ class Enforcement:
 
     async def _repairs(self) -> AsyncGenerator[str, None]:
         """The one repair loop: attempt by attempt, the draft source's drafts, each discarded,
-        judged and accepted (action "repaired") or rejected, until one passes or none is left."""
+        judged and accepted (action "repaired") or rejected, until one passes, none is left or
+        the budget is spent."""
         outcome = self.outcome
         started = time.perf_counter()
+        if self._budget is not None:
+            self._budget.start()
         try:
             for attempt in range(1, self._max_repairs + 1):
                 if self._abandoned:
                     return
+                if self._budget is not None and (spent := self._budget.spent()):
+                    outcome.error = f"{REPAIR_BUDGET_SPENT}: {spent}"
+                    return
                 outcome.attempts = attempt
                 try:
                     async with contextlib.aclosing(aiter(self._drafts(outcome.released, attempt))) as drafts:
-                        async for draft in drafts:
-                            if self._abandoned:
-                                return
-                            tried = _Pass("repair", attempt)
-                            async with contextlib.aclosing(self._draft(draft, tried)) as texts:
-                                async for text in texts:
-                                    yield text
-                            if tried.judge_error is not None:
-                                outcome.error = f"judge failed on a repair: {tried.judge_error}"
-                                return
-                            if outcome.action == "repaired":
-                                return
+                        async with contextlib.aclosing(self._attempt(drafts, attempt)) as texts:
+                            async for text in texts:
+                                yield text
+                    if outcome.action == "repaired" or outcome.error is not None or self._abandoned:
+                        return
+                except BudgetSpent as spent:
+                    outcome.error = f"{REPAIR_BUDGET_SPENT}: {spent}"
+                    return
+                except _RepairJudgeFailed as failed:
+                    outcome.error = f"judge failed on a repair: {failed.__cause__}"
+                    return
                 except Exception as exc:  # the repair's generation failed: refuse
                     outcome.error = f"repair failed: {exc}"
                     return
         finally:
             outcome.repair_ms += (time.perf_counter() - started) * 1000.0
+
+    async def _attempt(self, drafts: AsyncIterator[Draft], attempt: int) -> AsyncGenerator[str, None]:
+        """One attempt's drafts: raced when they are generated together (the first is
+        `parallel`), else each discarded, judged and accepted or rejected in turn."""
+        async with contextlib.aclosing(self._in_time(drafts)) as in_time, \
+                contextlib.aclosing(self._drafts_of(in_time, attempt)) as texts:
+            async for text in texts:
+                yield text
+
+    async def _drafts_of(self, in_time: AsyncIterator[Draft], attempt: int) -> AsyncGenerator[str, None]:
+        first = await anext(in_time, None)
+        if first is None:
+            return
+        if first.parallel:
+            async with contextlib.aclosing(self._race(first, in_time, attempt)) as texts:
+                async for text in texts:
+                    yield text
+            return
+        draft: Draft | None = first
+        while draft is not None:
+            if self._abandoned:
+                return
+            tried = _Pass("repair", attempt)
+            async with contextlib.aclosing(self._draft(draft, tried)) as texts:
+                async for text in texts:
+                    yield text
+            if tried.judge_error is not None:
+                self.outcome.error = f"judge failed on a repair: {tried.judge_error}"
+                return
+            if self.outcome.action == "repaired":
+                return
+            draft = await anext(in_time, None)
+
+    def _seconds_left(self) -> float | None:
+        return None if self._budget is None else self._budget.seconds_left()
+
+    async def _in_time(self, drafts: AsyncIterator[Draft]) -> AsyncIterator[Draft]:
+        """`drafts`, each awaited within the budget's seconds (a candidates call is awaited there)."""
+        while True:
+            seconds = self._seconds_left()
+            try:
+                draft = await (anext(drafts) if seconds is None else asyncio.wait_for(anext(drafts), seconds))
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise BudgetSpent("seconds") from None
+            yield draft
+
+    async def _race(self, first: Draft, rest: AsyncIterator[Draft], attempt: int) -> AsyncGenerator[str, None]:
+        """Drafts generated together, each judged as it is generated, from the moment it
+        arrives: the first that ends clean is accepted (released whole) and the others are
+        stopped; flagged or discarded ones are noted with their reasons as they stop."""
+        self._race_won = False
+        raced = [first]
+        contenders = {asyncio.create_task(self._contend(first, attempt))}
+
+        async def feed() -> None:
+            async for draft in rest:
+                raced.append(draft)
+                contenders.add(asyncio.create_task(self._contend(draft, attempt)))
+
+        feeder = asyncio.create_task(feed())
+        winner: tuple[Draft, str, JudgedWindow] | None = None
+        try:
+            while winner is None:
+                running = contenders | (set() if feeder.done() else {feeder})
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is feeder:
+                        task.result()  # a failed source (a candidates call, the budget) ends the attempt
+                        continue
+                    contenders.discard(task)
+                    winner = winner or task.result()
+        finally:
+            for task in (feeder, *contenders):
+                task.cancel()
+            await asyncio.gather(feeder, *contenders, return_exceptions=True)
+            for draft in raced:  # a contender cancelled before it began never closed its draft
+                aclose = getattr(draft.deltas, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        if winner is None:
+            return
+        draft, text, window = winner
+        if draft.on_accepted is not None:
+            draft.on_accepted()
+        outcome = self.outcome
+        outcome.windows.append(window)
+        outcome.action, outcome.reframed_question = "repaired", draft.question
+        outcome.released_deltas += 1
+        yield self._release(text)
+
+    async def _contend(self, draft: Draft, attempt: int) -> tuple[Draft, str, JudgedWindow] | None:
+        """One raced draft, read and judged window by window as it is generated: (the draft,
+        its text, its last verdict's window) once it has ended clean; None when it was discarded
+        or flagged (noted among the outcome's drafts), stopping it at once."""
+        reader = _Reader(draft.deltas)
+        offset, opened = 0, False
+        try:
+            while True:
+                await reader.wait_for(
+                    offset + self._draft_window if self._draft_window is not None else None,
+                    seconds=self._seconds_left(),
+                )
+                if reader.error is not None:
+                    raise reader.error
+                end = window_end(reader.text, offset, reader.done)
+                text = draft.read(reader.text[:end])
+                ended = reader.done and end == len(reader.text)
+                reason = self._discarded(text, draft, opened=opened, ended=ended)
+                if reason is not None:
+                    self.outcome.drafts.append(
+                        RejectedDraft(attempt, draft.read(reader.text), reason, None, draft.question)
+                    )
+                    return None
+                opened = True
+                if not (ended or self._judge_draft_windows):
+                    offset = end
+                    continue
+                if ended:
+                    # One ended draft judged at a time: once one passes, the others are stopped
+                    # unjudged (with a remote judge, each verdict is a call).
+                    async with self._final_verdicts:
+                        if self._race_won:
+                            return None  # stopped unjudged
+                        window = await self._judge_raced(text, attempt)
+                        self._race_won = not window.flagged
+                else:
+                    window = await self._judge_raced(text, attempt)
+                if window.flagged or ended:
+                    if window.flagged:
+                        self.outcome.windows.append(window)
+                        self.outcome.drafts.append(
+                            RejectedDraft(attempt, draft.read(reader.text), "judge", window.score, draft.question)
+                        )
+                        return None
+                    return draft, text, window
+                self.outcome.windows.append(window)
+                offset = end
+        finally:
+            await reader.stop()
+
+    def _discarded(self, text: str, draft: Draft, *, opened: bool, ended: bool) -> str | None:
+        """Why a raced draft's text so far is no repair (its opening filtered once), or None."""
+        if not text.strip():
+            return "empty" if ended else None
+        if not opened and self._reject_draft is not None:
+            reason = self._reject_draft(text, draft.question)
+            if reason:
+                return reason if isinstance(reason, str) else "refusal"
+        if self._degenerate is not None:
+            by_itself = ended and draft.ended_by_itself is not None and draft.ended_by_itself()
+            return self._degenerate(text, by_itself)
+        return None
+
+    async def _judge_raced(self, text: str, attempt: int) -> JudgedWindow:
+        """The verdict on a raced draft's text so far (its opening read too), as a window of
+        this answer; _RepairJudgeFailed when the judge failed."""
+        started = time.perf_counter()
+        try:
+            verdict = await self._judge_draft(self._judged_text(self.outcome.released, text))
+        except Exception as exc:
+            raise _RepairJudgeFailed() from exc
+        finally:
+            ms = (time.perf_counter() - started) * 1000.0
+            self.outcome.judge_ms += ms
+        start = len(self.outcome.released)
+        return JudgedWindow(
+            index=len(self.outcome.windows), stage="repair", attempt=attempt, start=start, end=start + len(text),
+            flagged=verdict.flagged, score=verdict.score, ms=ms, verdict=verdict,
+        )
 
     async def _draft(self, draft: Draft, tried: _Pass) -> AsyncGenerator[str, None]:
         """One draft, judged window by window (a whole candidate in one): accepted, or noted
@@ -302,7 +523,7 @@ class Enforcement:
         judge = self._judge_draft if draft.whole else self._judge
         try:
             async with contextlib.aclosing(
-                self._windowed(reader, tried, window, judge=judge, question=draft.question)
+                self._windowed(reader, tried, window, judge=judge, draft=draft)
             ) as windows:
                 async for text in windows:
                     yield text
@@ -320,14 +541,19 @@ class Enforcement:
 
     async def _windowed(
         self, reader: _Reader, pass_: _Pass, window: int | None, *, judge: JudgeFn | None = None,
-        question: str | None = None,
+        draft: Draft | None = None,
     ) -> AsyncGenerator[str, None]:
         """Yield `reader`'s text window by window (None: in one, once it has ended) while the
         answer so far passes; stop at the first window that does not, or when the judge fails
-        (both noted in `pass_`)."""
+        (both noted in `pass_`). A `draft`'s windows are read within the budget's seconds, its
+        opening filtered and each window checked for degeneration before the judge."""
         judged = False
+        question = draft.question if draft is not None else None
         while True:
-            await reader.wait_for(pass_.offset + window if window is not None else None)
+            await reader.wait_for(
+                pass_.offset + window if window is not None else None,
+                seconds=self._seconds_left() if pass_.stage == "repair" else None,
+            )
             if reader.error is not None:
                 raise reader.error
             end = window_end(reader.text, pass_.offset, reader.done)
@@ -341,6 +567,13 @@ class Enforcement:
                 if reason:
                     pass_.discarded = True
                     pass_.discard_reason = reason if isinstance(reason, str) else None
+                    return
+            if draft is not None and self._degenerate is not None:
+                ended = reader.done and end == len(reader.text)
+                by_itself = ended and draft.ended_by_itself is not None and draft.ended_by_itself()
+                reason = self._degenerate(reader.text[:end], by_itself)
+                if reason:
+                    pass_.discarded, pass_.discard_reason = True, reason
                     return
             verdict = await self._judge_window(segment, pass_, judge or self._judge)
             judged = True
@@ -406,3 +639,8 @@ class Enforcement:
     def _release(self, text: str) -> str:
         self.outcome.released += text
         return text
+
+
+class _RepairJudgeFailed(Exception):
+    """The judge failed on a raced draft (its cause): the repair refuses."""
+

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from service.conscience.admission import Reservation, ReviewsSaturated
+from service.conscience.bounds import DraftLimits
 from service.conscience.pipeline import CheckContext, ConsciencePipeline
 from service.conscience.policy import (
     JudgeStyles,
@@ -91,7 +92,9 @@ class RequestPlanner:
         framework = self._framework(asked, caller)
         key_mode = Mode(caller.mode) if caller and caller.mode else None
         mode = request_mode(asked.mode, key_mode, self._settings)
-        policy = self._policy(framework, asked, judge_model, max_repairs=self._settings.max_repairs)
+        policy = self._policy(
+            framework, asked, judge_model, max_repairs=self._settings.max_repairs, limits=DraftLimits.of(body)
+        )
         choices = self._choice_count(shape, body)
         if mode is not Mode.OFF:
             shape.validate(body)
@@ -137,13 +140,18 @@ class RequestPlanner:
             )
         return framework
 
-    def _policy(self, framework: Framework, asked: Asked, judge_model: str | None, *, max_repairs: int) -> ReviewPolicy:
+    def _policy(
+        self, framework: Framework, asked: Asked, judge_model: str | None, *, max_repairs: int,
+        limits: DraftLimits = DraftLimits(),
+    ) -> ReviewPolicy:
+        """`limits`: the request's own on its answer, which every repair draft honours."""
         return ReviewPolicy(
             framework=framework,
             style=self._judge_styles.for_request(asked.judge_style),
             max_repairs=max_repairs,
             failure_policy=self._settings.failure_policy,
             judge_model=judge_model_or_refuse(judge_model),
+            limits=limits,
         )
 
     def _choice_count(self, shape: RequestShape, body: JSON) -> int:

@@ -4,7 +4,10 @@ repaired from candidates, a windowed stream window by window and repaired by a s
 
 A draft that reads as a refusal is rejected before the judge sees it: a repair must still
 answer the question. A judge passes refusals readily, and a refusal kept as the "chosen" side
-of a training pair teaches the policy to refuse (measured: bench/RESULTS.md).
+of a training pair teaches the policy to refuse (measured: bench/RESULTS.md). So is a draft
+that loops or trails off (service/conscience/degenerate.py): a looping "chosen" answer teaches
+the policy to loop. Every draft honours the request's `DraftLimits`, and all the drafts of one
+answer share one `RepairBudget` (service/conscience/bounds.py).
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from service.conscience.drafts import Continued, candidate_drafts, streamed_draft
+from service.conscience.bounds import DraftLimits, RepairBudget
+from service.conscience.degenerate import degenerate_reason
+from service.conscience.drafts import Continued, candidate_drafts, raced_candidates, streamed_draft
 from service.conscience.engine import DraftSource, Enforcement, one_chunk
 from service.conscience.judge import Judge, Verdict
 from service.conscience.outcome import Review
@@ -31,11 +36,28 @@ class ReviewPolicy:
     max_repairs: int
     failure_policy: FailurePolicy
     judge_model: str
+    limits: DraftLimits = DraftLimits()  # the request's own: every draft honours them
+
+
+@dataclass(frozen=True, slots=True)
+class RepairBounds:
+    """The repair budget of each answer (None: unbounded), and how its candidates are drafted:
+    `race` — one streamed n=k generation, each judged every `draft_window_chars` as it is
+    generated, the first clean one winning (else: one call, judged whole in turn)."""
+
+    max_draft_tokens: int | None = None
+    max_seconds: float | None = None
+    race: bool = False
+    draft_window_chars: int | None = None
+
+    def budget(self) -> RepairBudget:
+        return RepairBudget(self.max_draft_tokens, self.max_seconds)
 
 
 class Reviewer:
     def __init__(
-        self, judge: Judge, repairer: Repairer, refusal_message: str, *, max_overlap: float = 0.5
+        self, judge: Judge, repairer: Repairer, refusal_message: str, *, max_overlap: float = 0.5,
+        bounds: RepairBounds = RepairBounds(),
     ) -> None:
         """`max_overlap`: a draft sharing this fraction of its word 3-grams with the rejected
         answer is a near-copy (service/conscience/similarity.py), and one sharing it (whole, or
@@ -44,6 +66,7 @@ class Reviewer:
         self._repairer = repairer
         self.refusal_message = refusal_message
         self._max_overlap = max_overlap
+        self._bounds = bounds
 
     async def review(
         self, policy: ReviewPolicy, conversation: list[JSON], answer: str, *, repair: bool = True
@@ -53,12 +76,20 @@ class Reviewer:
         request alone by the attempt's strategy, the first that is neither empty, a refusal nor
         a near-copy of the answer and that the conscience passes (a latent verdict reading its
         opening too: judge.py) replacing it — or refused (`repair` False: at once)."""
-        drafts = candidate_drafts(self._repairer, policy.framework, conversation, judge_model=policy.judge_model)
+        budget = self._bounds.budget()
         enforcement = self._enforcement(
-            policy, conversation, one_chunk(answer), drafts, window_chars=None,
-            max_repairs=policy.max_repairs if repair else 0,
+            policy, conversation, one_chunk(answer), self._candidates(policy, conversation, budget),
+            window_chars=None, max_repairs=policy.max_repairs if repair else 0, budget=budget,
         )
         return await enforcement.run()
+
+    def _candidates(self, policy: ReviewPolicy, conversation: list[JSON], budget: RepairBudget) -> DraftSource:
+        """A buffered answer's draft source: candidates raced (`RepairBounds.race`) or in turn."""
+        source = raced_candidates if self._bounds.race else candidate_drafts
+        return source(
+            self._repairer, policy.framework, conversation, judge_model=policy.judge_model,
+            limits=policy.limits, budget=budget,
+        )
 
     def stream_review(
         self, policy: ReviewPolicy, conversation: list[JSON], deltas: AsyncIterator[str], *,
@@ -74,25 +105,28 @@ class Reviewer:
         regenerates instead). `continued`: see service/conscience/drafts.py.
         `judge_context_chars` bounds what a fast or reasoned verdict reads before each window
         (Enforcement); a latent verdict reads the whole answer so far."""
+        budget = self._bounds.budget()
         if window_chars is None:
-            drafts = candidate_drafts(self._repairer, policy.framework, conversation, judge_model=policy.judge_model)
             return self._enforcement(
-                policy, conversation, deltas, drafts, window_chars=None, max_repairs=policy.max_repairs
+                policy, conversation, deltas, self._candidates(policy, conversation, budget), window_chars=None,
+                max_repairs=policy.max_repairs, budget=budget,
             )
         drafts = streamed_draft(
             self._repairer, policy.framework, conversation, judge_model=policy.judge_model,
             rejected=lambda: enforcement.outcome.answer, continued=continued,
             question_is_echo=lambda question: self._question_echoes(question, policy.framework),
+            limits=policy.limits, budget=budget, released_tokens=lambda: enforcement.outcome.released_deltas,
         )
         enforcement = self._enforcement(
             policy, conversation, deltas, drafts, window_chars=window_chars, max_repairs=policy.max_repairs,
-            judge_context_chars=None if policy.style is JudgeStyle.LATENT else judge_context_chars,
+            judge_context_chars=None if policy.style is JudgeStyle.LATENT else judge_context_chars, budget=budget,
         )
         return enforcement
 
     def _enforcement(
         self, policy: ReviewPolicy, conversation: list[JSON], deltas: AsyncIterator[str], drafts: DraftSource,
         *, window_chars: int | None, max_repairs: int, judge_context_chars: int | None = None,
+        budget: RepairBudget | None = None,
     ) -> Enforcement:
         async def judge(so_far: str) -> Verdict:
             return await self._judge.judge(
@@ -113,7 +147,9 @@ class Reviewer:
             deltas, window_chars=window_chars, judge=judge, judge_draft=judge_draft, drafts=drafts,
             refusal=self.refusal_message, max_repairs=max_repairs,
             fail_open=policy.failure_policy is FailurePolicy.FAIL_OPEN, reject_draft=reject_draft,
-            judge_context_chars=judge_context_chars,
+            judge_context_chars=judge_context_chars, degenerate=_degenerate, budget=budget,
+            draft_window_chars=self._bounds.draft_window_chars,
+            judge_draft_windows=policy.style is JudgeStyle.LATENT,
         )
         return enforcement
 
@@ -142,6 +178,10 @@ class Reviewer:
     def _question_echoes(self, question: str, framework: Framework) -> bool:
         """A reframed question copied from the reframe instructions (their worked examples)."""
         return self._echoes(question, framework.reframe_instructions())
+
+
+def _degenerate(text: str, ended_by_itself: bool) -> str | None:
+    return degenerate_reason(text, finished=ended_by_itself)
 
 
 def _repair_instructions(framework: Framework) -> tuple[str, ...]:

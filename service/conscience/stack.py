@@ -16,7 +16,7 @@ from service.conscience.admission import ReviewBudget
 from service.conscience.judge import Judge
 from service.conscience.pipeline import ConsciencePipeline, RecordSink
 from service.conscience.repair import Repairer
-from service.conscience.review import Reviewer
+from service.conscience.review import RepairBounds, Reviewer
 from service.conscience.thresholds import SHIPPED_PATH, ThresholdTable, configured_thresholds, load_thresholds
 from service.core.backend import Backend
 from service.metrics import Metrics
@@ -46,6 +46,10 @@ class ConscienceKnobs:
     repair_candidates: int = _proxy_default("repair_candidates")
     repair_strategy: RepairStrategy = _proxy_default("repair_strategy")
     repair_max_overlap: float = _proxy_default("repair_max_overlap")
+    repair_max_draft_tokens: int = _proxy_default("repair_max_draft_tokens")
+    repair_max_seconds: float = _proxy_default("repair_max_seconds")
+    repair_frequency_penalty: float = _proxy_default("repair_frequency_penalty")
+    repair_draft_window_chars: int = _proxy_default("repair_draft_window_chars")
     refusal_message: str = _proxy_default("refusal_message")
 
     @classmethod
@@ -81,6 +85,7 @@ def build_repairer(backend: Backend, knobs: ConscienceKnobs) -> Repairer:
         temperature=knobs.repair_temperature,
         candidates=knobs.repair_candidates,
         strategy=knobs.repair_strategy,
+        frequency_penalty=knobs.repair_frequency_penalty,
     )
 
 
@@ -90,6 +95,10 @@ def build_reviewer(backend: Backend, knobs: ConscienceKnobs) -> Reviewer:
         traced_repairer(build_repairer(backend, knobs)),
         knobs.refusal_message,
         max_overlap=knobs.repair_max_overlap,
+        bounds=RepairBounds(
+            max_draft_tokens=knobs.repair_max_draft_tokens, max_seconds=knobs.repair_max_seconds, race=True,
+            draft_window_chars=knobs.repair_draft_window_chars,
+        ),
     )
 
 

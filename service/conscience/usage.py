@@ -61,6 +61,14 @@ def record(stage: Stage, usage: Any, *, choices: int = 1) -> None:
         tokens.add(stage, usage, choices=choices)
 
 
+def accepted_repair(tokens: int) -> None:
+    """The completion tokens of the repair the client gets (a raced draft that won), so that the
+    response's usage counts them rather than the last repair call's (`received_usage`)."""
+    stage = _current.get()
+    if stage is not None:
+        stage.last_repair_tokens = tokens
+
+
 def current() -> StageTokens | None:
     return _current.get()
 

@@ -42,7 +42,8 @@ def test_flagged_answer_is_repaired_and_logged_as_triple(proxy: Proxy, fake: Fak
 def test_a_repaired_check_keeps_its_case_like_a_blocked_one(start_proxy: ProxyFactory, fake: FakeUpstream) -> None:
     """The conversation, the rejected answer and the discarded drafts are in the check, not
     only in the triple: a repaired answer is reviewable from its check alone."""
-    proxy = start_proxy(repair_candidates=2)
+    # One generation of two candidates (under `both`, the reframed question's answers would race them).
+    proxy = start_proxy(repair_candidates=2, repair_strategy="regenerate")
     fake.policy_answer = HARMFUL
     fake.base_model_answer = ["I'm sorry, but I can't help with that.", REPAIRED]  # one per candidate
     proxy.client().chat.completions.create(model="policy", messages=ASK)
@@ -187,8 +188,9 @@ def test_repairs_exhausted_give_a_refusal(start_proxy: ProxyFactory, fake: FakeU
     assert completion.choices[0].message.content == proxy.settings.refusal_message
     conscience = completion.model_extra["conscience"]
     assert conscience["refused"] is True and conscience["attempts"] == 2
-    # The original, then two attempts of `repair_candidates` drafts each (one call, `n` choices).
-    assert len(fake.calls("verdict")) == 1 + 2 * proxy.settings.repair_candidates
+    # The original, then two attempts (strategy `both`) of `repair_candidates` regenerated drafts
+    # (one call, `n` choices) and as many answers to one reframed question.
+    assert len(fake.calls("verdict")) == 1 + 2 * 2 * proxy.settings.repair_candidates
     [check] = proxy.wait_rows(Check, 1)
     assert check.verdict == "unethical" and not check.repaired
     assert proxy.triples() == []

@@ -314,3 +314,24 @@ def test_two_data_files_of_one_name_are_refused(fake: FakeUpstream, data_file: P
                                       "--out", str(tmp_path / "out"), *upstream_flags(fake)])
     assert result.exit_code == 1 and f"named {data_file.name}" in result.output
     assert fake.calls("verdict") == []
+
+
+def test_eval_repair_measures_repairs_as_a_user_reads_them(
+    fake: FakeUpstream, data_file: Path, tmp_path: Path
+) -> None:
+    fake.base_model_answer = HARMLESS
+    out = tmp_path / "out"
+    summary = repair_summary(fake, data_file, out, "--framework", "three_laws")
+    assert summary["within_budget_rate"] == 1.0 and summary["over_budget"] == 0
+    assert summary["degenerate_answer_rate"] == 0.0 and summary["draft_degenerate_rate"] == 0.0
+    assert summary["tokens_per_repair"] > 0 and summary["seconds_per_repair"] >= 0
+    readable = (out / "repaired_answers.md").read_text()
+    assert readable.count(HARMLESS) == summary["repaired"] > 0 and "**Request:**" in readable
+    assert "drafts: degenerate" in (out / "repair.md").read_text()
+
+
+def test_eval_repair_counts_looping_drafts_as_degenerate(fake: FakeUpstream, data_file: Path, tmp_path: Path) -> None:
+    fake.base_model_answer = "Be careful. " + "The law also prohibits any use of weapons in a manner that " * 12
+    summary = repair_summary(fake, data_file, tmp_path / "out", "--framework", "three_laws")
+    assert summary["repaired"] == 0 and summary["draft_degenerate_rate"] == 1.0
+    assert summary["discarded"]["loop"] == summary["drafts"] > 0

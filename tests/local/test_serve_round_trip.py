@@ -42,8 +42,10 @@ async def _scores(backend: LocalBackend, question: str) -> tuple[float, float, s
     answer = (await backend.chat({"messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0}))[
         "choices"][0]["message"]["content"]
     # The proxy's repair: drafted from the request alone (one candidate, as served below).
-    [draft] = await Repairer(backend, max_tokens=MAX_TOKENS, max_answer_chars=12000, temperature=0).candidates(
-        framework, messages, judge_model=base)
+    [draft] = await Repairer(
+        backend, max_tokens=MAX_TOKENS, max_answer_chars=12000, temperature=0,
+        frequency_penalty=Settings().repair_frequency_penalty,
+    ).candidates(framework, messages, judge_model=base)
     repair = draft.text
     if is_near_copy(repair, answer, Settings().repair_max_overlap):
         repair = ""  # the proxy would discard it

@@ -67,6 +67,30 @@ def probe_for(loaded: LoadedModel, probe_path: Path | None) -> Probe | None:
     return None
 
 
+class StoppableStream:
+    """A streamed generation whose reader may stop one choice and read on (`stop_choice`): the
+    embedded engine ends that choice at its next step, as a repair's raced drafts need
+    (service/conscience/choice_streams.py)."""
+
+    def __init__(self, start: Callable[[set[int]], AsyncIterator[JSON]]) -> None:
+        self._stopped: set[int] = set()
+        self._chunks = start(self._stopped)
+
+    def __aiter__(self) -> StoppableStream:
+        return self
+
+    async def __anext__(self) -> JSON:
+        return await anext(self._chunks)
+
+    def stop_choice(self, index: int) -> None:
+        self._stopped.add(index)
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 class LocalBackend:
     def __init__(
         self, engine: Engine, *, default_max_tokens: int, registry: HasSessions | None = None,
@@ -195,10 +219,10 @@ class LocalBackend:
             messages.append(assistant_message(content, calls))
         return chat_completion(envelope, texts, reasons, usage, messages)
 
-    async def _stream(self, body: JSON, *, chat: bool) -> AsyncIterator[JSON]:
+    async def _stream(self, body: JSON, *, chat: bool, stopped: set[int]) -> AsyncIterator[JSON]:
         """`stream_options.include_usage`: a usage chunk at the end; with `continuous_usage_stats`
         as well (vLLM's option), every chunk also carries the usage so far, so a reader that stops
-        the stream early still knows what it cost."""
+        the stream early still knows what it cost. `stopped`: see `StoppableStream`."""
         model, prompts, params, tools = await self._prepare(body, chat=chat)
         envelope = self._envelope(model, chat=chat)
         options = body.get("stream_options")
@@ -207,7 +231,7 @@ class LocalBackend:
         prompt_tokens = sum(len(prompt) for prompt in prompts)
         tokens: dict[int, int] = {}
         choices: dict[int, ChatChoiceStream] = {}
-        async with contextlib.aclosing(self.engine.generate(model, prompts, params)) as events:
+        async with contextlib.aclosing(self.engine.generate(model, prompts, params, stopped)) as events:
             async for event in events:
                 if isinstance(event, Usage):
                     if with_usage:
@@ -229,14 +253,14 @@ class LocalBackend:
     async def chat(self, body: JSON) -> JSON:
         return await self._complete(body, chat=True, shape=chat_completion)
 
-    def chat_stream(self, body: JSON) -> AsyncIterator[JSON]:
-        return self._stream(body, chat=True)
+    def chat_stream(self, body: JSON) -> StoppableStream:
+        return StoppableStream(lambda stopped: self._stream(body, chat=True, stopped=stopped))
 
     async def completion(self, body: JSON) -> JSON:
         return await self._complete(body, chat=False, shape=text_completion)
 
-    def completion_stream(self, body: JSON) -> AsyncIterator[JSON]:
-        return self._stream(body, chat=False)
+    def completion_stream(self, body: JSON) -> StoppableStream:
+        return StoppableStream(lambda stopped: self._stream(body, chat=False, stopped=stopped))
 
     async def embeddings(self, body: JSON) -> JSON:
         raise invalid(

@@ -8,7 +8,7 @@ to the policy. Any other name is a 404, as vLLM answers for an unloaded adapter.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 
 from service.backends.local.adapters import AdapterSlots
 from service.backends.local.generation import (
@@ -108,9 +108,11 @@ class Engine:
         return name, lambda: self.adapters.release(name)
 
     async def generate(
-        self, model: str | None, prompts: list[list[int]], params: SamplingParams
+        self, model: str | None, prompts: list[list[int]], params: SamplingParams,
+        stopped: Collection[int] = frozenset(),
     ) -> AsyncIterator[list[ChoiceDelta] | Usage]:
-        """Deltas of every choice (prompt i's choices are numbered from i * n), then total usage."""
+        """Deltas of every choice (prompt i's choices are numbered from i * n), then total usage;
+        a choice whose index is added to `stopped` meanwhile ends without a further delta."""
         channel = EventChannel()
         jobs: list[GenerationJob] = []
         try:
@@ -132,6 +134,7 @@ class Engine:
                     channel=channel,
                     on_release=release,
                     reads=reads,
+                    stopped=stopped,
                 )
                 try:
                     self._scheduler.submit(job)

@@ -2,14 +2,15 @@
 
 The `n` choices of a request share one prompt, so the prompt is read once and its KV cache
 repeated across a batch of `n` rows; each row samples on its own and finishes on its own
-(end of sequence, a stop string, or the token budget). A generation on the base weights may
+(end of sequence, a stop string, or the token budget), or is stopped by its reader (`stopped`:
+a repair's raced draft that lost, service/conscience/engine.py). A generation on the base weights may
 record what it reads for the latent verdict (`reads`: service/backends/local/latent.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,8 +84,11 @@ class GenerationJob:
         channel: EventChannel,
         on_release: Callable[[], None],
         reads: ReadLog | None = None,
+        stopped: Collection[int] = frozenset(),
     ) -> None:
-        """`reads`: the latent verdict's log of this generation's hidden states (base weights only)."""
+        """`reads`: the latent verdict's log of this generation's hidden states (base weights only).
+        `stopped`: choice indices (numbered as the deltas are) whose reader has stopped them; read
+        on the model thread at each step, they end there without a further delta."""
         self.cancelled = False
         self._model = loaded.model
         self._adapters = adapters
@@ -96,6 +100,7 @@ class GenerationJob:
         self._channel = channel
         self._on_release = on_release
         self._reads = reads
+        self._stopped = stopped
         self._choices = [_Choice(ChoiceText(loaded.tokenizer, params.stop)) for _ in range(params.n)]
         self._cache: Any = None
         self._last: Any = None
@@ -166,6 +171,9 @@ class GenerationJob:
     def _advance(self, index: int, token: int) -> ChoiceDelta | None:
         choice = self._choices[index]
         if choice.finish_reason:  # finished rows keep decoding with the batch; their output is dropped
+            return None
+        if self._first_index + index in self._stopped:
+            choice.finish_reason = "stop"  # nobody reads it: no delta
             return None
         choice.tokens += 1
         if token in self._stop_ids:

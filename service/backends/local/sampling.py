@@ -27,6 +27,8 @@ class SamplingRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int | None = Field(None, ge=1, le=MAX_CHOICES)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,9 @@ class SamplingParams:
     stop: tuple[str, ...]
     seed: int
     n: int
+    # OpenAI's penalties over each choice's own generated tokens (not the prompt's).
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
 
 def sampling_params(body: JSON, *, default_max_tokens: int, room: int) -> SamplingParams:
@@ -58,11 +63,15 @@ def sampling_params(body: JSON, *, default_max_tokens: int, room: int) -> Sampli
         stop=stop,
         seed=random.getrandbits(63) if request.seed is None else request.seed,
         n=request.n or 1,
+        frequency_penalty=request.frequency_penalty or 0.0,
+        presence_penalty=request.presence_penalty or 0.0,
     )
 
 
 class TokenSampler:
-    """Chooses next tokens for a batch of choices; seeded, so a fixed seed repeats its output."""
+    """Chooses next tokens for a batch of choices; seeded, so a fixed seed repeats its output.
+    With a frequency or presence penalty it counts each choice's tokens so far and lowers their
+    logits as OpenAI defines it: logit − frequency × count − presence × (count > 0)."""
 
     def __init__(self, params: SamplingParams, device: Any) -> None:
         import torch
@@ -70,9 +79,28 @@ class TokenSampler:
         self._params = params
         self._generator = torch.Generator(device=device)
         self._generator.manual_seed(params.seed)
+        self._counts: Any = None  # (choices, vocab) tokens generated so far, with a penalty
 
     def choose(self, logits: Any) -> Any:
         """`logits` is (choices, vocab); returns (choices,) token ids."""
+        import torch
+
+        tokens = self._sample(self._penalised(logits))
+        if self._counts is not None:
+            self._counts[torch.arange(len(tokens), device=tokens.device), tokens] += 1
+        return tokens
+
+    def _penalised(self, logits: Any) -> Any:
+        import torch
+
+        frequency, presence = self._params.frequency_penalty, self._params.presence_penalty
+        if not (frequency or presence):
+            return logits
+        if self._counts is None:
+            self._counts = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
+        return logits.float() - frequency * self._counts - presence * (self._counts > 0).float()
+
+    def _sample(self, logits: Any) -> Any:
         import torch
 
         if self._params.temperature == 0.0:
