@@ -95,6 +95,8 @@ class Review:
     error: str | None = None
     unchecked_reason: str | None = None  # the judge failed on the answer (why), or it was never judged
     reframed_question: str | None = None  # the accepted repair answers this question (reframe)
+    # Drafts' topic checks by result (on_topic, off_topic, skipped: no embeddings); empty: none ran.
+    topic_checks: dict[str, int] = field(default_factory=dict)
     judge_ms: float = 0.0
     repair_ms: float = 0.0
 
