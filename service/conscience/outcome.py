@@ -17,7 +17,8 @@ from pydantic import BaseModel, Field
 UNCHECKED = "unchecked"
 # Why a repair draft was discarded (`Review.rejected_drafts[i]["reason"]`); "judge": flagged again.
 DISCARD_REASONS = (
-    "empty", "refusal", "near_copy", "mentions_framework", "echoes_instructions", "loop", "trails_off", "judge",
+    "empty", "refusal", "near_copy", "mentions_framework", "echoes_instructions", "off_topic", "loop", "trails_off",
+    "judge",
 )
 JUDGE_ERROR = "judge_error"  # why an answer is unchecked: the judge model's server failed
 # Why a monitored answer is unchecked: no background review had room (monitor_overflow).

@@ -146,7 +146,7 @@ class Reviewer:
             )
 
         topic = (
-            self._topic.for_answer(request_text(conversation), policy.judge_model)
+            self._topic.for_answer(request_text(conversation))
             if self._topic is not None and self._topic.min_similarity > 0 else None
         )
 

@@ -52,7 +52,6 @@ class ConscienceKnobs:
     repair_frequency_penalty: float = _proxy_default("repair_frequency_penalty")
     repair_draft_window_chars: int = _proxy_default("repair_draft_window_chars")
     repair_min_topic_similarity: float = _proxy_default("repair_min_topic_similarity")
-    embeddings_model: str | None = _proxy_default("embeddings_model")  # upstream: whose states the topic check reads
     refusal_message: str = _proxy_default("refusal_message")
 
     @classmethod
@@ -102,7 +101,7 @@ def build_reviewer(backend: Backend, knobs: ConscienceKnobs) -> Reviewer:
             max_draft_tokens=knobs.repair_max_draft_tokens, max_seconds=knobs.repair_max_seconds, race=True,
             draft_window_chars=knobs.repair_draft_window_chars,
         ),
-        topic=TopicEmbedder(backend, min_similarity=knobs.repair_min_topic_similarity, model=knobs.embeddings_model),
+        topic=TopicEmbedder(backend, min_similarity=knobs.repair_min_topic_similarity),
     )
 
 

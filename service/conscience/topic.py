@@ -3,13 +3,14 @@
 A small model asked to repair a flagged answer sometimes answers something else — another
 request's answer, the framework's own example — and a judge passes that readily: it is harmless.
 So a draft's opening is compared with the request in the frozen model's own states: the
-backend's `/v1/embeddings` of the judge model (the embedded engine: its final layer,
+backend's `/v1/embeddings` of the judge's base model (the embedded engine: its final layer,
 mean-pooled, unit length; upstream: `--embeddings-model`, vLLM's mean-pooling embeddings of the
-same base model), and a cosine below `--repair-min-topic-similarity` discards the draft with
-reason `off_topic` (threshold measured: bench/offtopic.py, bench/results/offtopic.json).
+same base model: a generative server embeds nothing), and a cosine below
+`--repair-min-topic-similarity` discards the draft with reason `off_topic` (threshold measured:
+bench/offtopic.py, bench/results/offtopic.json).
 
 The request's vector is computed once per answer, on the first draft that reaches the check.
-A backend that serves no embeddings (an upstream without an embeddings model) skips the check:
+A backend that serves no embeddings (an upstream without `--embeddings-model`) skips the check:
 never a failure, a debug log and the `skipped` result of `conscience_topic_checks_total`; a
 backend that answers the embeddings call with a 4xx is not asked again.
 """
@@ -33,21 +34,29 @@ TEXT_PARTS = ("text", "input_text")  # a chat turn's, a Responses API input's
 
 
 class TopicEmbedder:
-    """The backend's embeddings of texts under `model` (None: the judge model each answer
-    names). Shared by every answer of one reviewer."""
+    """The backend's embeddings of texts under its `embeddings_model`: the judge's base model
+    (the embedded engine: its served base name; upstream: `--embeddings-model`, None when unset:
+    no check). Shared by every answer of one reviewer."""
 
-    def __init__(self, backend: Backend, *, min_similarity: float, model: str | None = None) -> None:
+    def __init__(self, backend: Backend, *, min_similarity: float) -> None:
         """`min_similarity`: the lowest cosine of request and draft opening a repair may have."""
         self._backend = backend
         self.min_similarity = min_similarity
-        self._model = model
         self._unsupported: str | None = None  # why this backend serves no embeddings, once it said so
 
-    def for_answer(self, request: str, judge_model: str) -> AnswerTopic:
-        return AnswerTopic(self, request, self._model or judge_model)
+    @property
+    def model(self) -> str | None:
+        return getattr(self._backend, "embeddings_model", None)
 
-    async def embed(self, texts: Sequence[str], model: str) -> list[list[float]] | None:
+    def for_answer(self, request: str) -> AnswerTopic:
+        return AnswerTopic(self, request)
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]] | None:
         """Each text's unit-length vector; None (logged at debug) when the backend cannot give them."""
+        model = self.model
+        if model is None:
+            log.debug("topic check skipped: the backend has no embeddings model (--embeddings-model)")
+            return None
         if self._unsupported is not None:
             return None
         try:
@@ -71,10 +80,9 @@ class AnswerTopic:
     """One answer's topic check: its request's vector (asked once), each draft opening's cosine
     with it. `results` counts each draft's result (on_topic, off_topic, skipped)."""
 
-    def __init__(self, embedder: TopicEmbedder, request: str, model: str) -> None:
+    def __init__(self, embedder: TopicEmbedder, request: str) -> None:
         self._embedder = embedder
         self._request = request
-        self._model = model
         self._request_vector: list[float] | None = None
         self._asked = False
         self._lock = asyncio.Lock()
@@ -84,7 +92,7 @@ class AnswerTopic:
         """`off_topic` when `opening` is further from the request than the threshold allows;
         None when it is not, or when the check could not run (counted as skipped)."""
         request = await self._request_embedding()
-        found = await self._embedder.embed([opening], self._model) if request is not None else None
+        found = await self._embedder.embed([opening]) if request is not None else None
         if request is None or found is None:
             return self._counted(SKIPPED, None)
         similarity = sum(a * b for a, b in zip(request, found[0], strict=False))
@@ -98,7 +106,7 @@ class AnswerTopic:
             if not self._asked:
                 self._asked = True
                 if self._request.strip():
-                    vectors = await self._embedder.embed([self._request], self._model)
+                    vectors = await self._embedder.embed([self._request])
                     self._request_vector = vectors[0] if vectors else None
                 else:
                     log.debug("topic check skipped: the request has no text")

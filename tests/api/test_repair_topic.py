@@ -1,6 +1,7 @@
 """Off-topic repairs (issue 28): a repair draft whose opening is far from the request in the
 judge model's own states (the upstream's /v1/embeddings) is discarded with reason "off_topic";
-the request is embedded once per answer; a backend without embeddings skips the check."""
+the request is embedded once per answer; a backend without embeddings (no --embeddings-model, or
+one the upstream refuses) skips the check."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def start(start_proxy: ProxyFactory, fake: FakeUpstream, draft: str, **overrides
     fake.policy_answer, fake.base_model_answer, fake.embedding = HARMFUL, draft, by_topic
     values: dict[str, Any] = {
         "repair_strategy": "regenerate", "repair_candidates": 2, "max_repairs": 2, "repair_min_topic_similarity": 0.5,
+        "embeddings_model": "base-embed",  # the judge's base model, served for embeddings
     }
     return start_proxy(**(values | overrides))
 
@@ -51,7 +53,7 @@ def test_an_off_topic_draft_is_discarded_and_the_request_embedded_once(
     assert [draft["reason"] for draft in check.drafts] == ["off_topic"] * 4  # 2 attempts x 2 candidates
     calls = embedded(fake)
     assert calls.count([REQUEST]) == 1 and len(calls) == 5
-    assert all(call["model"] == "base-model" for call in (c.body for c in fake.requests if c.path == "/v1/embeddings"))
+    assert {call.body["model"] for call in fake.requests if call.path == "/v1/embeddings"} == {"base-embed"}
     assert topic_checks(proxy, "off_topic") == 4
 
 
@@ -64,7 +66,17 @@ def test_an_on_topic_draft_is_kept(start_proxy: ProxyFactory, fake: FakeUpstream
     assert check.repaired and topic_checks(proxy, "on_topic") >= 1
 
 
-def test_without_embeddings_the_check_is_skipped_not_failed(start_proxy: ProxyFactory, fake: FakeUpstream) -> None:
+def test_without_an_embeddings_model_the_check_is_skipped(start_proxy: ProxyFactory, fake: FakeUpstream) -> None:
+    proxy = start(start_proxy, fake, OFF_TOPIC, embeddings_model=None)
+    completion = proxy.client().chat.completions.create(**ASK_BODY)
+    assert completion.choices[0].message.content == OFF_TOPIC  # repaired: nothing said it was off topic
+    assert embedded(fake) == []
+    assert topic_checks(proxy, "skipped") >= 1
+
+
+def test_an_upstream_refusing_embeddings_skips_the_check_not_fails(
+    start_proxy: ProxyFactory, fake: FakeUpstream
+) -> None:
     fake.embeddings_served = False
     proxy = start(start_proxy, fake, OFF_TOPIC)
     client = proxy.client()

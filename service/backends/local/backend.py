@@ -264,6 +264,11 @@ class LocalBackend:
     def completion_stream(self, body: JSON) -> StoppableStream:
         return StoppableStream(lambda stopped: self._stream(body, chat=False, stopped=stopped))
 
+    @property
+    def embeddings_model(self) -> str:
+        """The name /v1/embeddings serves (the repair's topic check asks it): the base model."""
+        return self.engine.served_base_name
+
     async def embeddings(self, body: JSON) -> JSON:
         """The frozen base model's own states of each input: its final layer's hidden states,
         mean-pooled and scaled to unit length (service/backends/local/embeddings.py). Only the
