@@ -210,8 +210,9 @@ class Enforcement:
         conscience (the judge may raise: `fail_open` then releases the rest of the original
         unjudged, else the answer is refused; a draft's deltas must append to the released
         text as they are); `judge_draft` judges a whole candidate (default: `judge`).
-        `reject_draft` sees each draft's first window alone, before the judge: True, or a
-        reason, discards the draft (a repair that refuses, or that copies the rejected answer,
+        `reject_draft` sees each draft's first window alone, before the judge (awaited when it
+        returns an awaitable: the topic check asks the backend): True, or a reason, discards the
+        draft (a repair that refuses, or that copies the rejected answer,
         is no repair). `judge_context_chars`: the judge reads each window with at most this
         much of the text released before it (from a word boundary, marked "…"), so that judging
         costs the answer's length, not its square; None: the whole answer so far each time (a

@@ -91,3 +91,13 @@ def test_a_minimum_similarity_of_zero_disables_the_check(start_proxy: ProxyFacto
     proxy = start(start_proxy, fake, OFF_TOPIC, repair_min_topic_similarity=0.0)
     assert proxy.client().chat.completions.create(**ASK_BODY).choices[0].message.content == OFF_TOPIC
     assert embedded(fake) == []
+
+
+def test_a_windowed_streams_off_topic_draft_is_discarded(start_proxy: ProxyFactory, fake: FakeUpstream) -> None:
+    proxy = start(start_proxy, fake, OFF_TOPIC, stream_window_chars=16)
+    chunks = list(proxy.client().chat.completions.create(**ASK_BODY, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert OFF_TOPIC not in text and "crowbar" not in text
+    [check] = proxy.wait_rows(Check, 1)
+    assert [draft["reason"] for draft in check.drafts] == ["off_topic"] * 2  # one streamed draft per attempt
+    assert embedded(fake).count([REQUEST]) == 1
