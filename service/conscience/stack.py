@@ -18,6 +18,7 @@ from service.conscience.pipeline import ConsciencePipeline, RecordSink
 from service.conscience.repair import Repairer
 from service.conscience.review import RepairBounds, Reviewer
 from service.conscience.thresholds import SHIPPED_PATH, ThresholdTable, configured_thresholds, load_thresholds
+from service.conscience.topic import TopicEmbedder
 from service.core.backend import Backend
 from service.metrics import Metrics
 from service.settings import RepairStrategy, Settings
@@ -50,6 +51,7 @@ class ConscienceKnobs:
     repair_max_seconds: float = _proxy_default("repair_max_seconds")
     repair_frequency_penalty: float = _proxy_default("repair_frequency_penalty")
     repair_draft_window_chars: int = _proxy_default("repair_draft_window_chars")
+    repair_min_topic_similarity: float = _proxy_default("repair_min_topic_similarity")
     refusal_message: str = _proxy_default("refusal_message")
 
     @classmethod
@@ -99,6 +101,7 @@ def build_reviewer(backend: Backend, knobs: ConscienceKnobs) -> Reviewer:
             max_draft_tokens=knobs.repair_max_draft_tokens, max_seconds=knobs.repair_max_seconds, race=True,
             draft_window_chars=knobs.repair_draft_window_chars,
         ),
+        topic=TopicEmbedder(backend, min_similarity=knobs.repair_min_topic_similarity),
     )
 
 
