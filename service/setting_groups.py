@@ -8,7 +8,6 @@ reads one group lives on it; one that reads two lives on `Settings`.
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from pathlib import Path
 
@@ -78,10 +77,10 @@ class ServingSettings(SettingGroup):
 
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, description="Port to listen on.")
-    log_level: str = Field("info", description="Log level (debug logs prompts and answers).")
+    log_level: str = Field("info", description="Log level. debug logs prompts and answers.")
     workers: int = Field(
         1, ge=1,
-        description="Server processes (uvicorn workers), each with its own record writer, spool "
+        description="Server processes (uvicorn workers). Each has its own record writer, spool "
         "file (`<spool>.<n>`), key cache and adapter follower.",
     )
     shutdown_grace_s: float = Field(
@@ -92,11 +91,12 @@ class ServingSettings(SettingGroup):
     )
     backend: BackendKind = Field(
         BackendKind.UPSTREAM,
-        description="'upstream' (an OpenAI-compatible server such as vLLM) or 'local' (in-process).",
+        description="upstream | local. upstream: an OpenAI-compatible server such as vLLM; local: "
+        "the in-process engine.",
     )
     model: str | None = Field(
         None,
-        description="Upstream: the policy model name sent upstream (with vLLM: the active LoRA "
+        description="The policy model. Upstream: the name sent upstream (with vLLM: the active LoRA "
         "adapter; default: the registry's active adapter, else the client's model). Local: the "
         "model to load, as in `vllm serve MODEL` (HF id, directory or .gguf; --local-model is "
         "the same setting).",
@@ -164,7 +164,7 @@ class PolicySettings(SettingGroup):
     )
     framework: str = Field(
         "three_laws",
-        description="Default framework: three_laws, four_laws, wwjd, introspective, or a user one.",
+        description="The default framework. three_laws, four_laws, wwjd, introspective, or a user one.",
     )
     frameworks_dir: Path | None = Field(
         None, description="Directory of user framework YAML files."
@@ -238,13 +238,13 @@ class JudgeSettings(SettingGroup):
 
     model: str | None = Field(
         None,
-        description="The frozen copy that judges and repairs (with vLLM: the base model name). "
+        description="The frozen copy that judges and repairs. With vLLM: the base model name. "
         "Default: the registry's base model, else --model, else the upstream's only base model; "
         "never the client's.",
     )
     style: JudgeStyle = Field(
         JudgeStyle.FAST,
-        description="fast | reasoned | latent (a probe on the frozen model's hidden states). "
+        description="fast | reasoned | latent. latent: a probe on the frozen model's hidden states. "
         "Unset, the local backend judges latent when a probe fits its model (the demo model's "
         "ships), else fast.",
     )
@@ -416,14 +416,14 @@ class StoreSettings(SettingGroup):
 
     db_url: str = Field(
         "sqlite+aiosqlite:///./conscience.db",
-        description="SQLAlchemy async URL (postgresql+asyncpg://… in production).",
+        description="The database. An SQLAlchemy async URL (postgresql+asyncpg://… in production).",
     )
     spool_path: Path = Field(
         Path("./conscience-spool.jsonl"),
         description="Append-only file that holds records while the database is down.",
     )
     auto_migrate: bool = Field(
-        True, description="Run the database migrations at start-up (else: `conscience db upgrade`)."
+        True, description="Migrate the database at start-up. Else: `conscience db upgrade`."
     )
     writer_batch_size: int = Field(256, description="Most records in one insert batch.")
     writer_flush_interval_s: float = Field(0.2, description="Longest a record waits in the queue.")

@@ -149,7 +149,9 @@ class ConfigFile(_DictSource):
         for key, value in values.items():
             if key not in groups:
                 hint = _hint(key, flat_names)
-                raise SettingsSourceError(f"{self._path}: {key!r} is not a settings group ({', '.join(sorted(groups))}){hint}")
+                raise SettingsSourceError(
+                    f"{self._path}: {key!r} is not a settings group ({', '.join(sorted(groups))}){hint}"
+                )
             if not isinstance(value, dict):
                 raise SettingsSourceError(f"{self._path}: {key!r} must be a table of settings ([{key}] name = value)")
         return values

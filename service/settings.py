@@ -82,7 +82,7 @@ class Settings(BaseSettings):
 
     config: Path | None = Field(
         None,
-        description="A TOML or YAML settings file, one table per group (`[limits]` then `max_n = 8`); "
+        description="A settings file, TOML or YAML. One table per group (`limits` holding `max_n = 8`); "
         "flags and variables override it (docs/settings.md).",
     )
     serving: ServingSettings = Field(default_factory=ServingSettings, description=ServingSettings.__doc__)
@@ -120,6 +120,12 @@ class Settings(BaseSettings):
             ConfigFile(settings_cls, config_path(given)),
             file_secret_settings,
         )
+
+    @classmethod
+    def from_flags(cls, **values: Any) -> Settings:
+        """Settings with these values by flat name (`stream_window_chars=24`, as the flags name
+        them) over the environment, the `--config` file and the defaults."""
+        return cls(**nest(values, cls.flat_names))
 
     @classmethod
     def groups(cls) -> dict[str, type[BaseModel]]:
@@ -284,5 +290,5 @@ def setting_errors(error: ValidationError, settings_class: type[Settings] = Sett
 def load_settings(settings_class: type[S] = Settings, **overrides: object) -> S:  # type: ignore[assignment]
     """Settings from the environment, with explicit overrides (CLI flags, by flat name) on top."""
     clean = {key: value for key, value in overrides.items() if value is not None}
-    return settings_class(**nest(clean, settings_class.flat_names))
+    return settings_class.from_flags(**clean)  # type: ignore[return-value]
 

@@ -97,8 +97,8 @@ class RequestPlanner:
         policy = ReviewPolicy(
             framework=framework,
             style=request_judge_style(asked.judge_style, settings),
-            max_repairs=settings.max_repairs,
-            failure_policy=settings.failure_policy,
+            max_repairs=settings.repair.max_attempts,
+            failure_policy=settings.policy.failure_policy,
             judge_model=judge_model_or_refuse(judge_model),
         )
         choices = self._choice_count(shape, body)
@@ -120,7 +120,7 @@ class RequestPlanner:
         best_of = body.get("best_of")
         best_of = best_of if isinstance(best_of, int) and not isinstance(best_of, bool) else 1
         per_prompt = max(n, best_of)
-        limit = self._settings.max_n
+        limit = self._settings.limits.max_n
         if prompts * per_prompt > limit:
             name = "best_of" if best_of > n else "n"
             asked = f"{name} = {per_prompt}"
@@ -136,7 +136,7 @@ class RequestPlanner:
         """Windowed enforce streaming applies to text and reasoning, any n; calls, logprobs and
         batches of prompts are buffered (judged in one window once generated)."""
         return (
-            self._settings.enforce_streaming is EnforceStreaming.WINDOWED
+            self._settings.policy.enforce_streaming is EnforceStreaming.WINDOWED
             and not body.get("tools") and not body.get("functions")
             and not body.get("logprobs")
             and not isinstance(body.get("prompt"), list)
@@ -149,6 +149,6 @@ class RequestPlanner:
         try:
             return self._pipeline.admit(mode, choices)
         except ReviewsSaturated:
-            if mode is Mode.MONITOR and self._settings.monitor_overflow is MonitorOverflow.RECORD_UNCHECKED:
+            if mode is Mode.MONITOR and self._settings.limits.monitor_overflow is MonitorOverflow.RECORD_UNCHECKED:
                 return Reservation.empty(mode)
             raise

@@ -35,7 +35,7 @@ class PolicyRefusal(Exception):
 def request_framework(requested: str | None, key_framework: str | None, settings: Settings) -> str:
     """The name of the request's framework: its key's or the server's, or another only where the
     operator lets clients choose it (a lenient framework meant for one key stays that key's)."""
-    default = key_framework or settings.framework
+    default = key_framework or settings.policy.framework
     if requested is None or requested == default:
         return default
     if not settings.lets_clients_choose_framework(requested):
@@ -51,10 +51,10 @@ def request_framework(requested: str | None, key_framework: str | None, settings
 def request_mode(requested: Mode | None, key_mode: Mode | None, settings: Settings) -> Mode:
     """The request's mode; asking for less checking than the key's or the server's default
     is allowed only where the operator said so."""
-    default = key_mode or settings.mode
+    default = key_mode or settings.policy.mode
     if requested is None or requested is default:
         return default
-    if _STRICTNESS[requested] < _STRICTNESS[default] and not settings.allow_weaker_mode:
+    if _STRICTNESS[requested] < _STRICTNESS[default] and not settings.policy.allow_weaker_mode:
         raise PolicyRefusal(
             "mode_not_allowed",
             f"conscience mode {requested.value!r} is weaker than this key's {default.value!r}; "
@@ -66,7 +66,7 @@ def request_mode(requested: Mode | None, key_mode: Mode | None, settings: Settin
 
 def request_judge_style(requested: JudgeStyle | None, settings: Settings) -> JudgeStyle:
     """The request's judge style: the server's, or another the operator lets clients pick."""
-    default = settings.judge_style
+    default = settings.judge.style
     if requested is None or requested is default:
         return default
     if requested not in settings.allowed_client_judge_styles:

@@ -79,9 +79,9 @@ class ConscienceChecks:
         """Judge every answer of `call` concurrently (repairing flagged ones when it asks), record
         them, and return the reviews in order. APIError: 400 too many answers or an unknown
         framework, 403 a choice the policy refuses, 429 no room for the reviews, 503 no judge."""
-        if len(call.cases) > self._settings.max_n:
+        if len(call.cases) > self._settings.limits.max_n:
             raise APIError(
-                400, f"{len(call.cases)} answers; at most {self._settings.max_n} per request on this server.",
+                400, f"{len(call.cases)} answers; at most {self._settings.limits.max_n} per request on this server.",
                 param="input" if call.endpoint == "moderations" else "choices",
             )
         try:
@@ -117,8 +117,8 @@ class ConscienceChecks:
             framework=framework,
             style=request_judge_style(call.judge_style, self._settings),
             # Without a repair asked for, a flagged answer is only reported (no repair is drafted).
-            max_repairs=self._settings.max_repairs if call.repair else 0,
-            failure_policy=self._settings.failure_policy,
+            max_repairs=self._settings.repair.max_attempts if call.repair else 0,
+            failure_policy=self._settings.policy.failure_policy,
             judge_model=judge_model_or_refuse(self._models.judge),
         )
         context = CheckContext(

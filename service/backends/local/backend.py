@@ -91,27 +91,27 @@ class LocalBackend:
         from service.backends.local.demo import ensure_demo_model
         from service.conscience.judge import LABELS
 
-        if settings.local_threads is not None:
-            torch.set_num_threads(settings.local_threads)
+        if settings.local.threads is not None:
+            torch.set_num_threads(settings.local.threads)
         loaded = load_model(
-            settings.local_model or str(ensure_demo_model(settings)),
-            cache_dir=settings.model_cache_dir,
-            device=settings.local_device,
-            dtype=settings.local_dtype,
+            settings.local.model or str(ensure_demo_model(settings)),
+            cache_dir=settings.local.model_cache_dir,
+            device=settings.local.device,
+            dtype=settings.local.dtype,
         )
-        probe = probe_for(loaded, settings.probe_path)
+        probe = probe_for(loaded, settings.judge.probe_path)
         engine = Engine(
             loaded,
-            max_queued=settings.local_max_queue,
-            max_concurrent=settings.local_max_concurrent,
+            max_queued=settings.local.max_queue,
+            max_concurrent=settings.local.max_concurrent,
             labels=LABELS,
             latent_layers=None if probe is None else probe.layers,
         )
         return cls(
             engine,
-            default_max_tokens=settings.local_default_max_tokens,
+            default_max_tokens=settings.local.default_max_tokens,
             registry=db,
-            adapter_poll_s=settings.adapter_poll_s,
+            adapter_poll_s=settings.adapters.poll_s,
             probe=probe,
         )
 
