@@ -130,7 +130,7 @@ def test_a_secret_comes_from_a_file(tmp_path: Path) -> None:
         settings = settings_or_exit()
     finally:
         del os.environ["CONSCIENCE_ADMIN_KEY_FILE"]
-    assert settings.admin_key is not None and settings.admin_key.get_secret_value() == "k" * 24
+    assert settings.security.admin_key is not None and settings.security.admin_key.get_secret_value() == "k" * 24
 
 
 def test_a_model_the_upstream_does_not_serve_is_refused_at_start_up(tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ def test_a_model_the_upstream_does_not_serve_is_refused_at_start_up(tmp_path: Pa
 
 def test_local_model_flag_is_the_model_to_load() -> None:
     settings = settings_or_exit(backend="local", model="org/some-model")
-    assert settings.local_model == "org/some-model" and settings.model is None
+    assert settings.local.model == "org/some-model" and settings.serving.model is None
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,7 @@ def test_compose_gives_the_proxy_time_to_end_its_requests_and_write_their_record
         for name, value in proxy["environment"].items()
         if name.removeprefix("CONSCIENCE_").lower() in ("shutdown_grace_s", "writer_shutdown_timeout_s")
     })
-    needed = settings.shutdown_grace_s + SETTLE_S + settings.writer_shutdown_timeout_s
+    needed = settings.serving.shutdown_grace_s + SETTLE_S + settings.store.writer_shutdown_timeout_s
     assert int(grace.group(1)) >= needed + 5
 
 

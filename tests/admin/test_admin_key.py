@@ -26,8 +26,8 @@ def test_an_empty_admin_key_from_the_environment_refuses_to_start(
 
 
 def test_unset_and_long_enough_keys_are_accepted() -> None:
-    assert Settings().admin_key is None
-    key = Settings(admin_key="k" * MIN_ADMIN_KEY_CHARS).admin_key
+    assert Settings().security.admin_key is None
+    key = Settings(admin_key="k" * MIN_ADMIN_KEY_CHARS).security.admin_key
     assert key is not None and key.get_secret_value() == "k" * MIN_ADMIN_KEY_CHARS
 
 

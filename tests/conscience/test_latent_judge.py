@@ -139,9 +139,9 @@ def test_a_review_reports_the_signals_of_its_original_verdict() -> None:
 
 def test_a_backend_with_a_probe_makes_latent_the_default_unless_the_operator_chose() -> None:
     with_probe = LatentFake({})
-    assert served_settings(Settings(), with_probe).judge_style is JudgeStyle.LATENT
-    assert served_settings(Settings(judge_style="fast"), with_probe).judge_style is JudgeStyle.FAST
-    assert served_settings(Settings(), object()).judge_style is JudgeStyle.FAST
+    assert served_settings(Settings(), with_probe).judge.style is JudgeStyle.LATENT
+    assert served_settings(Settings(judge_style="fast"), with_probe).judge.style is JudgeStyle.FAST
+    assert served_settings(Settings(), object()).judge.style is JudgeStyle.FAST
     with pytest.raises(StartupError, match="--judge-style latent needs a probe"):
         served_settings(Settings(judge_style="latent"), object())
 
