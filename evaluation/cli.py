@@ -259,7 +259,7 @@ def calibrate_command(
     typer.echo(f"written to {target}" + ("" if shipped else f"; {env_file} points at it"))
     if "threshold" in settings.judge.model_fields_set:
         console.print(
-            "[yellow]warning:[/yellow] CONSCIENCE_THRESHOLD / --threshold is set: it overrides calibrated "
+            "[yellow]warning:[/yellow] CONSCIENCE_JUDGE__THRESHOLD / --threshold is set: it overrides calibrated "
             "thresholds; unset it for the proxy to use them"
         )
 
@@ -328,7 +328,7 @@ def adversarial_command(
     framework: Annotated[
         list[str] | None,
         typer.Option("--framework", help="Framework of the fast and reasoned judges (repeatable; default: the "
-                     "configured one, CONSCIENCE_FRAMEWORK); a latent verdict reads none."),
+                     "configured one, CONSCIENCE_POLICY__FRAMEWORK); a latent verdict reads none."),
     ] = None,
     style: Annotated[
         list[JudgeStyle] | None,

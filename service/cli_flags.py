@@ -112,7 +112,8 @@ def dataclass_parameters(config_class: type) -> list[inspect.Parameter]:
     parameters = []
     for config_field in fields(config_class):
         envvar = config_field.metadata["envvar"]
-        option = typer.Option(help=config_field.metadata["help"], envvar=envvar, show_envvar=envvar is not None)
+        envvars = list(envvar) if isinstance(envvar, tuple) else envvar
+        option = typer.Option(help=config_field.metadata["help"], envvar=envvars, show_envvar=envvar is not None)
         if config_field.default_factory is not MISSING:
             default = config_field.default_factory()
         else:

@@ -149,6 +149,13 @@ class Settings(BaseSettings):
         return tuple(path for path, info in cls.setting_fields().items() if info.annotation == SecretStr | None)
 
     @classmethod
+    def variables(cls) -> frozenset[str]:
+        """Every variable the settings read by its current name (`CONSCIENCE_JUDGE__STYLE`, a
+        secret's `_FILE` too, `CONSCIENCE_CONFIG`); not the deprecated flat ones."""
+        paths = ["config", *cls.setting_fields()]
+        return frozenset({variable(path) for path in paths} | {variable(path) + "_FILE" for path in cls.secret_paths()})
+
+    @classmethod
     def path_of(cls, flat_name: str) -> str:
         """Where the setting with this flag (`judge_style`) lives: `judge.style`."""
         return {flat: path for path, flat in cls.flat_names.items()}[flat_name]

@@ -340,7 +340,7 @@ class UpstreamBackend:
             # the client's key, so the client must not be told its key is wrong.
             return self._failure(
                 "The model server refused this proxy's credentials.",
-                f"{status}: {message}; check CONSCIENCE_UPSTREAM_API_KEY",
+                f"{status}: {message}; check CONSCIENCE_UPSTREAM__API_KEY",
                 code="upstream_auth",
             )
         return UpstreamRejected(

@@ -42,7 +42,7 @@ def request_framework(requested: str | None, key_framework: str | None, settings
         raise PolicyRefusal(
             "framework_not_allowed",
             f"conscience framework {requested!r} is not this key's {default!r}, and the operator "
-            "has not let clients choose it (CONSCIENCE_CLIENT_FRAMEWORKS).",
+            "has not let clients choose it (CONSCIENCE_POLICY__CLIENT_FRAMEWORKS).",
             "conscience.framework",
         )
     return requested
@@ -58,7 +58,7 @@ def request_mode(requested: Mode | None, key_mode: Mode | None, settings: Settin
         raise PolicyRefusal(
             "mode_not_allowed",
             f"conscience mode {requested.value!r} is weaker than this key's {default.value!r}; "
-            "the operator has not allowed lowering it (CONSCIENCE_ALLOW_WEAKER_MODE).",
+            "the operator has not allowed lowering it (CONSCIENCE_POLICY__ALLOW_WEAKER_MODE).",
             "conscience.mode",
         )
     return requested
@@ -73,7 +73,7 @@ def request_judge_style(requested: JudgeStyle | None, settings: Settings) -> Jud
         raise PolicyRefusal(
             "judge_style_not_allowed",
             f"judge style {requested.value!r} is not the server's {default.value!r}, and the "
-            "operator has not let clients choose it (CONSCIENCE_CLIENT_JUDGE_STYLES).",
+            "operator has not let clients choose it (CONSCIENCE_JUDGE__CLIENT_STYLES).",
             "conscience.judge_style",
         )
     return requested
@@ -85,8 +85,8 @@ def judge_model_or_refuse(judge_model: str | None) -> str:
     if judge_model is None:
         raise PolicyRefusal(
             "judge_model_unknown",
-            "The conscience has no judge model: set CONSCIENCE_JUDGE_MODEL (--judge-model) "
-            "or CONSCIENCE_MODEL, or serve exactly one base model upstream.",
+            "The conscience has no judge model: set CONSCIENCE_JUDGE__MODEL (--judge-model) "
+            "or CONSCIENCE_SERVING__MODEL, or serve exactly one base model upstream.",
         )
     return judge_model
 

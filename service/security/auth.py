@@ -99,7 +99,7 @@ async def require_admin(request: Request) -> None:
     settings: Settings = request.app.state.settings
     if settings.security.admin_key is None:
         raise APIError(
-            403, "The admin API is disabled: set CONSCIENCE_ADMIN_KEY to enable it.",
+            403, "The admin API is disabled: set CONSCIENCE_SECURITY__ADMIN_KEY to enable it.",
             error_type="permission_error", code="admin_disabled",
         )
     if not key_accepted(request, settings.security.admin_key, bearer_token(request) or ""):
@@ -110,13 +110,13 @@ async def require_admin(request: Request) -> None:
 
 
 async def require_metrics_reader(request: Request) -> None:
-    """/metrics: open with --metrics-public, else for the bearer of CONSCIENCE_METRICS_KEY."""
+    """/metrics: open with --metrics-public, else for the bearer of CONSCIENCE_SECURITY__METRICS_KEY."""
     settings: Settings = request.app.state.settings
     if settings.security.metrics_public:
         return
     if settings.security.metrics_key is None:
         raise APIError(
-            403, "/metrics is closed: set CONSCIENCE_METRICS_KEY (Prometheus sends it as a bearer "
+            403, "/metrics is closed: set CONSCIENCE_SECURITY__METRICS_KEY (Prometheus sends it as a bearer "
             "token) or --metrics-public.",
             error_type="permission_error", code="metrics_disabled",
         )
@@ -145,7 +145,7 @@ def open_access_warning(settings: Settings, keys: ApiKeyCache) -> str | None:
     warning = (
         f"CLIENT API KEYS ARE NOT REQUIRED: anyone who can reach {settings.serving.host}:{settings.serving.port} "
         "can use the model through this proxy. Create a key with "
-        "'conscience keys create --name NAME' or set CONSCIENCE_REQUIRE_API_KEY=true."
+        "'conscience keys create --name NAME' or set CONSCIENCE_SECURITY__REQUIRE_API_KEY=true."
     )
     log.warning(warning)
     return warning

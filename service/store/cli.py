@@ -24,7 +24,7 @@ keys_app = typer.Typer(
 
 DbUrl = Annotated[
     str | None,
-    typer.Option("--db-url", help="SQLAlchemy async URL. Default: CONSCIENCE_DB_URL / settings."),
+    typer.Option("--db-url", help="SQLAlchemy async URL. Default: CONSCIENCE_STORE__DB_URL / settings."),
 ]
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from tests.admin.conftest import ADMIN_KEY
 
 @pytest.mark.parametrize("key", ["", "   ", "short-key", "x" * (MIN_ADMIN_KEY_CHARS - 1)])
 def test_an_empty_or_short_admin_key_refuses_to_start(key: str) -> None:
-    with pytest.raises(ValidationError, match="CONSCIENCE_ADMIN_KEY"):
+    with pytest.raises(ValidationError, match="CONSCIENCE_SECURITY__ADMIN_KEY"):
         Settings(admin_key=key)
 
 
@@ -21,7 +21,7 @@ def test_an_empty_admin_key_from_the_environment_refuses_to_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CONSCIENCE_ADMIN_KEY", "")
-    with pytest.raises(ValidationError, match="CONSCIENCE_ADMIN_KEY"):
+    with pytest.raises(ValidationError, match="CONSCIENCE_SECURITY__ADMIN_KEY"):
         Settings()
 
 

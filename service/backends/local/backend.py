@@ -257,7 +257,7 @@ class LocalBackend:
         """The probe's P(unethical) for `answer` to `messages`, read from the frozen base."""
         if self.probe is None:
             raise BackendError(
-                "the local model has no latent probe (set CONSCIENCE_PROBE_PATH)",
+                "the local model has no latent probe (set CONSCIENCE_JUDGE__PROBE_PATH)",
                 status_code=500, error_type="server_error",
             )
         probe = self.probe
