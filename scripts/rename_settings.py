@@ -21,15 +21,23 @@ from pathlib import Path
 from evaluation.settings import EvaluationSettings
 from service.setting_sources import legacy_variable, variable
 
-TABLE: Mapping[str, str] = {flat: path for path, flat in EvaluationSettings.flat_names.items()}
+# Methods and properties that moved to a group with the settings they read.
+MOVED_MEMBERS = {
+    "lets_clients_choose_framework": "policy.lets_clients_choose_framework",
+    "allowed_client_judge_styles": "judge.allowed_client_styles",
+    "model_alias_map": "serving.model_alias_map",
+}
+TABLE: Mapping[str, str] = {
+    **{flat: path for path, flat in EvaluationSettings.flat_names.items()}, **MOVED_MEMBERS,
+}
 TABLE_FLAT: Mapping[str, str] = EvaluationSettings.flat_names
 SECRETS = {EvaluationSettings.flat_names[path] for path in EvaluationSettings.secret_paths()}
 
 _ATTRIBUTE = re.compile(r"(\b\w*settings)\.(" + "|".join(sorted(TABLE, key=len, reverse=True)) + r")\b")
+_BY_VARIABLE = {legacy_variable(flat): path for flat, path in TABLE.items() if flat not in MOVED_MEMBERS}
 _VARIABLE = re.compile(
-    r"\b(" + "|".join(sorted((legacy_variable(flat) for flat in TABLE), key=len, reverse=True)) + r")(_FILE)?\b"
+    r"\b(" + "|".join(sorted(_BY_VARIABLE, key=len, reverse=True)) + r")(_FILE)?\b"
 )
-_BY_VARIABLE = {legacy_variable(flat): path for flat, path in TABLE.items()}
 
 
 def renamed(text: str, variables: bool = False) -> str:

@@ -102,7 +102,7 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         state.settings, state.db, state.writer, state.keys = served, db, writer, keys
         state.backend, state.pipeline, state.metrics = backend, pipeline, metrics
         # Read through the typed doors of service/api/state.py.
-        catalog = ModelCatalog(backend, aliases=settings.model_alias_map, max_age_s=settings.adapters.poll_s)
+        catalog = ModelCatalog(backend, aliases=settings.serving.model_alias_map, max_age_s=settings.adapters.poll_s)
         state.chat_serving = CheckedServing(
             ChatSurface(), backend, pipeline, frameworks, served, names, catalog, metrics
         )

@@ -103,8 +103,8 @@ def test_an_unknown_enum_flag_is_a_usage_error() -> None:
 @pytest.mark.parametrize(
     ("args", "variable"),
     [
-        (["serve", "--admin-key", "a-secret-value-0123456789"], "CONSCIENCE_ADMIN_KEY"),
-        (["serve", "--upstream-api-key=a-secret-value-0123456789"], "CONSCIENCE_UPSTREAM_API_KEY"),
+        (["serve", "--admin-key", "a-secret-value-0123456789"], "CONSCIENCE_SECURITY__ADMIN_KEY"),
+        (["serve", "--upstream-api-key=a-secret-value-0123456789"], "CONSCIENCE_UPSTREAM__API_KEY"),
         (["train", "--vllm-api-key", "a-secret-value-0123456789"], "CONSCIENCE_VLLM_API_KEY"),
         (["adapters", "activate", "conscience-v2", "--vllm-api-key=a-secret-value-0123456789"],
          "CONSCIENCE_VLLM_API_KEY"),

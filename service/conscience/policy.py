@@ -38,7 +38,7 @@ def request_framework(requested: str | None, key_framework: str | None, settings
     default = key_framework or settings.policy.framework
     if requested is None or requested == default:
         return default
-    if not settings.lets_clients_choose_framework(requested):
+    if not settings.policy.lets_clients_choose_framework(requested):
         raise PolicyRefusal(
             "framework_not_allowed",
             f"conscience framework {requested!r} is not this key's {default!r}, and the operator "
@@ -69,7 +69,7 @@ def request_judge_style(requested: JudgeStyle | None, settings: Settings) -> Jud
     default = settings.judge.style
     if requested is None or requested is default:
         return default
-    if requested not in settings.allowed_client_judge_styles:
+    if requested not in settings.judge.allowed_client_styles:
         raise PolicyRefusal(
             "judge_style_not_allowed",
             f"judge style {requested.value!r} is not the server's {default.value!r}, and the "
