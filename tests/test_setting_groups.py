@@ -122,10 +122,15 @@ def test_a_bad_config_file_is_one_line_and_exit_2(text: str, expected: str, tmp_
     assert line.startswith("error: ") and expected in line, line
 
 
-def test_a_misspelt_nested_variable_is_an_error_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CONSCIENCE_LIMITS__MAX_M", "3")
-    code, output = _serve()
-    assert code == 2 and output.strip() == "error: limits.max_m: no such setting (docs/settings.md lists them)"
+def test_a_misspelt_nested_variable_is_an_error_not_ignored(tmp_path: Path) -> None:
+    # A process with a deadline: were the variable ignored, the server would start and serve.
+    done = subprocess.run(
+        [sys.executable, "-m", "conscience_cli", "serve", "--port", str(free_port())],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "CONSCIENCE_LIMITS__MAX_M": "3"},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: limits.max_m: no such setting (docs/settings.md lists them)"
 
 
 def test_serve_help_fits_on_one_screen_and_shows_the_operators_decisions() -> None:
