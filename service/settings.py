@@ -11,6 +11,7 @@ pre-grouping variables (`CONSCIENCE_JUDGE_STYLE`, deprecated for one release), s
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Mapping
@@ -217,8 +218,6 @@ class Settings(BaseSettings):
 def environment_secret(name: str) -> str | None:
     """A secret of a command other than the proxy's (`train`, `adapters`): the variable, or the
     file `<name>_FILE` names; never a flag, which `ps` shows to everyone."""
-    import os
-
     return os.environ.get(name) or secret_file(name) or None
 
 
