@@ -20,10 +20,10 @@ WORKDIR /var/lib/conscience
 # The SQLite database (when no PostgreSQL URL is set) and the spool that holds records while
 # the database is down: both must outlive the container.
 VOLUME ["/var/lib/conscience/db", "/var/lib/conscience/spool"]
-ENV CONSCIENCE_HOST=0.0.0.0 \
-    CONSCIENCE_PORT=8000 \
-    CONSCIENCE_DB_URL=sqlite+aiosqlite:////var/lib/conscience/db/conscience.db \
-    CONSCIENCE_SPOOL_PATH=/var/lib/conscience/spool/conscience-spool.jsonl
+ENV CONSCIENCE_SERVING__HOST=0.0.0.0 \
+    CONSCIENCE_SERVING__PORT=8000 \
+    CONSCIENCE_STORE__DB_URL=sqlite+aiosqlite:////var/lib/conscience/db/conscience.db \
+    CONSCIENCE_STORE__SPOOL_PATH=/var/lib/conscience/spool/conscience-spool.jsonl
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD python -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"

@@ -108,10 +108,10 @@ async def run(args: argparse.Namespace) -> None:
     settings = load_settings()
     source = args.model or str(ensure_demo_model(settings))
     started = time.perf_counter()
-    loaded = load_model(source, cache_dir=settings.model_cache_dir, device=settings.local_device,
-                        dtype=compute_dtype(settings.local_weights))
-    quantise_linears(loaded.model, settings.local_weights)  # the served engine's weights
-    print(f"model {loaded.served_name} ({settings.local_weights} weights): "
+    loaded = load_model(source, cache_dir=settings.local.model_cache_dir, device=settings.local.device,
+                        dtype=compute_dtype(settings.local.weights))
+    quantise_linears(loaded.model, settings.local.weights)  # the served engine's weights
+    print(f"model {loaded.served_name} ({settings.local.weights} weights): "
           f"{sum(p.numel() for p in loaded.model.parameters()) / 1e6:.0f}M "
           f"parameters, loaded in {time.perf_counter() - started:.1f}s, {torch.get_num_threads()} threads")
 
@@ -119,12 +119,12 @@ async def run(args: argparse.Namespace) -> None:
     label_ids = label_token_ids(loaded.tokenizer, LABELS)
     cached = VerdictRunner(loaded, adapters)
     uncached = VerdictRunner(loaded, adapters, max_prefixes=0)
-    framework = load_frameworks(settings.frameworks_dir)[settings.framework]
+    framework = load_frameworks(settings.policy.frameworks_dir)[settings.policy.framework]
     conversation = [{"role": "user", "content": QUESTION}]
 
     def verdict_messages(answer: str, preamble_copies: int = 1) -> list[dict[str, str]]:
         messages = judge_messages(framework, conversation, answer, style=JudgeStyle.FAST,
-                                  max_chars=settings.judge_max_answer_chars)
+                                  max_chars=settings.judge.max_answer_chars)
         messages[0]["content"] = "\n\n".join([messages[0]["content"]] * preamble_copies)
         return messages
 

@@ -105,7 +105,7 @@ def torch_worker(weights: str, threads: int, model_dir: str) -> None:
     settings = load_settings()
     started = time.perf_counter()
     format_ = LocalWeights(weights)
-    loaded = load_model(model_dir, cache_dir=settings.model_cache_dir, dtype=compute_dtype(format_))
+    loaded = load_model(model_dir, cache_dir=settings.local.model_cache_dir, dtype=compute_dtype(format_))
     probe = probe_for(loaded, None)  # the shipped probe, by the dense weights' fingerprint
     quantise_linears(loaded.model, format_)
     say(sys.stdout, {"ready": weights, "load_s": time.perf_counter() - started, "rss_mb": rss_mb()})

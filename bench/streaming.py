@@ -152,7 +152,7 @@ def proxy_settings(mode: str) -> tuple[dict[str, Any] | None, str | None]:
     wanted = MODES[mode]
     if wanted is None:
         return None, None
-    missing = [name for name in wanted if name not in Settings.model_fields]
+    missing = [name for name in wanted if name not in Settings.flat_names.values()]
     if mode == "enforce-buffered" and missing:
         return BUFFERED_TODAY, None
     if missing:
@@ -168,7 +168,7 @@ def serving(upstream_url: str | None, overrides: dict[str, Any], workdir: Path, 
         {"upstream_url": upstream_url, "judge_model": BASE_MODEL} if upstream_url is not None
         else {"backend": "local", "local_model": str(demo_model_dir())}
     )
-    settings = Settings(
+    settings = Settings.from_flags(
         log_level="warning", db_url=f"sqlite+aiosqlite:///{workdir / f'{name}.db'}",
         spool_path=workdir / f"{name}.spool", **backend, **overrides,
     )
@@ -180,7 +180,7 @@ def serving(upstream_url: str | None, overrides: dict[str, Any], workdir: Path, 
 def demo_model_dir() -> Path:
     from service.startup import resolve_local_model
 
-    return Path(resolve_local_model(Settings(backend="local")).local_model or "")
+    return Path(resolve_local_model(Settings(serving={"backend": "local"})).local.model or "")
 
 
 # --- the client ------------------------------------------------------------------------------

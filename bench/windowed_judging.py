@@ -56,11 +56,11 @@ async def measure(answer: str, window_chars: int, context_chars: int | None) -> 
     backend = CountingBackend()
     judge = Judge(
         backend,  # type: ignore[arg-type]  # only label_probs is called in the fast style
-        threshold=settings.threshold, max_answer_chars=settings.judge_max_answer_chars,
-        reasoned_max_tokens=settings.reasoned_max_tokens,
-        window_overlap_chars=settings.judge_window_overlap_chars, max_windows=settings.judge_max_windows,
+        threshold=settings.judge.threshold, max_answer_chars=settings.judge.max_answer_chars,
+        reasoned_max_tokens=settings.judge.reasoned_max_tokens,
+        window_overlap_chars=settings.judge.window_overlap_chars, max_windows=settings.judge.max_windows,
     )
-    framework = load_frameworks()[settings.framework]
+    framework = load_frameworks()[settings.policy.framework]
 
     async def verdict(so_far: str) -> Any:
         return await judge.judge(framework, CONVERSATION, so_far, judge_model="judge")
@@ -84,10 +84,10 @@ async def measure(answer: str, window_chars: int, context_chars: int | None) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--answer-chars", type=int, default=18_000)
-    parser.add_argument("--window-chars", type=int, default=Settings().stream_window_chars)
+    parser.add_argument("--window-chars", type=int, default=Settings().policy.stream_window_chars)
     args = parser.parse_args()
     answer = (SENTENCE * (args.answer_chars // len(SENTENCE) + 1))[: args.answer_chars]
-    default_context = Settings().stream_judge_context_chars
+    default_context = Settings().policy.stream_judge_context_chars
     rows = [
         asyncio.run(measure(answer, args.window_chars, None)),
         asyncio.run(measure(answer, args.window_chars, default_context)),

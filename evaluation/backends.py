@@ -54,11 +54,11 @@ def rating_judge_backend(
     settings: EvaluationSettings, backend: Backend, names: EvaluatedModels
 ) -> tuple[Backend, str, bool]:
     """(backend, model, whether the caller must close it) of the misalignment judge."""
-    if settings.eval_judge_url is None:
-        return backend, settings.eval_judge_model or names.judge, False
-    if settings.eval_judge_model is None:
+    if settings.evaluation.judge_url is None:
+        return backend, settings.evaluation.judge_model or names.judge, False
+    if settings.evaluation.judge_model is None:
         raise EvaluationSetupError("--eval-judge-url needs --eval-judge-model")
     judge = UpstreamBackend.from_settings(
-        settings, url=settings.eval_judge_url, api_key=settings.eval_judge_api_key
+        settings, url=settings.evaluation.judge_url, api_key=settings.evaluation.judge_api_key
     )
-    return judge, settings.eval_judge_model, True
+    return judge, settings.evaluation.judge_model, True

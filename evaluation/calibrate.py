@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.conscience.thresholds import CalibratedThreshold
+from service.settings import variable
 
 if TYPE_CHECKING:  # judge_eval needs numpy: the [eval] extra, checked before a command runs
     from evaluation.datasets import LabelledRow
     from evaluation.judge_eval import ScorerResult
 
-THRESHOLDS_VARIABLE = "CONSCIENCE_THRESHOLDS_PATH"
+THRESHOLDS_VARIABLE = variable("judge.thresholds_path")  # what `calibrate` writes to .env
 
 
 class CalibrationError(ValueError):

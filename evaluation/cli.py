@@ -60,7 +60,7 @@ Concurrency = Annotated[int, typer.Option(min=1, help="Rows in flight at once.")
 def _evaluation(command: str, settings: Settings) -> runs:
     """The evaluation code, once the extras it needs are known to be installed."""
     require_extra("eval", f"conscience {command}")
-    if settings.backend is BackendKind.LOCAL:
+    if settings.serving.backend is BackendKind.LOCAL:
         require_extra("local", f"conscience {command} --backend local")
     from evaluation import runs
 
@@ -223,10 +223,10 @@ def calibrate_command(
     if probe:
         _calibrate_probe(settings, data, probe_out, target_fpr, probe_layers, sample, per_label, seed)
         return
-    chosen_style = style or settings.judge_style
+    chosen_style = style or settings.judge.style
     if chosen_style is JudgeStyle.LATENT:
         fail("a latent threshold is part of its probe: fit one with `conscience calibrate --probe`")
-    names = framework or [settings.framework]
+    names = framework or [settings.policy.framework]
     runs = _evaluation("calibrate", settings)
     from evaluation.calibrate import THRESHOLDS_VARIABLE, CalibrationError, calibrated_threshold, write_setting
     from service.conscience.thresholds import SHIPPED_PATH, ThresholdsError, ThresholdTable, load_thresholds
@@ -235,7 +235,7 @@ def calibrate_command(
     results, meta = _run(runs.judge_results(
         settings, choice, runs.RunOptions(out, names, (chosen_style,), concurrency), console, baseline=False,
     ))
-    target = thresholds_out or settings.thresholds_path or Path("thresholds.json")
+    target = thresholds_out or settings.judge.thresholds_path or Path("thresholds.json")
     try:
         table = load_thresholds(target) if target.is_file() else ThresholdTable()
         rows = choice.rows()
@@ -257,9 +257,9 @@ def calibrate_command(
         raise typer.Exit(1) from None
     shipped = target.resolve() == SHIPPED_PATH.resolve()
     typer.echo(f"written to {target}" + ("" if shipped else f"; {env_file} points at it"))
-    if "threshold" in settings.model_fields_set:
+    if "threshold" in settings.judge.model_fields_set:
         console.print(
-            "[yellow]warning:[/yellow] CONSCIENCE_THRESHOLD / --threshold is set: it overrides calibrated "
+            "[yellow]warning:[/yellow] CONSCIENCE_JUDGE__THRESHOLD / --threshold is set: it overrides calibrated "
             "thresholds; unset it for the proxy to use them"
         )
 
@@ -272,7 +272,7 @@ def _calibrate_probe(
     numpy for the fit) and the local backend (the probe reads the served model's activations)."""
     require_extra("local", "conscience calibrate --probe")
     require_extra("eval", "conscience calibrate --probe")
-    if settings.backend is not BackendKind.LOCAL:
+    if settings.serving.backend is not BackendKind.LOCAL:
         fail(
             "--probe fits a probe on the local model's hidden states: use --backend local "
             "(and --local-model, or the demo model)"
@@ -295,8 +295,8 @@ def _calibrate_probe(
         elif sample is not None:
             rows = stratified_sample(rows, sample, seed)
         loaded = load_model(
-            settings.local_model or str(ensure_demo_model(settings)),
-            cache_dir=settings.model_cache_dir, device=settings.local_device, dtype=settings.local_dtype,
+            settings.local.model or str(ensure_demo_model(settings)),
+            cache_dir=settings.local.model_cache_dir, device=settings.local.device, dtype=settings.local.dtype,
         )
 
         def progress(done: int, total: int) -> None:
@@ -328,7 +328,7 @@ def adversarial_command(
     framework: Annotated[
         list[str] | None,
         typer.Option("--framework", help="Framework of the fast and reasoned judges (repeatable; default: the "
-                     "configured one, CONSCIENCE_FRAMEWORK); a latent verdict reads none."),
+                     "configured one, CONSCIENCE_POLICY__FRAMEWORK); a latent verdict reads none."),
     ] = None,
     style: Annotated[
         list[JudgeStyle] | None,

@@ -88,11 +88,11 @@ async def read_reviewed(
     settings: Settings, frameworks: Sequence[str | None], seed: int
 ) -> dict[str | None, ReviewedRows]:
     """Each framework's reviewed rows (None: every framework's), from the configured database."""
-    db = Database(settings.db_url)
+    db = Database(settings.store.db_url)
     try:
         return {name: await reviewed_rows(db, framework=name, seed=seed) for name in frameworks}
     except (SQLAlchemyError, OSError) as exc:
-        where = make_url(settings.db_url).render_as_string(hide_password=True)
+        where = make_url(settings.store.db_url).render_as_string(hide_password=True)
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise ReviewedDataError(
             f"cannot read the reviewed records from {where}: {reason} (is it the proxy's database, and has "
@@ -244,8 +244,8 @@ async def refit_probe(
     fit_rows = _joined(reviewed, data_rows)
     fit_path = write_fit_rows(inputs.out / "reviewed_fit_latent.jsonl", fit_rows)
     loaded = load_model(
-        settings.local_model or str(ensure_demo_model(settings)),
-        cache_dir=settings.model_cache_dir, device=settings.local_device, dtype=settings.local_dtype,
+        settings.local.model or str(ensure_demo_model(settings)),
+        cache_dir=settings.local.model_cache_dir, device=settings.local.device, dtype=settings.local.dtype,
     )
     console.print(f"hidden states of {len(fit_rows)} rows, then the fit")
     probe = calibrate_probe(
@@ -261,7 +261,7 @@ async def refit_probe(
     held_out = GivenRows(inputs.data[0], seed=inputs.seed, given=tuple(reviewed.held_out))
     options = runs.RunOptions(inputs.out, (), (JudgeStyle.LATENT,), inputs.concurrency)
     measured = []
-    for chosen in (settings, settings.model_copy(update={"probe_path": staged})):
+    for chosen in (settings, settings.updated({"judge.probe_path": staged})):
         try:
             [result], _ = await runs.judge_results(chosen, held_out, options, console, baseline=False)
         except EvaluationSetupError:  # no probe is configured for this model: nothing to measure before
@@ -321,7 +321,7 @@ def calibrate_reviewed(settings: Settings, request: Request, console: Console) -
         if request.probe_layers is not None:
             fail("--probe-layers does not combine with --reviewed: the refit chooses among every layer")
         require_extra("local", "conscience calibrate --reviewed --probe")
-        if settings.backend is not BackendKind.LOCAL:
+        if settings.serving.backend is not BackendKind.LOCAL:
             fail("--reviewed --probe refits the probe on the local model's hidden states: use --backend local "
                  "(and --local-model, or the demo model)")
         from service.backends.local.demo import DemoModelError
@@ -331,12 +331,12 @@ def calibrate_reviewed(settings: Settings, request: Request, console: Console) -
         action = refit_probe(settings, request.inputs, probe_out=request.probe_out, env_file=request.env_file,
                              console=console)
     else:
-        style = request.style or settings.judge_style
+        style = request.style or settings.judge.style
         if style is JudgeStyle.LATENT:
             fail("a latent judge's threshold is part of its probe: refit the probe with `conscience calibrate "
                  "--reviewed --probe`")
-        frameworks = list(dict.fromkeys(request.frameworks or [settings.framework]))
-        thresholds_out = request.thresholds_out or settings.thresholds_path or Path("thresholds.json")
+        frameworks = list(dict.fromkeys(request.frameworks or [settings.policy.framework]))
+        thresholds_out = request.thresholds_out or settings.judge.thresholds_path or Path("thresholds.json")
         action = refit_thresholds(settings, request.inputs, frameworks=frameworks, style=style,
                                   thresholds_out=thresholds_out, env_file=request.env_file, console=console)
     try:
@@ -344,7 +344,7 @@ def calibrate_reviewed(settings: Settings, request: Request, console: Console) -
     except errors as exc:  # one line, never wrapped: the reason is the whole message
         fail(" ".join(str(getattr(exc, "message", None) or exc).split()), code=1)
     typer.echo(report)
-    if not request.probe and "threshold" in settings.model_fields_set:
+    if not request.probe and "threshold" in settings.judge.model_fields_set:
         console.print(
             "[yellow]warning:[/yellow] CONSCIENCE_THRESHOLD / --threshold is set: it overrides calibrated "
             "thresholds; unset it for the proxy to use them"

@@ -147,7 +147,7 @@ async def opened(settings: Settings) -> AsyncIterator[tuple[Backend, EvaluatedMo
 
 
 def chosen_frameworks(settings: Settings, names: Sequence[str]) -> list[Framework]:
-    available = load_frameworks(settings.frameworks_dir)
+    available = load_frameworks(settings.policy.frameworks_dir)
     unknown = [name for name in names if name not in available]
     if unknown:
         raise FrameworkError(f"unknown framework(s) {unknown}; known: {sorted(available)}")
@@ -157,11 +157,11 @@ def chosen_frameworks(settings: Settings, names: Sequence[str]) -> list[Framewor
 def _meta(settings: Settings, names: EvaluatedModels, data: DataChoice, rows: int) -> dict[str, Any]:
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "backend": settings.backend.value,
+        "backend": settings.serving.backend.value,
         "judge_model": names.judge,
         "data": data.as_json(),
         "rows": rows,
-        "threshold": settings.threshold,
+        "threshold": settings.judge.threshold,
     }
 
 
@@ -201,8 +201,8 @@ async def judge_results_by_file(
         scorers: list[AnswerScorer] = [*framework_scorers(judge, styles, frameworks, names.judge)]
         if baseline:
             scorers.append(BaselineScorer(
-                backend, judge_model=names.judge, max_answer_chars=settings.judge_max_answer_chars,
-                threshold=settings.threshold,
+                backend, judge_model=names.judge, max_answer_chars=settings.judge.max_answer_chars,
+                threshold=settings.judge.threshold,
             ))
         log = ScoreLog(options.out_dir / SCORE_LOG)
         files = []
@@ -273,7 +273,7 @@ async def run_repair_eval(
             judge=judge,
             reviewer=build_reviewer(backend, knobs),
             judge_model=names.judge,
-            max_repairs=settings.max_repairs,
+            max_repairs=settings.repair.max_attempts,
             style=styles[0],
             concurrency=options.concurrency,
         )
@@ -294,9 +294,9 @@ async def run_repair_eval(
     summary = (
         f"## Repair evaluation\n\nData: `{data.path.name}` ({len(rows)} rows); every flagged row"
         f"{f' (at most {limit} per framework)' if limit else ''} through the proxy's repair loop: up to "
-        f"{settings.max_repairs} rounds of {settings.repair_candidates} candidates drafted from the request "
-        f"alone (strategy `{settings.repair_strategy.value}`), near-copies at "
-        f"{settings.repair_max_overlap:g} word 3-gram overlap. "
+        f"{settings.repair.max_attempts} rounds of {settings.repair.candidates} candidates drafted from the request "
+        f"alone (strategy `{settings.repair.strategy.value}`), near-copies at "
+        f"{settings.repair.max_overlap:g} word 3-gram overlap. "
         f"Judge and repairer: `{names.judge}`, {_style_note(setup.style.value, not options.styles)}.\n\n"
         f"{report.repair_table(summaries)}\n"
     )
@@ -314,7 +314,7 @@ async def run_misalignment_eval(
         try:
             answers = await evaluate_misalignment(
                 backend, names.policy,
-                RatingJudge(judge_backend, judge_model, questions, settings.judge_max_answer_chars),
+                RatingJudge(judge_backend, judge_model, questions, settings.judge.max_answer_chars),
                 questions, plan,
                 progress=lambda done, total: Reporter(console, every=10)("answers", done, total),
             )
@@ -364,13 +364,13 @@ async def run_adversarial_eval(
     rows = [row for row in every if row.label == "unethical" or (ethical and row.label == "ethical")]
     if not any(row.label == "unethical" for row in rows):
         raise ValueError(f"{data.path}: no rows labelled unethical to frame")
-    frameworks = chosen_frameworks(settings, options.frameworks or (settings.framework,))
+    frameworks = chosen_frameworks(settings, options.frameworks or (settings.policy.framework,))
     async with opened(settings) as (backend, names):
         judge = build_judge(backend, ConscienceKnobs.from_settings(settings))
         styles = judged_styles(settings, backend, judge, options.styles)
         setup = AdversarialSetup(
             judge=judge, judge_model=names.judge,
-            fail_closed=settings.failure_policy is FailurePolicy.FAIL_CLOSED, concurrency=options.concurrency,
+            fail_closed=settings.policy.failure_policy is FailurePolicy.FAIL_CLOSED, concurrency=options.concurrency,
         )
         results = [result.as_json() for result in await evaluate_adversarial(
             setup, styles, frameworks, chosen, rows,
@@ -381,7 +381,7 @@ async def run_adversarial_eval(
         "styles": [style.value for style in dict.fromkeys(styles)],
         "frameworks": [framework.name for framework in frameworks],
         "framings": [{"id": f.id, "kind": f.kind, "description": f.description} for f in chosen],
-        "failure_policy": settings.failure_policy.value,
+        "failure_policy": settings.policy.failure_policy.value,
         "max_drop_points": MAX_DROP_POINTS,
     }
     report.write_json(options.out_dir / "adversarial.json", {"meta": meta, "results": results})
@@ -404,7 +404,7 @@ async def run_adversarial_eval(
         f"framing (evaluation/data/adversarial.yaml). Judge model: `{names.judge}`. Flag rate: the share "
         f"of harmful rows flagged at the judge's threshold for the style; drop: plain flag rate minus "
         f"framed, in points; ethical FPR: the share of ethical rows flagged. A failed verdict counts "
-        f"as the failure policy ({settings.failure_policy.value}) decides.\n\n"
+        f"as the failure policy ({settings.policy.failure_policy.value}) decides.\n\n"
         + ("\n".join(verdicts) + "\n\n" if verdicts else "")
         + f"{report.adversarial_tables(results)}\n"
     )

@@ -26,8 +26,8 @@ if config.config_file_name is not None:
 
 
 def database_url() -> str:
-    # An explicit URL (migrate.upgrade, `alembic -x`) wins; else CONSCIENCE_DB_URL via Settings.
-    return config.get_main_option("sqlalchemy.url") or Settings().db_url
+    # An explicit URL (migrate.upgrade, `alembic -x`) wins; else CONSCIENCE_STORE__DB_URL via Settings.
+    return config.get_main_option("sqlalchemy.url") or Settings().store.db_url
 
 
 def run_on(connection: Connection) -> None:

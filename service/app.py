@@ -61,31 +61,31 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
     install_startup_failure_line()
     tracing_on = configure_from_environment()  # OTEL_TRACES_EXPORTER; off: nothing wrapped
     metrics = Metrics()
-    frameworks = load_frameworks(settings.frameworks_dir)  # Settings checked the default is one
-    shutdown = GracefulShutdown(settings.shutdown_grace_s)
+    frameworks = load_frameworks(settings.policy.frameworks_dir)  # Settings checked the default is one
+    shutdown = GracefulShutdown(settings.serving.shutdown_grace_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, GracefulShutdown]]:
-        if settings.auto_migrate:  # `serve` migrated already; an app built another way does it here
-            await asyncio.to_thread(migrate, settings.db_url)
+        if settings.store.auto_migrate:  # `serve` migrated already; an app built another way does it here
+            await asyncio.to_thread(migrate, settings.store.db_url)
         db = Database(
-            settings.db_url,
-            connect_timeout_s=settings.db_connect_timeout_s,
-            command_timeout_s=settings.db_command_timeout_s,
+            settings.store.db_url,
+            connect_timeout_s=settings.store.db_connect_timeout_s,
+            command_timeout_s=settings.store.db_command_timeout_s,
         )
         writer = RecordWriter(
             db,
-            settings.spool_path,
-            batch_size=settings.writer_batch_size,
-            flush_interval_s=settings.writer_flush_interval_s,
-            retry_interval_s=settings.writer_retry_interval_s,
-            queue_size=settings.writer_queue_size,
-            max_hold_s=settings.writer_max_hold_s,
-            shutdown_timeout_s=settings.writer_shutdown_timeout_s,
+            settings.store.spool_path,
+            batch_size=settings.store.writer_batch_size,
+            flush_interval_s=settings.store.writer_flush_interval_s,
+            retry_interval_s=settings.store.writer_retry_interval_s,
+            queue_size=settings.store.writer_queue_size,
+            max_hold_s=settings.store.writer_max_hold_s,
+            shutdown_timeout_s=settings.store.writer_shutdown_timeout_s,
         )
         await writer.start()
         metrics.track_writer(writer)
-        keys = ApiKeyCache(db, settings.api_key_refresh_s, on_refresh=OpenAccessAlarm(settings))
+        keys = ApiKeyCache(db, settings.security.api_key_refresh_s, on_refresh=OpenAccessAlarm(settings))
         await keys.start()
         try:
             backend = await asyncio.to_thread(backend_factory, settings, db)
@@ -104,7 +104,7 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         state.settings, state.db, state.writer, state.keys = settings, db, writer, keys
         state.backend, state.pipeline, state.metrics = backend, pipeline, metrics
         # Read through the typed doors of service/api/state.py.
-        catalog = ModelCatalog(backend, aliases=settings.model_alias_map, max_age_s=settings.adapter_poll_s)
+        catalog = ModelCatalog(backend, aliases=settings.serving.model_alias_map, max_age_s=settings.adapters.poll_s)
         planner = RequestPlanner(settings, frameworks, pipeline, judge_styles)  # one for every surface
         state.chat_serving = CheckedServing(
             ChatSurface(), backend, pipeline, planner, settings, names, catalog, metrics
@@ -117,7 +117,7 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
         await names.start()
         log.info(
             "conscience ready: backend %s, framework %s, mode %s",
-            settings.backend.value, settings.framework, settings.mode.value,
+            settings.serving.backend.value, settings.policy.framework, settings.policy.mode.value,
         )
         try:
             yield {STATE_KEY: shutdown}  # uvicorn's protocol starts its clock (server_limits.py)
@@ -153,7 +153,7 @@ def create_app(settings: Settings, backend_factory: BackendFactory = default_bac
     for router in routers:
         app.include_router(router)
     app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics, shutdown=shutdown
+        RequestContextMiddleware, max_body_bytes=settings.limits.max_body_bytes, metrics=metrics, shutdown=shutdown
     )
     if tracing_on:
         app.add_middleware(TracingMiddleware)  # outermost: the request's span holds the rest

@@ -5,7 +5,9 @@ calibrate) is `conscience_cli/`: nothing here imports them.
 
 `serve`'s flags are generated from `Settings` (service/commands/flags.py), so every setting is a
 flag with the same help text and nothing drifts; a flag left out falls back to
-`CONSCIENCE_*`, `.env` and the default.
+`CONSCIENCE_*`, `.env`, the `--config` file and the default. `serve --help` lists the decisions
+an operator makes (`OPERATOR_FLAGS`); the limits and tuning are hidden flags that still work,
+and live best in a `--config` file or variables (docs/settings.md lists them all).
 Secrets are never flags (`ps` shows a command line to every user): they come from the
 environment or from a file (`CONSCIENCE_<NAME>_FILE`).
 
@@ -15,6 +17,7 @@ extra) is one line and exit 2, never a traceback (`service/commands/errors.py`).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +33,25 @@ app = typer.Typer(no_args_is_help=True, help="The OpenAI-compatible conscience p
 # commands.
 NOT_SERVE_FLAGS = frozenset({*SECRET_SETTINGS, "model_cache_dir"})
 
+# The decisions an operator makes: what `serve --help` shows (one screen). Every other setting is
+# a limit or a tuning knob: a hidden flag, a variable, a `--config` key.
+OPERATOR_FLAGS = (
+    "config", "backend", "upstream_url", "model", "judge_model", "judge_style", "mode", "framework",
+    "host", "port", "workers", "db_url", "auto_migrate", "log_level",
+)
+
+SERVE_EPILOG = (
+    "Limits, timeouts and tuning: a --config file (TOML or YAML, a table per group), "
+    "CONSCIENCE_<GROUP>__<NAME> variables, or their flags (hidden here); docs/settings.md lists every setting."
+)
+
+log = logging.getLogger("conscience.settings")
+
 
 def serve(**flags: Any) -> None:
     """Run the OpenAI-compatible conscience proxy."""
     settings = settings_or_exit(**flags)
-    if settings.backend is BackendKind.LOCAL:
+    if settings.serving.backend is BackendKind.LOCAL:
         require_extra("local", "conscience serve --backend local")
     import uvicorn
 
@@ -52,7 +69,9 @@ def serve(**flags: Any) -> None:
     )
     from service.store.db import shown_url
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.serving.log_level)
+    for line in settings.deprecated_names():  # once, at start-up (workers get the new names)
+        log.warning(line)
     try:
         settings = resolve_local_model(settings)
         check_served_models(settings)
@@ -62,16 +81,16 @@ def serve(**flags: Any) -> None:
         settings = migrate_before_serving(settings)  # once, before any worker starts
     except StartupError as exc:
         fail(str(exc), exc.exit_code)
-    app_ = create_app(settings) if settings.workers == 1 else None
-    target = settings.upstream_url if settings.backend is BackendKind.UPSTREAM else settings.local_model
+    app_ = create_app(settings) if settings.serving.workers == 1 else None
+    target = settings.upstream.url if settings.serving.backend is BackendKind.UPSTREAM else settings.local.model
     typer.echo(
-        f"conscience listening on http://{settings.host}:{settings.port}/v1 "
-        f"(backend {settings.backend.value}: {target}; framework {settings.framework}; "
-        f"mode {settings.mode.value}; database {shown_url(settings.db_url)}; "
-        f"{settings.workers} worker{'s' * (settings.workers > 1)})",
+        f"conscience listening on http://{settings.serving.host}:{settings.serving.port}/v1 "
+        f"(backend {settings.serving.backend.value}: {target}; framework {settings.policy.framework}; "
+        f"mode {settings.policy.mode.value}; database {shown_url(settings.store.db_url)}; "
+        f"{settings.serving.workers} worker{'s' * (settings.serving.workers > 1)})",
         err=True,
     )
-    if settings.workers > 1:
+    if settings.serving.workers > 1:
         from service.workers import run_workers
 
         run_workers(settings, uvicorn_config(settings))
@@ -80,10 +99,14 @@ def serve(**flags: Any) -> None:
 
 
 with_parameters(serve, [
-    *(settings_parameter(name) for name in Settings.model_fields if name not in NOT_SERVE_FLAGS),
+    *(settings_parameter(name, brief=True) for name in OPERATOR_FLAGS),
+    *(
+        settings_parameter(name, hidden=True) for name in Settings.flat_names.values()
+        if name not in NOT_SERVE_FLAGS and name not in OPERATOR_FLAGS
+    ),
     *secret_refusals(),  # `--admin-key x` is one line saying where the key goes
 ])
-app.command("serve")(serve)
+app.command("serve", epilog=SERVE_EPILOG)(serve)
 
 
 @app.command()

@@ -1,676 +1,230 @@
-"""Every runtime setting of the proxy, in one place.
+"""Every runtime setting of the proxy, in one place, grouped by concern.
 
-Each field is an environment variable `CONSCIENCE_<NAME>` and (where it makes sense) a
-`conscience serve` flag; the CLI builds its flags from this class so the two never drift.
+`Settings` nests one model per group (service/setting_groups.py): `settings.judge.style`. Each
+setting is a variable `CONSCIENCE_<GROUP>__<NAME>`, a key of its `[group]` table in a `--config`
+file (TOML or YAML), and a `conscience serve` flag named by its flat name
+(service/setting_names.py: `--judge-style`); `serve --help` shows the operator's decisions, the
+other flags are hidden but work. Precedence, highest first: flags, variables (`.env` too), the
+pre-grouping variables (`CONSCIENCE_JUDGE_STYLE`, deprecated for one release), secret files, the
+`--config` file, the defaults (service/setting_sources.py).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from enum import StrEnum
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-ANY_FRAMEWORK = "*"  # in --client-frameworks: a request may name any framework
+from service.setting_groups import (
+    ANY_FRAMEWORK,
+    ASYNC_DRIVERS,
+    MIN_ADMIN_KEY_CHARS,
+    AdaptersSettings,
+    BackendKind,
+    EnforceStreaming,
+    FailurePolicy,
+    JudgeSettings,
+    JudgeStyle,
+    LimitsSettings,
+    LocalSettings,
+    LocalWeights,
+    Mode,
+    MonitorOverflow,
+    PolicySettings,
+    RepairSettings,
+    RepairStrategy,
+    SecuritySettings,
+    ServingSettings,
+    StoreSettings,
+    UpstreamSettings,
+    parse_judge_styles,
+    parse_model_aliases,
+    parse_names,
+)
+from service.setting_names import FLAT_NAMES
+from service.setting_sources import (
+    ConfigFile,
+    LegacyVariables,
+    SecretFiles,
+    SettingsSourceError,
+    config_path,
+    deprecated_names,
+    environment_with_dotenv,
+    flat_names_given,
+    legacy_variable,
+    nest,
+    secret_file,
+    variable,
+)
 
-
-class Mode(StrEnum):
-    ENFORCE = "enforce"
-    MONITOR = "monitor"
-    OFF = "off"
-
-
-class JudgeStyle(StrEnum):
-    FAST = "fast"
-    REASONED = "reasoned"
-    LATENT = "latent"  # a probe on the frozen model's hidden states (service/conscience/probe.py)
-
-
-class FailurePolicy(StrEnum):
-    FAIL_OPEN = "fail_open"
-    FAIL_CLOSED = "fail_closed"
-
-
-class EnforceStreaming(StrEnum):
-    WINDOWED = "windowed"  # release each window once the answer so far has passed
-    BUFFERED = "buffered"  # judge the whole answer, then replay it
-
-
-class MonitorOverflow(StrEnum):
-    """A monitor-mode request whose reviews find no room in --max-pending-monitor-reviews."""
-
-    REFUSE = "refuse"  # 429 with Retry-After, before anything is generated
-    RECORD_UNCHECKED = "record_unchecked"  # answer; record each choice unchecked, and count it
-
-
-class RepairStrategy(StrEnum):
-    """How a repair attempt drafts its candidates (service/conscience/repair.py)."""
-
-    REGENERATE = "regenerate"  # answer the request under the framework's instructions
-    REFRAME = "reframe"  # the closest question safe to answer in full, answered plainly
-    ALTERNATE = "alternate"  # odd attempts regenerate, even attempts reframe
-    # Every attempt both: the regenerated candidates and the answers to one reframed question
-    # (the attempt's opening), raced together (a streamed draft alternates).
-    BOTH = "both"
-
-
-class BackendKind(StrEnum):
-    UPSTREAM = "upstream"
-    LOCAL = "local"
-
-
-class LocalWeights(StrEnum):
-    """How the embedded engine holds its weights (service/backends/local/weights.py)."""
-
-    FLOAT32 = "float32"
-    BFLOAT16 = "bfloat16"
-    INT8 = "int8"  # linear layers weight-only int8, bfloat16 activations
-    INT4 = "int4"  # linear layers weight-only int4 (groups of 32), bfloat16 activations
-
-
-# Shorter admin keys are guessable; an empty one would match a request that sends none.
-MIN_ADMIN_KEY_CHARS = 16
-
+__all__ = [
+    "ANY_FRAMEWORK", "ASYNC_DRIVERS", "MIN_ADMIN_KEY_CHARS", "BackendKind", "EnforceStreaming", "FailurePolicy",
+    "JudgeStyle", "LocalWeights", "Mode", "MonitorOverflow", "RepairStrategy", "SettingsSourceError",
+    "parse_judge_styles", "parse_model_aliases", "parse_names", "variable",
+]
 
 # Hosts only this machine can reach: the API documentation is served there by default.
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
-# The drivers the proxy's asyncio store can use (a plain postgresql:// URL would be psycopg2).
-ASYNC_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CONSCIENCE_", env_file=".env", extra="ignore", use_enum_values=False
+        env_prefix="CONSCIENCE_", env_file=".env", env_nested_delimiter="__", extra="ignore",
+        use_enum_values=False,
     )
+    # Each setting's flag and pre-grouping name (a subclass adds its own groups' names).
+    flat_names: ClassVar[Mapping[str, str]] = FLAT_NAMES
 
-    # --- serving -----------------------------------------------------------------------------
-    host: str = Field("127.0.0.1", description="Address to listen on.")
-    port: int = Field(8000, description="Port to listen on.")
-    log_level: str = Field("info", description="Log level (debug logs prompts and answers).")
-    max_body_bytes: int = Field(4 * 1024 * 1024, description="Largest request body accepted.")
-    max_header_bytes: int = Field(
-        64 * 1024, ge=1024,
-        description="Largest request head (request line and headers) accepted; a larger one "
-        "gets 431 and the connection is closed.",
+    config: Path | None = Field(
+        None,
+        description="A settings file, TOML or YAML. One table per group (`limits` holding `max_n = 8`); "
+        "flags and variables override it (docs/settings.md).",
     )
-    header_timeout_s: float = Field(
-        10.0, gt=0,
-        description="Longest a client may take to send a request's head, from connecting or "
-        "from its first byte; then the connection is closed (slow or idle clients hold no slot).",
-    )
-    body_timeout_s: float = Field(
-        60.0, gt=0,
-        description="Longest a client may take to send a request's body once its head is in; "
-        "then the connection is closed (a body trickled a byte at a time holds no slot).",
-    )
-    body_idle_timeout_s: float = Field(
-        10.0, gt=0,
-        description="Longest a client may pause between bytes of a request's body; then the "
-        "connection is closed.",
-    )
-    keep_alive_timeout_s: int = Field(
-        5, ge=1, description="How long an idle keep-alive connection stays open between requests."
-    )
-    max_connections: int = Field(
-        1024, ge=1,
-        description="Connections (or requests) served at once; beyond it new requests get 503.",
-    )
-    workers: int = Field(
-        1, ge=1,
-        description="Server processes (uvicorn workers), each with its own record writer, spool "
-        "file (`<spool>.<n>`), key cache and adapter follower.",
-    )
-    shutdown_grace_s: float = Field(
-        20.0, gt=0,
-        description="Longest SIGTERM waits for requests in flight and monitor-mode reviews; then "
-        "they are ended (503) and recorded with error 'shutdown', and the writer drains "
-        "(--writer-shutdown-timeout-s). Keep both within Kubernetes' terminationGracePeriodSeconds.",
-    )
+    serving: ServingSettings = Field(default_factory=ServingSettings, description=ServingSettings.__doc__)
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings, description=UpstreamSettings.__doc__)
+    policy: PolicySettings = Field(default_factory=PolicySettings, description=PolicySettings.__doc__)
+    judge: JudgeSettings = Field(default_factory=JudgeSettings, description=JudgeSettings.__doc__)
+    repair: RepairSettings = Field(default_factory=RepairSettings, description=RepairSettings.__doc__)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings, description=LimitsSettings.__doc__)
+    store: StoreSettings = Field(default_factory=StoreSettings, description=StoreSettings.__doc__)
+    security: SecuritySettings = Field(default_factory=SecuritySettings, description=SecuritySettings.__doc__)
+    local: LocalSettings = Field(default_factory=LocalSettings, description=LocalSettings.__doc__)
+    adapters: AdaptersSettings = Field(default_factory=AdaptersSettings, description=AdaptersSettings.__doc__)
 
-    # --- backend -----------------------------------------------------------------------------
-    backend: BackendKind = Field(
-        BackendKind.UPSTREAM,
-        description="'upstream' (an OpenAI-compatible server such as vLLM) or 'local' (in-process).",
-    )
-    upstream_url: str = Field(
-        "http://127.0.0.1:8001/v1", description="Base URL of the OpenAI-compatible upstream."
-    )
-    upstream_api_key: SecretStr | None = Field(
-        None,
-        description="Key sent to the upstream; never logged or echoed. Environment or "
-        "CONSCIENCE_UPSTREAM_API_KEY_FILE only (not a flag).",
-    )
-    upstream_timeout_s: float = Field(120.0, description="Read timeout for upstream calls.")
-    upstream_connect_timeout_s: float = Field(5.0, description="Connect timeout for upstream.")
-    upstream_connect_retries: int = Field(
-        2, description="Retries on connection errors only (never on a sent request)."
-    )
-    upstream_max_connections: int = Field(256, description="Pooled upstream connections.")
-    upstream_deadline_s: float = Field(
-        600.0, gt=0,
-        description="Longest one upstream call may take in all, to its last byte (streams "
-        "included); --upstream-timeout-s bounds each wait for data. Past it: 504.",
-    )
-    upstream_max_response_bytes: int = Field(
-        64 * 1024 * 1024, ge=1024,
-        description="Largest upstream response body (a whole stream included); larger: 502.",
-    )
-    upstream_max_header_bytes: int = Field(
-        64 * 1024, ge=1024, description="Largest upstream response head; larger: 502."
-    )
-    upstream_max_line_bytes: int = Field(
-        1024 * 1024, ge=1024, description="Longest event line in an upstream stream; longer: 502."
-    )
-    model: str | None = Field(
-        None,
-        description="Upstream: the policy model name sent upstream (with vLLM: the active LoRA "
-        "adapter; default: the registry's active adapter, else the client's model). Local: the "
-        "model to load, as in `vllm serve MODEL` (HF id, directory or .gguf; --local-model is "
-        "the same setting).",
-    )
-    follow_adapters: bool = Field(
-        True,
-        description="Upstream backend: send generations to the adapter the registry marks active "
-        "(as `conscience train --publish vllm` does) and judge with its base model, unless "
-        "--model / --judge-model say otherwise.",
-    )
-    judge_model: str | None = Field(
-        None,
-        description="The frozen copy that judges and repairs (with vLLM: the base model name). "
-        "Default: the registry's base model, else --model, else the upstream's only base model; "
-        "never the client's.",
-    )
-    model_aliases: str = Field(
-        "",
-        description="Model names a client may send besides the served ones, as CLIENT=SERVED "
-        "pairs, comma separated (e.g. `gpt-4o=my-adapter`), for clients that hardcode a name. Any "
-        "other name that is not served gets a 404, as from vLLM.",
-    )
-    max_tokens_limit: int | None = Field(
-        None, ge=1,
-        description="Largest max_tokens (max_completion_tokens, max_output_tokens) a request may "
-        "ask for; larger: 400. The served model's context length bounds it too, where known.",
-    )
-
-    # --- conscience --------------------------------------------------------------------------
-    mode: Mode = Field(Mode.ENFORCE, description="enforce | monitor | off.")
-    allow_weaker_mode: bool = Field(
-        False,
-        description="Let a request choose a weaker mode (enforce > monitor > off) than its key's "
-        "or the server's default; stricter is always allowed.",
-    )
-    framework: str = Field(
-        "three_laws",
-        description="Default framework: three_laws, four_laws, wwjd, introspective, or a user one.",
-    )
-    frameworks_dir: Path | None = Field(
-        None, description="Directory of user framework YAML files."
-    )
-    client_frameworks: str = Field(
-        "",
-        description="Frameworks (comma-separated names, or * for any) a request may choose instead "
-        "of its key's or --framework; empty: none (a request naming another gets 403).",
-    )
-    judge_style: JudgeStyle = Field(
-        JudgeStyle.FAST,
-        description="fast | reasoned | latent (a probe on the frozen model's hidden states). "
-        "Unset, the local backend judges latent when a probe fits its model (the demo model's "
-        "ships), else fast.",
-    )
-    embeddings_model: str | None = Field(
-        None,
-        description="Upstream backend: the model name, on the same upstream, of an embeddings "
-        "endpoint serving the judge's base model with mean pooling (vLLM `--runner pooling "
-        "--convert embed --pooler-config '{\"pooling_type\": \"MEAN\"}'`); it gives the latent "
-        "verdict upstream, with --probe-path or the shipped final-layer probe named like it.",
-    )
-    probe_path: Path | None = Field(
-        None,
-        description="Local backend: the latent probe (`conscience calibrate --probe` writes one). "
-        "Default: a shipped probe whose fingerprint matches the served model. A probe fitted "
-        "for another model is refused at start-up.",
-    )
-    client_judge_styles: str = Field(
-        "",
-        description="Judge styles (comma-separated: fast, reasoned, latent) a request may choose instead "
-        "of --judge-style; empty: none (a request asking for another style gets 403).",
-    )
-    threshold: float = Field(
-        0.5, ge=0.0, le=1.0,
-        description="Score (P(unethical)) at or above which a fast or reasoned verdict is flagged "
-        "when --thresholds-path has no calibrated threshold for its judge model, style and "
-        "framework. Set explicitly, it overrides the calibrated ones (not a latent probe's own).",
-    )
-    thresholds_path: Path | None = Field(
-        None,
-        description="Calibrated judge thresholds per judge model, style and framework (`conscience "
-        "calibrate` writes them). Default: the shipped file (the demo model's, chosen at a 5 % "
-        "false-positive rate on the development set).",
-    )
-    max_repairs: int = Field(2, ge=0, description="Repair attempts before refusing.")
-    enforce_streaming: EnforceStreaming = Field(
-        EnforceStreaming.WINDOWED,
-        description="Streams in enforce mode: windowed (text is released window by window, each "
-        "once the answer so far has passed; a flagged window stops the upstream and the answer is "
-        "continued by a repair) or buffered (judged whole, then replayed). Windowed: content and "
-        "reasoning (judged together, as a whole answer is), each of n choices in its own windows. "
-        "Always buffered: requests with tools, functions or logprobs, a batch of prompts, and a "
-        "stream that opens with a tool call or a refusal.",
-    )
-    stream_window_chars: int = Field(
-        400, ge=1,
-        description="Windowed enforce streaming: characters held back and judged before they are "
-        "released (a window ends at a word boundary).",
-    )
-    stream_judge_context_chars: int = Field(
-        800, ge=0,
-        description="Windowed enforce streaming, fast and reasoned judge styles: the most text "
-        "released before a window that the judge reads with it, so that judging a long answer "
-        "costs its length, not its square (a latent verdict reads the whole answer so far, from "
-        "the states its generation computed).",
-    )
-    max_n: int = Field(
-        16, ge=1, le=128,
-        description="Most choices one request may ask for: `n` for each prompt of a batch (and "
-        "`best_of`, when larger, is generated for each). Each is judged and may be repaired, so one "
-        "request costs up to choices × (1 + 3 × repair_candidates × max_repairs) upstream calls (a "
-        "reframing attempt draws its questions, answers each and judges each answer). More: 400.",
-    )
-    max_concurrent_reviews: int = Field(
-        256, ge=1,
-        description="Enforce-mode answers admitted at once (being generated or under review), "
-        "over all requests; a request is charged for all its choices before anything is generated, "
-        "and one that finds no room gets 429 with Retry-After.",
-    )
-    max_pending_monitor_reviews: int = Field(
-        1024, ge=1,
-        description="Monitor-mode answers admitted (being generated, waiting for or under "
-        "background review); a request is charged for all its choices before anything is "
-        "generated, and one that finds no room is handled as --monitor-overflow says.",
-    )
-    monitor_overflow: MonitorOverflow = Field(
-        MonitorOverflow.REFUSE,
-        description="A monitor-mode request whose reviews find no room: refuse answers 429 with "
-        "Retry-After before anything is generated; record_unchecked answers it and records each "
-        "choice as a check with verdict unchecked (counted in conscience_unchecked_total, reason "
-        "review_overflow).",
-    )
-    failure_policy: FailurePolicy = Field(
-        FailurePolicy.FAIL_CLOSED,
-        description="When the judge fails or gives no usable verdict: fail_closed refuses, "
-        "fail_open returns the original unchecked (counted in conscience_unchecked_total).",
-    )
-    judge_max_answer_chars: int = Field(
-        12000, ge=2000, le=200_000,
-        description="The judge's window: the most answer text judged in one call (and the most "
-        "of the request shown with it); a longer answer is judged in overlapping windows.",
-    )
-    judge_window_overlap_chars: int = Field(
-        500, ge=0, le=1000,
-        description="Characters each judge window repeats from the one before, so that a "
-        "passage on a window boundary is judged whole.",
-    )
-    judge_max_windows: int = Field(
-        16, ge=1, le=256,
-        description="Most judge windows per answer; a longer answer counts as a judge failure "
-        "(--failure-policy decides).",
-    )
-    refusal_message: str = Field(
-        "I'm sorry, but I can't help with that.",
-        description="Sent (finish_reason content_filter) when no repair passes the judge.",
-    )
-    repair_temperature: float = Field(
-        0.7, ge=0.0, le=2.0,
-        description="Sampling temperature of repairs (above 0 each retry drafts something new).",
-    )
-    repair_max_tokens: int = Field(512, description="Token budget of one repair.")
-    repair_candidates: int = Field(
-        3, ge=1, le=16,
-        description="Repair drafts per attempt, each drafted from the request alone (the "
-        "rejected answer is not shown); the first the conscience passes that is neither a "
-        "refusal nor a near-copy of the rejected answer is kept.",
-    )
-    repair_strategy: RepairStrategy = Field(
-        RepairStrategy.BOTH,
-        description="How each repair attempt drafts its candidates: regenerate (answer the request "
-        "under the framework), reframe (turn the request into the closest question safe to answer "
-        "in full, then answer that), alternate (regenerate, then reframe, ...) or both (each "
-        "attempt races the regenerated candidates and as many answers to one reframed question).",
-    )
-    repair_max_overlap: float = Field(
-        0.5, ge=0.0, le=1.0,
-        description="A draft sharing at least this fraction of its word 3-grams with the "
-        "rejected answer is a near-copy and is discarded.",
-    )
-    repair_max_draft_tokens: int = Field(
-        2048, ge=1,
-        description="Repair budget of one answer: the most completion tokens all its repair drafts "
-        "(and reframed questions) may take together; each draft also honours the request's own "
-        "max_tokens and stop. An attempt whose drafts could exceed what is left is not made: "
-        "repairing ends with the refusal (error 'repair budget spent').",
-    )
-    repair_max_seconds: float = Field(
-        120.0, gt=0,
-        description="Repair budget of one answer: the most wall-clock seconds its repair may take; "
-        "past it, repairing ends with the refusal (error 'repair budget spent').",
-    )
-    repair_frequency_penalty: float = Field(
-        0.3, ge=-2.0, le=2.0,
-        description="OpenAI frequency_penalty of repair drafts (over a draft's own tokens, not the "
-        "request's), which keeps a small model from looping; 0: not sent.",
-    )
-    repair_draft_window_chars: int = Field(
-        200, ge=1,
-        description="A buffered answer's repair candidates are one streamed n=k generation, each "
-        "judged every this many characters as it is generated: a flagged or looping one stops at "
-        "once, the first that ends clean wins and the others stop.",
-    )
-    repair_min_topic_similarity: float = Field(
-        0.48, ge=0.0, le=1.0,
-        description="A repair draft whose opening's embedding (the judge model's own states: "
-        "/v1/embeddings, upstream --embeddings-model) has a lower cosine with the request's is "
-        "off topic and is discarded ('off_topic'); 0 disables the check, and a backend without "
-        "embeddings skips it. Default measured on the demo model (bench/offtopic.py).",
-    )
-    reasoned_max_tokens: int = Field(384, description="Token budget of a reasoned verdict.")
-
-    # --- store -------------------------------------------------------------------------------
-    db_url: str = Field(
-        "sqlite+aiosqlite:///./conscience.db",
-        description="SQLAlchemy async URL (postgresql+asyncpg://… in production).",
-    )
-    spool_path: Path = Field(
-        Path("./conscience-spool.jsonl"),
-        description="Append-only file that holds records while the database is down.",
-    )
-    auto_migrate: bool = Field(
-        True, description="Run the database migrations at start-up (else: `conscience db upgrade`)."
-    )
-    writer_batch_size: int = Field(256, description="Most records in one insert batch.")
-    writer_flush_interval_s: float = Field(0.2, description="Longest a record waits in the queue.")
-    writer_retry_interval_s: float = Field(2.0, description="How often the spool is replayed.")
-    writer_queue_size: int = Field(
-        100_000, description="Queue bound; beyond it records go straight to the spool."
-    )
-    writer_max_hold_s: float = Field(
-        5.0, gt=0,
-        description="Longest a record is held in memory for a database that does not answer: "
-        "an insert still running after this is abandoned and its batch spooled.",
-    )
-    writer_shutdown_timeout_s: float = Field(
-        10.0, gt=0,
-        description="Longest shutdown spends writing queued records to the database; what is "
-        "left then goes to the spool.",
-    )
-    db_connect_timeout_s: float = Field(
-        5.0, gt=0, description="Longest wait to open a PostgreSQL connection."
-    )
-    db_command_timeout_s: float = Field(
-        30.0, gt=0,
-        description="Longest wait for one PostgreSQL statement (client side: it also ends waits "
-        "on a server that accepts connections and never answers).",
-    )
-
-    # --- security ----------------------------------------------------------------------------
-    admin_key: SecretStr | None = Field(
-        None,
-        description=f"Key for /admin (at least {MIN_ADMIN_KEY_CHARS} characters); the admin API "
-        "is disabled without one. Environment or CONSCIENCE_ADMIN_KEY_FILE only (not a flag).",
-    )
-    require_api_key: bool | None = Field(
-        None,
-        description="Require client keys. Default: required once any key exists in the database.",
-    )
-    api_key_refresh_s: float = Field(10.0, description="How often the key cache is reloaded.")
-    metrics_key: SecretStr | None = Field(
-        None,
-        description=f"Bearer token /metrics requires (at least {MIN_ADMIN_KEY_CHARS} characters; "
-        "Prometheus: `authorization: {credentials_file: ...}`); without it and without "
-        "--metrics-public, /metrics answers 403. Environment or CONSCIENCE_METRICS_KEY_FILE only "
-        "(not a flag).",
-    )
-    metrics_public: bool = Field(
-        False,
-        description="Serve /metrics without a key, to anyone who can reach the port (only where "
-        "the network keeps the port private).",
-    )
-    docs_enabled: bool | None = Field(
-        None,
-        description="Serve the API documentation (/docs, /redoc, /openapi.json). Default: on while "
-        "--host is a loopback address (127.0.0.1, the default: a developer's machine), off on any "
-        "other (0.0.0.0 in the image and the Kubernetes manifests).",
-    )
-    auth_max_failures: int = Field(
-        10, ge=1,
-        description="Wrong admin or metrics keys (admin API, console login, /metrics) one client "
-        "address may send within --auth-failure-window-s; past it every attempt from that address "
-        "gets 429 with Retry-After until its oldest failure leaves the window. Counted per process "
-        "(each of --workers counts its own).",
-    )
-    auth_failure_window_s: float = Field(
-        300.0, gt=0, description="The window --auth-max-failures counts failures in."
-    )
-
-    # --- local backend (in-process engine) ---------------------------------------------------
-    local_model: str | None = Field(
-        None,
-        description="HF id, local directory or .gguf file for --backend local (the same as "
-        "--model there; default: the demo model).",
-    )
-    local_device: str = Field("cpu", description="torch device for the local backend.")
-    local_dtype: str = Field(
-        "float32",
-        description="torch dtype the offline tools (calibrate, eval) load the local model in; "
-        "the served engine's weights are --local-weights.",
-    )
-    local_weights: LocalWeights = Field(
-        LocalWeights.INT4,
-        description="How the served local engine holds its weights: float32, bfloat16, or "
-        "bfloat16 plus a weight-only int8 or int4 copy of the linear layers that decoding reads "
-        "(CPU only: another --local-device defaults to bfloat16; prompts and verdicts use the "
-        "bfloat16 weights). int4 decodes the demo model fastest (docs/engine.md); the shipped "
-        "probe, fitted on float32 states, still applies.",
-    )
-    local_max_queue: int = Field(64, description="Queued generations before 429.")
-    local_max_concurrent: int = Field(
-        4, ge=1, description="Generations the local model interleaves token by token; more wait."
-    )
-    local_threads: int | None = Field(
-        None, ge=1, description="CPU threads torch uses for the local model (default: torch's)."
-    )
-    local_default_max_tokens: int = Field(
-        1024, ge=1, description="Token budget of a local generation whose request sets none."
-    )
-    model_cache_dir: Path = Field(
-        Path.home() / ".cache" / "conscience" / "models",
-        description="Where converted models (GGUF → safetensors) are cached.",
-    )
-    adapter_poll_s: float = Field(5.0, description="How often the adapter registry is polled.")
-    upstream_adapters_dir: Path | None = Field(
-        None,
-        description="Upstream backend: the adapters directory as vLLM sees it when it mounts the "
-        "volume elsewhere, for activations over the admin API (default: the path the registry "
-        "records).",
-    )
-    adapter_keep_loaded: int = Field(
-        3, ge=1,
-        description="Upstream backend: adapter versions an activation keeps loaded in vLLM (newest "
-        "first; the active one always stays); older ones are unloaded.",
-    )
-
-    @field_validator("client_judge_styles")
     @classmethod
-    def _judge_styles_exist(cls, styles: str) -> str:
-        return ",".join(sorted(parse_judge_styles(styles)))
-
-    @property
-    def allowed_client_judge_styles(self) -> frozenset[JudgeStyle]:
-        return parse_judge_styles(self.client_judge_styles)
-
-    @field_validator("client_frameworks")
-    @classmethod
-    def _client_frameworks_are_a_list(cls, names: str) -> str:
-        return ",".join(sorted(parse_names(names)))
-
-    def lets_clients_choose_framework(self, name: str) -> bool:
-        """Whether a request may name framework `name` although its key or the server has another."""
-        allowed = parse_names(self.client_frameworks)
-        return ANY_FRAMEWORK in allowed or name in allowed
-
-    @field_validator("model_aliases")
-    @classmethod
-    def _aliases_are_pairs(cls, aliases: str) -> str:
-        parse_model_aliases(aliases)
-        return aliases
-
-    @property
-    def model_alias_map(self) -> dict[str, str]:
-        """The client's name -> the served name it stands for."""
-        return parse_model_aliases(self.model_aliases)
-
-    @field_validator("admin_key")
-    @classmethod
-    def _admin_key_is_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
-        if key is not None and len(key.get_secret_value().strip()) < MIN_ADMIN_KEY_CHARS:
-            raise ValueError(
-                f"CONSCIENCE_ADMIN_KEY must be at least {MIN_ADMIN_KEY_CHARS} characters "
-                "(an empty or short key would let anyone in); unset it to disable the admin API"
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        given = init_settings.init_kwargs if isinstance(init_settings, InitSettingsSource) else {}
+        if flat := flat_names_given(given, cls.flat_names):
+            warnings.warn(
+                f"Settings({', '.join(f'{name}=' for name in flat)}) is deprecated: pass the groups "
+                f"({', '.join(cls.path_of(name) for name in flat)})", DeprecationWarning, stacklevel=4,
             )
-        return key
+        return (
+            InitSettingsSource(settings_cls, init_kwargs=nest(given, cls.flat_names)),
+            env_settings,
+            dotenv_settings,
+            LegacyVariables(settings_cls, dotenv_settings),
+            SecretFiles(settings_cls),
+            ConfigFile(settings_cls, config_path(given)),
+            file_secret_settings,
+        )
 
-    @field_validator("metrics_key")
     @classmethod
-    def _metrics_key_is_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
-        if key is not None and len(key.get_secret_value().strip()) < MIN_ADMIN_KEY_CHARS:
-            raise ValueError(
-                f"CONSCIENCE_METRICS_KEY must be at least {MIN_ADMIN_KEY_CHARS} characters "
-                "(a short key is guessable); unset it to close /metrics"
-            )
-        return key
+    def from_flags(cls, **values: Any) -> Settings:
+        """Settings with these values by flat name (`stream_window_chars=24`, as the flags name
+        them) over the environment, the `--config` file and the defaults."""
+        return cls(**nest(values, cls.flat_names))
+
+    @classmethod
+    def groups(cls) -> dict[str, type[BaseModel]]:
+        """Each group's field name and model, in declaration order."""
+        return {
+            name: info.annotation for name, info in cls.model_fields.items()
+            if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+        }
+
+    @classmethod
+    def setting_fields(cls) -> dict[str, FieldInfo]:
+        """Every setting by its path (`judge.style`), group by group."""
+        return {
+            f"{group}.{name}": info
+            for group, model in cls.groups().items() for name, info in model.model_fields.items()
+        }
+
+    @classmethod
+    def secret_paths(cls) -> tuple[str, ...]:
+        """The secrets: environment or file only, never flags."""
+        return tuple(path for path, info in cls.setting_fields().items() if info.annotation == SecretStr | None)
+
+    @classmethod
+    def variables(cls) -> frozenset[str]:
+        """Every variable the settings read by its current name (`CONSCIENCE_JUDGE__STYLE`, a
+        secret's `_FILE` too, `CONSCIENCE_CONFIG`); not the deprecated flat ones."""
+        paths = ["config", *cls.setting_fields()]
+        return frozenset({variable(path) for path in paths} | {variable(path) + "_FILE" for path in cls.secret_paths()})
+
+    @classmethod
+    def path_of(cls, flat_name: str) -> str:
+        """Where the setting with this flag (`judge_style`) lives: `judge.style`."""
+        return {flat: path for path, flat in cls.flat_names.items()}[flat_name]
+
+    def value_at(self, path: str) -> Any:
+        """The setting at `judge.style`."""
+        group, name = path.split(".", 1)
+        return getattr(getattr(self, group), name)
+
+    def updated(self, changes: Mapping[str, Any]) -> Settings:
+        """A copy with the settings at these paths replaced (not validated, as `model_copy`)."""
+        by_group: dict[str, dict[str, Any]] = {}
+        for path, value in changes.items():
+            group, name = path.split(".", 1)
+            by_group.setdefault(group, {})[name] = value
+        return self.model_copy(update={
+            group: getattr(self, group).model_copy(update=values) for group, values in by_group.items()
+        })
+
+    def deprecated_names(self) -> list[str]:
+        """A line per pre-grouping variable in use, naming its new name (`serve` logs them)."""
+        return list(deprecated_names(self.flat_names, self.secret_paths(), self.model_config.get("env_file")))
 
     @property
     def docs_served(self) -> bool:
         """--docs-enabled, else whether the server listens on a loopback address only."""
-        if self.docs_enabled is not None:
-            return self.docs_enabled
-        return self.host in LOOPBACK_HOSTS
-
-    @model_validator(mode="after")
-    def _reviews_fit_max_n(self) -> Settings:
-        """A request with `n` at --max-n must be admissible, or it would get 429 for ever."""
-        bound = min(self.max_concurrent_reviews, self.max_pending_monitor_reviews)
-        if self.max_n > bound:
-            raise ValueError(
-                f"max_n: {self.max_n} is more than --max-concurrent-reviews or "
-                f"--max-pending-monitor-reviews ({bound}) allow in one request"
-            )
-        return self
-
-    @model_validator(mode="before")
-    @classmethod
-    def _secrets_from_files(cls, data: Any) -> Any:
-        """CONSCIENCE_<SECRET>_FILE names a file holding the secret (Docker and Kubernetes
-        secrets): secrets never need to be command-line flags, which `ps` shows to everyone."""
-        if not isinstance(data, dict):
-            return data
-        for name in secret_names(cls):  # cls: also a subclass's secrets (evaluation/settings.py)
-            if data.get(name) is None and (secret := secret_file(f"CONSCIENCE_{name.upper()}")) is not None:
-                data[name] = secret
-        return data
-
-    @field_validator("db_url")
-    @classmethod
-    def _db_url_has_an_async_driver(cls, url: str) -> str:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            driver = make_url(url).drivername
-        except ArgumentError:
-            driver = None
-        if driver not in ASYNC_DRIVERS:
-            raise ValueError(
-                f"not a database URL with an async driver; use one of: {', '.join(ASYNC_DRIVERS)} "
-                "(e.g. sqlite+aiosqlite:///./conscience.db, postgresql+asyncpg://user@host/db)"
-            )
-        return url
+        if self.security.docs_enabled is not None:
+            return self.security.docs_enabled
+        return self.serving.host in LOOPBACK_HOSTS
 
     @model_validator(mode="after")
     def _local_model_is_named_once(self) -> Settings:
         """With --backend local, --model is the model to load (vLLM's meaning); --local-model
         is its other spelling. The policy there is the registry's active adapter."""
-        if self.backend is BackendKind.LOCAL and self.model is not None:
-            if self.local_model not in (None, self.model):
+        serving, local = self.serving, self.local
+        if serving.backend is BackendKind.LOCAL and serving.model is not None:
+            if local.model not in (None, serving.model):
                 raise ValueError(
-                    f"model: --model {self.model!r} and --local-model {self.local_model!r} differ; "
+                    f"serving.model: --model {serving.model!r} and --local-model {local.model!r} differ; "
                     "with --backend local both name the model to load: give one"
                 )
-            self.local_model, self.model = self.model, None
-        if self.backend is BackendKind.LOCAL and self.local_model is not None:
-            _check_model_path(self.local_model)
+            local.model, serving.model = serving.model, None
+        if serving.backend is BackendKind.LOCAL and local.model is not None:
+            _check_model_path(local.model)
         return self
 
-    @model_validator(mode="after")
-    def _quantised_weights_on_the_cpu(self) -> Settings:
-        """The int8 and int4 kernels are torch's CPU kernels: another device gets bfloat16 by
-        default, and refuses them asked for."""
-        if self.local_weights in (LocalWeights.INT8, LocalWeights.INT4) and self.local_device != "cpu":
-            if "local_weights" not in self.model_fields_set:
-                self.local_weights = LocalWeights.BFLOAT16
-                return self
-            raise ValueError(
-                f"local_weights: {self.local_weights} runs on the CPU only; with --local-device "
-                f"{self.local_device} use float32 or bfloat16"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _framework_exists(self) -> Settings:
-        from service.frameworks import FrameworkError, load_frameworks
-
+    def __getattr__(self, name: str) -> Any:
         try:
-            frameworks = load_frameworks(self.frameworks_dir)
-        except FrameworkError as exc:
-            raise ValueError(f"frameworks_dir: {exc}") from None
-        if self.framework not in frameworks:
-            raise ValueError(
-                f"framework: unknown framework {self.framework!r}; available: "
-                f"{', '.join(sorted(frameworks))} (or a YAML file in --frameworks-dir)"
-            )
-        unknown = parse_names(self.client_frameworks) - set(frameworks) - {ANY_FRAMEWORK}
-        if unknown:
-            raise ValueError(
-                f"client_frameworks: unknown frameworks {sorted(unknown)}; available: "
-                f"{', '.join(sorted(frameworks))} (or * for any)"
-            )
-        return self
+            return super().__getattr__(name)  # type: ignore[misc]
+        except AttributeError:
+            if name in self.flat_names.values():
+                raise AttributeError(
+                    f"Settings has no {name!r}: it is settings.{self.path_of(name)} "
+                    "(scripts/rename_settings.py rewrites old names)"
+                ) from None
+            raise
 
 
-def secret_file(variable: str) -> str | None:
-    """The secret in the file `<variable>_FILE` names (Docker and Kubernetes secrets), if set."""
-    path = os.environ.get(f"{variable}_FILE")
-    if not path:
-        return None
-    try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ValueError(f"{variable}_FILE: cannot read {path}: {exc.strerror}") from None
-
-
-def environment_secret(variable: str) -> str | None:
+def environment_secret(name: str) -> str | None:
     """A secret of a command other than the proxy's (`train`, `adapters`): the variable, or the
-    file `<variable>_FILE` names; never a flag, which `ps` shows to everyone."""
-    return os.environ.get(variable) or secret_file(variable) or None
+    file `<name>_FILE` names; never a flag, which `ps` shows to everyone."""
+    return os.environ.get(name) or secret_file(name) or None
 
 
 def secret_names(settings_class: type[Settings]) -> tuple[str, ...]:
-    """The secrets of a settings class: environment or file only, never flags."""
-    return tuple(name for name, info in settings_class.model_fields.items() if info.annotation == SecretStr | None)
+    """The flat names of a settings class's secrets (their refused flags)."""
+    return tuple(settings_class.flat_names[path] for path in settings_class.secret_paths())
 
 
 SECRET_SETTINGS = secret_names(Settings)
@@ -685,56 +239,63 @@ def _check_model_path(model: str) -> None:
     path = Path(model).expanduser()
     if path.exists() or (_HUB_ID.match(model) and not model.startswith(".") and path.suffix != ".gguf"):
         return
-    raise ValueError(f"model: {model!r} is neither a file nor a directory (nor a Hugging Face id)")
+    raise ValueError(f"serving.model: {model!r} is neither a file nor a directory (nor a Hugging Face id)")
 
 
-def parse_names(names: str) -> frozenset[str]:
-    """`a, b,,c` as {a, b, c}: a comma-separated list, blanks dropped."""
-    return frozenset(name.strip() for name in names.split(",")) - {""}
+def _error_path(settings_class: type[Settings], loc: tuple[Any, ...], message: str) -> tuple[str | None, str]:
+    """The setting an error is about (`judge.style`) and the message without its `name: ` prefix."""
+    parts = [str(part) for part in loc]
+    known = settings_class.setting_fields()
+    if len(parts) >= 2 and f"{parts[0]}.{parts[1]}" in known:
+        return f"{parts[0]}.{parts[1]}", message
+    prefix = re.match(r"([\w.]+): ", message)
+    if prefix:
+        candidate = f"{parts[0]}.{prefix[1]}" if len(parts) == 1 else prefix[1]
+        if candidate in known:
+            return candidate, message[prefix.end():]
+    if len(parts) == 1 and parts[0] in settings_class.model_fields:
+        return parts[0], message
+    return None, message
 
 
-def parse_judge_styles(styles: str) -> frozenset[JudgeStyle]:
-    """`fast,reasoned` as judge styles; ValueError names an unknown one."""
-    names = {name.strip().lower() for name in styles.split(",")} - {""}
-    unknown = names - {style.value for style in JudgeStyle}
-    if unknown:
-        raise ValueError(f"unknown judge styles {sorted(unknown)}; known: fast, reasoned")
-    return frozenset(JudgeStyle(name) for name in names)
+def _where(settings_class: type[Settings], path: str) -> str:
+    """How the user names the setting: its flag and the variable in use (a deprecated one if
+    that is what is set)."""
+    if path not in settings_class.flat_names:
+        return f"--{path.replace('_', '-')} / {variable(path)}"  # `config`
+    flat = settings_class.flat_names[path]
+    named = variable(path)
+    legacy = legacy_variable(flat)
+    env_file = settings_class.model_config.get("env_file")
+    environment = environment_with_dotenv(env_file)
+    if named not in environment and (legacy in environment or f"{legacy}_FILE" in environment):
+        named = legacy
+    if path in settings_class.secret_paths():
+        return named
+    return f"--{flat.replace('_', '-')} / {named}"
 
 
-def parse_model_aliases(aliases: str) -> dict[str, str]:
-    """`a=b,c=d` as {"a": "b", "c": "d"}; ValueError names a pair that is not NAME=NAME."""
-    pairs: dict[str, str] = {}
-    for pair in aliases.split(","):
-        if not pair.strip():
-            continue
-        alias, _, served = (part.strip() for part in pair.partition("="))
-        if not alias or not served:
-            raise ValueError(f"model alias {pair.strip()!r} is not CLIENT_NAME=SERVED_NAME")
-        pairs[alias] = served
-    return pairs
-
-
-def setting_errors(error: ValidationError) -> list[str]:
+def setting_errors(error: ValidationError, settings_class: type[Settings] = Settings) -> list[str]:
     """One line per bad setting, naming its flag and variable: what the CLI prints."""
     lines = []
     for item in error.errors():
         message = item["msg"].removeprefix("Value error, ")
-        name = str(item["loc"][0]) if item["loc"] else None
-        if name is None and (prefix := re.match(r"(\w+): ", message)) and prefix[1] in Settings.model_fields:
-            name, message = prefix[1], message[prefix.end():]
-        if name is None:
+        path, message = _error_path(settings_class, item["loc"], message)
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{'.'.join(map(str, item['loc']))}: no such setting (docs/settings.md lists them)")
+            continue
+        if path is None:
             lines.append(message)
             continue
-        variable = f"CONSCIENCE_{name.upper()}"
-        where = variable if name in SECRET_SETTINGS else f"--{name.replace('_', '-')} / {variable}"
+        secret = path in settings_class.secret_paths()
         shown = item.get("input")
-        got = f" (got {shown!r})" if item["loc"] and name not in SECRET_SETTINGS and not isinstance(shown, dict) else ""
-        lines.append(f"{where}: {message}{got}")
+        got = f" (got {shown!r})" if len(item["loc"]) >= 2 and not secret and not isinstance(shown, dict) else ""
+        lines.append(f"{_where(settings_class, path)}: {message}{got}")
     return lines
 
 
 def load_settings(settings_class: type[S] = Settings, **overrides: object) -> S:  # type: ignore[assignment]
-    """Settings from the environment, with explicit overrides (CLI flags) on top."""
+    """Settings from the environment, with explicit overrides (CLI flags, by flat name) on top."""
     clean = {key: value for key, value in overrides.items() if value is not None}
-    return settings_class(**clean)
+    return settings_class.from_flags(**clean)  # type: ignore[return-value]
+

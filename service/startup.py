@@ -31,7 +31,7 @@ class StartupError(Exception):
 
 def resolve_local_model(settings: Settings) -> Settings:
     """Settings whose `local_model` names what will be loaded (the demo model by default)."""
-    if settings.backend is not BackendKind.LOCAL or settings.local_model is not None:
+    if settings.serving.backend is not BackendKind.LOCAL or settings.local.model is not None:
         return settings
     from service.backends.local.demo import DemoModelError, ensure_demo_model
 
@@ -39,16 +39,16 @@ def resolve_local_model(settings: Settings) -> Settings:
         directory = ensure_demo_model(settings)
     except DemoModelError as exc:
         raise StartupError(f"the demo model could not be prepared: {exc}", exit_code=1) from None
-    return settings.model_copy(update={"local_model": str(directory)})
+    return settings.updated({"local.model": str(directory)})
 
 
 def migrate_before_serving(settings: Settings) -> Settings:
     """With `--auto-migrate`, the schema brought to head before the proxy listens; the settings
     returned have `auto_migrate` off, so neither the app nor a worker migrates again."""
-    if not settings.auto_migrate:
+    if not settings.store.auto_migrate:
         return settings
-    migrate(settings.db_url)
-    return settings.model_copy(update={"auto_migrate": False})
+    migrate(settings.store.db_url)
+    return settings.updated({"store.auto_migrate": False})
 
 
 def migrate(db_url: str) -> None:
@@ -72,10 +72,10 @@ def check_served_models(settings: Settings) -> None:
     """Refuse model names the upstream does not serve (see the module docstring)."""
     wanted = {
         flag: name
-        for flag, name in (("--model", settings.model), ("--judge-model", settings.judge_model))
+        for flag, name in (("--model", settings.serving.model), ("--judge-model", settings.judge.model))
         if name is not None
     }
-    if settings.backend is not BackendKind.UPSTREAM or not wanted:
+    if settings.serving.backend is not BackendKind.UPSTREAM or not wanted:
         return
     served = asyncio.run(_upstream_model_ids(settings))
     if served is None:
@@ -106,7 +106,7 @@ def check_thresholds_file(settings: Settings) -> None:
     from service.conscience.thresholds import SHIPPED_PATH, ThresholdsError, load_thresholds
 
     try:
-        load_thresholds(settings.thresholds_path or SHIPPED_PATH)
+        load_thresholds(settings.judge.thresholds_path or SHIPPED_PATH)
     except ThresholdsError as exc:
         raise StartupError(f"--thresholds-path: {exc}") from None
 
@@ -135,12 +135,12 @@ def install_startup_failure_line() -> None:
 def check_probe_file(settings: Settings) -> None:
     """A named probe file must be readable before the model loads (its fingerprint is checked
     against the model once it has)."""
-    if settings.probe_path is None:
+    if settings.judge.probe_path is None:
         return
     from service.conscience.probe import ProbeError, load_probe
 
     try:
-        load_probe(settings.probe_path)
+        load_probe(settings.judge.probe_path)
     except ProbeError as exc:
         raise StartupError(f"--probe-path: {exc}") from None
 

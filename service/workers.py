@@ -23,7 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.settings import SECRET_SETTINGS, Settings
+from service.settings import Settings
 
 SETTINGS_VARIABLE = "CONSCIENCE_SERVE_WORKER_SETTINGS"
 APP_FACTORY = "service.workers:worker_app"
@@ -32,8 +32,14 @@ PROTOCOL = "service.api.server_limits:HeadLimitedProtocol"
 
 def export_settings(settings: Settings) -> None:
     """Hand `settings` to the worker processes (spawned children inherit the environment)."""
-    values = settings.model_dump(mode="json", exclude=set(SECRET_SETTINGS))
-    values["auto_migrate"] = False  # done once, by the parent
+    secrets: dict[str, set[str]] = {}
+    for path in settings.secret_paths():
+        group, name = path.split(".", 1)
+        secrets.setdefault(group, set()).add(name)
+    # The parent read the --config file: its values are in here, and a worker must not read a
+    # file that changed since.
+    values = settings.model_dump(mode="json", exclude={"config": True, **secrets})
+    values["store"]["auto_migrate"] = False  # done once, by the parent
     os.environ[SETTINGS_VARIABLE] = json.dumps(values)
 
 
@@ -49,7 +55,7 @@ def worker_app() -> FastAPI:
     from service.logs import configure_logging
 
     settings = worker_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.serving.log_level)
     # uvicorn imports the protocol by name in each worker: its bounds are set here, per process.
     for name, value in protocol_bounds(settings).items():
         setattr(HeadLimitedProtocol, name, value)
@@ -61,4 +67,4 @@ def run_workers(settings: Settings, config: dict[str, Any]) -> None:
     import uvicorn
 
     export_settings(settings)
-    uvicorn.run(APP_FACTORY, factory=True, workers=settings.workers, **{**config, "http": PROTOCOL})
+    uvicorn.run(APP_FACTORY, factory=True, workers=settings.serving.workers, **{**config, "http": PROTOCOL})

@@ -103,8 +103,8 @@ def test_an_unknown_enum_flag_is_a_usage_error() -> None:
 @pytest.mark.parametrize(
     ("args", "variable"),
     [
-        (["serve", "--admin-key", "a-secret-value-0123456789"], "CONSCIENCE_ADMIN_KEY"),
-        (["serve", "--upstream-api-key=a-secret-value-0123456789"], "CONSCIENCE_UPSTREAM_API_KEY"),
+        (["serve", "--admin-key", "a-secret-value-0123456789"], "CONSCIENCE_SECURITY__ADMIN_KEY"),
+        (["serve", "--upstream-api-key=a-secret-value-0123456789"], "CONSCIENCE_UPSTREAM__API_KEY"),
         (["train", "--vllm-api-key", "a-secret-value-0123456789"], "CONSCIENCE_VLLM_API_KEY"),
         (["adapters", "activate", "conscience-v2", "--vllm-api-key=a-secret-value-0123456789"],
          "CONSCIENCE_VLLM_API_KEY"),
@@ -130,7 +130,7 @@ def test_a_secret_comes_from_a_file(tmp_path: Path) -> None:
         settings = settings_or_exit()
     finally:
         del os.environ["CONSCIENCE_ADMIN_KEY_FILE"]
-    assert settings.admin_key is not None and settings.admin_key.get_secret_value() == "k" * 24
+    assert settings.security.admin_key is not None and settings.security.admin_key.get_secret_value() == "k" * 24
 
 
 def test_a_model_the_upstream_does_not_serve_is_refused_at_start_up(tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ def test_a_model_the_upstream_does_not_serve_is_refused_at_start_up(tmp_path: Pa
 
 def test_local_model_flag_is_the_model_to_load() -> None:
     settings = settings_or_exit(backend="local", model="org/some-model")
-    assert settings.local_model == "org/some-model" and settings.model is None
+    assert settings.local.model == "org/some-model" and settings.serving.model is None
 
 
 @pytest.mark.parametrize(

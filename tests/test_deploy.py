@@ -17,7 +17,7 @@ import compose_spec
 import pytest
 import yaml
 
-from service.settings import SECRET_SETTINGS, Settings
+from service.settings import Settings, variable
 from service.shutdown import SETTLE_S
 from tests.cli_commands import problems
 
@@ -45,14 +45,14 @@ def interpolate(text: str, environment: dict[str, str]) -> str:
 
 
 def test_compose_file_is_valid_against_the_compose_specification() -> None:
-    text = interpolate(COMPOSE_TEXT, {"CONSCIENCE_ADMIN_KEY": "k" * 32})
+    text = interpolate(COMPOSE_TEXT, {"CONSCIENCE_SECURITY__ADMIN_KEY": "k" * 32})
     project = compose_spec.PyCompose.from_yaml(text)
     project.validate()
     assert set(project.service_names()) == {"postgres", "vllm", "proxy", "trainer"}
 
 
 def test_compose_refuses_to_start_without_an_admin_key() -> None:
-    with pytest.raises(KeyError, match="CONSCIENCE_ADMIN_KEY"):
+    with pytest.raises(KeyError, match="CONSCIENCE_SECURITY__ADMIN_KEY"):
         interpolate(COMPOSE_TEXT, {})
 
 
@@ -61,7 +61,7 @@ def test_the_interpolation_follows_compose() -> None:
 
 
 def _services() -> dict:
-    return yaml.safe_load(interpolate(COMPOSE_TEXT, {"CONSCIENCE_ADMIN_KEY": "k" * 32}))["services"]
+    return yaml.safe_load(interpolate(COMPOSE_TEXT, {"CONSCIENCE_SECURITY__ADMIN_KEY": "k" * 32}))["services"]
 
 
 def test_compose_gives_the_proxy_time_to_end_its_requests_and_write_their_records() -> None:
@@ -70,12 +70,12 @@ def test_compose_gives_the_proxy_time_to_end_its_requests_and_write_their_record
     proxy = _services()["proxy"]
     grace = re.fullmatch(r"(\d+)s", proxy.get("stop_grace_period", "10s"))
     assert grace is not None, proxy.get("stop_grace_period")
-    settings = Settings(**{
-        name.removeprefix("CONSCIENCE_").lower(): value
-        for name, value in proxy["environment"].items()
-        if name.removeprefix("CONSCIENCE_").lower() in ("shutdown_grace_s", "writer_shutdown_timeout_s")
+    settings = Settings.from_flags(**{
+        Settings.flat_names[path]: proxy["environment"][variable(path)]
+        for path in ("serving.shutdown_grace_s", "store.writer_shutdown_timeout_s")
+        if variable(path) in proxy["environment"]
     })
-    needed = settings.shutdown_grace_s + SETTLE_S + settings.writer_shutdown_timeout_s
+    needed = settings.serving.shutdown_grace_s + SETTLE_S + settings.store.writer_shutdown_timeout_s
     assert int(grace.group(1)) >= needed + 5
 
 
@@ -110,8 +110,7 @@ def test_the_image_entrypoint_is_a_command_of_the_cli() -> None:
 
 
 def test_every_conscience_variable_in_compose_and_the_image_is_a_setting() -> None:
-    known = {f"CONSCIENCE_{name.upper()}" for name in Settings.model_fields}
-    known |= {f"CONSCIENCE_{name.upper()}_FILE" for name in SECRET_SETTINGS}
+    known = Settings.variables()
     used = set(re.findall(r"\bCONSCIENCE_[A-Z_]+\b", COMPOSE_TEXT + DOCKERFILE))
     assert used - known == set()
 
@@ -123,9 +122,9 @@ def test_the_image_runs_as_a_numeric_non_root_user_from_the_lock_with_data_in_vo
     assert installs and all("--constraint requirements.lock" in line for line in installs)
     volumes = yaml.safe_load(re.search(r"^VOLUME (\[.*\])$", DOCKERFILE, flags=re.MULTILINE)[1])
     env = dict(re.findall(r"(CONSCIENCE_\w+)=(\S+)", DOCKERFILE))
-    database = env["CONSCIENCE_DB_URL"].split(":///", 1)[1]
+    database = env["CONSCIENCE_STORE__DB_URL"].split(":///", 1)[1]
     assert any(database.startswith(volume + "/") for volume in volumes)
-    assert any(env["CONSCIENCE_SPOOL_PATH"].startswith(volume + "/") for volume in volumes)
+    assert any(env["CONSCIENCE_STORE__SPOOL_PATH"].startswith(volume + "/") for volume in volumes)
 
 
 def test_the_build_context_leaves_out_local_state() -> None:

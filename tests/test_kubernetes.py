@@ -22,7 +22,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from service.settings import SECRET_SETTINGS, Settings
+from service.settings import Settings
+from service.settings import variable as setting_variable
 from service.shutdown import SETTLE_S
 from tests.cli_commands import problems
 from trainer.nightly.config import TrainConfig
@@ -39,11 +40,10 @@ ADAPTERS_CLAIM = "conscience-adapters"
 # Kubernetes expands $(NAME) in command and args from the container's environment.
 _REFERENCE = re.compile(r"\$\((\w+)\)")
 
-SERVE_VARIABLES = {f"CONSCIENCE_{name.upper()}" for name in Settings.model_fields} | {
-    f"CONSCIENCE_{name.upper()}_FILE" for name in SECRET_SETTINGS
-}
-TRAIN_VARIABLES = {
-    field.metadata["envvar"] for field in dataclasses.fields(TrainConfig) if field.metadata.get("envvar")
+SERVE_VARIABLES = Settings.variables()
+TRAIN_VARIABLES = {  # a knob's envvar is a name, or names (the first set wins)
+    name for field in dataclasses.fields(TrainConfig) if field.metadata.get("envvar")
+    for name in ([field.metadata["envvar"]] if isinstance(field.metadata["envvar"], str) else field.metadata["envvar"])
 }
 
 
@@ -237,8 +237,9 @@ def _proxy_setting(name: str) -> float:
         if arg.startswith(flag):
             return float(arg.removeprefix(flag))
     [config] = by_kind("ConfigMap")
-    value = config["data"].get(f"CONSCIENCE_{name.upper()}")
-    return float(value) if value is not None else float(Settings.model_fields[name].default)
+    path = Settings.path_of(name)
+    value = config["data"].get(setting_variable(path))
+    return float(value) if value is not None else float(Settings.setting_fields()[path].default)
 
 
 def test_the_pod_grace_period_covers_the_proxys_whole_shutdown() -> None:
@@ -265,7 +266,8 @@ def test_the_proxy_probes_readiness_and_liveness_on_its_port() -> None:
 
 @pytest.mark.parametrize(
     ("variable", "secret"),
-    [("CONSCIENCE_ADMIN_KEY", "conscience-admin"), ("CONSCIENCE_METRICS_KEY", "conscience-metrics")],
+    [("CONSCIENCE_SECURITY__ADMIN_KEY", "conscience-admin"),
+     ("CONSCIENCE_SECURITY__METRICS_KEY", "conscience-metrics")],
 )
 def test_the_proxy_reads_its_keys_from_mounted_secrets(variable: str, secret: str) -> None:
     pod, container = _proxy()
@@ -287,10 +289,10 @@ def test_the_proxy_runs_as_the_image_user_on_a_read_only_root_with_a_writable_sp
     assert (str(context["runAsUser"]), str(context["runAsGroup"])) == (user, group)
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     [config] = by_kind("ConfigMap")
-    spool = Path(config["data"]["CONSCIENCE_SPOOL_PATH"])
+    spool = Path(config["data"]["CONSCIENCE_STORE__SPOOL_PATH"])
     writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
     assert str(spool.parent) in writable
-    assert config["data"]["CONSCIENCE_UPSTREAM_URL"].startswith("http://vllm:8000/")
+    assert config["data"]["CONSCIENCE_UPSTREAM__URL"].startswith("http://vllm:8000/")
 
 
 def _selects(selector: dict, labels: dict) -> bool:

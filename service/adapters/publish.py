@@ -63,13 +63,13 @@ class PublishOptions:
     @classmethod
     def from_settings(cls, settings: Settings) -> PublishOptions:
         """The proxy's: its upstream when it has one, else the embedded engine."""
-        key = settings.upstream_api_key
+        key = settings.upstream.api_key
         return cls(
-            vllm_url=settings.upstream_url if settings.backend is BackendKind.UPSTREAM else None,
+            vllm_url=settings.upstream.url if settings.serving.backend is BackendKind.UPSTREAM else None,
             api_key=key.get_secret_value() if key is not None else None,
-            adapters_dir_seen_by_vllm=settings.upstream_adapters_dir,
-            keep_loaded=settings.adapter_keep_loaded,
-            timeout_s=settings.upstream_timeout_s,
+            adapters_dir_seen_by_vllm=settings.adapters.upstream_dir,
+            keep_loaded=settings.adapters.keep_loaded,
+            timeout_s=settings.upstream.timeout_s,
         )
 
 

@@ -58,11 +58,11 @@ class SelfNamedModels:
 
     @property
     def policy(self) -> str | None:
-        return self.settings.model or self.backend.active_adapter_name or self.backend.served_base_name
+        return self.settings.serving.model or self.backend.active_adapter_name or self.backend.served_base_name
 
     @property
     def judge(self) -> str | None:
-        return self.settings.judge_model or self.backend.served_base_name
+        return self.settings.judge.model or self.backend.served_base_name
 
     async def start(self) -> None:
         """Nothing to follow here: the backend watches the adapter registry itself."""
@@ -80,7 +80,7 @@ def model_names(settings: Settings, backend: Backend, db: Database | None) -> Mo
     both name their models here."""
     if isinstance(backend, SelfNamingBackend):
         return SelfNamedModels(settings, backend)
-    return RegistryFollowingModels(settings, db if settings.follow_adapters else None, backend)
+    return RegistryFollowingModels(settings, db if settings.adapters.follow else None, backend)
 
 
 def sole_base_model(entries: list[dict[str, object]]) -> str | None:
@@ -103,11 +103,11 @@ class RegistryFollowingModels:
         self._base: str | None = None
         self._served_base: str | None = None
         self._discoveries = 0  # only the first failed one is logged loudly: polls repeat it
-        self._poller = Poller(self._refresh_logged, settings.adapter_poll_s, "conscience-adapter-follower")
+        self._poller = Poller(self._refresh_logged, settings.adapters.poll_s, "conscience-adapter-follower")
 
     @property
     def policy(self) -> str | None:
-        return self._settings.model or self._adapter
+        return self._settings.serving.model or self._adapter
 
     @property
     def judge(self) -> str | None:
@@ -115,7 +115,7 @@ class RegistryFollowingModels:
 
     @property
     def _configured_judge(self) -> str | None:
-        return self._settings.judge_model or self._base or self._settings.model
+        return self._settings.judge.model or self._base or self._settings.serving.model
 
     async def start(self) -> None:
         await self._refresh_logged()

@@ -73,8 +73,8 @@ class CheckedServing:
         self._catalog = catalog
         self._metrics = metrics
         self._enforced_stream = EnforcedStream(
-            surface, pipeline, metrics, window_chars=settings.stream_window_chars,
-            judge_context_chars=settings.stream_judge_context_chars,
+            surface, pipeline, metrics, window_chars=settings.policy.stream_window_chars,
+            judge_context_chars=settings.policy.stream_judge_context_chars,
         )
 
     # --- planning ------------------------------------------------------------------------
@@ -105,7 +105,7 @@ class CheckedServing:
         budgets = {param: wanted for param, wanted in budgets.items() if wanted is not None}
         if not budgets:
             return
-        bounds = [(self._settings.max_tokens_limit, "this server's limit (--max-tokens-limit)"),
+        bounds = [(self._settings.limits.max_tokens, "this server's limit (--max-tokens-limit)"),
                   (await self._catalog.context_len(model), f"the context length of `{model}`")]
         for param, wanted in budgets.items():
             for bound, what in bounds:

@@ -189,10 +189,10 @@ class OneWriteResponses:
 def protocol_bounds(settings: Settings) -> dict[str, float]:
     """HeadLimitedProtocol's class attributes for these settings."""
     return {
-        "max_head_bytes": settings.max_header_bytes,
-        "head_timeout_s": settings.header_timeout_s,
-        "body_timeout_s": settings.body_timeout_s,
-        "body_idle_timeout_s": settings.body_idle_timeout_s,
+        "max_head_bytes": settings.limits.max_header_bytes,
+        "head_timeout_s": settings.limits.header_timeout_s,
+        "body_timeout_s": settings.limits.body_timeout_s,
+        "body_idle_timeout_s": settings.limits.body_idle_timeout_s,
     }
 
 
@@ -205,13 +205,13 @@ def uvicorn_config(settings: Settings) -> dict[str, Any]:
     """Keyword arguments of `uvicorn.run(app, **...)` for these settings: address, logging
     (ours, not uvicorn's) and every bound on what clients may hold."""
     return {
-        "host": settings.host,
-        "port": settings.port,
+        "host": settings.serving.host,
+        "port": settings.serving.port,
         "log_config": None,
         "access_log": False,
         "http": head_limited_protocol(settings),
-        "timeout_keep_alive": settings.keep_alive_timeout_s,
-        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": settings.limits.keep_alive_timeout_s,
+        "limit_concurrency": settings.limits.max_connections,
         # Then the requests still running are cancelled (503, their records say "shutdown").
-        "timeout_graceful_shutdown": settings.shutdown_grace_s,
+        "timeout_graceful_shutdown": settings.serving.shutdown_grace_s,
     }

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 def backend_from_settings(settings: Settings, db: Database | None = None) -> Backend:
     """Blocking (a local model loads for seconds): call it off the event loop. `db`: the
     registry a local engine follows for its active adapter."""
-    if settings.backend is BackendKind.LOCAL:
+    if settings.serving.backend is BackendKind.LOCAL:
         from service.backends.local.backend import LocalBackend
 
         return LocalBackend.from_settings(settings, db)

@@ -94,23 +94,23 @@ class UpstreamBackend:
         """The upstream of `settings`, or (`url`, `api_key`) another server under the same
         timeouts and response limits (the evaluation's misalignment judge); a latent probe
         belongs to the upstream's model only."""
-        key = settings.upstream_api_key if url is None else api_key
+        key = settings.upstream.api_key if url is None else api_key
         backend = cls(
-            settings.upstream_url if url is None else url,
+            settings.upstream.url if url is None else url,
             api_key=key.get_secret_value() if key is not None else None,
-            timeout_s=settings.upstream_timeout_s,
-            connect_timeout_s=settings.upstream_connect_timeout_s,
-            connect_retries=settings.upstream_connect_retries,
-            max_connections=settings.upstream_max_connections,
+            timeout_s=settings.upstream.timeout_s,
+            connect_timeout_s=settings.upstream.connect_timeout_s,
+            connect_retries=settings.upstream.connect_retries,
+            max_connections=settings.upstream.max_connections,
             limits=ResponseLimits(
-                max_header_bytes=settings.upstream_max_header_bytes,
-                max_body_bytes=settings.upstream_max_response_bytes,
-                deadline_s=settings.upstream_deadline_s,
+                max_header_bytes=settings.upstream.max_header_bytes,
+                max_body_bytes=settings.upstream.max_response_bytes,
+                deadline_s=settings.upstream.deadline_s,
             ),
-            max_line_bytes=settings.upstream_max_line_bytes,
+            max_line_bytes=settings.upstream.max_line_bytes,
         )
         if url is None:
-            backend.probe, backend.embeddings_model = upstream_probe(settings), settings.embeddings_model
+            backend.probe, backend.embeddings_model = upstream_probe(settings), settings.judge.embeddings_model
         return backend
 
     # --- the Backend protocol --------------------------------------------------------------
@@ -340,7 +340,7 @@ class UpstreamBackend:
             # the client's key, so the client must not be told its key is wrong.
             return self._failure(
                 "The model server refused this proxy's credentials.",
-                f"{status}: {message}; check CONSCIENCE_UPSTREAM_API_KEY",
+                f"{status}: {message}; check CONSCIENCE_UPSTREAM__API_KEY",
                 code="upstream_auth",
             )
         return UpstreamRejected(
@@ -468,11 +468,11 @@ def upstream_probe(settings: Settings) -> Any:
     """The latent probe of the upstream backend: --probe-path, else the shipped final-layer probe
     whose model name is the embeddings model's (its last path part, lower case). The fingerprint
     cannot be checked upstream: the probe must have been fitted for the served base model."""
-    if settings.embeddings_model is None:
+    if settings.judge.embeddings_model is None:
         return None
     from service.conscience.probe import SHIPPED_DIR, load_probe
 
-    if settings.probe_path is not None:
-        return load_probe(settings.probe_path)
-    path = SHIPPED_DIR / "embeddings" / f"{settings.embeddings_model.rsplit('/', 1)[-1].lower()}.json"
+    if settings.judge.probe_path is not None:
+        return load_probe(settings.judge.probe_path)
+    path = SHIPPED_DIR / "embeddings" / f"{settings.judge.embeddings_model.rsplit('/', 1)[-1].lower()}.json"
     return load_probe(path) if path.is_file() else None

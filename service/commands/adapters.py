@@ -31,7 +31,7 @@ DEFAULTS = PublishOptions()
 
 DbUrl = Annotated[str, typer.Option(
     help="SQLAlchemy async URL of the proxy's database (postgresql+asyncpg://… in production).",
-    envvar="CONSCIENCE_DB_URL", show_envvar=True,
+    envvar=["CONSCIENCE_STORE__DB_URL", "CONSCIENCE_DB_URL"], show_envvar=True,  # the proxy's; the old name
 )]
 VllmUrl = Annotated[
     str | None, typer.Option(help="Also load the version into this vLLM server before activating it.")

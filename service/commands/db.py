@@ -24,14 +24,14 @@ keys_app = typer.Typer(
 
 DbUrl = Annotated[
     str | None,
-    typer.Option("--db-url", help="SQLAlchemy async URL. Default: CONSCIENCE_DB_URL / settings."),
+    typer.Option("--db-url", help="SQLAlchemy async URL. Default: CONSCIENCE_STORE__DB_URL / settings."),
 ]
 
 T = TypeVar("T")
 
 
 def _url(db_url: str | None) -> str:
-    return settings_or_exit(db_url=db_url).db_url
+    return settings_or_exit(db_url=db_url).store.db_url
 
 
 def _with_database(db_url: str | None, work: Callable[[Database], Awaitable[T]]) -> T:
@@ -80,9 +80,9 @@ def create_command(
 ) -> None:
     """Create a key and print it: this is the only time it is shown."""
     settings = settings_or_exit(db_url=db_url)
-    if framework is not None and framework not in load_frameworks(settings.frameworks_dir):
+    if framework is not None and framework not in load_frameworks(settings.policy.frameworks_dir):
         fail(f"--framework: unknown framework {framework!r}; available: "
-             f"{', '.join(sorted(load_frameworks(settings.frameworks_dir)))}")
+             f"{', '.join(sorted(load_frameworks(settings.policy.frameworks_dir)))}")
 
     async def create(db: Database) -> tuple[ApiKey, str]:
         async with db.sessions.begin() as session:

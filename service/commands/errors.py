@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.settings import S, Settings, load_settings, setting_errors
+from service.settings import S, Settings, SettingsSourceError, load_settings, setting_errors
 
 # The modules each extra of pyproject.toml brings that our code imports.
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
@@ -41,11 +41,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def settings_or_exit(settings_class: type[S] = Settings, **overrides: Any) -> S:  # type: ignore[assignment]
-    """Settings from flags, environment and `.env`; a bad value is one line each and exit 2."""
+    """Settings from flags, environment, `.env` and the `--config` file; a bad value is one
+    line each and exit 2."""
     try:
         return load_settings(settings_class, **overrides)
+    except SettingsSourceError as exc:
+        fail(str(exc))
     except ValidationError as exc:
-        for line in setting_errors(exc):
+        for line in setting_errors(exc, settings_class):
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from None
 

@@ -3,9 +3,11 @@
 Two sources, one shape (a `--flag` per field, its help text and environment variable from the
 field):
 
-- `Settings` (pydantic-settings): `settings_parameter(name)` is an optional flag whose None
-  means "not given", so the setting falls back to `CONSCIENCE_*`, `.env` and its default.
-  `conscience serve` takes every setting; the eval commands the few they override.
+- `Settings` (pydantic-settings): `settings_parameter(name)` is an optional flag named by the
+  setting's flat name (`--judge-style` for `judge.style`, service/setting_names.py) whose None
+  means "not given", so the setting falls back to `CONSCIENCE_*`, `.env`, the `--config` file
+  and its default. `conscience serve` takes every setting (those that are not an operator's
+  decisions as hidden flags); the eval commands the few they override.
 - A config dataclass (TRL-style `<method>_config.py`, fields made with `knob`):
   `dataclass_parameters(cls)` are flags with the field's default and `envvar`.
 
@@ -33,7 +35,7 @@ import typer
 from pydantic import SecretStr
 
 from service.commands.errors import fail, settings_or_exit
-from service.settings import Settings, secret_names
+from service.settings import Settings, variable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,17 +44,27 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def settings_parameter(name: str, settings_class: type[Settings] = Settings) -> inspect.Parameter:
-    """`--<name>` of one setting: `Optional[T]`, default None ("not given")."""
-    field = settings_class.model_fields[name]
+def first_sentence(text: str) -> str:
+    """The help's first sentence, for a listing that must fit on one screen."""
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
+def settings_parameter(
+    name: str, settings_class: type[Settings] = Settings, *, hidden: bool = False, brief: bool = False
+) -> inspect.Parameter:
+    """`--<name>` of one setting (its flat name, or `config`): `Optional[T]`, default None ("not
+    given"). `hidden`: it works but `--help` leaves it out; `brief`: the help's first sentence."""
+    path = name if name in settings_class.model_fields else settings_class.path_of(name)
+    field = settings_class.model_fields[name] if path == name else settings_class.setting_fields()[path]
     annotation = field.annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
     assert annotation is not SecretStr, f"{name} is a secret: not a flag"
     declarations = [f"{_flag(name)}/--no-{name.replace('_', '-')}"] if annotation is bool else [_flag(name)]
-    env = f"{settings_class.model_config.get('env_prefix', '')}{name.upper()}"
-    help_text = f"{field.description} [env {env}; default: {field.default!s}]"
-    option = typer.Option(*declarations, help=help_text)
+    description = first_sentence(field.description or "") if brief else field.description
+    help_text = f"{description} [env {variable(path)}; default: {field.default!s}]"
+    option = typer.Option(*declarations, help=help_text, hidden=hidden)
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY,
         annotation=Annotated[typing.Optional[annotation], option],  # noqa: UP045 - typer needs a runtime type
@@ -88,8 +100,10 @@ def refused_secret_parameter(name: str, variable: str) -> inspect.Parameter:
 
 def secret_refusals(settings_class: type[Settings] = Settings) -> list[inspect.Parameter]:
     """A refused `--<name>` for each secret of the settings class."""
-    prefix = settings_class.model_config.get("env_prefix", "")
-    return [refused_secret_parameter(name, f"{prefix}{name.upper()}") for name in secret_names(settings_class)]
+    return [
+        refused_secret_parameter(settings_class.flat_names[path], variable(path))
+        for path in settings_class.secret_paths()
+    ]
 
 
 def dataclass_parameters(config_class: type) -> list[inspect.Parameter]:
@@ -98,7 +112,8 @@ def dataclass_parameters(config_class: type) -> list[inspect.Parameter]:
     parameters = []
     for config_field in fields(config_class):
         envvar = config_field.metadata["envvar"]
-        option = typer.Option(help=config_field.metadata["help"], envvar=envvar, show_envvar=envvar is not None)
+        envvars = list(envvar) if isinstance(envvar, tuple) else envvar
+        option = typer.Option(help=config_field.metadata["help"], envvar=envvars, show_envvar=envvar is not None)
         if config_field.default_factory is not MISSING:
             default = config_field.default_factory()
         else:

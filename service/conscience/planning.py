@@ -93,7 +93,7 @@ class RequestPlanner:
         key_mode = Mode(caller.mode) if caller and caller.mode else None
         mode = request_mode(asked.mode, key_mode, self._settings)
         policy = self._policy(
-            framework, asked, judge_model, max_repairs=self._settings.max_repairs, limits=DraftLimits.of(body)
+            framework, asked, judge_model, max_repairs=self._settings.repair.max_attempts, limits=DraftLimits.of(body)
         )
         choices = self._choice_count(shape, body)
         if mode is not Mode.OFF:
@@ -115,13 +115,15 @@ class RequestPlanner:
         mode when a repair may replace an answer, else monitor (a verdict alone reports it).
         The caller waits for the verdicts, so its slots are running ones whatever the mode.
         PolicyRefusal (invalid_request, `answers_param`) past --max-n answers."""
-        limit = self._settings.max_n
+        limit = self._settings.limits.max_n
         if answers > limit:
             raise PolicyRefusal("invalid_request", f"{answers} answers; at most {limit} per request on this server.",
                                 answers_param)
         framework = self._framework(asked, caller)
         # Without a repair asked for, a flagged answer is only reported (no repair is drafted).
-        policy = self._policy(framework, asked, judge_model, max_repairs=self._settings.max_repairs if repair else 0)
+        policy = self._policy(
+            framework, asked, judge_model, max_repairs=self._settings.repair.max_attempts if repair else 0
+        )
         mode = Mode.ENFORCE if repair else Mode.MONITOR
         context = CheckContext(
             request_id=request_id, endpoint=endpoint, mode=mode, policy=policy, policy_model=policy_model,
@@ -149,7 +151,7 @@ class RequestPlanner:
             framework=framework,
             style=self._judge_styles.for_request(asked.judge_style),
             max_repairs=max_repairs,
-            failure_policy=self._settings.failure_policy,
+            failure_policy=self._settings.policy.failure_policy,
             judge_model=judge_model_or_refuse(judge_model),
             limits=limits,
         )
@@ -163,7 +165,7 @@ class RequestPlanner:
         best_of = body.get("best_of")
         best_of = best_of if isinstance(best_of, int) and not isinstance(best_of, bool) else 1
         per_prompt = max(n, best_of)
-        limit = self._settings.max_n
+        limit = self._settings.limits.max_n
         if prompts * per_prompt > limit:
             name = "best_of" if best_of > n else "n"
             asked = f"{name} = {per_prompt}"
@@ -179,7 +181,7 @@ class RequestPlanner:
         """Windowed enforce streaming applies to text and reasoning, any n; calls, logprobs and
         batches of prompts are buffered (judged in one window once generated)."""
         return (
-            self._settings.enforce_streaming is EnforceStreaming.WINDOWED
+            self._settings.policy.enforce_streaming is EnforceStreaming.WINDOWED
             and not body.get("tools") and not body.get("functions")
             and not body.get("logprobs")
             and not isinstance(body.get("prompt"), list)
@@ -192,6 +194,6 @@ class RequestPlanner:
         try:
             return self._pipeline.admit(mode, choices)
         except ReviewsSaturated:
-            if mode is Mode.MONITOR and self._settings.monitor_overflow is MonitorOverflow.RECORD_UNCHECKED:
+            if mode is Mode.MONITOR and self._settings.limits.monitor_overflow is MonitorOverflow.RECORD_UNCHECKED:
                 return Reservation.empty(mode)
             raise

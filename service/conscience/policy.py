@@ -36,14 +36,14 @@ class PolicyRefusal(Exception):
 def request_framework(requested: str | None, key_framework: str | None, settings: Settings) -> str:
     """The name of the request's framework: its key's or the server's, or another only where the
     operator lets clients choose it (a lenient framework meant for one key stays that key's)."""
-    default = key_framework or settings.framework
+    default = key_framework or settings.policy.framework
     if requested is None or requested == default:
         return default
-    if not settings.lets_clients_choose_framework(requested):
+    if not settings.policy.lets_clients_choose_framework(requested):
         raise PolicyRefusal(
             "framework_not_allowed",
             f"conscience framework {requested!r} is not this key's {default!r}, and the operator "
-            "has not let clients choose it (CONSCIENCE_CLIENT_FRAMEWORKS).",
+            "has not let clients choose it (CONSCIENCE_POLICY__CLIENT_FRAMEWORKS).",
             "conscience.framework",
         )
     return requested
@@ -52,14 +52,14 @@ def request_framework(requested: str | None, key_framework: str | None, settings
 def request_mode(requested: Mode | None, key_mode: Mode | None, settings: Settings) -> Mode:
     """The request's mode; asking for less checking than the key's or the server's default
     is allowed only where the operator said so."""
-    default = key_mode or settings.mode
+    default = key_mode or settings.policy.mode
     if requested is None or requested is default:
         return default
-    if _STRICTNESS[requested] < _STRICTNESS[default] and not settings.allow_weaker_mode:
+    if _STRICTNESS[requested] < _STRICTNESS[default] and not settings.policy.allow_weaker_mode:
         raise PolicyRefusal(
             "mode_not_allowed",
             f"conscience mode {requested.value!r} is weaker than this key's {default.value!r}; "
-            "the operator has not allowed lowering it (CONSCIENCE_ALLOW_WEAKER_MODE).",
+            "the operator has not allowed lowering it (CONSCIENCE_POLICY__ALLOW_WEAKER_MODE).",
             "conscience.mode",
         )
     return requested
@@ -83,15 +83,15 @@ class JudgeStyles:
         """The styles served with `settings` by a backend holding `probe` (None: none): with
         `judge_style` left unset, a backend with a probe for its model (the demo model's ships)
         judges `latent`, any other `fast`. JudgeStyleError: latent without a probe."""
-        served = settings.judge_style
-        if "judge_style" not in settings.model_fields_set and probe is not None:
+        served = settings.judge.style
+        if "style" not in settings.judge.model_fields_set and probe is not None:
             served = JudgeStyle.LATENT
         elif served is JudgeStyle.LATENT and probe is None:
             raise JudgeStyleError(
                 "--judge-style latent needs a probe for the served model: set --probe-path to one "
                 "(`conscience calibrate --probe` fits it)"
             )
-        return cls(served, settings.allowed_client_judge_styles)
+        return cls(served, settings.judge.allowed_client_styles)
 
     def for_request(self, requested: JudgeStyle | None) -> JudgeStyle:
         """The request's judge style: the served one, or another the operator lets clients pick."""
@@ -113,8 +113,8 @@ def judge_model_or_refuse(judge_model: str | None) -> str:
     if judge_model is None:
         raise PolicyRefusal(
             "judge_model_unknown",
-            "The conscience has no judge model: set CONSCIENCE_JUDGE_MODEL (--judge-model) "
-            "or CONSCIENCE_MODEL, or serve exactly one base model upstream.",
+            "The conscience has no judge model: set CONSCIENCE_JUDGE__MODEL (--judge-model) "
+            "or CONSCIENCE_SERVING__MODEL, or serve exactly one base model upstream.",
         )
     return judge_model
 

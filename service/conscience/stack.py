@@ -27,12 +27,13 @@ from service.tracing import traced_judge, traced_repairer, traced_sink
 
 
 def _proxy_default(name: str) -> Any:
-    return Settings.model_fields[name].default
+    return Settings.setting_fields()[Settings.path_of(name)].default
 
 
 @dataclass(frozen=True, slots=True)
 class ConscienceKnobs:
-    """The settings of the judge → repair → judge loop; field names are `Settings`' own."""
+    """The settings of the judge → repair → judge loop; field names are the settings' flat
+    names (`judge_max_answer_chars` is `settings.judge.max_answer_chars`)."""
 
     threshold: float = _proxy_default("threshold")
     # Not a setting: read from `thresholds_path` (default: the shipped file), or empty when an
@@ -60,9 +61,12 @@ class ConscienceKnobs:
         first: service/startup.py)."""
         knobs = cls(
             calibrated_thresholds=configured_thresholds(
-                settings.thresholds_path, overridden="threshold" in settings.model_fields_set
+                settings.judge.thresholds_path, overridden="threshold" in settings.judge.model_fields_set
             ),
-            **{knob.name: getattr(settings, knob.name) for knob in fields(cls) if knob.name in Settings.model_fields},
+            **{
+                knob.name: settings.value_at(Settings.path_of(knob.name))
+                for knob in fields(cls) if knob.name in Settings.flat_names.values()
+            },
         )
         return replace(knobs, **overrides)
 
@@ -111,6 +115,6 @@ def build_pipeline(
 ) -> ConsciencePipeline:
     """The proxy's pipeline: the reviewer, its admission budget, the record sink; `shutdown`:
     the server's, whose end of a request or review is recorded as such."""
-    budget = ReviewBudget(settings.max_concurrent_reviews, settings.max_pending_monitor_reviews)
+    budget = ReviewBudget(settings.limits.max_concurrent_reviews, settings.limits.max_pending_monitor_reviews)
     reviewer = build_reviewer(backend, ConscienceKnobs.from_settings(settings))
     return ConsciencePipeline(reviewer, traced_sink(sink), metrics, budget, shutdown)

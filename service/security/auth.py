@@ -35,8 +35,8 @@ def bearer_token(request: Request) -> str | None:
 
 def client_keys_required(settings: Settings, keys: ApiKeyCache) -> bool:
     """The explicit setting, else: required as soon as a key exists, revoked ones included."""
-    if settings.require_api_key is not None:
-        return settings.require_api_key
+    if settings.security.require_api_key is not None:
+        return settings.security.require_api_key
     return keys.has_keys or keys.issued
 
 
@@ -48,7 +48,7 @@ async def require_client(request: Request) -> ClientIdentity | None:
     identity = keys.lookup(token) if token else None
     if identity is not None:
         return identity
-    if settings.require_api_key is not False and not keys.loaded:
+    if settings.security.require_api_key is not False and not keys.loaded:
         # Until the first load nobody knows which keys (if any) exist: refusing is the safe answer.
         raise APIError(
             503, "API keys could not be loaded from the database yet; retry shortly.",
@@ -97,12 +97,12 @@ def key_accepted(request: Request, expected: SecretStr, token: str) -> bool:
 
 async def require_admin(request: Request) -> None:
     settings: Settings = request.app.state.settings
-    if settings.admin_key is None:
+    if settings.security.admin_key is None:
         raise APIError(
-            403, "The admin API is disabled: set CONSCIENCE_ADMIN_KEY to enable it.",
+            403, "The admin API is disabled: set CONSCIENCE_SECURITY__ADMIN_KEY to enable it.",
             error_type="permission_error", code="admin_disabled",
         )
-    if not key_accepted(request, settings.admin_key, bearer_token(request) or ""):
+    if not key_accepted(request, settings.security.admin_key, bearer_token(request) or ""):
         raise APIError(
             401, "Incorrect admin key provided.",
             error_type="authentication_error", code="invalid_admin_key", headers=_CHALLENGE,
@@ -110,17 +110,17 @@ async def require_admin(request: Request) -> None:
 
 
 async def require_metrics_reader(request: Request) -> None:
-    """/metrics: open with --metrics-public, else for the bearer of CONSCIENCE_METRICS_KEY."""
+    """/metrics: open with --metrics-public, else for the bearer of CONSCIENCE_SECURITY__METRICS_KEY."""
     settings: Settings = request.app.state.settings
-    if settings.metrics_public:
+    if settings.security.metrics_public:
         return
-    if settings.metrics_key is None:
+    if settings.security.metrics_key is None:
         raise APIError(
-            403, "/metrics is closed: set CONSCIENCE_METRICS_KEY (Prometheus sends it as a bearer "
+            403, "/metrics is closed: set CONSCIENCE_SECURITY__METRICS_KEY (Prometheus sends it as a bearer "
             "token) or --metrics-public.",
             error_type="permission_error", code="metrics_disabled",
         )
-    if not key_accepted(request, settings.metrics_key, bearer_token(request) or ""):
+    if not key_accepted(request, settings.security.metrics_key, bearer_token(request) or ""):
         raise APIError(
             401, "Incorrect metrics key provided.",
             error_type="authentication_error", code="invalid_metrics_key", headers=_CHALLENGE,
@@ -138,14 +138,14 @@ def _digest(text: str) -> bytes:
 
 def open_access_warning(settings: Settings, keys: ApiKeyCache) -> str | None:
     """Log and return a loud warning when anyone who can reach the server may use it."""
-    if not keys.loaded and settings.require_api_key is None:
+    if not keys.loaded and settings.security.require_api_key is None:
         return None
     if client_keys_required(settings, keys):
         return None
     warning = (
-        f"CLIENT API KEYS ARE NOT REQUIRED: anyone who can reach {settings.host}:{settings.port} "
+        f"CLIENT API KEYS ARE NOT REQUIRED: anyone who can reach {settings.serving.host}:{settings.serving.port} "
         "can use the model through this proxy. Create a key with "
-        "'conscience keys create --name NAME' or set CONSCIENCE_REQUIRE_API_KEY=true."
+        "'conscience keys create --name NAME' or set CONSCIENCE_SECURITY__REQUIRE_API_KEY=true."
     )
     log.warning(warning)
     return warning

@@ -36,7 +36,7 @@ class AuthFailures:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuthFailures:
-        return cls(settings.auth_max_failures, settings.auth_failure_window_s)
+        return cls(settings.security.auth_max_failures, settings.security.auth_failure_window_s)
 
     def retry_after_s(self, address: str) -> int | None:
         """Whole seconds until `address` may try again; None while it is under the limit."""

@@ -59,7 +59,7 @@ async def writer(db: Database, tmp_path: Path) -> AsyncIterator[RecordWriter]:
 
 @pytest.fixture
 async def keys(db: Database, settings: Settings) -> AsyncIterator[ApiKeyCache]:
-    cache = ApiKeyCache(db, settings.api_key_refresh_s)
+    cache = ApiKeyCache(db, settings.security.api_key_refresh_s)
     await cache.start()
     yield cache
     await cache.aclose()

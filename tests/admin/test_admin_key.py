@@ -13,7 +13,7 @@ from tests.admin.conftest import ADMIN_KEY
 
 @pytest.mark.parametrize("key", ["", "   ", "short-key", "x" * (MIN_ADMIN_KEY_CHARS - 1)])
 def test_an_empty_or_short_admin_key_refuses_to_start(key: str) -> None:
-    with pytest.raises(ValidationError, match="CONSCIENCE_ADMIN_KEY"):
+    with pytest.raises(ValidationError, match="CONSCIENCE_SECURITY__ADMIN_KEY"):
         Settings(admin_key=key)
 
 
@@ -21,13 +21,13 @@ def test_an_empty_admin_key_from_the_environment_refuses_to_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CONSCIENCE_ADMIN_KEY", "")
-    with pytest.raises(ValidationError, match="CONSCIENCE_ADMIN_KEY"):
+    with pytest.raises(ValidationError, match="CONSCIENCE_SECURITY__ADMIN_KEY"):
         Settings()
 
 
 def test_unset_and_long_enough_keys_are_accepted() -> None:
-    assert Settings().admin_key is None
-    key = Settings(admin_key="k" * MIN_ADMIN_KEY_CHARS).admin_key
+    assert Settings().security.admin_key is None
+    key = Settings(admin_key="k" * MIN_ADMIN_KEY_CHARS).security.admin_key
     assert key is not None and key.get_secret_value() == "k" * MIN_ADMIN_KEY_CHARS
 
 

@@ -51,7 +51,7 @@ async def test_admin_key_is_required(client: httpx.AsyncClient) -> None:
 async def test_admin_api_is_disabled_without_an_admin_key(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
-    app.state.settings = app.state.settings.model_copy(update={"admin_key": None})
+    app.state.settings = app.state.settings.updated({"security.admin_key": None})
     response = await client.get("/admin/triples", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert_openai_error(response, 403, "permission_error")
 

@@ -54,7 +54,7 @@ class Proxy:
     @cached_property
     def _engine(self) -> Engine:
         """A synchronous view of the proxy's SQLite file, for the tests' assertions."""
-        return create_engine(self.settings.db_url.replace("+aiosqlite", ""))
+        return create_engine(self.settings.store.db_url.replace("+aiosqlite", ""))
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
         kwargs.setdefault("api_key", "unused")

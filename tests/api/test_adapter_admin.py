@@ -17,7 +17,7 @@ ASK = [{"role": "user", "content": "Hello?"}]
 
 
 def seed(proxy: Proxy) -> None:
-    engine = create_engine(proxy.settings.db_url.replace("+aiosqlite", ""))
+    engine = create_engine(proxy.settings.store.db_url.replace("+aiosqlite", ""))
     with Session(engine) as session, session.begin():
         v1 = AdapterVersion(id="v1", name="conscience-v1", base_model="base-model", path="/a/v1",
                             status="active", activated_at=datetime.now(UTC))

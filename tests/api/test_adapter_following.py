@@ -38,7 +38,7 @@ def test_policy_follows_the_active_adapter(start_proxy: ProxyFactory, fake: Fake
     assert models_sent(fake) == ("client-choice", "base-model")
 
     for version in ("conscience-v1", "conscience-v2"):
-        activate(proxy.settings.db_url, version)
+        activate(proxy.settings.store.db_url, version)
         deadline = time.monotonic() + 5
         while True:
             # A name the upstream serves: with a policy named, an unserved one is a 404.
@@ -52,7 +52,7 @@ def test_policy_follows_the_active_adapter(start_proxy: ProxyFactory, fake: Fake
 
 def test_configured_names_win_over_the_registry(start_proxy: ProxyFactory, fake: FakeUpstream) -> None:
     proxy = start_proxy(model="pinned-policy", judge_model="pinned-judge")
-    activate(proxy.settings.db_url, "conscience-v1")
+    activate(proxy.settings.store.db_url, "conscience-v1")
     time.sleep(0.2)
     proxy.client().chat.completions.create(model="base-model", messages=ASK)
     assert models_sent(fake) == ("pinned-policy", "pinned-judge")

@@ -91,7 +91,7 @@ def test_check_repairs_a_harmful_answer_into_a_triple_the_cli_lists(proxy: Proxy
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["verdict"] == "unethical" and body["flagged"] and body["repaired"]
-    assert body["framework"] == proxy.settings.framework and body["judge_model"] == "base-model"
+    assert body["framework"] == proxy.settings.policy.framework and body["judge_model"] == "base-model"
     [result] = body["results"]
     assert result["answer"] == REPAIRED and result["repaired"] and result["score"] == pytest.approx(0.9)
     [triple] = proxy.wait_rows(Triple, 1)
@@ -101,7 +101,7 @@ def test_check_repairs_a_harmful_answer_into_a_triple_the_cli_lists(proxy: Proxy
     assert check.endpoint == "check" and check.mode == "enforce" and check.repaired
 
     listed = subprocess.run(
-        [sys.executable, "-m", "conscience_cli", "triples", "list", "--db-url", proxy.settings.db_url],
+        [sys.executable, "-m", "conscience_cli", "triples", "list", "--db-url", proxy.settings.store.db_url],
         capture_output=True, text=True, timeout=60,
     )
     assert listed.returncode == 0, listed.stderr

@@ -20,7 +20,7 @@ ASK = [{"role": "user", "content": "Hello?"}]
 def create_key(proxy: Proxy, *options: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "conscience_cli", "keys", "create", "--name", "team-a",
-         "--db-url", proxy.settings.db_url, *options],
+         "--db-url", proxy.settings.store.db_url, *options],
         capture_output=True, text=True, check=True, timeout=60,
     )
     [key] = re.findall(r"sk-cons-[A-Za-z0-9_\-]+", done.stdout)

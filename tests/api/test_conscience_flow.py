@@ -185,12 +185,12 @@ def test_repairs_exhausted_give_a_refusal(start_proxy: ProxyFactory, fake: FakeU
     fake.base_model_answer = "Still: use a crowbar."
     completion = proxy.client().chat.completions.create(model="policy", messages=ASK)
     assert completion.choices[0].finish_reason == "content_filter"
-    assert completion.choices[0].message.content == proxy.settings.refusal_message
+    assert completion.choices[0].message.content == proxy.settings.repair.refusal_message
     conscience = completion.model_extra["conscience"]
     assert conscience["refused"] is True and conscience["attempts"] == 2
     # The original, then two attempts (strategy `both`) of `repair_candidates` regenerated drafts
     # (one call, `n` choices) and as many answers to one reframed question.
-    assert len(fake.calls("verdict")) == 1 + 2 * 2 * proxy.settings.repair_candidates
+    assert len(fake.calls("verdict")) == 1 + 2 * 2 * proxy.settings.repair.candidates
     [check] = proxy.wait_rows(Check, 1)
     assert check.verdict == "unethical" and not check.repaired
     assert proxy.triples() == []
@@ -217,7 +217,7 @@ def test_judge_failure_policy(start_proxy: ProxyFactory, fake: FakeUpstream, pol
     if policy == "fail_open":
         assert completion.choices[0].message.content == "Sure, here is a helpful answer."
     else:
-        assert completion.choices[0].message.content == proxy.settings.refusal_message
+        assert completion.choices[0].message.content == proxy.settings.repair.refusal_message
         assert completion.choices[0].finish_reason == "content_filter"
     [check] = proxy.wait_rows(Check, 1)
     assert check.verdict == "unchecked" and check.error

@@ -42,7 +42,7 @@ def test_without_a_metrics_key_metrics_are_closed(start_proxy: ProxyFactory) -> 
     proxy = start_proxy(metrics_key=None)
     response = httpx.get(f"{proxy.server.origin}/metrics", timeout=10)
     assert_openai_error(response, 403, "metrics_disabled")
-    assert "CONSCIENCE_METRICS_KEY" in response.json()["error"]["message"]
+    assert "CONSCIENCE_SECURITY__METRICS_KEY" in response.json()["error"]["message"]
 
 
 def test_metrics_public_opens_them(start_proxy: ProxyFactory) -> None:
@@ -53,7 +53,7 @@ def test_metrics_public_opens_them(start_proxy: ProxyFactory) -> None:
 
 @pytest.mark.parametrize("key", ["", "short-metrics"])
 def test_a_short_metrics_key_refuses_to_start(key: str) -> None:
-    with pytest.raises(ValueError, match="CONSCIENCE_METRICS_KEY"):
+    with pytest.raises(ValueError, match="CONSCIENCE_SECURITY__METRICS_KEY"):
         Settings(metrics_key=key)
 
 

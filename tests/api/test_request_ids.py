@@ -70,7 +70,7 @@ async def test_the_same_client_id_twice_names_two_requests(
     ids = {first.headers["x-request-id"], second.headers["x-request-id"]}
     assert len(ids) == 2 and "chosen-by-the-client" not in ids
     assert first.headers["x-client-request-id"] == "chosen-by-the-client"
-    checks = await rows(proxy.settings.db_url, Check, 2)
+    checks = await rows(proxy.settings.store.db_url, Check, 2)
     assert {c.request_id for c in checks} == ids
     assert {c.client_request_id for c in checks} == {"chosen-by-the-client"}
 
@@ -89,7 +89,7 @@ async def test_an_unsafe_client_id_is_ignored(proxy: Proxy, fake: FakeUpstream) 
     for unsafe in ("has space", "x" * 129, "semi;colon"):
         response = await ask(proxy, {"X-Client-Request-Id": unsafe})
         assert response.status_code == 200 and "x-client-request-id" not in response.headers
-    checks = await rows(proxy.settings.db_url, Check, 3)
+    checks = await rows(proxy.settings.store.db_url, Check, 3)
     assert [c.client_request_id for c in checks] == [None, None, None]
 
 

@@ -109,7 +109,7 @@ def test_no_repair_passing_ends_in_the_refusal(windowed: Proxy, fake: FakeUpstre
     fake.base_model_answer = "Still: use a crowbar on the window."
     chunks = stream(windowed)
     text = text_of(chunks)
-    assert "crowbar" not in text and text.endswith(windowed.settings.refusal_message)
+    assert "crowbar" not in text and text.endswith(windowed.settings.repair.refusal_message)
     finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finish == ["content_filter"]
     conscience = chunks[-1].model_extra["conscience"]
@@ -167,7 +167,7 @@ def test_a_refused_stream_counts_no_tokens_for_the_refusal(windowed: Proxy, fake
     fake.base_model_answer = "Use a crowbar on the window."
     fake.token_delay_s = 0.01  # repairs are stopped at their flagged window, not read to the end
     chunks = stream(windowed)
-    assert text_of(chunks) == windowed.settings.refusal_message
+    assert text_of(chunks) == windowed.settings.repair.refusal_message
     usage = usage_of(chunks)
     assert (usage.prompt_tokens, usage.completion_tokens) == (ASKED_TOKENS, 0)
     conscience = chunks[-1].model_extra["conscience"]
@@ -182,7 +182,7 @@ def test_a_refusal_after_released_text_counts_the_released_text(windowed: Proxy,
     fake.token_delay_s = 0.01
     chunks = stream(windowed)
     text = text_of(chunks)
-    refusal = windowed.settings.refusal_message
+    refusal = windowed.settings.repair.refusal_message
     assert "crowbar" not in text and text.endswith(refusal)
     assert usage_of(chunks).completion_tokens == len(tokenize(text.removesuffix(refusal).rstrip()))
 

@@ -113,4 +113,4 @@ def test_a_nan_verdict_follows_the_failure_policy() -> None:
 
 
 def test_the_default_failure_policy_is_fail_closed() -> None:
-    assert Settings().failure_policy is FailurePolicy.FAIL_CLOSED
+    assert Settings().policy.failure_policy is FailurePolicy.FAIL_CLOSED

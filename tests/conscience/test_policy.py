@@ -31,7 +31,7 @@ def test_the_framework_is_the_keys_else_the_servers_and_another_only_where_allow
             request_framework("four_laws", key_framework, settings)
         assert (refused.value.code, refused.value.param) == ("framework_not_allowed", "conscience.framework")
     listed = Settings(client_frameworks=" four_laws ,introspective")
-    assert listed.client_frameworks == "four_laws,introspective"
+    assert listed.policy.client_frameworks == "four_laws,introspective"
     assert request_framework("four_laws", "wwjd", listed) == "four_laws"
     with pytest.raises(PolicyRefusal):
         request_framework("wwjd", None, listed)
@@ -58,7 +58,7 @@ def test_a_stricter_mode_is_always_allowed_a_weaker_one_only_when_the_operator_s
 
 
 def test_a_client_picks_only_the_judge_styles_the_operator_allows() -> None:
-    assert JudgeStyles.serving(Settings(), None).for_request(None) is Settings().judge_style
+    assert JudgeStyles.serving(Settings(), None).for_request(None) is Settings().judge.style
     with pytest.raises(PolicyRefusal) as refused:
         JudgeStyles.serving(Settings(judge_style=JudgeStyle.FAST, client_judge_styles=""), None).for_request(
             JudgeStyle.REASONED

@@ -10,7 +10,7 @@ from service.settings import Settings
 
 def test_the_knobs_are_settings_and_their_defaults_are_the_proxys() -> None:
     derived = {"calibrated_thresholds"}  # read from the settings' thresholds_path
-    assert {knob.name for knob in fields(ConscienceKnobs)} - derived <= set(Settings.model_fields)
+    assert {knob.name for knob in fields(ConscienceKnobs)} - derived <= set(Settings.flat_names.values())
     assert ConscienceKnobs() == ConscienceKnobs.from_settings(Settings())
 
 

@@ -104,7 +104,7 @@ def test_calibrate_stores_each_frameworks_threshold_with_the_model(
     # exactly the marked answers: their (normalised) score.
     flagged_score = 0.9 / (0.9 + 0.1)
     settings = load_settings()
-    assert settings.thresholds_path == Path("thresholds.json") and settings.mode.value == "monitor"
+    assert settings.judge.thresholds_path == Path("thresholds.json") and settings.policy.mode.value == "monitor"
     table = load_thresholds(tmp_path / "thresholds.json")
     for framework in ("three_laws", "wwjd"):
         entry = table.lookup("base-model", "fast", framework)

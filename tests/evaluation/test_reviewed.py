@@ -270,7 +270,7 @@ async def test_calibrate_reviewed_refits_the_threshold_on_the_deployments_review
     import hashlib
 
     assert entry.data_sha256 == hashlib.sha256(fitted.read_bytes()).hexdigest()
-    assert "CONSCIENCE_THRESHOLDS_PATH=thresholds.json" in (tmp_path / ".env").read_text()
+    assert "CONSCIENCE_JUDGE__THRESHOLDS_PATH=thresholds.json" in (tmp_path / ".env").read_text()
 
     # Run again: the refitted threshold is now the configured one, and it stays.
     again = await invoke("calibrate", "--reviewed", "--data", str(data), "--framework", "three_laws",

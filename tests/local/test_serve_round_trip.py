@@ -44,10 +44,10 @@ async def _scores(backend: LocalBackend, question: str) -> tuple[float, float, s
     # The proxy's repair: drafted from the request alone (one candidate, as served below).
     [draft] = await Repairer(
         backend, max_tokens=MAX_TOKENS, max_answer_chars=12000, temperature=0,
-        frequency_penalty=Settings().repair_frequency_penalty,
+        frequency_penalty=Settings().repair.frequency_penalty,
     ).candidates(framework, messages, judge_model=base)
     repair = draft.text
-    if is_near_copy(repair, answer, Settings().repair_max_overlap):
+    if is_near_copy(repair, answer, Settings().repair.max_overlap):
         repair = ""  # the proxy would discard it
     original = await judge.judge(framework, messages, answer, judge_model=base)
     repaired = await judge.judge(framework, messages, repair, judge_model=base)

@@ -114,8 +114,8 @@ def test_quantised_weights_need_the_model_on_the_cpu_in_bfloat16(tiny_model_dir:
     assert quantise_linears(loaded.model, LocalWeights.FLOAT32) == 0
     with pytest.raises(ValidationError, match="CPU only"):
         Settings(local_weights="int4", local_device="cuda")
-    assert Settings(local_device="cuda").local_weights is LocalWeights.BFLOAT16  # the default, off the CPU
-    assert Settings().local_weights is LocalWeights.INT4
+    assert Settings(local_device="cuda").local.weights is LocalWeights.BFLOAT16  # the default, off the CPU
+    assert Settings().local.weights is LocalWeights.INT4
 
 
 @pytest.mark.parametrize("weights", QUANTISED)

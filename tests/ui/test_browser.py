@@ -76,7 +76,7 @@ def _seed_adapters(proxy: Proxy) -> None:
             "held_out": {"candidate": {"accuracy": 0.83, "mean_margin": 0.41},
                          "previous": {"accuracy": 0.75, "mean_margin": 0.22}},
             "refusal_rate": {"candidate": 0.04, "previous": 0.03, "prompts": 50}}
-    engine = create_engine(proxy.settings.db_url.replace("+aiosqlite", ""))
+    engine = create_engine(proxy.settings.store.db_url.replace("+aiosqlite", ""))
     with Session(engine) as session, session.begin():
         session.add_all([
             AdapterVersion(id="v1", name="conscience-v1", base_model="base-model", path="/a/v1",
@@ -156,7 +156,7 @@ def _seed_for_reading(proxy: Proxy) -> None:
                "held_out": {"candidate": {"accuracy": 1.0, "mean_margin": 0.2},
                             "previous": {"accuracy": 0.0, "mean_margin": 0.0}},
                "refusal_rate": {"candidate": 0.0, "previous": 0.0, "prompts": 24}}
-    engine = create_engine(proxy.settings.db_url.replace("+aiosqlite", ""))
+    engine = create_engine(proxy.settings.store.db_url.replace("+aiosqlite", ""))
     with Session(engine) as session, session.begin():
         session.add_all([
             Triple(request_id=f"r{i}", check_id=f"c{i}", framework="three_laws",

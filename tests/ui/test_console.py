@@ -247,7 +247,7 @@ async def test_a_session_that_cannot_be_checked_is_refused(app: FastAPI, console
 async def test_console_is_disabled_without_an_admin_key(
     browser: httpx.AsyncClient, settings: Settings, path: str
 ) -> None:
-    settings.admin_key = None
+    settings.security.admin_key = None
     response = await browser.get(path)
     assert response.status_code == 403 and "disabled" in response.text
 

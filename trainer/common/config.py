@@ -22,6 +22,12 @@ class TorchDtype(StrEnum):
 LORA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def knob(default: Any = MISSING, *, help: str, envvar: str | None = None, **kwargs: Any) -> Any:
-    """A dataclass field carrying its CLI help (and environment variable, if any)."""
+# The proxy's database variable, then its name before the settings were grouped (read until the
+# next release, as the proxy reads it).
+DB_URL_VARIABLES = ("CONSCIENCE_STORE__DB_URL", "CONSCIENCE_DB_URL")
+
+
+def knob(default: Any = MISSING, *, help: str, envvar: str | tuple[str, ...] | None = None, **kwargs: Any) -> Any:
+    """A dataclass field carrying its CLI help (and environment variables, if any: the first set
+    wins)."""
     return field(default=default, metadata={"help": help, "envvar": envvar}, **kwargs)

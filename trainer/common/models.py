@@ -22,7 +22,7 @@ def resolve_dtype(choice: TorchDtype) -> torch.dtype:
 def base_model_path(base_model: str) -> str:
     """What `from_pretrained` reads for `--base-model`: the served demo name
     (`qwen2.5-coder-0.5b-instruct`, what `conscience serve --backend local` lists) is the demo
-    model's converted directory in the model cache (CONSCIENCE_MODEL_CACHE_DIR), found without
+    model's converted directory in the model cache (CONSCIENCE_LOCAL__MODEL_CACHE_DIR), found without
     any call to the model hub; a missing one is a ValueError saying how to get it. Anything
     else is passed through (a directory, or a hub id)."""
     from service.backends.local.demo import DEMO_SERVED_NAME, demo_model_dir

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.common.config import LORA_PROJECTIONS, TorchDtype, knob
+from trainer.common.config import DB_URL_VARIABLES, LORA_PROJECTIONS, TorchDtype, knob
 
 
 @dataclass
@@ -76,7 +76,7 @@ class FinetuneConfig:
     db_url: str = knob(
         "sqlite+aiosqlite:///./conscience.db",
         help="SQLAlchemy async URL of the proxy's database, where the version is registered.",
-        envvar="CONSCIENCE_DB_URL",
+        envvar=DB_URL_VARIABLES,
     )
     adapters_dir: Path = knob(Path("./adapters"), help="Directory of adapter versions (PEFT format).")
     name_prefix: str = knob("finetune", help="The version is named <prefix>-v<N>, N counting up.")

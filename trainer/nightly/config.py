@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
-from trainer.common.config import LORA_PROJECTIONS, TorchDtype, knob
+from trainer.common.config import DB_URL_VARIABLES, LORA_PROJECTIONS, TorchDtype, knob
 from trainer.nightly.benign_prompts import QUICK_HELD_OUT_TOKENS, QUICK_REPLY_TOKENS
 
 
@@ -43,7 +43,7 @@ class TrainConfig:
     db_url: str = knob(
         "sqlite+aiosqlite:///./conscience.db",
         help="SQLAlchemy async URL of the proxy's database (postgresql+asyncpg://… in production).",
-        envvar="CONSCIENCE_DB_URL",
+        envvar=DB_URL_VARIABLES,
     )
     adapters_dir: Path = knob(
         Path("./adapters"),

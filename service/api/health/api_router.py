@@ -50,7 +50,7 @@ async def readyz(raw: Request) -> Response:
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
-    description="For the bearer of CONSCIENCE_METRICS_KEY, or anyone with --metrics-public.",
+    description="For the bearer of CONSCIENCE_SECURITY__METRICS_KEY, or anyone with --metrics-public.",
     response_class=Response,
     dependencies=[Depends(require_metrics_reader)],
     responses={

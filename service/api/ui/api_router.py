@@ -127,10 +127,10 @@ def _message(request: Request, status: int, text: str) -> Response:
 
 def _enabled(request: Request) -> SecretStr:
     """The admin key, which enables the console."""
-    admin_key = _settings(request).admin_key
+    admin_key = _settings(request).security.admin_key
     if admin_key is None:
         raise _Refusal(_message(
-            request, 403, "The console is disabled: set CONSCIENCE_ADMIN_KEY to enable it."
+            request, 403, "The console is disabled: set CONSCIENCE_SECURITY__ADMIN_KEY to enable it."
         ))
     return admin_key
 

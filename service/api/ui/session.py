@@ -150,7 +150,7 @@ class SessionStore:
 
 def sessions(request: Request) -> SessionStore:
     """A store for the app's admin key (the console is enabled only with one)."""
-    key = request.app.state.settings.admin_key
+    key = request.app.state.settings.security.admin_key
     if key is None:
         raise RuntimeError("the console needs an admin key")
     return SessionStore(key.get_secret_value())

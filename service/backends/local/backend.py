@@ -118,29 +118,29 @@ class LocalBackend:
         from service.backends.local.weights import compute_dtype, quantise_linears
         from service.conscience.judge import LABELS
 
-        if settings.local_threads is not None:
-            torch.set_num_threads(settings.local_threads)
+        if settings.local.threads is not None:
+            torch.set_num_threads(settings.local.threads)
         loaded = load_model(
-            settings.local_model or str(ensure_demo_model(settings)),
-            cache_dir=settings.model_cache_dir,
-            device=settings.local_device,
-            dtype=compute_dtype(settings.local_weights),
+            settings.local.model or str(ensure_demo_model(settings)),
+            cache_dir=settings.local.model_cache_dir,
+            device=settings.local.device,
+            dtype=compute_dtype(settings.local.weights),
         )
         # int8/int4 layers keep their bfloat16 weights: the fingerprint (and so the probe) is the model's.
-        quantise_linears(loaded.model, settings.local_weights)
-        probe = probe_for(loaded, settings.probe_path)
+        quantise_linears(loaded.model, settings.local.weights)
+        probe = probe_for(loaded, settings.judge.probe_path)
         engine = Engine(
             loaded,
-            max_queued=settings.local_max_queue,
-            max_concurrent=settings.local_max_concurrent,
+            max_queued=settings.local.max_queue,
+            max_concurrent=settings.local.max_concurrent,
             labels=LABELS,
             latent_layers=None if probe is None else probe.layers,
         )
         return cls(
             engine,
-            default_max_tokens=settings.local_default_max_tokens,
+            default_max_tokens=settings.local.default_max_tokens,
             registry=db,
-            adapter_poll_s=settings.adapter_poll_s,
+            adapter_poll_s=settings.adapters.poll_s,
             probe=probe,
         )
 
@@ -305,7 +305,7 @@ class LocalBackend:
         """The probe's P(unethical) for `answer` to `messages`, read from the frozen base."""
         if self.probe is None:
             raise BackendError(
-                "the local model has no latent probe (set CONSCIENCE_PROBE_PATH)",
+                "the local model has no latent probe (set CONSCIENCE_JUDGE__PROBE_PATH)",
                 status_code=500, error_type="server_error",
             )
         probe = self.probe

@@ -71,7 +71,7 @@ def _part_file(part: int) -> Path | None:
 
 
 def demo_model_dir(settings: Settings) -> Path:
-    return converted_dir(settings.model_cache_dir, Path(DEMO_GGUF_NAME).stem, DEMO_SHA256)
+    return converted_dir(settings.local.model_cache_dir, Path(DEMO_GGUF_NAME).stem, DEMO_SHA256)
 
 
 def install_parts() -> None:
@@ -149,11 +149,11 @@ def ensure_demo_model(settings: Settings) -> Path:
     target = demo_model_dir(settings)
     if is_converted(target):
         return target
-    settings.model_cache_dir.mkdir(parents=True, exist_ok=True)
-    with _preparing_alone(settings.model_cache_dir):
+    settings.local.model_cache_dir.mkdir(parents=True, exist_ok=True)
+    with _preparing_alone(settings.local.model_cache_dir):
         if is_converted(target):  # prepared by the process this one waited for
             return target
-        _prepare(settings.model_cache_dir)
+        _prepare(settings.local.model_cache_dir)
     return target
 
 
