@@ -15,8 +15,10 @@ from typing import Any
 from service.conscience.admission import ReviewBudget
 from service.conscience.judge import Judge
 from service.conscience.pipeline import ConsciencePipeline, RecordSink
+from service.conscience.probe import LatentBackend
 from service.conscience.repair import Repairer
 from service.conscience.review import RepairBounds, Reviewer
+from service.conscience.steering import SteerableBackend, steering_from_probe
 from service.conscience.thresholds import SHIPPED_PATH, ThresholdTable, configured_thresholds, load_thresholds
 from service.core.backend import Backend
 from service.metrics import Metrics
@@ -50,6 +52,7 @@ class ConscienceKnobs:
     repair_max_seconds: float = _proxy_default("repair_max_seconds")
     repair_frequency_penalty: float = _proxy_default("repair_frequency_penalty")
     repair_draft_window_chars: int = _proxy_default("repair_draft_window_chars")
+    repair_steering_alpha: float = _proxy_default("repair_steering_alpha")
     refusal_message: str = _proxy_default("refusal_message")
 
     @classmethod
@@ -77,9 +80,22 @@ def build_judge(backend: Backend, knobs: ConscienceKnobs) -> Judge:
     )
 
 
+def repair_backend(backend: Backend, knobs: ConscienceKnobs) -> Backend:
+    """What repairs draft through: with `repair_steering_alpha` above 0, a view of `backend`
+    steered along its latent probe's harm direction (service/conscience/steering.py) when it can
+    steer and has a probe (the embedded engine); else `backend` itself (steering off)."""
+    if knobs.repair_steering_alpha <= 0 or not isinstance(backend, SteerableBackend):
+        return backend
+    probe = backend.probe if isinstance(backend, LatentBackend) else None
+    if probe is None:
+        return backend
+    return backend.steered(steering_from_probe(probe, knobs.repair_steering_alpha))
+
+
 def build_repairer(backend: Backend, knobs: ConscienceKnobs) -> Repairer:
+    """The repairer, drafting through `repair_backend` (the judge reads `backend` unsteered)."""
     return Repairer(
-        backend,
+        repair_backend(backend, knobs),
         max_tokens=knobs.repair_max_tokens,
         max_answer_chars=knobs.judge_max_answer_chars,
         temperature=knobs.repair_temperature,
@@ -89,10 +105,12 @@ def build_repairer(backend: Backend, knobs: ConscienceKnobs) -> Repairer:
     )
 
 
-def build_reviewer(backend: Backend, knobs: ConscienceKnobs) -> Reviewer:
+def build_reviewer(backend: Backend, knobs: ConscienceKnobs, *, repairer: Repairer | None = None) -> Reviewer:
+    """`repairer`: one of the caller's own (bench/steering.py's seeded drafts); default
+    `build_repairer`'s."""
     return Reviewer(
         traced_judge(build_judge(backend, knobs)),
-        traced_repairer(build_repairer(backend, knobs)),
+        traced_repairer(repairer or build_repairer(backend, knobs)),
         knobs.refusal_message,
         max_overlap=knobs.repair_max_overlap,
         bounds=RepairBounds(
