@@ -372,10 +372,10 @@ class Settings(BaseSettings):
     )
     repair_steering_alpha: float = Field(
         0.0, ge=0.0, le=64.0,
-        description="Repair by steering (embedded engine with a latent probe only; an experiment, "
-        "docs/repairs.md): repair drafts are generated with the part of each probe layer's hidden "
-        "state that lies on the harmful side of the probe's mean, along its harm direction, "
-        "subtracted alpha times (1: down to the mean); 0: off.",
+        description="Repair by steering (embedded engine with a latent probe only): repair drafts "
+        "are generated with the part of each probe layer's hidden state that lies on the harmful "
+        "side of the probe's mean, along its harm direction, subtracted alpha times (1: down to "
+        "the mean); 0: off. Measured no better than off with the demo model (docs/repairs.md).",
     )
     reasoned_max_tokens: int = Field(384, description="Token budget of a reasoned verdict.")
 

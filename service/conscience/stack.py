@@ -9,6 +9,7 @@ own config (finetune) overrides the few it owns, the rest keeping the proxy's de
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -25,6 +26,8 @@ from service.metrics import Metrics
 from service.settings import RepairStrategy, Settings
 from service.shutdown import GracefulShutdown
 from service.tracing import traced_judge, traced_repairer, traced_sink
+
+log = logging.getLogger("conscience.stack")
 
 
 def _proxy_default(name: str) -> Any:
@@ -84,10 +87,12 @@ def repair_backend(backend: Backend, knobs: ConscienceKnobs) -> Backend:
     """What repairs draft through: with `repair_steering_alpha` above 0, a view of `backend`
     steered along its latent probe's harm direction (service/conscience/steering.py) when it can
     steer and has a probe (the embedded engine); else `backend` itself (steering off)."""
-    if knobs.repair_steering_alpha <= 0 or not isinstance(backend, SteerableBackend):
+    if knobs.repair_steering_alpha <= 0:
         return backend
     probe = backend.probe if isinstance(backend, LatentBackend) else None
-    if probe is None:
+    if not isinstance(backend, SteerableBackend) or probe is None:
+        log.warning("repair_steering_alpha is set, but the backend cannot steer (the embedded engine "
+                    "with a latent probe can): repairs are drafted unsteered")
         return backend
     return backend.steered(steering_from_probe(probe, knobs.repair_steering_alpha))
 

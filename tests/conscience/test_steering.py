@@ -3,15 +3,18 @@ direction in residual space, its standardisation undone, and which backend repai
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import replace
 
 import pytest
+from pydantic import ValidationError
 
 from service.conscience.probe import Probe, ProbeError
 from service.conscience.stack import ConscienceKnobs, build_repairer, repair_backend
 from service.conscience.steering import SteeringSpec, steering_from_probe
 from service.core.backend import JSON
+from service.settings import Settings
 
 Floats = tuple[float, ...]
 
@@ -99,3 +102,18 @@ def test_repairs_draft_through_a_steered_view_only_when_the_setting_asks_and_the
     assert repair_backend(no_probe, on) is no_probe  # type: ignore[arg-type]
     upstream = object()  # cannot steer (an OpenAI-compatible server)
     assert repair_backend(upstream, on) is upstream  # type: ignore[arg-type]
+
+
+def test_steering_asked_of_a_backend_that_cannot_steer_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    on = replace(ConscienceKnobs(), repair_steering_alpha=4.0)
+    with caplog.at_level(logging.WARNING, logger="conscience.stack"):
+        repair_backend(object(), on)  # type: ignore[arg-type]
+    assert "cannot steer" in caplog.text
+
+
+def test_the_setting_is_off_by_default_and_refuses_a_negative_alpha(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().repair_steering_alpha == 0.0
+    monkeypatch.setenv("CONSCIENCE_REPAIR_STEERING_ALPHA", "4")
+    assert ConscienceKnobs.from_settings(Settings()).repair_steering_alpha == 4.0
+    with pytest.raises(ValidationError, match="repair_steering_alpha"):
+        Settings(repair_steering_alpha=-1.0)
