@@ -67,6 +67,12 @@ class Metrics:
             "or refused).",
             ["framework", "reason", "outcome"], registry=self.registry,
         )
+        self.topic_checks = Counter(
+            "conscience_topic_checks_total",
+            "Repair drafts' topic checks, by framework and result (on_topic, off_topic: discarded, "
+            "skipped: the backend served no embeddings).",
+            ["framework", "result"], registry=self.registry,
+        )
         self.stage_seconds = Histogram(
             "conscience_stage_seconds", "Latency of each stage (upstream, judge, repair, total).",
             ["stage"], buckets=_STAGE_BUCKETS, registry=self.registry,

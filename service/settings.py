@@ -370,6 +370,13 @@ class Settings(BaseSettings):
         "judged every this many characters as it is generated: a flagged or looping one stops at "
         "once, the first that ends clean wins and the others stop.",
     )
+    repair_min_topic_similarity: float = Field(
+        0.48, ge=0.0, le=1.0,
+        description="A repair draft whose opening's embedding (the judge model's own states: "
+        "/v1/embeddings, upstream --embeddings-model) has a lower cosine with the request's is "
+        "off topic and is discarded ('off_topic'); 0 disables the check, and a backend without "
+        "embeddings skips it. Default measured on the demo model (bench/offtopic.py).",
+    )
     repair_steering_alpha: float = Field(
         0.0, ge=0.0, le=64.0,
         description="Repair by steering (embedded engine with a latent probe only): repair drafts "

@@ -16,6 +16,7 @@ every repair attempt (`conscience.repair`), and the hand-over of each record to 
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 from collections.abc import Awaitable, Callable
@@ -155,6 +156,26 @@ class _TracedSink:
         with tracer().start_as_current_span("conscience.record") as span:
             span.set_attribute("conscience.record.kind", type(record).__name__)
             self._inner.submit(record)
+
+
+def stage_context(name: str) -> tuple[contextvars.Context | None, Callable[[], None]]:
+    """A span `name` under the current one that is not made current here — for work that runs
+    in a task of its own (a streamed generation read in the background): the context to start
+    that task in (`asyncio.create_task(..., context=)`) and the function that ends the span.
+    (None, a no-op) while tracing is off."""
+    if not enabled():
+        return None, _nothing
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    span = tracer().start_span(name)
+    context = contextvars.copy_context()
+    context.run(otel_context.attach, trace.set_span_in_context(span))
+    return context, span.end
+
+
+def _nothing() -> None:
+    return None
 
 
 def traced_judge(judge: Any) -> Any:

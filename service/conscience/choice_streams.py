@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -62,8 +63,12 @@ class ChoiceStream:
 
 
 class _Split:
-    def __init__(self, chunks: AsyncIterator[JSON], n: int, on_end: Callable[[JSON | None], None]) -> None:
+    def __init__(
+        self, chunks: AsyncIterator[JSON], n: int, on_end: Callable[[JSON | None], None],
+        context: contextvars.Context | None,
+    ) -> None:
         self._chunks = chunks
+        self._context = context
         self.streams = [ChoiceStream(self, index) for index in range(n)]
         self._on_end = on_end
         self._task: asyncio.Task[None] | None = None
@@ -72,7 +77,7 @@ class _Split:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._pump())
+            self._task = asyncio.create_task(self._pump(), context=self._context)
 
     async def _pump(self) -> None:
         try:
@@ -124,9 +129,11 @@ class _Split:
 
 
 def split_choices(
-    chunks: AsyncIterator[JSON], n: int, *, on_end: Callable[[JSON | None], None] = lambda usage: None
+    chunks: AsyncIterator[JSON], n: int, *, on_end: Callable[[JSON | None], None] = lambda usage: None,
+    context: contextvars.Context | None = None,
 ) -> list[ChoiceStream]:
-    """`n` streams over one streamed generation's `chunks` (read once it is first read);
-    `on_end(usage)` once it has ended or was closed, with the last usage it reported (vLLM's
-    `continuous_usage_stats`: the tokens so far)."""
-    return _Split(chunks, n, on_end).streams
+    """`n` streams over one streamed generation's `chunks` (read once it is first read, in a
+    task started in `context` when given: a tracing span's); `on_end(usage)` once it has ended
+    or was closed, with the last usage it reported (vLLM's `continuous_usage_stats`: the tokens
+    so far)."""
+    return _Split(chunks, n, on_end, context).streams

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import inspect
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -60,8 +61,9 @@ ELLIPSIS = "…"  # opens a window judged without the start of its answer
 
 JudgeFn = Callable[[str], Awaitable[WindowVerdict]]  # the answer so far -> its verdict
 # A draft's opening and the question it answers (reframe) -> discard it: True, or why (a
-# string: "refusal", "near_copy"...); falsy keeps it.
-DraftFilter = Callable[[str, "str | None"], "bool | str | None"]
+# string: "refusal", "near_copy", "off_topic"...); falsy keeps it. May be awaitable (a check that
+# asks the backend: the topic check's embeddings).
+DraftFilter = Callable[[str, "str | None"], "bool | str | None | Awaitable[bool | str | None]"]
 # A draft's text so far and whether the model ended it by itself -> why it is degenerate
 # ("loop", "trails_off": service/conscience/degenerate.py), or None.
 DegenerateCheck = Callable[[str, bool], "str | None"]
@@ -208,8 +210,9 @@ class Enforcement:
         conscience (the judge may raise: `fail_open` then releases the rest of the original
         unjudged, else the answer is refused; a draft's deltas must append to the released
         text as they are); `judge_draft` judges a whole candidate (default: `judge`).
-        `reject_draft` sees each draft's first window alone, before the judge: True, or a
-        reason, discards the draft (a repair that refuses, or that copies the rejected answer,
+        `reject_draft` sees each draft's first window alone, before the judge (awaited when it
+        returns an awaitable: the topic check asks the backend): True, or a reason, discards the
+        draft (a repair that refuses, or that copies the rejected answer,
         is no repair). `judge_context_chars`: the judge reads each window with at most this
         much of the text released before it (from a word boundary, marked "…"), so that judging
         costs the answer's length, not its square; None: the whole answer so far each time (a
@@ -451,7 +454,7 @@ class Enforcement:
                 end = window_end(reader.text, offset, reader.done)
                 text = draft.read(reader.text[:end])
                 ended = reader.done and end == len(reader.text)
-                reason = self._discarded(text, draft, opened=opened, ended=ended)
+                reason = await self._discarded(text, draft, opened=opened, ended=ended)
                 if reason is not None:
                     self.outcome.drafts.append(
                         RejectedDraft(attempt, draft.read(reader.text), reason, None, draft.question)
@@ -484,18 +487,25 @@ class Enforcement:
         finally:
             await reader.stop()
 
-    def _discarded(self, text: str, draft: Draft, *, opened: bool, ended: bool) -> str | None:
+    async def _discarded(self, text: str, draft: Draft, *, opened: bool, ended: bool) -> str | None:
         """Why a raced draft's text so far is no repair (its opening filtered once), or None."""
         if not text.strip():
             return "empty" if ended else None
-        if not opened and self._reject_draft is not None:
-            reason = self._reject_draft(text, draft.question)
+        if not opened:
+            reason = await self._rejected(text, draft.question)
             if reason:
                 return reason if isinstance(reason, str) else "refusal"
         if self._degenerate is not None:
             by_itself = ended and draft.ended_by_itself is not None and draft.ended_by_itself()
             return self._degenerate(text, by_itself)
         return None
+
+    async def _rejected(self, opening: str, question: str | None) -> bool | str | None:
+        """The draft filter's word on a draft's opening (awaited when it asks the backend)."""
+        if self._reject_draft is None:
+            return None
+        reason = self._reject_draft(opening, question)
+        return await reason if inspect.isawaitable(reason) else reason
 
     async def _judge_raced(self, text: str, attempt: int) -> JudgedWindow:
         """The verdict on a raced draft's text so far (its opening read too), as a window of
@@ -562,8 +572,8 @@ class Enforcement:
                 # All of it passed already; an empty repair is no repair.
                 pass_.discarded = pass_.discarded or not judged
                 return
-            if pass_.stage == "repair" and not judged and self._reject_draft is not None:
-                reason = self._reject_draft(segment, question)
+            if pass_.stage == "repair" and not judged:
+                reason = await self._rejected(segment, question)
                 if reason:
                     pass_.discarded = True
                     pass_.discard_reason = reason if isinstance(reason, str) else None

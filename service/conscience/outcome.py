@@ -17,7 +17,8 @@ from pydantic import BaseModel, Field
 UNCHECKED = "unchecked"
 # Why a repair draft was discarded (`Review.rejected_drafts[i]["reason"]`); "judge": flagged again.
 DISCARD_REASONS = (
-    "empty", "refusal", "near_copy", "mentions_framework", "echoes_instructions", "loop", "trails_off", "judge",
+    "empty", "refusal", "near_copy", "mentions_framework", "echoes_instructions", "off_topic", "loop", "trails_off",
+    "judge",
 )
 JUDGE_ERROR = "judge_error"  # why an answer is unchecked: the judge model's server failed
 # Why a monitored answer is unchecked: no background review had room (monitor_overflow).
@@ -95,6 +96,8 @@ class Review:
     error: str | None = None
     unchecked_reason: str | None = None  # the judge failed on the answer (why), or it was never judged
     reframed_question: str | None = None  # the accepted repair answers this question (reframe)
+    # Drafts' topic checks by result (on_topic, off_topic, skipped: no embeddings); empty: none ran.
+    topic_checks: dict[str, int] = field(default_factory=dict)
     judge_ms: float = 0.0
     repair_ms: float = 0.0
 

@@ -249,6 +249,8 @@ class ConsciencePipeline:
             self._metrics.stage_seconds.labels("repair").observe(review.repair_ms / 1000.0)
             outcome = "repaired" if review.repaired else "refused"
             self._metrics.repairs.labels(framework, outcome).inc()
+        for result, count in review.topic_checks.items():
+            self._metrics.topic_checks.labels(framework, result).inc(count)
         check = CheckRecord(
             request_id=context.request_id,
             client_request_id=context.client_request_id,

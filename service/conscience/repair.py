@@ -42,6 +42,7 @@ from service.conscience.usage import record as record_usage
 from service.core.backend import JSON, Backend
 from service.frameworks import Framework
 from service.settings import RepairStrategy
+from service.tracing import stage_context
 
 # A reframed request is one question: a short budget keeps the model from answering it there.
 REFRAME_MAX_TOKENS = 64
@@ -300,12 +301,16 @@ class Repairer:
         body["n"] = n
         body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
 
+        # The generation is read in a task of its own: its upstream call nests in this span.
+        context, end_span = stage_context("conscience.repair")
+
         def ended(usage: JSON | None) -> None:
             # Stopped early, a stream without usage so far cost at most its token budget.
             bounds.charge(usage, fallback=max_tokens * n)
             record_usage("repair", usage, choices=n)
+            end_span()
 
-        return split_choices(self._backend.chat_stream(body), n, on_end=ended)
+        return split_choices(self._backend.chat_stream(body), n, on_end=ended, context=context)
 
     async def repair_stream(
         self,

@@ -5,6 +5,8 @@ repaired from candidates, a windowed stream window by window and repaired by a s
 A draft that reads as a refusal is rejected before the judge sees it: a repair must still
 answer the question. A judge passes refusals readily, and a refusal kept as the "chosen" side
 of a training pair teaches the policy to refuse (measured: bench/RESULTS.md). So is a draft
+whose opening is off the request's topic (service/conscience/topic.py), harmless to a judge
+and no answer to the request, and a draft
 that loops or trails off (service/conscience/degenerate.py): a looping "chosen" answer teaches
 the policy to loop. Every draft honours the request's `DraftLimits`, and all the drafts of one
 answer share one `RepairBudget` (service/conscience/bounds.py).
@@ -24,6 +26,7 @@ from service.conscience.outcome import Review
 from service.conscience.refusal import is_refusal
 from service.conscience.repair import Repairer
 from service.conscience.similarity import echoes, is_near_copy
+from service.conscience.topic import TopicEmbedder, request_text
 from service.core.backend import JSON
 from service.frameworks import Framework
 from service.settings import FailurePolicy, JudgeStyle
@@ -57,16 +60,19 @@ class RepairBounds:
 class Reviewer:
     def __init__(
         self, judge: Judge, repairer: Repairer, refusal_message: str, *, max_overlap: float = 0.5,
-        bounds: RepairBounds = RepairBounds(),
+        bounds: RepairBounds = RepairBounds(), topic: TopicEmbedder | None = None,
     ) -> None:
         """`max_overlap`: a draft sharing this fraction of its word 3-grams with the rejected
         answer is a near-copy (service/conscience/similarity.py), and one sharing it (whole, or
-        in one sentence) with the repair's own instructions an echo; both are discarded."""
+        in one sentence) with the repair's own instructions an echo; both are discarded.
+        `topic`: a draft whose opening is off the request's topic (service/conscience/topic.py)
+        is discarded too; None, or a minimum similarity of 0: not checked."""
         self._judge = judge
         self._repairer = repairer
         self.refusal_message = refusal_message
         self._max_overlap = max_overlap
         self._bounds = bounds
+        self._topic = topic
 
     async def review(
         self, policy: ReviewPolicy, conversation: list[JSON], answer: str, *, repair: bool = True
@@ -139,9 +145,17 @@ class Reviewer:
                 read_opening=True,
             )
 
-        def reject_draft(opening: str, question: str | None) -> str | None:
+        topic = (
+            self._topic.for_answer(request_text(conversation))
+            if self._topic is not None and self._topic.min_similarity > 0 else None
+        )
+
+        async def reject_draft(opening: str, question: str | None) -> str | None:
             rejected = enforcement.outcome.answer
-            return self._discard_reason(opening.strip(), rejected, policy.framework, question=question)
+            reason = self._discard_reason(opening.strip(), rejected, policy.framework, question=question)
+            if reason is not None or topic is None:
+                return reason
+            return await topic.discard_reason(opening.strip())  # the backend is asked last: it costs a pass
 
         enforcement = Enforcement(
             deltas, window_chars=window_chars, judge=judge, judge_draft=judge_draft, drafts=drafts,
@@ -151,6 +165,8 @@ class Reviewer:
             draft_window_chars=self._bounds.draft_window_chars,
             judge_draft_windows=policy.style is JudgeStyle.LATENT,
         )
+        if topic is not None:
+            enforcement.outcome.topic_checks = topic.results
         return enforcement
 
     def _discard_reason(

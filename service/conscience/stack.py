@@ -21,6 +21,7 @@ from service.conscience.repair import Repairer
 from service.conscience.review import RepairBounds, Reviewer
 from service.conscience.steering import SteerableBackend, steering_from_probe
 from service.conscience.thresholds import SHIPPED_PATH, ThresholdTable, configured_thresholds, load_thresholds
+from service.conscience.topic import TopicEmbedder
 from service.core.backend import Backend
 from service.metrics import Metrics
 from service.settings import RepairStrategy, Settings
@@ -55,6 +56,7 @@ class ConscienceKnobs:
     repair_max_seconds: float = _proxy_default("repair_max_seconds")
     repair_frequency_penalty: float = _proxy_default("repair_frequency_penalty")
     repair_draft_window_chars: int = _proxy_default("repair_draft_window_chars")
+    repair_min_topic_similarity: float = _proxy_default("repair_min_topic_similarity")
     repair_steering_alpha: float = _proxy_default("repair_steering_alpha")
     refusal_message: str = _proxy_default("refusal_message")
 
@@ -122,6 +124,7 @@ def build_reviewer(backend: Backend, knobs: ConscienceKnobs, *, repairer: Repair
             max_draft_tokens=knobs.repair_max_draft_tokens, max_seconds=knobs.repair_max_seconds, race=True,
             draft_window_chars=knobs.repair_draft_window_chars,
         ),
+        topic=TopicEmbedder(backend, min_similarity=knobs.repair_min_topic_similarity),
     )
 
 

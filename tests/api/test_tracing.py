@@ -35,7 +35,7 @@ def test_a_repaired_request_is_one_span_tree(
     spans: InMemorySpanExporter, start_proxy: ProxyFactory, fake: FakeUpstream
 ) -> None:
     fake.policy_answer = HARMFUL
-    proxy = start_proxy()
+    proxy = start_proxy(repair_strategy="regenerate")  # one repair generation: the tree below
     completion = proxy.client().chat.completions.create(model="policy", messages=ASK)
     assert completion.choices[0].message.content == REPAIRED
 

@@ -57,6 +57,10 @@ class Script:
     fail_error: JSON | None = None  # ... and this OpenAI error object (default: a generic one)
     stream_error_after: int | None = None  # stream events sent before an error event
     record_requests: bool = True  # False: keep no history (long benchmark runs)
+    # /v1/embeddings: each input text -> its vector (None: a hash of the text, 8 numbers);
+    # `embeddings_served` False answers it as vLLM does for a generative model (400).
+    embedding: Callable[[str], list[float]] | None = None
+    embeddings_served: bool = True
 
     def reset_script(self) -> None:
         defaults = Script()

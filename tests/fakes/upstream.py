@@ -260,6 +260,8 @@ class FakeUpstream(Script):
         return _json({"object": "list", "data": data})
 
     def _embeddings(self, body: JSON) -> Response:
+        if not self.embeddings_served:
+            return _error(400, "The model does not support Embeddings API", "BadRequestError", code=400)
         inputs = body.get("input")
         if inputs is None and isinstance(body.get("messages"), list):  # vLLM's chat form
             inputs = "\n".join(f"{m.get('role')}: {m.get('content')}" for m in body["messages"])
@@ -267,7 +269,7 @@ class FakeUpstream(Script):
             return _error(400, "'input' is required.", "invalid_request_error", param="input")
         texts = [inputs] if isinstance(inputs, str) else [str(item) for item in inputs]
         data = [
-            {"object": "embedding", "index": index, "embedding": _embed(text)}
+            {"object": "embedding", "index": index, "embedding": (self.embedding or _embed)(text)}
             for index, text in enumerate(texts)
         ]
         tokens = sum(word_count(text) for text in texts)

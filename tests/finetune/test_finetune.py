@@ -72,7 +72,8 @@ async def test_alignment_weight_finds_pairs_and_lowers_their_loss(
     # A flagged answer without a pair used up all its drafts; each discarded one has a reason.
     found = sum(metrics.pairs_per_step.values())
     assert sum(metrics.discarded_drafts.values()) >= config.max_repairs * (metrics.flagged - found)
-    assert set(metrics.discarded_drafts) <= {"judge", "refusal", "empty"}
+    # off_topic: a random model's states put its drafts anywhere (the proxy's topic check runs here too).
+    assert set(metrics.discarded_drafts) <= {"judge", "refusal", "empty", "off_topic"}
     assert metrics.first_pairs_dpo_loss["end"] < metrics.first_pairs_dpo_loss["start"]
     assert any(loss is not None for loss in metrics.dpo_loss)
 

@@ -197,10 +197,13 @@ async def test_bad_requests_get_openai_shaped_errors(
         assert error.message
 
 
-async def test_embeddings_are_refused_clearly(backend: LocalBackend) -> None:
+async def test_embeddings_come_from_the_base_model_only(backend: LocalBackend) -> None:
+    """The frozen model's states (tests/local/test_embeddings.py); another name is refused clearly."""
+    found = await backend.embeddings({"model": backend.served_base_name, "input": "hi"})
+    assert len(found["data"]) == 1 and found["model"] == backend.embeddings_model == backend.served_base_name
     with pytest.raises(BackendError) as raised:
-        await backend.embeddings({"model": backend.served_base_name, "input": "hi"})
-    assert raised.value.status_code == 400 and "embeddings" in raised.value.message
+        await backend.embeddings({"model": "an-adapter", "input": "hi"})
+    assert raised.value.status_code == 404 and "embeddings" in raised.value.message
 
 
 async def test_models_lists_the_base_model(backend: LocalBackend) -> None:

@@ -74,6 +74,7 @@ def test_serve_local_round_trip_with_a_triple(tiny_model_dir: Path, tmp_path: Pa
         "--local-model", str(tiny_model_dir), "--port", str(port), "--threshold", str(threshold),
         "--repair-temperature", "0", "--repair-max-tokens", str(MAX_TOKENS), "--max-repairs", "1",
         "--repair-candidates", "1",
+        "--repair-min-topic-similarity", "0",  # a random model's states have no topics to compare
         "--db-url", f"sqlite+aiosqlite:///{db_file}", "--spool-path", str(tmp_path / "spool.jsonl"),
         "--local-threads", "1", "--local-weights", "float32",  # the weights _pick_case scored with
     ]

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from service.backends.local.adapter_watcher import AdapterWatcher, HasSessions
 from service.backends.local.chat_stream import ChatChoiceStream, final_message
-from service.backends.local.engine import Engine
+from service.backends.local.embeddings import embedding_inputs, embedding_response, encoding_of
+from service.backends.local.engine import Engine, ModelNotFound
 from service.backends.local.generation import Usage
+from service.backends.local.hidden_states import num_layers
 from service.backends.local.loader import LoadedModel, load_model
 from service.backends.local.openai_shapes import (
     Envelope,
@@ -273,12 +275,31 @@ class LocalBackend:
         when it does not fit the model); see service/conscience/steering.py."""
         return SteeredLocalBackend(self, Steering(self.engine.loaded.model, steering))
 
+    @property
+    def embeddings_model(self) -> str:
+        """The name /v1/embeddings serves (the repair's topic check asks it): the base model."""
+        return self.engine.served_base_name
+
     async def embeddings(self, body: JSON) -> JSON:
-        raise invalid(
-            f"the local model {self.engine.served_base_name!r} is generative; "
-            "it does not serve embeddings",
-            "model",
-        )
+        """The frozen base model's own states of each input: its final layer's hidden states,
+        mean-pooled and scaled to unit length (service/backends/local/embeddings.py). Only the
+        base model's served name embeds: an adapter's states are not the frozen model's."""
+        base = self.engine.served_base_name
+        if body.get("model") != base:
+            raise ModelNotFound(
+                f"The model `{body.get('model')}` does not serve embeddings; `{base}` does.",
+                code="model_not_found", param="model",
+            )
+        encoding = encoding_of(body)
+        inputs = await asyncio.to_thread(embedding_inputs, self.engine.loaded.tokenizer, body)
+        for ids in inputs:
+            if len(ids) > self.engine.context_len:
+                raise invalid(
+                    f"an input has {len(ids)} tokens; the model's context holds {self.engine.context_len}", "input"
+                )
+        vectors = await self.engine.embeddings(inputs, layer=num_layers(self.engine.loaded))
+        tokens = sum(len(ids) for ids in inputs)
+        return embedding_response(base, vectors, tokens, encoding)
 
     # --- judge, models, lifecycle ------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 
 from service.backends.local.adapters import AdapterSlots
+from service.backends.local.embeddings import mean_pooled
 from service.backends.local.generation import (
     ChoiceDelta,
     EventChannel,
@@ -191,6 +192,20 @@ class Engine:
                 messages, answer, layers=layers, pooling=pooling, max_answer_tokens=max_answer_tokens
             )
             return values, len(span.token_ids)
+
+        try:
+            return await self._scheduler.call(run)
+        except Exception as exc:
+            raise _as_backend_error(exc) from exc
+
+    async def embeddings(self, inputs: list[list[int]], *, layer: int) -> list[list[float]]:
+        """Each token list's unit-length mean of `layer`'s hidden states, read from the frozen
+        base (adapters off) on the model thread, one pass per input
+        (service/backends/local/embeddings.py)."""
+
+        def run() -> list[list[float]]:
+            self.adapters.use(None)
+            return [mean_pooled(self.loaded, ids, layer) for ids in inputs]
 
         try:
             return await self._scheduler.call(run)
