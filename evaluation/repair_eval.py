@@ -73,9 +73,10 @@ class RepairSetup:
     concurrency: int = 1
 
 
-async def _review_one(
+async def review_row(
     setup: RepairSetup, framework: Framework, row: LabelledRow, original_score: float
 ) -> RepairOutcome:
+    """One flagged row through the setup's reviewer: its repair, as the eval reports it."""
     # Fail closed: a judge failure on the original is not a pass (the proxy's default policy).
     policy = ReviewPolicy(framework, setup.style, setup.max_repairs, FailurePolicy.FAIL_CLOSED, setup.judge_model)
     tokens = usage.begin(framework.name)  # this row's task only: gather runs each in its own context
@@ -112,25 +113,34 @@ async def evaluate_repairs(
     progress: Progress | None = None,
 ) -> list[RepairOutcome]:
     """Review (at most `limit` of) the rows the judge flags, in file order."""
-    scorer = FrameworkScorer(setup.judge, framework, judge_model=setup.judge_model, style=setup.style)
-    entries = await score_rows(scorer, rows, log=log, concurrency=setup.concurrency, progress=progress)
-    flagged = [
-        (row, entry.score)
-        for row in rows
-        if (entry := entries[row.id]).score is not None and entry.score >= scorer.threshold
-    ][:limit]
+    flagged = await flagged_rows(setup, framework, rows, limit=limit, log=log, progress=progress)
     gate = asyncio.Semaphore(setup.concurrency)
     done: list[RepairOutcome] = []
 
     async def one(row: LabelledRow, score: float) -> RepairOutcome:
         async with gate:
-            outcome = await _review_one(setup, framework, row, score)
+            outcome = await review_row(setup, framework, row, score)
         done.append(outcome)
         if progress is not None:
             progress(f"{framework.name} repairs", len(done), len(flagged))
         return outcome
 
     return list(await asyncio.gather(*(one(row, score) for row, score in flagged)))
+
+
+async def flagged_rows(
+    setup: RepairSetup, framework: Framework, rows: Sequence[LabelledRow], *, limit: int | None = None,
+    log: ScoreLog | None = None, progress: Progress | None = None,
+) -> list[tuple[LabelledRow, float]]:
+    """(At most `limit` of) the rows the judge flags, in file order, with their scores (`log`:
+    scores cached there are read, not judged again)."""
+    scorer = FrameworkScorer(setup.judge, framework, judge_model=setup.judge_model, style=setup.style)
+    entries = await score_rows(scorer, rows, log=log, concurrency=setup.concurrency, progress=progress)
+    return [
+        (row, entry.score)
+        for row in rows
+        if (entry := entries[row.id]).score is not None and entry.score >= scorer.threshold
+    ][:limit]
 
 
 def _share(count: int, total: int) -> float | None:

@@ -369,6 +369,13 @@ class RepairSettings(SettingGroup):
         "off topic and is discarded ('off_topic'); 0 disables the check, and a backend without "
         "embeddings skips it. Default measured on the demo model (bench/offtopic.py).",
     )
+    steering_alpha: float = Field(
+        0.0, ge=0.0, le=64.0,
+        description="Repair by steering (embedded engine with a latent probe only): repair drafts "
+        "are generated with the part of each probe layer's hidden state that lies on the harmful "
+        "side of the probe's mean, along its harm direction, subtracted alpha times (1: down to "
+        "the mean); 0: off. Measured no better than off with the demo model (docs/repairs.md).",
+    )
     max_overlap: float = Field(
         0.5, ge=0.0, le=1.0,
         description="A draft sharing at least this fraction of its word 3-grams with the "

@@ -60,6 +60,7 @@ FLAT_NAMES: dict[str, str] = {
     "repair.frequency_penalty": "repair_frequency_penalty",
     "repair.draft_window_chars": "repair_draft_window_chars",
     "repair.min_topic_similarity": "repair_min_topic_similarity",
+    "repair.steering_alpha": "repair_steering_alpha",
     "repair.refusal_message": "refusal_message",
     "limits.max_body_bytes": "max_body_bytes",
     "limits.max_header_bytes": "max_header_bytes",

@@ -9,14 +9,17 @@ own config (finetune) overrides the few it owns, the rest keeping the proxy's de
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from service.conscience.admission import ReviewBudget
 from service.conscience.judge import Judge
 from service.conscience.pipeline import ConsciencePipeline, RecordSink
+from service.conscience.probe import LatentBackend
 from service.conscience.repair import Repairer
 from service.conscience.review import RepairBounds, Reviewer
+from service.conscience.steering import SteerableBackend, steering_from_probe
 from service.conscience.thresholds import SHIPPED_PATH, ThresholdTable, configured_thresholds, load_thresholds
 from service.conscience.topic import TopicEmbedder
 from service.core.backend import Backend
@@ -24,6 +27,8 @@ from service.metrics import Metrics
 from service.settings import RepairStrategy, Settings
 from service.shutdown import GracefulShutdown
 from service.tracing import traced_judge, traced_repairer, traced_sink
+
+log = logging.getLogger("conscience.stack")
 
 
 def _proxy_default(name: str) -> Any:
@@ -53,6 +58,7 @@ class ConscienceKnobs:
     repair_frequency_penalty: float = _proxy_default("repair_frequency_penalty")
     repair_draft_window_chars: int = _proxy_default("repair_draft_window_chars")
     repair_min_topic_similarity: float = _proxy_default("repair_min_topic_similarity")
+    repair_steering_alpha: float = _proxy_default("repair_steering_alpha")
     refusal_message: str = _proxy_default("refusal_message")
 
     @classmethod
@@ -83,9 +89,24 @@ def build_judge(backend: Backend, knobs: ConscienceKnobs) -> Judge:
     )
 
 
+def repair_backend(backend: Backend, knobs: ConscienceKnobs) -> Backend:
+    """What repairs draft through: with `repair_steering_alpha` above 0, a view of `backend`
+    steered along its latent probe's harm direction (service/conscience/steering.py) when it can
+    steer and has a probe (the embedded engine); else `backend` itself (steering off)."""
+    if knobs.repair_steering_alpha <= 0:
+        return backend
+    probe = backend.probe if isinstance(backend, LatentBackend) else None
+    if not isinstance(backend, SteerableBackend) or probe is None:
+        log.warning("repair_steering_alpha is set, but the backend cannot steer (the embedded engine "
+                    "with a latent probe can): repairs are drafted unsteered")
+        return backend
+    return backend.steered(steering_from_probe(probe, knobs.repair_steering_alpha))
+
+
 def build_repairer(backend: Backend, knobs: ConscienceKnobs) -> Repairer:
+    """The repairer, drafting through `repair_backend` (the judge reads `backend` unsteered)."""
     return Repairer(
-        backend,
+        repair_backend(backend, knobs),
         max_tokens=knobs.repair_max_tokens,
         max_answer_chars=knobs.judge_max_answer_chars,
         temperature=knobs.repair_temperature,
@@ -95,10 +116,12 @@ def build_repairer(backend: Backend, knobs: ConscienceKnobs) -> Repairer:
     )
 
 
-def build_reviewer(backend: Backend, knobs: ConscienceKnobs) -> Reviewer:
+def build_reviewer(backend: Backend, knobs: ConscienceKnobs, *, repairer: Repairer | None = None) -> Reviewer:
+    """`repairer`: one of the caller's own (bench/steering.py's seeded drafts); default
+    `build_repairer`'s."""
     return Reviewer(
         traced_judge(build_judge(backend, knobs)),
-        traced_repairer(build_repairer(backend, knobs)),
+        traced_repairer(repairer or build_repairer(backend, knobs)),
         knobs.refusal_message,
         max_overlap=knobs.repair_max_overlap,
         bounds=RepairBounds(

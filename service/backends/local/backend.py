@@ -31,8 +31,10 @@ from service.backends.local.prompts import (
     plain_messages,
 )
 from service.backends.local.sampling import SamplingParams, sampling_params
+from service.backends.local.steering import Steering
 from service.backends.local.tools import ToolUse, tool_use
 from service.conscience.probe import SHIPPED_DIR, Probe, ProbeError, load_probe
+from service.conscience.steering import SteeringSpec
 from service.conscience.usage import record as record_usage
 from service.core.backend import JSON, BackendError, LabelProbs
 from service.settings import Settings
@@ -197,13 +199,14 @@ class LocalBackend:
         return model, prompts, self._params(body, prompts, "messages" if chat else "prompt"), tools
 
     async def _complete(
-        self, body: JSON, *, chat: bool, shape: Callable[..., JSON]
+        self, body: JSON, *, chat: bool, shape: Callable[..., JSON], steering: Steering | None = None
     ) -> JSON:
         model, prompts, params, tools = await self._prepare(body, chat=chat)
         count = len(prompts) * params.n
         texts, reasons = [""] * count, ["stop"] * count
         usage = Usage(0, 0)
-        async with contextlib.aclosing(self.engine.generate(model, prompts, params)) as events:
+        generation = self.engine.generate(model, prompts, params, steering=steering)
+        async with contextlib.aclosing(generation) as events:
             async for event in events:
                 if isinstance(event, Usage):
                     usage = event
@@ -221,7 +224,9 @@ class LocalBackend:
             messages.append(assistant_message(content, calls))
         return chat_completion(envelope, texts, reasons, usage, messages)
 
-    async def _stream(self, body: JSON, *, chat: bool, stopped: set[int]) -> AsyncIterator[JSON]:
+    async def _stream(
+        self, body: JSON, *, chat: bool, stopped: set[int], steering: Steering | None = None
+    ) -> AsyncIterator[JSON]:
         """`stream_options.include_usage`: a usage chunk at the end; with `continuous_usage_stats`
         as well (vLLM's option), every chunk also carries the usage so far, so a reader that stops
         the stream early still knows what it cost. `stopped`: see `StoppableStream`."""
@@ -233,7 +238,8 @@ class LocalBackend:
         prompt_tokens = sum(len(prompt) for prompt in prompts)
         tokens: dict[int, int] = {}
         choices: dict[int, ChatChoiceStream] = {}
-        async with contextlib.aclosing(self.engine.generate(model, prompts, params, stopped)) as events:
+        generation = self.engine.generate(model, prompts, params, stopped, steering=steering)
+        async with contextlib.aclosing(generation) as events:
             async for event in events:
                 if isinstance(event, Usage):
                     if with_usage:
@@ -252,17 +258,22 @@ class LocalBackend:
                     for update in updates:
                         yield update if so_far is None else {**update, "usage": so_far}
 
-    async def chat(self, body: JSON) -> JSON:
-        return await self._complete(body, chat=True, shape=chat_completion)
+    async def chat(self, body: JSON, *, steering: Steering | None = None) -> JSON:
+        return await self._complete(body, chat=True, shape=chat_completion, steering=steering)
 
-    def chat_stream(self, body: JSON) -> StoppableStream:
-        return StoppableStream(lambda stopped: self._stream(body, chat=True, stopped=stopped))
+    def chat_stream(self, body: JSON, *, steering: Steering | None = None) -> StoppableStream:
+        return StoppableStream(lambda stopped: self._stream(body, chat=True, stopped=stopped, steering=steering))
 
-    async def completion(self, body: JSON) -> JSON:
-        return await self._complete(body, chat=False, shape=text_completion)
+    async def completion(self, body: JSON, *, steering: Steering | None = None) -> JSON:
+        return await self._complete(body, chat=False, shape=text_completion, steering=steering)
 
-    def completion_stream(self, body: JSON) -> StoppableStream:
-        return StoppableStream(lambda stopped: self._stream(body, chat=False, stopped=stopped))
+    def completion_stream(self, body: JSON, *, steering: Steering | None = None) -> StoppableStream:
+        return StoppableStream(lambda stopped: self._stream(body, chat=False, stopped=stopped, steering=steering))
+
+    def steered(self, steering: SteeringSpec) -> SteeredLocalBackend:
+        """A view of this backend whose generations are steered by `steering` (ValueError now
+        when it does not fit the model); see service/conscience/steering.py."""
+        return SteeredLocalBackend(self, Steering(self.engine.loaded.model, steering))
 
     @property
     def embeddings_model(self) -> str:
@@ -337,3 +348,43 @@ class LocalBackend:
             await self._watcher.stop()
         await self.engine.close()
 
+
+
+class SteeredLocalBackend:
+    """A `LocalBackend` whose generations (chat and completions, streamed or not) are all steered;
+    everything else — judging, models, readiness — is the backend's own, unsteered. A view: it
+    starts and closes nothing."""
+
+    def __init__(self, backend: LocalBackend, steering: Steering) -> None:
+        self.backend = backend
+        self._steering = steering
+
+    async def chat(self, body: JSON) -> JSON:
+        return await self.backend.chat(body, steering=self._steering)
+
+    def chat_stream(self, body: JSON) -> StoppableStream:
+        return self.backend.chat_stream(body, steering=self._steering)
+
+    async def completion(self, body: JSON) -> JSON:
+        return await self.backend.completion(body, steering=self._steering)
+
+    def completion_stream(self, body: JSON) -> StoppableStream:
+        return self.backend.completion_stream(body, steering=self._steering)
+
+    async def embeddings(self, body: JSON) -> JSON:
+        return await self.backend.embeddings(body)
+
+    async def label_probs(self, model: str, messages: list[JSON], labels: Sequence[str]) -> LabelProbs:
+        return await self.backend.label_probs(model, messages, labels)
+
+    async def models(self) -> list[JSON]:
+        return await self.backend.models()
+
+    async def start(self) -> None:
+        return None
+
+    async def check_ready(self) -> None:
+        await self.backend.check_ready()
+
+    async def aclose(self) -> None:
+        return None

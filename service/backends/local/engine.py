@@ -23,6 +23,7 @@ from service.backends.local.latent import LatentRunner
 from service.backends.local.loader import LoadedModel
 from service.backends.local.sampling import SamplingParams
 from service.backends.local.scheduler import Scheduler
+from service.backends.local.steering import Steering
 from service.backends.local.verdict import LabelIds, LabelTokenError, VerdictRunner, label_token_ids
 from service.core.backend import BackendError
 
@@ -110,10 +111,12 @@ class Engine:
 
     async def generate(
         self, model: str | None, prompts: list[list[int]], params: SamplingParams,
-        stopped: Collection[int] = frozenset(),
+        stopped: Collection[int] = frozenset(), steering: Steering | None = None,
     ) -> AsyncIterator[list[ChoiceDelta] | Usage]:
         """Deltas of every choice (prompt i's choices are numbered from i * n), then total usage;
-        a choice whose index is added to `stopped` meanwhile ends without a further delta."""
+        a choice whose index is added to `stopped` meanwhile ends without a further delta.
+        `steering`: every forward pass of these generations is steered (a repair's drafts); they
+        record nothing for the latent verdict, which reads the model unsteered."""
         channel = EventChannel()
         jobs: list[GenerationJob] = []
         try:
@@ -122,7 +125,7 @@ class Engine:
                 # Created on this thread but only filled and read on the model thread.
                 reads = (
                     self._latent.track(self._latent_layers)
-                    if adapter is None and self._latent_layers is not None else None
+                    if adapter is None and self._latent_layers is not None and steering is None else None
                 )
                 job = GenerationJob(
                     loaded=self.loaded,
@@ -136,6 +139,7 @@ class Engine:
                     on_release=release,
                     reads=reads,
                     stopped=stopped,
+                    steering=steering,
                 )
                 try:
                     self._scheduler.submit(job)

@@ -4,12 +4,15 @@ The `n` choices of a request share one prompt, so the prompt is read once and it
 repeated across a batch of `n` rows; each row samples on its own and finishes on its own
 (end of sequence, a stop string, or the token budget), or is stopped by its reader (`stopped`:
 a repair's raced draft that lost, service/conscience/engine.py). A generation on the base weights may
-record what it reads for the latent verdict (`reads`: service/backends/local/latent.py).
+record what it reads for the latent verdict (`reads`: service/backends/local/latent.py), and
+may be steered (`steering`: service/backends/local/steering.py) — then it records nothing, as its
+states are not the frozen model's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +22,7 @@ from service.backends.local.detokenize import ChoiceText
 from service.backends.local.latent import ReadLog
 from service.backends.local.loader import LoadedModel
 from service.backends.local.sampling import SamplingParams, TokenSampler
+from service.backends.local.steering import Steering
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +89,15 @@ class GenerationJob:
         on_release: Callable[[], None],
         reads: ReadLog | None = None,
         stopped: Collection[int] = frozenset(),
+        steering: Steering | None = None,
     ) -> None:
         """`reads`: the latent verdict's log of this generation's hidden states (base weights only).
         `stopped`: choice indices (numbered as the deltas are) whose reader has stopped them; read
-        on the model thread at each step, they end there without a further delta."""
+        on the model thread at each step, they end there without a further delta. `steering`:
+        applied to every forward pass of this generation, prefill and decode, and to no other;
+        it takes no `reads`, since the latent verdict must read the model unsteered."""
+        if steering is not None and reads is not None:
+            raise ValueError("a steered generation's hidden states are not the frozen model's: it records no reads")
         self.cancelled = False
         self._model = loaded.model
         self._adapters = adapters
@@ -105,12 +114,14 @@ class GenerationJob:
         self._cache: Any = None
         self._last: Any = None
         self._sampler = TokenSampler(params, loaded.model.device)
+        self._steering = steering
 
     def step(self) -> bool:
         import torch
 
         self._adapters.use(self._adapter)
-        with torch.inference_mode():
+        steered = self._steering.hooked() if self._steering is not None else contextlib.nullcontext()
+        with torch.inference_mode(), steered:
             logits = self._prefill() if self._cache is None else self._decode()
             tokens = self._sampler.choose(logits)
         self._last = tokens
