@@ -26,7 +26,12 @@ def test_the_served_judge_style_is_read_from_the_settings_in_one_place() -> None
     no second Settings object carries another answer."""
 
     def reads_judge_style(node: ast.AST) -> bool:
-        return isinstance(node, ast.Attribute) and node.attr == "judge_style" and "settings" in ast.unparse(node.value)
+        if not isinstance(node, ast.Attribute):
+            return False
+        receiver = ast.unparse(node.value)
+        return (node.attr == "judge_style" and "settings" in receiver) or (
+            node.attr == "style" and receiver.endswith("settings.judge")  # the grouped setting
+        )
 
     assert _where(reads_judge_style) == {"service/conscience/policy.py"}
 
