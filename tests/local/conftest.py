@@ -13,8 +13,13 @@ from tests.store.databases import db, db_url, empty_db  # noqa: F401  (pytest fi
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+import openai
+
+from service.api.server_limits import uvicorn_config
+from service.app import create_app
 from service.backends.local.backend import LocalBackend
 from service.settings import Settings
+from tests.fakes.server import ThreadedServer
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +53,20 @@ def backend(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     local = LocalBackend.from_settings(settings)
     yield local
     asyncio.run(local.aclose())
+
+
+@pytest.fixture(scope="module")
+def sdk_client(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
+    """The real `openai` SDK against the proxy (mode off, SQLite) serving the tiny model in
+    process, shared by a module's tests."""
+    path = tmp_path_factory.mktemp("proxy")
+    settings = local_settings(
+        tiny_model_dir, path / "cache", mode="off", local_threads=1,
+        db_url=f"sqlite+aiosqlite:///{path / 'conscience.db'}", spool_path=path / "spool.jsonl",
+    )
+    options = {k: v for k, v in uvicorn_config(settings).items() if k not in ("host", "port")}
+    with ThreadedServer(create_app(settings), **options) as server:
+        yield openai.OpenAI(base_url=f"{server.origin}/v1", api_key="none", max_retries=0)
 
 
 def write_lora_adapter(model_dir: Path, target: Path, *, seed: int) -> Path:
