@@ -155,9 +155,7 @@ class ConsciencePipeline:
                 unreviewed = Review.unjudged(case.answer, REVIEW_OVERFLOW)
                 self.record(context, index, case.conversation, unreviewed, upstream_ms=upstream_ms)
             return False
-        task = asyncio.create_task(self._check_quietly(context, cases, upstream_ms))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task = self.in_background(self._review_later(context, cases, upstream_ms), context.request_id)
         task.add_done_callback(lambda _: held.release())
         return True
 
@@ -166,26 +164,24 @@ class ConsciencePipeline:
         """The server's shutdown has begun: a cancelled request is being ended by it."""
         return self._shutdown.began
 
-    def in_background(self, work: Coroutine[Any, Any, None], request_id: str) -> None:
-        """Run `work` (a review's end, its records) after its request has ended — its client
-        gone; a failure is logged, and `drain` waits for it at shutdown."""
+    def in_background(self, work: Coroutine[Any, Any, None], request_id: str) -> asyncio.Task[None]:
+        """Run `work` (a monitor review; a review whose client left, and its records) after its
+        request has ended; a failure is logged, and `drain` waits for it at shutdown."""
 
         async def quietly() -> None:
             try:
                 await work
             except Exception:
-                log.exception("background work of %s failed", request_id)
+                log.exception("background review of %s failed", request_id)
 
         task = asyncio.create_task(quietly())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
-    async def _check_quietly(self, context: CheckContext, cases: list[Case], upstream_ms: float) -> None:
-        try:
-            with self.until_recorded(context, len(cases), upstream_ms=upstream_ms):
-                await self._review(context, cases, upstream_ms)
-        except Exception:
-            log.exception("background review of %s failed", context.request_id)
+    async def _review_later(self, context: CheckContext, cases: list[Case], upstream_ms: float) -> None:
+        with self.until_recorded(context, len(cases), upstream_ms=upstream_ms):
+            await self._review(context, cases, upstream_ms)
 
     @property
     def pending_reviews(self) -> int:
