@@ -2,8 +2,10 @@
 answer as data (`CheckedAnswer`, `CheckedStream`), and the `conscience` summary and headers
 built from the choices' verdicts.
 
-service/api/checked_serving.py runs the modes; service/api/enforced_stream.py runs enforce's
-streams (windowed or buffered); service/api/framing.py frames the data as JSON or SSE.
+service/api/checked_serving.py plans a request and hands it to the route its plan names
+(`Route`): service/api/pass_through.py (off, monitor), service/api/buffered_enforcement.py
+(enforce, judged once the answer is whole) or service/api/windowed_stream.py (enforce, judged
+window by window); service/api/framing.py frames their data as JSON or SSE.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from service.api.conscience_protocol import (
     ToolCallConscience,
 )
 from service.conscience.outcome import Review
+from service.conscience.pipeline import Case
 from service.conscience.planning import Plan
-from service.conscience.policy import finish_reason, replaces_answer, worst_verdict
-from service.conscience.tool_calls import tool_call_outcome
+from service.conscience.policy import worst_verdict
+from service.conscience.tool_calls import Replacement
 from service.conscience.usage import current as current_usage
 from service.core.backend import JSON, Backend
 from service.metrics import Metrics
@@ -75,33 +78,19 @@ class CheckedStream:
 
 
 @dataclass(frozen=True, slots=True)
-class Replacement:
-    """What replaces a choice the conscience did not pass."""
+class OpenedStream:
+    """An upstream stream already opened (asked at `started`, perf_counter) and partly read."""
 
-    finish_reason: str
-    text: str = ""
-    tool_calls: list[JSON] | None = None  # a repaired tool call: sent as calls, not text
+    chunks: AsyncIterator[JSON]
+    started: float
 
 
-def replacement(surface: Surface, choice: JSON, review: Review, verdict: ChoiceConscience) -> Replacement | None:
-    """What replaces `choice` after `review` (None: it stands). A flagged tool call is repaired
-    as a call or withheld (service/conscience/tool_calls.py), never turned into plain text;
-    `verdict` names each tool called and what became of it."""
-    calls = surface.tool_calls(choice)
-    outcome = tool_call_outcome(review, calls) if calls and replaces_answer(review) else None
-    if calls:
-        action = outcome.action if outcome is not None else "passed"
-        verdict.tool_calls = [
-            ToolCallConscience(name=str(call.get("name") or "?"), verdict=review.verdict, action=action)
-            for call in calls
-        ]
-    if outcome is not None:
-        if outcome.action == "withheld":
-            verdict.repaired, verdict.refused = False, True
-        return Replacement(outcome.finish_reason, outcome.text or "", outcome.tool_calls)
-    if replaces_answer(review):
-        return Replacement(finish_reason(review), review.final_text)
-    return None
+class Route(Protocol):
+    """One way a planned request is answered (`Plan.route` names it)."""
+
+    async def respond(self, plan: Plan, opened: OpenedStream | None = None) -> CheckedAnswer | CheckedStream:
+        """The checked answer of `plan`; `opened`: its upstream stream, already opened by a route
+        that handed the request on (the rest of the request's is this route's)."""
 
 
 async def forwarded_chunks(surface: Surface, chunks: AsyncIterator[JSON], body: JSON) -> AsyncIterator[JSON]:
@@ -110,6 +99,22 @@ async def forwarded_chunks(surface: Surface, chunks: AsyncIterator[JSON], body: 
         if isinstance(chunk.get("choices"), list):
             chunk = {**chunk, "choices": [surface.forwarded(c, body) for c in chunk["choices"]]}
         yield chunk
+
+
+def choice_cases(surface: Surface, body: JSON, texts: list[str]) -> list[Case]:
+    """Each answer text with the conversation it answers."""
+    conversations = surface.conversations(body, len(texts))
+    return [Case(conversation, text) for conversation, text in zip(conversations, texts, strict=True)]
+
+
+def merged_choices(surface: Surface, chunks: Iterable[JSON]) -> tuple[list[int], list[JSON]]:
+    """A stream's choice indices, in order, and each choice merged from its deltas."""
+    deltas: dict[int, list[JSON]] = {}
+    for chunk in chunks:
+        for choice in chunk.get("choices") or []:
+            deltas.setdefault(choice.get("index", 0), []).append(choice)
+    indices = sorted(deltas)
+    return indices, [surface.merge_deltas(deltas[i]) for i in indices]
 
 
 def conscience_summary(plan: Plan, verdicts: list[ChoiceConscience]) -> JSON:
@@ -143,14 +148,42 @@ def choice_verdicts(count: int, label: str) -> list[ChoiceConscience]:
     return [ChoiceConscience(index=i, verdict=label) for i in range(count)]
 
 
-def reviewed_verdicts(reviews: list[Review]) -> list[ChoiceConscience]:
-    return [
-        ChoiceConscience(
+def reviewed_verdicts(
+    reviews: list[Review], calls: list[list[JSON]] | None = None, replaced: list[Replacement | None] | None = None
+) -> list[ChoiceConscience]:
+    """Each choice's verdict; `calls[i]`: the tools choice i called, and `replaced[i]`: what
+    replaced it — the verdict then names each tool and what became of its call (a withheld
+    call counts as refused)."""
+    verdicts = []
+    for i, r in enumerate(reviews):
+        verdict = ChoiceConscience(
             index=i, verdict=r.verdict, score=r.score, signals=r.signals, repaired=r.repaired,
             refused=r.refused, attempts=r.attempts,
         )
-        for i, r in enumerate(reviews)
-    ]
+        choice_calls = calls[i] if calls else []
+        if choice_calls:
+            replacement = replaced[i] if replaced else None
+            action = replacement.call_action if replacement is not None else None
+            verdict.tool_calls = [
+                ToolCallConscience(name=str(call.get("name") or "?"), verdict=r.verdict, action=action or "passed")
+                for call in choice_calls
+            ]
+            if action == "withheld":
+                verdict.repaired, verdict.refused = False, True
+        verdicts.append(verdict)
+    return verdicts
+
+
+def windowed_summary(plan: Plan, reviews: list[Review]) -> JSON:
+    """The `conscience` object of a windowed stream: each choice's verdict with its `stream`
+    summary (also the object's own for one choice)."""
+    verdicts = reviewed_verdicts(reviews)
+    for verdict, review in zip(verdicts, reviews, strict=True):
+        verdict.stream = review.wire()
+    summary = conscience_summary(plan, verdicts)
+    if len(reviews) == 1:
+        summary["stream"] = reviews[0].wire().model_dump(mode="json")
+    return summary
 
 
 def response_headers(summary: JSON) -> dict[str, str]:

@@ -15,8 +15,14 @@ label and the line break are the judge's only, never sent), and `continued` tell
 it continues: the released content, or, when the release ended inside the reasoning, a new
 answer after it. A delta that is neither text nor reasoning (a refusal, a tool call), or
 reasoning after the content has begun, is withheld: the client gets only what the judge has
-passed. Whether a stream is windowed at all, and falling back to buffering, is
-`checked_serving.py`'s choice.
+passed.
+
+`WindowedEnforcement` is the route of a stream the plan windows: each choice released window by
+window as the conscience passes it (`ConsciencePipeline.stream_choices`, which also records each
+one however the stream ends), a flagged one repaired in place, the choices' chunks interleaved
+as they come. The headers say `pending`; the last chunk carries the verdicts, each choice's
+`stream` summary and the usage of what the client received. A stream that opens with a call or
+a refusal is handed to the buffered route.
 """
 
 from __future__ import annotations
@@ -24,11 +30,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from service.core.backend import JSON
+from service.api.checked_plan import (
+    CheckedAnswer,
+    CheckedStream,
+    OpenedStream,
+    Route,
+    Surface,
+    choice_verdicts,
+    conscience_summary,
+    observe_upstream,
+    response_headers,
+    windowed_summary,
+)
+from service.conscience.choices import StreamedChoices
+from service.conscience.outcome import Review
+from service.conscience.pipeline import ConsciencePipeline
+from service.conscience.planning import Plan
+from service.conscience.policy import PENDING, finish_reason, replaces_answer
+from service.core.backend import JSON, Backend, BackendError
+from service.errors import error_body
+from service.metrics import Metrics
 
 _HEAD_FIELDS = ("id", "created", "model", "system_fingerprint")
 _REASONING_FIELDS = ("reasoning_content", "reasoning")  # as the chat surface reads them
@@ -226,6 +252,35 @@ class StreamTap:
             chunks.append(chunk)
         return chunks
 
+    def last_chunks(self, outcomes: list[Review], body: JSON) -> list[JSON]:
+        """The chunks that end the stream: each choice's finish reason, and the usage chunk when
+        the client asked for one (`body`)."""
+        out = [
+            self._surface.text_chunk(
+                self.head, i, "",
+                finish_reason(outcome) if replaces_answer(outcome) else (self.finish_reason(i) or "stop"),
+            )
+            for i, outcome in enumerate(outcomes)
+        ]
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = self._usage_received(outcomes)
+            if usage is not None:
+                out.append({**self.head, "object": out[0]["object"], "choices": [], "usage": usage})
+        return out
+
+    def _usage_received(self, outcomes: list[Review]) -> JSON | None:
+        """The usage chunk's `usage`: the upstream's while every choice went out as generated;
+        else the text the client received — the deltas released (one token each, as vLLM
+        streams), the refusal sentence none — and the prompt's tokens as the upstream reported
+        them (vLLM, asked for `continuous_usage_stats`, does on every chunk; 0 when an upstream
+        stopped early reported nothing)."""
+        if not any(replaces_answer(outcome) for outcome in outcomes):
+            return self.usage
+        prompt = (self.usage or {}).get("prompt_tokens") or 0
+        completion = sum(outcome.released_deltas for outcome in outcomes)
+        kept = {k: v for k, v in (self.usage or {}).items() if k != "completion_tokens_details"}
+        return {**kept, "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
     def continued(self, index: int, released: str) -> tuple[str, str]:
         """What a repair of choice `index` continues of the `released` judged text, and the
         text that joins the repair's deltas to it: the released content as it is; nothing, after
@@ -240,3 +295,80 @@ class StreamTap:
             return released[choice.content_start:], ""
         choice.content_start = len(released) + 1
         return "", "\n"
+
+
+class WindowedEnforcement:
+    def __init__(
+        self, surface: Surface, backend: Backend, pipeline: ConsciencePipeline, metrics: Metrics, *,
+        buffered: Route, window_chars: int, judge_context_chars: int,
+    ) -> None:
+        """`buffered`: the route of a stream that opens with something other than text."""
+        self._surface = surface
+        self._backend = backend
+        self._pipeline = pipeline
+        self._metrics = metrics
+        self._buffered = buffered
+        self._window_chars = window_chars
+        self._judge_context_chars = judge_context_chars
+
+    async def respond(self, plan: Plan, opened: OpenedStream | None = None) -> CheckedAnswer | CheckedStream:
+        """The stream released window by window, once its first chunks say it opens with text or
+        reasoning (fetched before answering, so that an upstream failure is an HTTP error)."""
+        started = opened.started if opened else time.perf_counter()
+        chunks = opened.chunks if opened else self._surface.stream(self._backend, with_usage_so_far(plan.body))
+        fetched, plain = await StreamTap.prefetch(self._surface, chunks)
+        if not plain:
+            return await self._buffered.respond(plan, OpenedStream(_chained(fetched, chunks), started))
+        count = plan.body.get("n", 1)
+        tap = StreamTap(self._surface, fetched, chunks, count)
+        headers = response_headers(conscience_summary(plan, choice_verdicts(count, PENDING)))
+
+        def upstream_ms() -> float:
+            return observe_upstream(self._metrics, started)
+
+        enforced = self._pipeline.stream_choices(
+            plan.context, self._surface.conversations(plan.body, count), [tap.texts(i) for i in range(count)],
+            window_chars=self._window_chars, judge_context_chars=self._judge_context_chars,
+            continued=[lambda released, i=i: tap.continued(i, released) for i in range(count)],
+            reserved=plan.reserved, close_upstream=tap.close, upstream_ms=upstream_ms,
+        )
+        return CheckedStream(self._released(plan, tap, enforced, started), headers)
+
+    async def _released(
+        self, plan: Plan, tap: StreamTap, enforced: StreamedChoices, started: float
+    ) -> AsyncIterator[JSON]:
+        """Each choice's text as the conscience releases it (a flagged one repaired in place);
+        the last chunk carries the verdicts, the `stream` summaries and the usage of what the
+        client received."""
+        try:
+            async for index, text in enforced:
+                review = enforced.outcome(index)
+                if review.action == "refused":  # the refusal sentence is the answer's content
+                    tap.continued(index, review.released[: len(review.released) - len(text)])
+                for chunk in tap.released(index, text):
+                    yield chunk
+        except BackendError as exc:  # the upstream, or the budget (429): nothing unjudged went out
+            yield error_body(exc.message, exc.error_type, exc.param, exc.code)
+            return
+        last = tap.last_chunks(enforced.reviews, plan.body)
+        last[-1]["conscience"] = windowed_summary(plan, enforced.reviews)
+        for chunk in last:
+            yield chunk
+        self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
+
+
+async def _chained(first: list[JSON], rest: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
+def with_usage_so_far(body: JSON) -> JSON:
+    """A windowed stream's body: when the client asked for usage, vLLM's usage on every chunk
+    too, so that the prompt's tokens are known also when the stream is stopped early (the
+    chunks the client gets are the proxy's own; only the last usage is passed on)."""
+    options = body.get("stream_options")
+    if not isinstance(options, dict) or not options.get("include_usage"):
+        return body
+    return {**body, "stream_options": {**options, "continuous_usage_stats": True}}

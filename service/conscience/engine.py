@@ -203,6 +203,7 @@ class Enforcement:
         budget: RepairBudget | None = None,
         draft_window_chars: int | None = None,
         judge_draft_windows: bool = True,
+        topic_checks: dict[str, int] | None = None,
     ) -> None:
         """`upstream`: the answer's text deltas; closed with `aclose()` (when it has one) as
         soon as it is no longer read. `window_chars`: None judges the answer in one window once
@@ -222,7 +223,8 @@ class Enforcement:
         `draft_window_chars`: how much of a raced draft is generated between its checks (None:
         `window_chars`, and with that None too, one check once it has ended); each checks it for
         degeneration and, with `judge_draft_windows` (a cheap verdict: the latent one, read from
-        the states its generation recorded), judges it; else it is judged once it has ended."""
+        the states its generation recorded), judges it; else it is judged once it has ended.
+        `topic_checks`: where `reject_draft` counts its topic checks (the outcome's)."""
         if window_chars is not None and window_chars < 1:
             raise ValueError("the stream review's window must hold at least one character")
         if max_repairs < 0:
@@ -247,6 +249,8 @@ class Enforcement:
         self._race_won = False  # a raced draft has passed: the others are not judged any more
         self._abandoned = False
         self.outcome = Review()
+        if topic_checks is not None:
+            self.outcome.topic_checks = topic_checks
 
     def abandon(self, reason: str) -> None:
         """The client has gone: the answer read so far is still judged (so that its record

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from service.conscience import usage
 from service.conscience.admission import Reservation, ReviewBudget
 from service.conscience.choices import StreamedChoices
 from service.conscience.drafts import Continued
@@ -199,6 +200,15 @@ class ConsciencePipeline:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+
+    @contextmanager
+    def request_scope(self, context: CheckContext, count: int) -> Iterator[None]:
+        """Around one request of `count` choices: the conscience's tokens counted from its start
+        (service/conscience/usage.py, for its `conscience.usage` and the metrics), and its
+        records kept until written (`until_recorded`)."""
+        with self.until_recorded(context, count):
+            usage.begin(context.policy.framework.name, self._metrics.stage_tokens)
+            yield
 
     @contextmanager
     def until_recorded(self, context: CheckContext, count: int, *, upstream_ms: float = 0.0) -> Iterator[None]:

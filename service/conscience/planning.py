@@ -29,6 +29,11 @@ from service.settings import EnforceStreaming, JudgeStyle, Mode, MonitorOverflow
 
 Endpoint = Literal["chat", "completions", "responses"]
 CheckEndpoint = Literal["check", "moderations"]
+# How a planned request is answered: as the upstream gives it (off, monitor), or enforced —
+# judged whole before the client gets any of it (a completion, or a buffered stream), or
+# window by window as it streams.
+Route = Literal["pass_through", "enforced", "enforced_stream", "windowed_stream"]
+OUTPUT_BUDGETS = ("max_tokens", "max_completion_tokens")  # a request's bounds on its answer
 
 
 class RequestShape(Protocol):
@@ -71,6 +76,14 @@ class Plan:
     reserved: Reservation  # the review slots charged at admission, before generation
     windowed: bool = False  # an enforce stream judged window by window (else: one window)
 
+    @property
+    def route(self) -> Route:
+        if self.mode is not Mode.ENFORCE:
+            return "pass_through"
+        if self.windowed:
+            return "windowed_stream"
+        return "enforced_stream" if self.body.get("stream") else "enforced"
+
 
 class RequestPlanner:
     def __init__(
@@ -85,10 +98,13 @@ class RequestPlanner:
     def plan(
         self, shape: RequestShape, body: JSON, asked: Asked, caller: Caller | None, *, endpoint: Endpoint,
         judge_model: str | None, request_id: str, client_request_id: str | None = None,
+        context_len: int | None = None,
     ) -> Plan:
-        """The plan of one request whose upstream `body` names the policy model; raises
-        PolicyRefusal, the surface's own refusal (`shape.validate`), or ReviewsSaturated —
-        that last, so that nothing after an admission can refuse the request."""
+        """The plan of one request whose upstream `body` names the policy model (`context_len`:
+        its context length, where known); raises PolicyRefusal, the surface's own refusal
+        (`shape.validate`), or ReviewsSaturated — that last, so that nothing after an admission
+        can refuse the request."""
+        self._check_output_budget(body, context_len)
         framework = self._framework(asked, caller)
         key_mode = Mode(caller.mode) if caller and caller.mode else None
         mode = request_mode(asked.mode, key_mode, self._settings)
@@ -130,6 +146,19 @@ class RequestPlanner:
             api_key_id=caller.id if caller else None, client_request_id=client_request_id,
         )
         return Plan({"model": policy_model}, mode, framework, context, self._pipeline.admit(Mode.ENFORCE, answers))
+
+    def _check_output_budget(self, body: JSON, context_len: int | None) -> None:
+        """Refused (invalid_request): an output budget no answer can have, past
+        --max-tokens-limit or the served model's context length (vLLM says so too; the embedded
+        engine would silently cut it)."""
+        bounds = [(self._settings.limits.max_tokens, "this server's limit (--max-tokens-limit)"),
+                  (context_len, f"the context length of `{body['model']}`")]
+        for param in OUTPUT_BUDGETS:
+            wanted = body.get(param)
+            for bound, what in bounds:
+                if wanted is not None and bound is not None and wanted > bound:
+                    message = f"{param} is {wanted}, more than {what}: {bound} tokens."
+                    raise PolicyRefusal("invalid_request", message, param)
 
     def _framework(self, asked: Asked, caller: Caller | None) -> Framework:
         name = request_framework(asked.framework, caller.framework if caller else None, self._settings)

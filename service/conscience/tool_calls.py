@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from service.conscience.outcome import UNCHECKED, Review
-from service.conscience.policy import REFUSED_FINISH
+from service.conscience.policy import REFUSED_FINISH, finish_reason, replaces_answer
 from service.core.backend import JSON
 
 TOOL_CALLS_FINISH = "tool_calls"
@@ -87,3 +87,29 @@ def tool_call_outcome(review: Review, original: list[JSON]) -> ToolCallOutcome:
     names = list(dict.fromkeys(str(call.get("name") or "?") for call in original))
     text = withheld_message(names, judged=review.verdict != UNCHECKED)
     return ToolCallOutcome("withheld", REFUSED_FINISH, text=text)
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """What replaces a choice the conscience did not pass."""
+
+    finish_reason: str
+    text: str = ""
+    tool_calls: list[JSON] | None = None  # a repaired tool call: sent as calls, not text
+    call_action: Literal["repaired", "withheld"] | None = None  # what became of the choice's calls
+
+    @property
+    def withheld(self) -> bool:
+        return self.call_action == "withheld"
+
+
+def replacement(review: Review, calls: list[JSON]) -> Replacement | None:
+    """What replaces a choice after `review` (None: it stands); `calls`: the tools it calls (as
+    {id, name, arguments}). A flagged tool call is repaired as a call or withheld, never turned
+    into plain text."""
+    if not replaces_answer(review):
+        return None
+    if calls:
+        outcome = tool_call_outcome(review, calls)
+        return Replacement(outcome.finish_reason, outcome.text or "", outcome.tool_calls, outcome.action)
+    return Replacement(finish_reason(review), review.final_text)

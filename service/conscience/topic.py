@@ -48,8 +48,10 @@ class TopicEmbedder:
     def model(self) -> str | None:
         return getattr(self._backend, "embeddings_model", None)
 
-    def for_answer(self, request: str) -> AnswerTopic:
-        return AnswerTopic(self, request)
+    def for_answer(self, conversation: list[JSON], results: dict[str, int] | None = None) -> AnswerTopic:
+        """The topic check of one answer to `conversation` (its request read at the first draft),
+        counting each draft's result in `results`."""
+        return AnswerTopic(self, conversation, results)
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]] | None:
         """Each text's unit-length vector; None (logged at debug) when the backend cannot give them."""
@@ -80,13 +82,15 @@ class AnswerTopic:
     """One answer's topic check: its request's vector (asked once), each draft opening's cosine
     with it. `results` counts each draft's result (on_topic, off_topic, skipped)."""
 
-    def __init__(self, embedder: TopicEmbedder, request: str) -> None:
+    def __init__(
+        self, embedder: TopicEmbedder, conversation: list[JSON], results: dict[str, int] | None = None
+    ) -> None:
         self._embedder = embedder
-        self._request = request
+        self._conversation = conversation
         self._request_vector: list[float] | None = None
         self._asked = False
         self._lock = asyncio.Lock()
-        self.results: dict[str, int] = {}
+        self.results: dict[str, int] = results if results is not None else {}
 
     async def discard_reason(self, opening: str) -> str | None:
         """`off_topic` when `opening` is further from the request than the threshold allows;
@@ -105,8 +109,9 @@ class AnswerTopic:
         async with self._lock:  # raced drafts reach the check together: the request is embedded once
             if not self._asked:
                 self._asked = True
-                if self._request.strip():
-                    vectors = await self._embedder.embed([self._request])
+                request = request_text(self._conversation)
+                if request.strip():
+                    vectors = await self._embedder.embed([request])
                     self._request_vector = vectors[0] if vectors else None
                 else:
                     log.debug("topic check skipped: the request has no text")

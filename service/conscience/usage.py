@@ -1,11 +1,11 @@
 """The tokens the conscience spends on one request: its judge and repair calls.
 
 Every backend call the conscience makes reports the call's `usage` here (`record`); the
-request's `StageTokens` (set by the checked serving when the request starts, carried to the
+request's `StageTokens` (set by `ConsciencePipeline.serving` when the request starts, carried to the
 background and stream tasks it causes by the context) sums them for `conscience.usage` and
 counts them in `conscience_stage_tokens_total{framework, stage, kind}` as they happen, so that
 monitor-mode reviews after the answer count as well. The response's own `usage` then counts
-only the text the client received (service/api/checked_serving.py).
+only the text the client received (service/api/buffered_enforcement.py, windowed_stream.py).
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from service.conscience.outcome import UNCHECKED, Review
 from service.conscience.pipeline import Case, CheckContext, ConsciencePipeline
 from service.conscience.planning import Asked, RequestPlanner
 from service.conscience.policy import PolicyRefusal
-from service.conscience.usage import begin as begin_usage
 from service.frameworks import Framework
 from service.logs import client_request_id_var
 from service.metrics import Metrics
@@ -76,10 +75,9 @@ class ConscienceChecks:
             )
         except PolicyRefusal as refusal:
             raise refusal_error(refusal) from None
-        begin_usage(plan.framework.name, self._metrics.stage_tokens)
         started = time.perf_counter()
         try:
-            with self._pipeline.until_recorded(plan.context, len(call.cases)):
+            with self._pipeline.request_scope(plan.context, len(call.cases)):
                 reviews = await self._pipeline.check(plan.context, call.cases, upstream_ms=0.0, reserved=plan.reserved)
         finally:
             plan.reserved.release()
