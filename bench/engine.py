@@ -34,7 +34,7 @@ from service.backends.local.loader import LoadedModel, load_model
 from service.backends.local.prompts import chat_text, encode
 from service.backends.local.sampling import SamplingParams
 from service.backends.local.verdict import VerdictRunner, label_token_ids
-from service.conscience.engine import window_end
+from service.conscience.deltas import window_end
 from service.conscience.judge import LABELS, judge_messages
 from service.frameworks import load_frameworks
 from service.settings import JudgeStyle, load_settings

@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.conscience.engine import window_end  # noqa: E402
+from service.conscience.deltas import window_end  # noqa: E402
 from service.conscience.refusal import is_refusal  # noqa: E402
 from service.settings import Settings  # noqa: E402
 

@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from service.conscience.engine import Enforcement, streamed_drafts
+from service.conscience.deltas import streamed_drafts
+from service.conscience.engine import Enforcement
 from service.conscience.judge import Judge
 from service.core.backend import LabelProbs
 from service.frameworks import load_frameworks

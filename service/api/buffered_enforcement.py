@@ -28,7 +28,6 @@ from service.api.checked_plan import (
     response_headers,
     reviewed_verdicts,
 )
-from service.conscience.engine import one_chunk
 from service.conscience.pipeline import ConsciencePipeline
 from service.conscience.planning import Plan
 from service.conscience.policy import REFUSED_FINISH
@@ -56,15 +55,13 @@ class EnforcedCompletion(_Buffered):
         ordered = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
         # The judge reads what the client gets, and no more is sent.
         choices = response["choices"] = [self._surface.forwarded(c, plan.body) for c in ordered]
-        enforced = self._pipeline.stream_choices(
+        reviews = await self._pipeline.enforce_whole(
             plan.context, self._surface.conversations(plan.body, len(choices)),
-            [one_chunk(self._surface.choice_text(choice)) for choice in choices], window_chars=None,
-            reserved=plan.reserved, close_upstream=_read_already, upstream_ms=lambda: upstream_ms,
+            [self._surface.choice_text(choice) for choice in choices], reserved=plan.reserved,
+            upstream_ms=upstream_ms,
         )
-        async for _ in enforced:  # one window each: released once, at the end
-            pass
         calls = [self._surface.tool_calls(choice) for choice in choices]
-        replaced = [replacement(review, c) for review, c in zip(enforced.reviews, calls, strict=True)]
+        replaced = [replacement(review, c) for review, c in zip(reviews, calls, strict=True)]
         for choice, replacing in zip(choices, replaced, strict=True):
             if replacing is None:
                 continue
@@ -74,7 +71,7 @@ class EnforcedCompletion(_Buffered):
                 self._surface.rewrite_choice(choice, replacing.text, replacing.finish_reason)
             if len(choices) == 1 and response.get("usage"):
                 response["usage"] = received_usage(response["usage"], True, replacing.finish_reason == REFUSED_FINISH)
-        summary = conscience_summary(plan, reviewed_verdicts(enforced.reviews, calls, replaced))
+        summary = conscience_summary(plan, reviewed_verdicts(reviews, calls, replaced))
         response["conscience"] = summary
         self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
         return CheckedAnswer(response, response_headers(summary))
@@ -89,15 +86,13 @@ class EnforcedBufferedStream(_Buffered):
         buffered = [chunk async for chunk in forwarded_chunks(self._surface, chunks, plan.body)]
         upstream_ms = observe_upstream(self._metrics, started)
         indices, choices = merged_choices(self._surface, buffered)
-        enforced = self._pipeline.stream_choices(
+        reviews = await self._pipeline.enforce_whole(
             plan.context, self._surface.conversations(plan.body, len(choices)),
-            [one_chunk(self._surface.choice_text(choice)) for choice in choices], window_chars=None,
-            reserved=plan.reserved, close_upstream=_read_already, upstream_ms=lambda: upstream_ms,
+            [self._surface.choice_text(choice) for choice in choices], reserved=plan.reserved,
+            upstream_ms=upstream_ms,
         )
-        async for _ in enforced:  # one window each: released once, at the end
-            pass
         calls = [self._surface.tool_calls(choice) for choice in choices]
-        replaced = [replacement(review, c) for review, c in zip(enforced.reviews, calls, strict=True)]
+        replaced = [replacement(review, c) for review, c in zip(reviews, calls, strict=True)]
         changed = {index: r for index, r in zip(indices, replaced, strict=True) if r is not None}
         if len(indices) == 1 and changed:
             refused = changed[indices[0]].finish_reason == REFUSED_FINISH
@@ -105,7 +100,7 @@ class EnforcedBufferedStream(_Buffered):
                 {**chunk, "usage": received_usage(chunk["usage"], True, refused)} if chunk.get("usage") else chunk
                 for chunk in buffered
             ]
-        summary = conscience_summary(plan, reviewed_verdicts(enforced.reviews, calls, replaced))
+        summary = conscience_summary(plan, reviewed_verdicts(reviews, calls, replaced))
         headers = response_headers(summary)
         return CheckedStream(_replayed(self._surface, buffered, changed, summary), headers)
 
@@ -136,7 +131,3 @@ async def _replayed(
     out[-1] = {**out[-1], "conscience": summary}
     for chunk in out:
         yield chunk
-
-
-async def _read_already() -> None:
-    """A buffered answer's upstream: read to its end already."""

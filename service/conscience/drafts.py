@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from service.conscience import usage
 from service.conscience.bounds import DraftLimits, RepairBudget
-from service.conscience.engine import Draft, one_chunk
+from service.conscience.deltas import Draft, one_chunk
 from service.conscience.fencing import unwrap_echoed_fences
 from service.conscience.repair import Repairer
 from service.core.backend import JSON

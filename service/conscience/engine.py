@@ -39,7 +39,6 @@ says. A judge or repair failure while repairing always refuses: the original is 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import inspect
 import time
@@ -47,6 +46,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from service.conscience.bounds import REPAIR_BUDGET_SPENT, BudgetSpent, RepairBudget
+from service.conscience.deltas import DeltaReader, Draft, DraftSource, whole_deltas, window_end
 from service.conscience.judge import JudgeFailed
 from service.conscience.outcome import (
     JUDGE_ERROR,
@@ -69,94 +69,6 @@ DraftFilter = Callable[[str, "str | None"], "bool | str | None | Awaitable[bool 
 DegenerateCheck = Callable[[str, bool], "str | None"]
 
 
-@dataclass(frozen=True, slots=True)
-class Draft:
-    """One repair draft: its text deltas (appending to the released text), and whether it is a
-    whole candidate (judged in one window, its opening read too) or streamed (windowed)."""
-
-    deltas: AsyncIterator[str]
-    whole: bool = False
-    question: str | None = None  # reframe: the question it answers in place of the request
-    parallel: bool = False  # generated with the attempt's other parallel drafts: raced with them
-    # Once its deltas have ended: whether the model ended it (not a token limit); unknown: False.
-    ended_by_itself: Callable[[], bool] | None = None
-    # A raced draft's text as far as generated -> the text read, judged and sent (a fence the
-    # model echoed taken off); None: as it is.
-    cleaned: Callable[[str], str] | None = None
-
-    on_accepted: Callable[[], None] | None = None  # called when a raced draft wins
-
-    def read(self, text: str) -> str:
-        return self.cleaned(text) if self.cleaned is not None else text
-
-
-# The released text and the attempt (1, 2, …) -> that attempt's drafts, in order.
-DraftSource = Callable[[str, int], AsyncIterator[Draft]]
-
-
-async def one_chunk(text: str) -> AsyncIterator[str]:
-    """`text` as a stream of one delta: how a buffered answer or a candidate is read."""
-    yield text
-
-
-def streamed_drafts(repair: Callable[[str, int], AsyncIterator[str]]) -> DraftSource:
-    """A draft source of one streamed draft per attempt: `repair(released, attempt)`'s deltas."""
-
-    async def drafts(released: str, attempt: int) -> AsyncIterator[Draft]:
-        yield Draft(repair(released, attempt))
-
-    return drafts
-
-
-class _Reader:
-    """Pulls a stream of deltas into `text` in the background until it ends or is stopped."""
-
-    def __init__(self, deltas: AsyncIterator[str]) -> None:
-        self._deltas = deltas
-        self.text = ""
-        self.ends: list[int] = []  # where each delta ends in `text`
-        self.done = False
-        self.error: Exception | None = None
-        self._changed = asyncio.Event()
-        self._task = asyncio.create_task(self._pull())
-
-    async def _pull(self) -> None:
-        try:
-            async for delta in self._deltas:
-                self.text += delta
-                if delta:
-                    self.ends.append(len(self.text))
-                self._changed.set()
-        except Exception as exc:  # handed to the reviewer, which decides what it means
-            self.error = exc
-        finally:
-            self.done = True
-            self._changed.set()
-
-    async def wait_for(self, length: int | None, *, seconds: float | None = None) -> None:
-        """Until `length` characters have arrived (None: any number), or the stream has ended;
-        BudgetSpent("seconds") after `seconds` (None: no limit)."""
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while (length is None or len(self.text) < length) and not self.done:
-            self._changed.clear()
-            if deadline is None:
-                await self._changed.wait()
-                continue
-            try:
-                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise BudgetSpent("seconds") from None
-
-    async def stop(self) -> None:
-        """Stop reading and close the stream (an upstream response, a generation)."""
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        aclose = getattr(self._deltas, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
 @dataclass(slots=True)
 class _Pass:
     """How one windowed pass over a stream ended."""
@@ -169,20 +81,6 @@ class _Pass:
     judge_error: Exception | None = None
     discarded: bool = False  # the draft filter rejected the opening
     discard_reason: str | None = None
-
-
-def _whole_deltas(ends: list[int], offset: int) -> int:
-    """How many deltas lie wholly within the first `offset` characters."""
-    return bisect.bisect_right(ends, offset)
-
-
-def window_end(text: str, offset: int, done: bool) -> int:
-    """Where the next window ends: the stream's end, or after the held text's last whitespace."""
-    if done:
-        return len(text)
-    # Past the first held character, so that a window is never a lone leading space.
-    cut = max(text.rfind(space, offset + 1) for space in " \n\t")
-    return cut + 1 if cut > offset else len(text)
 
 
 class Enforcement:
@@ -275,7 +173,7 @@ class Enforcement:
 
     async def _run(self) -> AsyncGenerator[str, None]:
         outcome = self.outcome
-        reader = _Reader(self._upstream)
+        reader = DeltaReader(self._upstream)
         answer = _Pass("answer", 0)
         try:
             async with contextlib.aclosing(self._windowed(reader, answer, self._window)) as windows:
@@ -445,7 +343,7 @@ class Enforcement:
         """One raced draft, read and judged window by window as it is generated: (the draft,
         its text, its last verdict's window) once it has ended clean; None when it was discarded
         or flagged (noted among the outcome's drafts), stopping it at once."""
-        reader = _Reader(draft.deltas)
+        reader = DeltaReader(draft.deltas)
         offset, opened = 0, False
         try:
             while True:
@@ -532,7 +430,7 @@ class Enforcement:
         """One draft, judged window by window (a whole candidate in one): accepted, or noted
         among the outcome's rejected drafts with its reason."""
         outcome = self.outcome
-        reader = _Reader(draft.deltas)
+        reader = DeltaReader(draft.deltas)
         window = None if draft.whole else self._window
         judge = self._judge_draft if draft.whole else self._judge
         try:
@@ -554,7 +452,7 @@ class Enforcement:
         outcome.drafts.append(RejectedDraft(tried.attempt, reader.text, reason, tried.score, draft.question))
 
     async def _windowed(
-        self, reader: _Reader, pass_: _Pass, window: int | None, *, judge: JudgeFn | None = None,
+        self, reader: DeltaReader, pass_: _Pass, window: int | None, *, judge: JudgeFn | None = None,
         draft: Draft | None = None,
     ) -> AsyncGenerator[str, None]:
         """Yield `reader`'s text window by window (None: in one, once it has ended) while the
@@ -595,7 +493,7 @@ class Enforcement:
                 return
             pass_.offset = end
             if segment:  # an empty answer is judged, but there is nothing to send
-                self.outcome.released_deltas += _whole_deltas(reader.ends, end) - _whole_deltas(
+                self.outcome.released_deltas += whole_deltas(reader.ends, end) - whole_deltas(
                     reader.ends, end - len(segment)
                 )
                 yield self._release(segment)
@@ -636,7 +534,7 @@ class Enforcement:
         start = space + 1 if 0 <= space < len(released) - 1 else cut
         return ELLIPSIS + released[start:] + segment
 
-    async def _rest(self, reader: _Reader, offset: int) -> AsyncGenerator[str, None]:
+    async def _rest(self, reader: DeltaReader, offset: int) -> AsyncGenerator[str, None]:
         """fail_open: the rest of the original as it arrives, unjudged."""
         while True:
             await reader.wait_for(offset + 1)
@@ -644,7 +542,7 @@ class Enforcement:
                 raise reader.error
             if offset >= len(reader.text):
                 return
-            self.outcome.released_deltas += _whole_deltas(reader.ends, len(reader.text)) - _whole_deltas(
+            self.outcome.released_deltas += whole_deltas(reader.ends, len(reader.text)) - whole_deltas(
                 reader.ends, offset
             )
             text, offset = reader.text[offset:], len(reader.text)

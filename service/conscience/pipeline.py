@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 from service.conscience import usage
 from service.conscience.admission import Reservation, ReviewBudget
 from service.conscience.choices import StreamedChoices
+from service.conscience.deltas import one_chunk
 from service.conscience.drafts import Continued
 from service.conscience.outcome import REVIEW_OVERFLOW, UNCHECKED, Review
 from service.conscience.review import Reviewer, ReviewPolicy
@@ -127,6 +128,21 @@ class ConsciencePipeline:
             self, context, conversations, enforcements, reserved=reserved, close_upstream=close_upstream,
             upstream_ms=upstream_ms,
         )
+
+    async def enforce_whole(
+        self, context: CheckContext, conversations: list[list[JSON]], answers: list[str], *,
+        reserved: Reservation | None, upstream_ms: float,
+    ) -> list[Review]:
+        """Enforce mode, buffered: each whole answer (read to its end already) through its
+        enforcement as a one-chunk stream, in `stream_choices` (so recorded however the request
+        ends); the reviews in order."""
+        choices = self.stream_choices(
+            context, conversations, [one_chunk(answer) for answer in answers], window_chars=None,
+            reserved=reserved, close_upstream=_read_already, upstream_ms=lambda: upstream_ms,
+        )
+        async for _ in choices:  # one window each: released once, at the end
+            pass
+        return choices.reviews
 
     def streaming(self, count: int = 1, reserved: Reservation | None = None) -> AbstractContextManager[None]:
         """Hold `count` running reviews (one per choice, `reserved` ones first) for a whole
@@ -302,3 +318,7 @@ class ConsciencePipeline:
                     judge_model=context.policy.judge_model,
                 )
             )
+
+
+async def _read_already() -> None:
+    """A whole answer's upstream: read to its end already."""

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from service.conscience.bounds import DraftLimits, RepairBudget
 from service.conscience.degenerate import degenerate_reason
+from service.conscience.deltas import DraftSource, one_chunk
 from service.conscience.drafts import CandidateDrafts, Continued, RacedCandidates, RepairCase, StreamedDraft
-from service.conscience.engine import DraftSource, Enforcement, one_chunk
+from service.conscience.engine import Enforcement
 from service.conscience.judge import Judge, Verdict
 from service.conscience.outcome import Review
 from service.conscience.repair import Repairer

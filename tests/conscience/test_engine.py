@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from service.conscience.engine import Enforcement, streamed_drafts
+from service.conscience.deltas import streamed_drafts
+from service.conscience.engine import Enforcement
 from service.conscience.outcome import Review
 from service.conscience.refusal import is_refusal
 

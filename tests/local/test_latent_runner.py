@@ -200,7 +200,7 @@ async def test_a_window_of_a_running_generation_is_judged_from_what_it_has_read(
     wordy_model_dir: Path, tmp_path: Path
 ) -> None:
     from service.backends.local.generation import Usage
-    from service.conscience.engine import window_end
+    from service.conscience.deltas import window_end
 
     async with recording_engine(wordy_model_dir, tmp_path) as (loaded, engine):
         text, windows = "", []
