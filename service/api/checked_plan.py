@@ -22,7 +22,6 @@ from service.api.conscience_protocol import (
     ToolCallConscience,
 )
 from service.conscience.outcome import Review
-from service.conscience.pipeline import Case
 from service.conscience.planning import Plan
 from service.conscience.policy import worst_verdict
 from service.conscience.tool_calls import Replacement
@@ -99,12 +98,6 @@ async def forwarded_chunks(surface: Surface, chunks: AsyncIterator[JSON], body: 
         if isinstance(chunk.get("choices"), list):
             chunk = {**chunk, "choices": [surface.forwarded(c, body) for c in chunk["choices"]]}
         yield chunk
-
-
-def choice_cases(surface: Surface, body: JSON, texts: list[str]) -> list[Case]:
-    """Each answer text with the conversation it answers."""
-    conversations = surface.conversations(body, len(texts))
-    return [Case(conversation, text) for conversation, text in zip(conversations, texts, strict=True)]
 
 
 def merged_choices(surface: Surface, chunks: Iterable[JSON]) -> tuple[list[int], list[JSON]]:

@@ -20,7 +20,7 @@ from service.adapters.served_models import ModelCatalog, ModelNames
 from service.api.buffered_enforcement import EnforcedBufferedStream, EnforcedCompletion
 from service.api.checked_plan import CheckedAnswer, CheckedStream, Plan, Route, Surface
 from service.api.conscience_protocol import SamplingFields
-from service.api.pass_through import PassThrough
+from service.api.pass_through import PassThroughCompletion, PassThroughStream
 from service.api.refusals import refusal_error
 from service.api.windowed_stream import WindowedEnforcement
 from service.conscience.pipeline import ConsciencePipeline
@@ -53,7 +53,8 @@ class CheckedServing:
         self._catalog = catalog
         buffered = EnforcedBufferedStream(surface, backend, pipeline, metrics)
         self._routes: dict[str, Route] = {
-            "pass_through": PassThrough(surface, backend, pipeline, metrics),
+            "pass_through": PassThroughCompletion(surface, backend, pipeline, metrics),
+            "pass_through_stream": PassThroughStream(surface, backend, pipeline, metrics),
             "enforced": EnforcedCompletion(surface, backend, pipeline, metrics),
             "enforced_stream": buffered,
             "windowed_stream": WindowedEnforcement(

@@ -1,7 +1,8 @@
 """Modes off and monitor: the upstream's answer goes to the client as it is (in monitor mode only
 what the judge reads: `Surface.forwarded`), a stream's chunks as they come, holding back one so
-that the last can carry the `conscience` object. Monitor mode reviews what the client received in
-the background (`ConsciencePipeline.check_later`); off counts it as sent unjudged.
+that the last can carry the `conscience` object (`PassThroughCompletion`, `PassThroughStream`).
+Monitor mode reviews what the client received in the background, off counts it as sent unjudged
+(`ConsciencePipeline.review_later`, `skipped`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from service.api.checked_plan import (
     CheckedStream,
     OpenedStream,
     Surface,
-    choice_cases,
     choice_verdicts,
     conscience_summary,
     forwarded_chunks,
@@ -32,48 +32,54 @@ from service.metrics import Metrics
 from service.settings import Mode
 
 
-class PassThrough:
+class _PassThrough:
     def __init__(self, surface: Surface, backend: Backend, pipeline: ConsciencePipeline, metrics: Metrics) -> None:
         self._surface = surface
         self._backend = backend
         self._pipeline = pipeline
         self._metrics = metrics
 
-    async def respond(self, plan: Plan, opened: OpenedStream | None = None) -> CheckedAnswer | CheckedStream:
-        """The answer as the upstream gives it; in monitor mode reviewed once the client has it."""
+
+class PassThroughCompletion(_PassThrough):
+    async def respond(self, plan: Plan, opened: OpenedStream | None = None) -> CheckedAnswer:
+        """The completion as the upstream gives it; in monitor mode reviewed once the client
+        has it. `opened` is never given: a completion is not a stream."""
+        started = time.perf_counter()
+        response = await self._surface.create(self._backend, plan.body)
+        upstream_ms = observe_upstream(self._metrics, started)
+        choices = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
+        if plan.mode is Mode.OFF:
+            self._pipeline.skipped(plan.context, len(choices))
+            scheduled = False
+        else:  # the judge reads what the client gets, and no more is sent
+            choices = response["choices"] = [self._surface.forwarded(c, plan.body) for c in choices]
+            scheduled = self._pipeline.review_later(
+                plan.context, self._surface.conversations(plan.body, len(choices)),
+                [self._surface.choice_text(c) for c in choices], upstream_ms=upstream_ms, reserved=plan.reserved,
+            )
+        summary = conscience_summary(plan, choice_verdicts(len(choices), PENDING if scheduled else UNCHECKED))
+        response["conscience"] = summary
+        self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
+        return CheckedAnswer(response, response_headers(summary))
+
+
+class PassThroughStream(_PassThrough):
+    async def respond(self, plan: Plan, opened: OpenedStream | None = None) -> CheckedStream:
+        """The stream as the upstream gives it, holding back one chunk so that the last can carry
+        the `conscience` object; `opened`: its upstream stream, when another route opened it."""
         started = opened.started if opened else time.perf_counter()
-        label = PENDING if plan.mode is Mode.MONITOR else UNCHECKED
-        if not plan.body.get("stream"):
-            return await self._completion(plan, label, started)
         chunks = opened.chunks if opened else self._surface.stream(self._backend, plan.body)
         if plan.mode is Mode.MONITOR:  # only what the judge reads
             chunks = forwarded_chunks(self._surface, chunks, plan.body)
+        label = PENDING if plan.mode is Mode.MONITOR else UNCHECKED
+        summary = conscience_summary(plan, choice_verdicts(plan.body.get("n", 1), label))
+        headers = response_headers(summary)
         # Fetch the first chunk before answering so that an upstream failure is an HTTP error.
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
             first = None
-        summary = conscience_summary(plan, choice_verdicts(plan.body.get("n", 1), label))
-        return CheckedStream(self._passed_through(plan, first, chunks, summary, started), response_headers(summary))
-
-    async def _completion(self, plan: Plan, label: str, started: float) -> CheckedAnswer:
-        response = await self._surface.create(self._backend, plan.body)
-        upstream_ms = observe_upstream(self._metrics, started)
-        choices = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
-        if plan.mode is Mode.MONITOR:  # the judge reads what the client gets, and no more is sent
-            choices = response["choices"] = [self._surface.forwarded(c, plan.body) for c in choices]
-            texts = [self._surface.choice_text(c) for c in choices]
-            scheduled = self._pipeline.check_later(
-                plan.context, choice_cases(self._surface, plan.body, texts), upstream_ms=upstream_ms,
-                reserved=plan.reserved,
-            )
-            label = label if scheduled else UNCHECKED
-        else:
-            self._pipeline.skipped(plan.context, len(choices))
-        summary = conscience_summary(plan, choice_verdicts(len(choices), label))
-        response["conscience"] = summary
-        self._metrics.stage_seconds.labels("total").observe(time.perf_counter() - started)
-        return CheckedAnswer(response, response_headers(summary))
+        return CheckedStream(self._passed_through(plan, first, chunks, summary, started), headers)
 
     async def _passed_through(
         self, plan: Plan, first: JSON | None, chunks: AsyncIterator[JSON], summary: JSON, started: float
@@ -101,18 +107,17 @@ class PassThrough:
                 yield held
         finally:
             try:
-                self._after(plan, sent, started)
+                upstream_ms = observe_upstream(self._metrics, started)
+                if plan.mode is Mode.OFF:
+                    sent_choices = {choice.get("index", 0) for chunk in sent for choice in chunk.get("choices") or []}
+                    self._pipeline.skipped(plan.context, len(sent_choices))
+                else:
+                    _, merged = merged_choices(self._surface, sent)
+                    if merged:
+                        self._pipeline.review_later(
+                            plan.context, self._surface.conversations(plan.body, len(merged)),
+                            [self._surface.choice_text(choice) for choice in merged], upstream_ms=upstream_ms,
+                            reserved=plan.reserved,
+                        )
             finally:
                 plan.reserved.release()  # a no-op once check_later has taken them
-
-    def _after(self, plan: Plan, sent: list[JSON], started: float) -> None:
-        upstream_ms = observe_upstream(self._metrics, started)
-        _, merged = merged_choices(self._surface, sent)
-        if plan.mode is Mode.OFF:
-            self._pipeline.skipped(plan.context, len(merged))
-        elif merged:
-            texts = [self._surface.choice_text(choice) for choice in merged]
-            self._pipeline.check_later(
-                plan.context, choice_cases(self._surface, plan.body, texts), upstream_ms=upstream_ms,
-                reserved=plan.reserved,
-            )

@@ -103,7 +103,7 @@ class DeltaReader:
             await aclose()
 
 
-def _whole_deltas(ends: list[int], offset: int) -> int:
+def whole_deltas(ends: list[int], offset: int) -> int:
     """How many deltas lie wholly within the first `offset` characters."""
     return bisect.bisect_right(ends, offset)
 

@@ -154,6 +154,14 @@ class ConsciencePipeline:
         if count:
             self._metrics.unchecked.labels(context.policy.framework.name, "mode_off", "sent").inc(count)
 
+    def review_later(
+        self, context: CheckContext, conversations: list[list[JSON]], answers: list[str], *, upstream_ms: float,
+        reserved: Reservation | None = None,
+    ) -> bool:
+        """`check_later` for the `answers` the client was sent, each to its conversation."""
+        cases = [Case(conversation, answer) for conversation, answer in zip(conversations, answers, strict=True)]
+        return self.check_later(context, cases, upstream_ms=upstream_ms, reserved=reserved)
+
     def check_later(
         self, context: CheckContext, cases: list[Case], *, upstream_ms: float,
         reserved: Reservation | None = None,
