@@ -24,7 +24,7 @@ from service.api.pass_through import PassThroughCompletion, PassThroughStream
 from service.api.refusals import refusal_error
 from service.api.windowed_stream import WindowedEnforcement
 from service.conscience.pipeline import ConsciencePipeline
-from service.conscience.planning import OUTPUT_BUDGETS, Asked, Endpoint, RequestPlanner
+from service.conscience.planning import OUTPUT_BUDGETS, Asked, Endpoint, RequestPlanner, RouteName
 from service.conscience.policy import PolicyRefusal
 from service.core.backend import Backend
 from service.errors import APIError
@@ -52,7 +52,7 @@ class CheckedServing:
         self._models = models
         self._catalog = catalog
         buffered = EnforcedBufferedStream(surface, backend, pipeline, metrics)
-        self._routes: dict[str, Route] = {
+        self._routes: dict[RouteName, Route] = {
             "pass_through": PassThroughCompletion(surface, backend, pipeline, metrics),
             "pass_through_stream": PassThroughStream(surface, backend, pipeline, metrics),
             "enforced": EnforcedCompletion(surface, backend, pipeline, metrics),

@@ -32,7 +32,7 @@ CheckEndpoint = Literal["check", "moderations"]
 # How a planned request is answered: as the upstream gives it (off, monitor), or enforced —
 # judged whole before the client gets any of it (a completion, or a buffered stream), or
 # window by window as it streams.
-Route = Literal["pass_through", "pass_through_stream", "enforced", "enforced_stream", "windowed_stream"]
+RouteName = Literal["pass_through", "pass_through_stream", "enforced", "enforced_stream", "windowed_stream"]
 OUTPUT_BUDGETS = ("max_tokens", "max_completion_tokens")  # a request's bounds on its answer
 
 
@@ -77,7 +77,7 @@ class Plan:
     windowed: bool = False  # an enforce stream judged window by window (else: one window)
 
     @property
-    def route(self) -> Route:
+    def route(self) -> RouteName:
         if self.mode is not Mode.ENFORCE:
             return "pass_through_stream" if self.body.get("stream") else "pass_through"
         if self.windowed:
