@@ -28,6 +28,7 @@ from service.api.checked_plan import (
     response_headers,
     reviewed_verdicts,
 )
+from service.conscience.outcome import Review
 from service.conscience.pipeline import ConsciencePipeline
 from service.conscience.planning import Plan
 from service.conscience.policy import REFUSED_FINISH
@@ -37,31 +38,45 @@ from service.core.backend import JSON, Backend
 from service.metrics import Metrics
 
 
-class _Buffered:
-    def __init__(self, surface: Surface, backend: Backend, pipeline: ConsciencePipeline, metrics: Metrics) -> None:
+class WholeAnswers:
+    """Whole answers through the conscience: each one's review, the tools it calls, and what
+    replaces it (None: it stands)."""
+
+    def __init__(self, surface: Surface, pipeline: ConsciencePipeline, metrics: Metrics) -> None:
         self._surface = surface
-        self._backend = backend
         self._pipeline = pipeline
         self._metrics = metrics
 
-
-class EnforcedCompletion(_Buffered):
-    async def respond(self, plan: Plan, opened: OpenedStream | None = None) -> CheckedAnswer:
-        """The completion judged whole, its flagged choices rewritten as their repairs (or
-        refusals). `opened` is never given: a completion is not a stream."""
-        started = time.perf_counter()
-        response = await self._surface.create(self._backend, plan.body)
+    async def judged(
+        self, plan: Plan, choices: list[JSON], started: float
+    ) -> tuple[list[Review], list[list[JSON]], list[Replacement | None]]:
+        """`choices`, their upstream asked at `started` (perf_counter) and read to its end."""
         upstream_ms = observe_upstream(self._metrics, started)
-        ordered = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
-        # The judge reads what the client gets, and no more is sent.
-        choices = response["choices"] = [self._surface.forwarded(c, plan.body) for c in ordered]
         reviews = await self._pipeline.enforce_whole(
             plan.context, self._surface.conversations(plan.body, len(choices)),
             [self._surface.choice_text(choice) for choice in choices], reserved=plan.reserved,
             upstream_ms=upstream_ms,
         )
         calls = [self._surface.tool_calls(choice) for choice in choices]
-        replaced = [replacement(review, c) for review, c in zip(reviews, calls, strict=True)]
+        return reviews, calls, [replacement(review, c) for review, c in zip(reviews, calls, strict=True)]
+
+
+class EnforcedCompletion:
+    def __init__(self, surface: Surface, backend: Backend, pipeline: ConsciencePipeline, metrics: Metrics) -> None:
+        self._surface = surface
+        self._backend = backend
+        self._metrics = metrics
+        self._whole = WholeAnswers(surface, pipeline, metrics)
+
+    async def respond(self, plan: Plan, opened: OpenedStream | None = None) -> CheckedAnswer:
+        """The completion judged whole, its flagged choices rewritten as their repairs (or
+        refusals). `opened` is never given: a completion is not a stream."""
+        started = time.perf_counter()
+        response = await self._surface.create(self._backend, plan.body)
+        ordered = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
+        # The judge reads what the client gets, and no more is sent.
+        choices = response["choices"] = [self._surface.forwarded(c, plan.body) for c in ordered]
+        reviews, calls, replaced = await self._whole.judged(plan, choices, started)
         for choice, replacing in zip(choices, replaced, strict=True):
             if replacing is None:
                 continue
@@ -77,22 +92,21 @@ class EnforcedCompletion(_Buffered):
         return CheckedAnswer(response, response_headers(summary))
 
 
-class EnforcedBufferedStream(_Buffered):
+class EnforcedBufferedStream:
+    def __init__(self, surface: Surface, backend: Backend, pipeline: ConsciencePipeline, metrics: Metrics) -> None:
+        self._surface = surface
+        self._backend = backend
+        self._metrics = metrics
+        self._whole = WholeAnswers(surface, pipeline, metrics)
+
     async def respond(self, plan: Plan, opened: OpenedStream | None = None) -> CheckedStream:
         """The stream read to its end and judged whole, then replayed with its flagged choices
         replaced; `opened`: its upstream stream, when a windowed route handed it on."""
         started = opened.started if opened else time.perf_counter()
         chunks = opened.chunks if opened else self._surface.stream(self._backend, plan.body)
         buffered = [chunk async for chunk in forwarded_chunks(self._surface, chunks, plan.body)]
-        upstream_ms = observe_upstream(self._metrics, started)
         indices, choices = merged_choices(self._surface, buffered)
-        reviews = await self._pipeline.enforce_whole(
-            plan.context, self._surface.conversations(plan.body, len(choices)),
-            [self._surface.choice_text(choice) for choice in choices], reserved=plan.reserved,
-            upstream_ms=upstream_ms,
-        )
-        calls = [self._surface.tool_calls(choice) for choice in choices]
-        replaced = [replacement(review, c) for review, c in zip(reviews, calls, strict=True)]
+        reviews, calls, replaced = await self._whole.judged(plan, choices, started)
         changed = {index: r for index, r in zip(indices, replaced, strict=True) if r is not None}
         if len(indices) == 1 and changed:
             refused = changed[indices[0]].finish_reason == REFUSED_FINISH
