@@ -8,14 +8,8 @@ import dataclasses
 from typing import Any
 
 from service.conscience.judge import Verdict
-from service.conscience.repair import (
-    REFRAME_MAX_TOKENS,
-    RepairDraft,
-    Repairer,
-    reframe_messages,
-    reframed_answer_messages,
-    regenerate_messages,
-)
+from service.conscience.repair import REFRAME_MAX_TOKENS, RepairDraft, Repairer
+from service.conscience.repair_prompts import reframe_messages, reframed_answer_messages, regenerate_messages
 from service.conscience.review import Reviewer, ReviewPolicy
 from service.conscience.similarity import is_near_copy, ngram_overlap
 from service.core.backend import JSON
