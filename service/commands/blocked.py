@@ -16,7 +16,8 @@ import typer
 
 from service.commands.db import DbUrl, _with_database
 from service.commands.errors import fail
-from service.commands.triples import Framework, Since, Until, _one_line
+from service.commands.review_output import echo_conversation, echo_discarded_drafts, last_user_text, one_line
+from service.commands.triples import Framework, Since, Until
 from service.store import repository
 from service.store.db import Database
 from service.store.models import BlockedReview, Check, as_utc
@@ -33,12 +34,6 @@ class Review(StrEnum):
     RIGHT = "right"
     WRONG = "wrong"
     ANY = "any"
-
-
-def _last_user_text(check: Check) -> str:
-    users = [m for m in check.prompt or [] if m.get("role") == "user"]
-    content = users[-1].get("content", "") if users else ""
-    return content if isinstance(content, str) else str(content)
 
 
 @blocked_app.command("list")
@@ -69,7 +64,7 @@ def list_command(
         score = "-" if check.score is None else f"{check.score:.3f}"
         typer.echo(
             f"{check.id:32}  {check.created_at:%Y-%m-%d %H:%M}  {check.blocked_review or '-':6}  "
-            f"{check.framework[:12]:12}  {score:5}  {_one_line(_last_user_text(check), 60)}"
+            f"{check.framework[:12]:12}  {score:5}  {one_line(last_user_text(check.prompt), 60)}"
         )
     typer.secho(f"{len(rows)} of {total} (offset {offset}).", err=True)
 
@@ -95,12 +90,9 @@ def show_command(
     if check.answer is None:
         typer.echo("(text not stored: recorded before blocked answers kept their text)")
         return
-    for message in check.prompt or []:
-        typer.echo(f"\n[{message.get('role')}]\n{message.get('content')}")
+    echo_conversation(check.prompt)
     typer.echo(f"\n--- blocked answer (score {check.score}) ---\n{check.answer}")
-    for draft in check.drafts or []:
-        typer.echo(f"\n--- discarded draft ({draft.get('reason')}, score {draft.get('score')}) ---")
-        typer.echo(draft.get("text") or "(empty)")
+    echo_discarded_drafts(check.drafts)
 
 
 @blocked_app.command("mark")

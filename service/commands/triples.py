@@ -20,6 +20,7 @@ import typer
 
 from service.commands.db import DbUrl, _with_database
 from service.commands.errors import fail
+from service.commands.review_output import echo_conversation, echo_discarded_drafts, last_user_text, one_line
 from service.store import repository
 from service.store.db import Database
 from service.store.models import Triple, TripleStatus, as_utc
@@ -67,17 +68,6 @@ def score_of(triple: Triple) -> float | None:
     return (triple.details.get("rejected_verdict") or {}).get("score")
 
 
-def _one_line(text: str, width: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def _last_user_text(triple: Triple) -> str:
-    users = [m for m in triple.prompt if m.get("role") == "user"]
-    content = users[-1].get("content", "") if users else ""
-    return content if isinstance(content, str) else orjson.dumps(content).decode()
-
-
 @triples_app.command("list")
 def list_command(
     status: Status = None, framework: Framework = None, min_score: MinScore = None,
@@ -104,7 +94,7 @@ def list_command(
         typer.echo(
             f"{triple.id:32}  {triple.created_at:%Y-%m-%d %H:%M}  {triple.status:8}  "
             f"{triple.framework[:12]:12}  {'-' if score is None else f'{score:.3f}':5}  "
-            f"{_one_line(_last_user_text(triple), 60)}"
+            f"{one_line(last_user_text(triple.prompt), 60)}"
         )
     typer.secho(f"{len(rows)} of {total} (offset {offset}).", err=True)
 
@@ -130,13 +120,10 @@ def show_command(
         return
     chosen_score = (triple.details.get("chosen_verdict") or {}).get("score")
     typer.echo(f"{triple.id}  {triple.status}  {triple.framework}  {triple.created_at:%Y-%m-%d %H:%M:%S} UTC")
-    for message in triple.prompt:
-        typer.echo(f"\n[{message.get('role')}]\n{message.get('content')}")
+    echo_conversation(triple.prompt)
     typer.echo(f"\n--- rejected (score {score_of(triple)}) ---\n{triple.rejected}")
     typer.echo(f"\n--- chosen (score {chosen_score}) ---\n{triple.chosen}")
-    for draft in triple.details.get("discarded_drafts") or []:
-        typer.echo(f"\n--- discarded draft ({draft.get('reason')}, score {draft.get('score')}) ---")
-        typer.echo(draft.get("text") or "(empty)")
+    echo_discarded_drafts(triple.details.get("discarded_drafts"))
 
 
 def _review(
