@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from service.store import repository
+from service.store import credentials
 from service.store.db import Database
 from service.store.migrate import upgrade
 from service.store.models import AdapterVersion, Check
@@ -170,11 +170,11 @@ async def test_two_replicas_on_one_database(pg_url: str, up: FakeUpstream, tmp_p
 
         # A key works on both; revoked, it stops working on both.
         async with db.sessions.begin() as session:
-            key, plaintext = await repository.create_api_key(session, "team-a")
+            key, plaintext = await credentials.create_api_key(session, "team-a")
         for replica in replicas:
             assert await _eventually(lambda r=replica: _status_is(r, plaintext, 200), timeout_s=5.0)
         async with db.sessions.begin() as session:
-            await repository.revoke_api_key(session, key.id)
+            await credentials.revoke_api_key(session, key.id)
         for replica in replicas:
             assert await _eventually(lambda r=replica: _status_is(r, plaintext, 401), timeout_s=5.0)
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from service.commands.errors import fail, settings_or_exit
 from service.frameworks import load_frameworks
 from service.settings import Mode
-from service.store import repository
+from service.store import credentials
 from service.store.db import Database, error_reason, shown_url
 from service.store.migrate import upgrade
 from service.store.models import ApiKey
@@ -86,7 +86,7 @@ def create_command(
 
     async def create(db: Database) -> tuple[ApiKey, str]:
         async with db.sessions.begin() as session:
-            return await repository.create_api_key(
+            return await credentials.create_api_key(
                 session, name, framework=framework, mode=mode.value if mode else None
             )
 
@@ -104,7 +104,7 @@ def list_command(db_url: DbUrl = None) -> None:
 
     async def load(db: Database) -> list[ApiKey]:
         async with db.sessions() as session:
-            return list(await repository.list_api_keys(session))
+            return list(await credentials.list_api_keys(session))
 
     keys = _with_database(db_url, load)
     if not keys:
@@ -128,7 +128,7 @@ def revoke_command(
 
     async def revoke(db: Database) -> ApiKey | None:
         async with db.sessions.begin() as session:
-            return await repository.revoke_api_key(session, key_id)
+            return await credentials.revoke_api_key(session, key_id)
 
     key = _with_database(db_url, revoke)
     if key is None:

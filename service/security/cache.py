@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.polling import Poller
-from service.store import repository
+from service.store import credentials
 from service.store.db import Database
 from service.store.keys import hash_key
 
@@ -66,7 +66,7 @@ class ApiKeyCache:
     async def refresh(self) -> None:
         """Reload the keys; raises if the database cannot be read."""
         async with self._db.sessions() as session:
-            rows = await repository.list_api_keys(session)
+            rows = await credentials.list_api_keys(session)
         self._by_hash = {
             row.key_hash: ClientIdentity(row.id, row.name, row.framework, row.mode)
             for row in rows

@@ -1,4 +1,6 @@
-"""Async reads and reviews over the store, for the admin API and console, the CLI and the trainer.
+"""Async reads and reviews over the store, for the admin API and console, the CLI and the trainer:
+triples and blocked answers (the figures over checks: service/store/stats.py; API keys and
+console sessions: service/store/credentials.py).
 
 Functions take an `AsyncSession` and never commit: the caller owns the transaction
 (`async with db.sessions.begin() as session:`).
@@ -6,29 +8,22 @@ Functions take an `AsyncSession` and never commit: the caller owns the transacti
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Integer, case, cast, delete, func, literal_column, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.store.keys import generate_key, visible_prefix
 from service.store.models import (
-    ApiKey,
     BlockedReview,
     Check,
-    ConsoleSessionRevocation,
     Triple,
     TripleStatus,
     as_utc,
 )
 from service.store.records import utcnow
-
-Bucket = Literal["hour", "day"]
 
 
 class UnknownTriples(LookupError):
@@ -99,14 +94,6 @@ class CheckFilter:
         if self.until is not None:
             conditions.append(Check.created_at < self.until)
         return conditions
-
-
-@dataclass(frozen=True, slots=True)
-class VerdictCount:
-    bucket_start: datetime
-    framework: str
-    verdict: str
-    count: int
 
 
 # --- triples ---------------------------------------------------------------------------------
@@ -188,132 +175,17 @@ async def _oldest_first(session: AsyncSession, query: Any, model: Any, page_size
         after = (page[-1].created_at, page[-1].id)
 
 
-# --- checks ----------------------------------------------------------------------------------
-
-
-async def verdict_counts(
-    session: AsyncSession,
-    bucket: Bucket,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    framework: str | None = None,
-) -> list[VerdictCount]:
-    """Checks per UTC hour or day, framework and verdict, oldest bucket first."""
-    start = _bucket_start(session.get_bind().dialect.name, bucket)
-    query = select(start.label("bucket"), Check.framework, Check.verdict, func.count())
-    if since is not None:
-        query = query.where(Check.created_at >= since)
-    if until is not None:
-        query = query.where(Check.created_at < until)
-    if framework is not None:
-        query = query.where(Check.framework == framework)
-    query = query.group_by(start, Check.framework, Check.verdict).order_by(
-        start, Check.framework, Check.verdict
-    )
-    rows = (await session.execute(query)).all()
-    return [
-        VerdictCount(_as_bucket_datetime(row[0]), row[1], row[2], row[3]) for row in rows
-    ]
-
-
-def _bucket_start(dialect: str, bucket: Bucket) -> ColumnElement[Any]:
-    if dialect == "sqlite":
-        # SQLite keeps UTC wall-clock text (see models.UTCDateTime).
-        pattern = "%Y-%m-%d %H:00:00" if bucket == "hour" else "%Y-%m-%d 00:00:00"
-        return func.strftime(pattern, Check.created_at)
-    # Literals, not bound parameters: PostgreSQL must see the GROUP BY expression as identical.
-    utc = func.timezone(literal_column("'UTC'"), Check.created_at)
-    return func.date_trunc(literal_column(f"'{bucket}'"), utc)
-
-
-def _as_bucket_datetime(value: datetime | str) -> datetime:
-    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return as_utc(parsed)  # type: ignore[return-value]
-
-
-@dataclass(frozen=True, slots=True)
-class OutcomeCount:
-    framework: str
-    checks: int
-    flagged: int  # judged unethical
-    repaired: int  # flagged, and a repair passed
-    blocked: int  # flagged, and no repair passed
-    unchecked: int  # the judge failed: sent or refused by the failure policy
+# --- blocked answers -------------------------------------------------------------------------
 
 
 # Flagged and no repair passed. Since migration 0002 such a check also keeps its text.
-_BLOCKED = (Check.attempts > 0) & Check.repaired.is_(False)
-
-
-async def outcome_counts(session: AsyncSession, where: CheckFilter) -> list[OutcomeCount]:
-    """Per framework: how many checks were flagged, repaired, blocked and left unchecked."""
-    def total(condition: ColumnElement[bool]) -> ColumnElement[int]:
-        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-    query = (
-        select(
-            Check.framework, func.count(), total(Check.verdict == "unethical"),
-            total(Check.repaired.is_(True)), total(_BLOCKED), total(Check.verdict == "unchecked"),
-        )
-        .where(*where.conditions()).group_by(Check.framework).order_by(Check.framework)
-    )
-    return [OutcomeCount(*row) for row in (await session.execute(query)).all()]
-
-
-async def score_histogram(session: AsyncSession, where: CheckFilter, bins: int = 20) -> list[int]:
-    """Checks per score bin over [0, 1] (`bins` equal widths; a score of 1 is in the last)."""
-    scaled = Check.score * bins
-    # PostgreSQL's integer cast rounds, SQLite's truncates; floor() is optional in SQLite.
-    index = cast(scaled, Integer) if session.get_bind().dialect.name == "sqlite" else func.floor(scaled)
-    query = (
-        select(index, func.count())
-        .where(Check.score.is_not(None), *where.conditions()).group_by(index)
-    )
-    counts = [0] * bins
-    for value, count in (await session.execute(query)).all():
-        counts[min(max(int(value), 0), bins - 1)] += count
-    return counts
-
-
-async def thresholds_in_use(session: AsyncSession, where: CheckFilter) -> list[tuple[str, float]]:
-    """(framework, threshold) of the checks `where` selects, each pair once, by framework: what
-    their scores were flagged at (older checks, which did not record it, are left out)."""
-    query = (
-        select(Check.framework, Check.threshold)
-        .where(Check.threshold.is_not(None), *where.conditions())
-        .distinct().order_by(Check.framework, Check.threshold)
-    )
-    return [(framework, float(threshold)) for framework, threshold in (await session.execute(query)).all()]
-
-
-STAGES = {"upstream": Check.upstream_ms, "judge": Check.judge_ms, "repair": Check.repair_ms}
-
-
-async def stage_latency(
-    session: AsyncSession, where: CheckFilter, quantiles: Sequence[float] = (0.5, 0.95)
-) -> dict[str, list[float | None]]:
-    """Milliseconds per stage at each quantile (nearest rank; None without data). The repair
-    stage counts only checks that tried a repair."""
-    latency: dict[str, list[float | None]] = {}
-    for stage, column in STAGES.items():
-        conditions = where.conditions() + ([Check.attempts > 0] if stage == "repair" else [])
-        total = await session.scalar(select(func.count()).select_from(Check).where(*conditions)) or 0
-        # Same SQL on both dialects (SQLite has no percentile function): one ordered row each.
-        latency[stage] = [
-            await session.scalar(
-                select(column).where(*conditions).order_by(column)
-                .limit(1).offset(max(math.ceil(quantile * total) - 1, 0))
-            ) if total else None
-            for quantile in quantiles
-        ]
-    return latency
+BLOCKED = (Check.attempts > 0) & Check.repaired.is_(False)
 
 
 def _blocked_conditions(
     where: CheckFilter, review: BlockedReviewState | None
 ) -> list[ColumnElement[bool]]:
-    conditions = [_BLOCKED, *where.conditions()]
+    conditions = [BLOCKED, *where.conditions()]
     if review == "unreviewed":
         conditions.append(Check.blocked_review.is_(None))
     elif review is not None:
@@ -342,7 +214,7 @@ async def count_blocked(
 
 async def get_blocked(session: AsyncSession, check_id: str) -> Check | None:
     """The blocked answer with this check id; None if there is none (or the check passed)."""
-    return (await session.scalars(select(Check).where(_BLOCKED, Check.id == check_id))).first()
+    return (await session.scalars(select(Check).where(BLOCKED, Check.id == check_id))).first()
 
 
 async def set_blocked_review(
@@ -350,72 +222,13 @@ async def set_blocked_review(
 ) -> Sequence[Check]:
     """Mark blocked answers rightly or wrongly blocked, all or nothing: `UnknownBlocked` (and no
     change) if any id is not a blocked answer. A second mark replaces the first."""
-    return await _review_all(session, Check, ids, UnknownBlocked, _BLOCKED, blocked_review=review.value)
+    return await _review_all(session, Check, ids, UnknownBlocked, BLOCKED, blocked_review=review.value)
 
 
 async def iter_reviewed_blocked(
     session: AsyncSession, where: CheckFilter, *, page_size: int = 500
 ) -> AsyncIterator[Check]:
     """Every blocked answer a reviewer has marked, oldest first, a page at a time (keyset)."""
-    query = select(Check).where(_BLOCKED, Check.blocked_review.is_not(None), *where.conditions())
+    query = select(Check).where(BLOCKED, Check.blocked_review.is_not(None), *where.conditions())
     async for check in _oldest_first(session, query, Check, page_size):
         yield check
-
-
-# --- API keys --------------------------------------------------------------------------------
-
-
-async def create_api_key(
-    session: AsyncSession, name: str, *, framework: str | None = None, mode: str | None = None
-) -> tuple[ApiKey, str]:
-    """A new key row and the plaintext key, which exists nowhere else: show it once."""
-    plaintext, key_hash = generate_key()
-    key = ApiKey(
-        name=name, prefix=visible_prefix(plaintext), key_hash=key_hash,
-        framework=framework, mode=mode,
-    )
-    session.add(key)
-    await session.flush()
-    return key, plaintext
-
-
-async def list_api_keys(session: AsyncSession) -> Sequence[ApiKey]:
-    """Every key, revoked ones included, newest first."""
-    query = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id)
-    return (await session.scalars(query)).all()
-
-
-async def active_api_keys(session: AsyncSession) -> Sequence[ApiKey]:
-    return (await session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None)))).all()
-
-
-async def revoke_api_key(session: AsyncSession, key_id: str) -> ApiKey | None:
-    """Mark a key revoked (once: a second revoke keeps the first time). None if unknown."""
-    await session.execute(
-        update(ApiKey)
-        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
-    return await session.get(ApiKey, key_id, populate_existing=True)
-
-
-async def revoke_console_session(session: AsyncSession, session_hash: str, expires_at: datetime) -> None:
-    """Record a console logout (twice, from two workers, is once) and forget the revocations
-    of sessions that have expired anyway."""
-    now = utcnow()
-    await session.execute(delete(ConsoleSessionRevocation).where(ConsoleSessionRevocation.expires_at <= now))
-    if expires_at <= now:
-        return
-    insert = sqlite.insert if session.bind.dialect.name == "sqlite" else postgresql.insert
-    await session.execute(
-        insert(ConsoleSessionRevocation)
-        .values(session_hash=session_hash, expires_at=expires_at)
-        .on_conflict_do_nothing(index_elements=["session_hash"])
-    )
-
-
-async def console_session_revoked(session: AsyncSession, session_hash: str) -> bool:
-    found = await session.execute(
-        select(ConsoleSessionRevocation.session_hash).where(ConsoleSessionRevocation.session_hash == session_hash)
-    )
-    return found.first() is not None

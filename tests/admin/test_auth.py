@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from service.security.auth import OpenAccessAlarm, open_access_warning
 from service.security.cache import ApiKeyCache
 from service.settings import Settings
-from service.store import repository
+from service.store import credentials
 from service.store.db import Database
 from service.store.keys import generate_key
 from service.store.writer import RecordWriter
@@ -25,7 +25,7 @@ from tests.store.test_writer import wait_until
 
 async def create_key(db: Database, name: str, **options: str) -> tuple[str, str]:
     async with db.sessions.begin() as session:
-        key, plaintext = await repository.create_api_key(session, name, **options)
+        key, plaintext = await credentials.create_api_key(session, name, **options)
     return key.id, plaintext
 
 
@@ -80,7 +80,7 @@ async def test_revoked_key_stops_working(
     assert (await client.get("/v1/whoami", headers=bearer(revoked))).status_code == 200
 
     async with db.sessions.begin() as session:
-        row = await repository.revoke_api_key(session, revoked_id)
+        row = await credentials.revoke_api_key(session, revoked_id)
     assert row is not None and row.revoked_at is not None
     await wait_until(lambda: keys.lookup(revoked) is None)
     assert_401(await client.get("/v1/whoami", headers=bearer(revoked)))
@@ -93,7 +93,7 @@ async def test_revoking_the_last_key_does_not_open_the_proxy(
     key_id, plaintext = await create_key(db, "only")
     await keys.refresh()
     async with db.sessions.begin() as session:
-        await repository.revoke_api_key(session, key_id)
+        await credentials.revoke_api_key(session, key_id)
     await keys.refresh()
     assert not keys.has_keys and keys.issued
     assert_401(await client.get("/v1/whoami"))

@@ -9,7 +9,7 @@ import typer
 from typer.testing import CliRunner, Result
 
 from service.commands.db import db_app, keys_app
-from service.store import repository
+from service.store import credentials
 from service.store.db import Database
 
 cli = typer.Typer()
@@ -35,7 +35,7 @@ async def test_key_lifecycle(db_url: str, empty_db: Database) -> None:
     plaintext = created.stdout.strip()
     assert plaintext.startswith("sk-cons-")
     async with empty_db.sessions() as session:
-        (stored,) = await repository.list_api_keys(session)
+        (stored,) = await credentials.list_api_keys(session)
     assert stored.key_hash == hashlib.sha256(plaintext.encode()).hexdigest()
     assert (stored.name, stored.framework, stored.mode) == ("team-a", "wwjd", "monitor")
     assert stored.prefix == plaintext[:12]
@@ -48,7 +48,7 @@ async def test_key_lifecycle(db_url: str, empty_db: Database) -> None:
     assert revoked.exit_code == 0, revoked.output
     assert "revoked" in (await invoke("keys", "list", "--db-url", db_url)).stdout
     async with empty_db.sessions() as session:
-        assert await repository.active_api_keys(session) == []
+        assert await credentials.active_api_keys(session) == []
 
 
 async def test_errors_are_explained(db_url: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.store import repository
+from service.store import repository, stats
 from service.store.db import Database
 from service.store.ingest import insert_records
 from service.store.repository import CheckFilter
@@ -24,11 +24,11 @@ async def test_outcomes_scores_latency_and_blocked(db: Database) -> None:
     assert await insert_records(db, checks) == []
     everything = CheckFilter()
     async with db.sessions() as session:
-        outcomes = await repository.outcome_counts(session, everything)
-        histogram = await repository.score_histogram(session, everything, bins=4)
-        latency = await repository.stage_latency(session, everything)
+        outcomes = await stats.outcome_counts(session, everything)
+        histogram = await stats.score_histogram(session, everything, bins=4)
+        latency = await stats.stage_latency(session, everything)
         blocked = await repository.list_blocked(session, everything, limit=10)
-        wwjd = await repository.stage_latency(session, CheckFilter(framework="wwjd"))
+        wwjd = await stats.stage_latency(session, CheckFilter(framework="wwjd"))
         assert await repository.count_blocked(session, everything) == 1
     assert [(o.framework, o.checks, o.flagged, o.repaired, o.blocked, o.unchecked) for o in outcomes] == [
         ("three_laws", 4, 2, 1, 1, 0), ("wwjd", 1, 0, 0, 0, 1),

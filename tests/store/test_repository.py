@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 
-from service.store import repository
+from service.store import credentials, repository
 from service.store.db import Database
 from service.store.ingest import insert_records
 from service.store.models import AdapterVersion, Triple, TripleStatus
@@ -58,12 +58,12 @@ async def test_the_trainers_selection_is_a_filter_of_several_statuses_and_untrai
 
 async def test_revoking_twice_keeps_the_first_time(db: Database) -> None:
     async with db.sessions.begin() as session:
-        key, _ = await repository.create_api_key(session, "dave")
+        key, _ = await credentials.create_api_key(session, "dave")
     async with db.sessions.begin() as session:
-        first = await repository.revoke_api_key(session, key.id)
+        first = await credentials.revoke_api_key(session, key.id)
     async with db.sessions.begin() as session:
-        second = await repository.revoke_api_key(session, key.id)
+        second = await credentials.revoke_api_key(session, key.id)
     assert first is not None and second is not None
     assert second.revoked_at == first.revoked_at
     async with db.sessions() as session:
-        assert await repository.revoke_api_key(session, "unknown") is None
+        assert await credentials.revoke_api_key(session, "unknown") is None

@@ -25,7 +25,8 @@ from service.api.deps import ADMIN_ERRORS
 from service.security.auth import require_admin
 from service.store.db import Database
 from service.store.models import TripleStatus
-from service.store.repository import BlockedReviewState, Bucket, CheckFilter, TripleFilter
+from service.store.repository import BlockedReviewState, CheckFilter, TripleFilter
+from service.store.stats import Bucket
 
 router = APIRouter(
     prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=ADMIN_ERRORS

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.store.models import BlockedReview, TripleStatus
-from service.store.repository import Bucket
+from service.store.stats import Bucket
 
 
 class TripleOut(BaseModel):

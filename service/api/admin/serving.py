@@ -18,11 +18,12 @@ from service.api.admin.protocol import (
     VerdictStats,
 )
 from service.errors import APIError
-from service.store import repository
+from service.store import repository, stats
 from service.store.db import Database
 from service.store.models import BlockedReview, TripleStatus
 from service.store.preference import preference_record
-from service.store.repository import BlockedReviewState, Bucket, CheckFilter, TripleFilter
+from service.store.repository import BlockedReviewState, CheckFilter, TripleFilter
+from service.store.stats import Bucket
 
 
 async def list_triples(db: Database, where: TripleFilter, *, limit: int, offset: int) -> TripleList:
@@ -91,7 +92,7 @@ async def verdict_stats(
     framework: str | None,
 ) -> VerdictStats:
     async with db.sessions() as session:
-        counts = await repository.verdict_counts(
+        counts = await stats.verdict_counts(
             session, bucket, since=since, until=until, framework=framework
         )
     return VerdictStats(

@@ -16,11 +16,12 @@ from urllib.parse import urlencode
 from markupsafe import Markup
 
 from service.api.ui import charts
-from service.store import repository
+from service.store import repository, stats
 from service.store.db import Database
 from service.store.models import BlockedReview, Check, Triple, TripleStatus, as_utc
 from service.store.records import utcnow
-from service.store.repository import BlockedReviewState, Bucket, CheckFilter, TripleFilter
+from service.store.repository import BlockedReviewState, CheckFilter, TripleFilter
+from service.store.stats import Bucket
 
 PAGE_SIZE = 50
 VERDICTS = ("ethical", "neutral", "unethical", "unchecked")
@@ -166,7 +167,7 @@ class Dashboard:
     verdict_charts: list[tuple[str, Markup]]  # one per framework
     score_chart: Markup
     rate_chart: Markup | None
-    outcomes: list[repository.OutcomeCount]
+    outcomes: list[stats.OutcomeCount]
     latency_chart: Markup
     latency: dict[str, list[float | None]]
     thresholds: list[tuple[str, float]]  # (framework, threshold) the range's checks were judged at
@@ -179,13 +180,13 @@ async def dashboard(db: Database, range_name: str, framework: str | None) -> Das
     where = CheckFilter(framework=framework, since=since, until=until)
     async with db.sessions() as session:
         # The query behind GET /admin/stats/verdicts.
-        counts = await repository.verdict_counts(
+        counts = await stats.verdict_counts(
             session, bucket, since=since, until=until, framework=framework
         )
-        histogram = await repository.score_histogram(session, where, SCORE_BINS)
-        outcomes = await repository.outcome_counts(session, where)
-        latency = await repository.stage_latency(session, where)
-        thresholds = await repository.thresholds_in_use(session, where)
+        histogram = await stats.score_histogram(session, where, SCORE_BINS)
+        outcomes = await stats.outcome_counts(session, where)
+        latency = await stats.stage_latency(session, where)
+        thresholds = await stats.thresholds_in_use(session, where)
     starts = _bucket_starts(since, until, bucket)
     label = "%m-%d %H:00" if bucket == "hour" else "%Y-%m-%d"
     categories = [start.strftime(label) for start in starts]

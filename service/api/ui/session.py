@@ -33,7 +33,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from service.store import repository
+from service.store import credentials
 from service.store.db import Database
 
 SESSION_COOKIE = "conscience_session"
@@ -124,7 +124,7 @@ class SessionStore:
         if session is None:
             return None
         async with db.sessions() as transaction:
-            if await repository.console_session_revoked(transaction, session_hash(session.id)):
+            if await credentials.console_session_revoked(transaction, session_hash(session.id)):
                 return None
         return session
 
@@ -134,7 +134,7 @@ class SessionStore:
         if session is None:
             return
         async with db.sessions.begin() as transaction:
-            await repository.revoke_console_session(
+            await credentials.revoke_console_session(
                 transaction, session_hash(session.id), datetime.fromtimestamp(session.expires_at, UTC)
             )
 
